@@ -1,0 +1,54 @@
+// swift-tools-version:6.0
+// imgtool: disk-image toolkit (library ImageCore, service adapter ImageService, CLI imgtool).
+// Every C dependency is a Debian -dev package reached through a system-library target.
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "imgtool",
+    products: [
+        .executable(name: "imgtool", targets: ["imgtool"]),
+        .library(name: "ImageCore", targets: ["ImageCore"]),
+        .library(name: "ImageService", targets: ["ImageService"]),
+    ],
+    targets: [
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CLzma", providers: [.apt(["liblzma-dev"])]),
+        .systemLibrary(name: "CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CCrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CCrypt", providers: [.apt(["libcrypt-dev"])]),
+        .systemLibrary(name: "CIsal", providers: [.apt(["libisal-dev"])]),
+        .systemLibrary(name: "CSystem"),
+        .target(
+            name: "ImageCore",
+            dependencies: ["CZlib", "CLzma", "CCurl", "CCrypto", "CCrypt", "CIsal", "CSystem"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ImageService",
+            dependencies: ["ImageCore", "CSystem"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "imgtool",
+            dependencies: ["ImageCore", "ImageService"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ImageCoreTests",
+            dependencies: ["ImageCore", "CZlib"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ImageServiceTests",
+            dependencies: ["ImageService", "ImageCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "imgtoolTests",
+            dependencies: ["imgtool"],
+            swiftSettings: strict
+        ),
+    ]
+)

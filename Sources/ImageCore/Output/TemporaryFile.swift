@@ -1,0 +1,210 @@
+// TemporaryFile: write a file under a temporary name, then publish it atomically.
+//
+// The temporary file sits in the target's directory (so the rename stays on one
+// filesystem) as `.<name>.imgtool-<pid>-<random>.tmp`, created with O_EXCL. `publish`
+// fsyncs the file, renames it with renameat2(RENAME_NOREPLACE) so an existing target is
+// never replaced (falling back to link+unlink where the filesystem lacks that flag), and
+// fsyncs the directory. Until then nothing exists under the final name. The pid in the
+// name lets a later run tell a dead process's leftovers (`removeStale`) from a live one's.
+//
+// Every live temporary path is also recorded in `TemporaryFileRegistry`, so a front end
+// that receives SIGINT or SIGTERM can remove them before it exits.
+
+#if canImport(Glibc)
+import Glibc
+#endif
+import CSystem
+import Foundation
+import Synchronization
+
+/// The target of a new file already exists; nothing was written to it.
+public struct TargetExistsError: ImageError {
+    public var path: String
+    public var kind: String
+
+    public init(path: String, kind: String) {
+        self.path = path
+        self.kind = kind
+    }
+
+    public var category: FailureCategory { .targetExists }
+    public var description: String { "'\(path)' already exists (\(kind)); it was not modified" }
+    public var remedy: String? { "choose a path that does not exist yet, or remove the existing one yourself" }
+}
+
+public final class TemporaryFile {
+    /// The path the file will have once published.
+    public let finalPath: String
+    /// The temporary path, in the same directory.
+    public let temporaryPath: String
+    /// The open descriptor of the temporary file (read-write).
+    public let descriptor: FileDescriptor
+
+    private let directory: FileDescriptor
+    private let finalName: String
+    private let temporaryName: String
+    private var isOpen = true
+
+    /// Creates the temporary file for `finalPath`.
+    /// - Parameter mustNotExist: when true (the default), an existing `finalPath` of any
+    ///   kind (file, link, device, directory) throws `TargetExistsError` before anything
+    ///   is created.
+    public init(for finalPath: String, mode: mode_t = 0o644, mustNotExist: Bool = true) throws {
+        let url = URL(fileURLWithPath: finalPath)
+        let directoryPath = url.deletingLastPathComponent().path
+        let name = url.lastPathComponent
+        guard !name.isEmpty, name != ".", name != "..", !finalPath.hasSuffix("/") else {
+            throw InvalidArgumentError(argument: "path", value: finalPath, reason: "it names a directory, not a file",
+                                       remedy: "give the path of the file to create")
+        }
+        if mustNotExist, let existing = try Self.status(of: finalPath) {
+            throw TargetExistsError(path: finalPath, kind: existing.kindDescription)
+        }
+
+        let directory: FileDescriptor
+        do {
+            directory = try FileDescriptor.open(directoryPath, flags: O_RDONLY | O_DIRECTORY)
+        } catch {
+            throw SystemError("open directory", path: directoryPath, errno: error)
+        }
+
+        var created: (FileDescriptor, String)?
+        var lastError = Errno.exists
+        for _ in 0..<16 where created == nil {
+            let candidate = ".\(name.prefix(160)).imgtool-\(getpid())-\(UInt32.random(in: .min ... .max)).tmp"
+            do {
+                let fd = try FileDescriptor.open(candidate, flags: O_RDWR | O_CREAT | O_EXCL, mode: mode,
+                                                 relativeTo: directory)
+                created = (fd, candidate)
+            } catch {
+                lastError = error
+                if error != .exists { break }
+            }
+        }
+        guard let (descriptor, temporaryName) = created else {
+            try? directory.close()
+            throw SystemError("create temporary file in", path: directoryPath, errno: lastError)
+        }
+
+        self.finalPath = finalPath
+        self.finalName = name
+        self.directory = directory
+        self.descriptor = descriptor
+        self.temporaryName = temporaryName
+        self.temporaryPath = directoryPath == "/" ? "/\(temporaryName)" : "\(directoryPath)/\(temporaryName)"
+        TemporaryFileRegistry.shared.insert(temporaryPath)
+    }
+
+    deinit {
+        if isOpen { discard() }
+    }
+
+    /// Makes the file visible under `finalPath`: fsync, rename, fsync of the directory.
+    /// - Parameter replacing: when false (the default) an existing target is never
+    ///   replaced, and `TargetExistsError` is thrown with the temporary file removed.
+    ///   When true, the rename replaces the target atomically (for configuration files).
+    public func publish(replacing: Bool = false) throws {
+        precondition(isOpen, "Bug in imgtool: TemporaryFile published twice or after discard")
+        do {
+            try descriptor.sync()
+        } catch {
+            discard()
+            throw SystemError("fsync", path: temporaryPath, errno: error)
+        }
+
+        do {
+            if replacing {
+                _ = try retryingInterrupts { renameat(directory.rawValue, temporaryName, directory.rawValue, finalName) }
+            } else {
+                try renameWithoutReplacing()
+            }
+        } catch let error as Errno {
+            if error == .exists {
+                let kind = (try? Self.status(of: finalPath))??.kindDescription ?? "file"
+                discard()
+                throw TargetExistsError(path: finalPath, kind: kind)
+            }
+            discard()
+            throw SystemError("rename to", path: finalPath, errno: error)
+        }
+
+        TemporaryFileRegistry.shared.remove(temporaryPath)
+        isOpen = false
+        try? descriptor.close()
+        defer { try? directory.close() }
+        do {
+            try directory.sync()
+        } catch {
+            throw SystemError("fsync directory of", path: finalPath, errno: error)
+        }
+    }
+
+    /// Removes the temporary file. Safe to call more than once.
+    public func discard() {
+        guard isOpen else { return }
+        isOpen = false
+        _ = unlinkat(directory.rawValue, temporaryName, 0)
+        TemporaryFileRegistry.shared.remove(temporaryPath)
+        try? descriptor.close()
+        try? directory.close()
+    }
+
+    private func renameWithoutReplacing() throws(Errno) {
+        let renamed = imgtool_renameat2(directory.rawValue, temporaryName, directory.rawValue, finalName,
+                                        IMGTOOL_RENAME_NOREPLACE)
+        if renamed == 0 { return }
+        let error = Errno.current
+        // Filesystems without RENAME_NOREPLACE answer EINVAL (or ENOSYS on old kernels);
+        // link(2) also fails with EEXIST when the target exists, so it is equally safe.
+        guard error == .invalidArgument || error == .noSystemCall else { throw error }
+        _ = try retryingInterrupts { linkat(directory.rawValue, temporaryName, directory.rawValue, finalName, 0) }
+        _ = unlinkat(directory.rawValue, temporaryName, 0)
+    }
+
+    private static func status(of path: String) throws -> FileStatus? {
+        do {
+            return try linkStatus(path)
+        } catch {
+            throw SystemError("inspect", path: path, errno: error)
+        }
+    }
+
+    /// Removes temporary files for `finalPath` left by processes that no longer run (for
+    /// example after SIGKILL). Returns the paths removed.
+    @discardableResult
+    public static func removeStale(for finalPath: String) -> [String] {
+        let url = URL(fileURLWithPath: finalPath)
+        let directoryPath = url.deletingLastPathComponent().path
+        let prefix = ".\(url.lastPathComponent.prefix(160)).imgtool-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directoryPath) else { return [] }
+        var removed: [String] = []
+        for name in names where name.hasPrefix(prefix) && name.hasSuffix(".tmp") {
+            let fields = name.dropFirst(prefix.count).split(separator: "-")
+            guard let pidText = fields.first, let pid = pid_t(pidText) else { continue }
+            if pid == getpid() || kill(pid, 0) == 0 || Errno.current != Errno(rawValue: ESRCH) { continue }
+            let path = "\(directoryPath)/\(name)"
+            if unlink(path) == 0 { removed.append(path) }
+        }
+        return removed
+    }
+}
+
+/// The temporary files that exist right now in this process, so that a signal handler
+/// can remove them before the process exits.
+public final class TemporaryFileRegistry: Sendable {
+    public static let shared = TemporaryFileRegistry()
+    private let paths = Mutex<Set<String>>([])
+
+    public func insert(_ path: String) { _ = paths.withLock { $0.insert(path) } }
+    public func remove(_ path: String) { _ = paths.withLock { $0.remove(path) } }
+
+    /// Unlinks every registered file; returns how many were removed.
+    @discardableResult
+    public func removeAll() -> Int {
+        let all = paths.withLock { paths -> Set<String> in
+            defer { paths.removeAll() }
+            return paths
+        }
+        return all.reduce(0) { count, path in unlink(path) == 0 ? count + 1 : count }
+    }
+}

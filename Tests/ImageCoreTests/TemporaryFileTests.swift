@@ -1,0 +1,58 @@
+import Foundation
+import Testing
+@testable import ImageCore
+
+@Suite struct TemporaryFileTests {
+    @Test func publishCreatesFinalFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let target = scratch.file("disk.raw")
+        let file = try TemporaryFile(for: target)
+        try Array("data".utf8).withUnsafeBytes { try file.descriptor.writeAll($0, at: 0) }
+        #expect(!pathExists(target))
+        try file.publish()
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "data")
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: scratch.path)
+        #expect(leftovers == ["disk.raw"])
+    }
+
+    @Test func existingTargetIsRejectedUntouched() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let target = scratch.file("disk.raw")
+        try Data([0xff, 0xff]).write(to: URL(fileURLWithPath: target))
+        #expect(throws: TargetExistsError.self) { _ = try TemporaryFile(for: target) }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: target)) == Data([0xff, 0xff]))
+    }
+
+    @Test func targetCreatedDuringWriteIsNotReplaced() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let target = scratch.file("disk.raw")
+        let file = try TemporaryFile(for: target)
+        try Data("other".utf8).write(to: URL(fileURLWithPath: target))
+        #expect(throws: TargetExistsError.self) { try file.publish() }
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "other")
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: scratch.path)
+        #expect(leftovers == ["disk.raw"])
+    }
+
+    @Test func discardRemovesTemporaryFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let file = try TemporaryFile(for: scratch.file("disk.raw"))
+        #expect(pathExists(file.temporaryPath))
+        file.discard()
+        #expect(!pathExists(file.temporaryPath))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).isEmpty)
+    }
+
+    @Test func danglingSymlinkTargetIsRejected() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let target = scratch.file("disk.raw")
+        try FileManager.default.createSymbolicLink(atPath: target, withDestinationPath: scratch.file("nowhere"))
+        #expect(throws: TargetExistsError.self) { _ = try TemporaryFile(for: target) }
+        #expect(!pathExists(scratch.file("nowhere")))
+    }
+}
