@@ -83,10 +83,13 @@ public enum Decompressor {
             do {
                 var summary = try decode(input: input, into: writer, options: options)
                 try writer.finish()
+                // After fsync the filesystem has allocated every block (ext4 allocates
+                // lazily), so `st_blocks` is final; publishing then has nothing to flush.
                 do {
+                    try file.descriptor.sync()
                     summary.allocatedBytes = try file.descriptor.status().allocatedBytes
                 } catch {
-                    throw SystemError("inspect", path: file.temporaryPath, errno: error)
+                    throw SystemError("fsync", path: file.temporaryPath, errno: error)
                 }
                 return summary
             } catch is CompressedInputRestarted {

@@ -7,7 +7,8 @@
 //
 // After a member, what follows decides the end (as GNU gzip 1.12 does):
 // - end of input: done;
-// - 1f 8b: another member, and every error in it is an error;
+// - 1f 8b: another member, and every error in it is an error (a lone 1f at the end is
+//   a member cut after its first byte);
 // - only zero bytes up to the end of input: block or tape padding, accepted silently;
 // - anything else: trailing data, ignored with a warning and never called corrupt.
 // A truncation anywhere inside a member is an error that gives the offset where the
@@ -49,8 +50,11 @@ final class GzipDecoder {
     /// True when the unconsumed bytes start with the gzip magic.
     private func startsMember() throws -> Bool {
         guard window.available[0] == GzipHeader.magic[0] else { return false }
-        // A lone 1f at the very end cannot start a member; it is trailing data.
-        guard try window.fill(minimum: 2) else { return false }
+        // A lone 1f at the very end is the start of a member cut after one byte.
+        guard try window.fill(minimum: 2) else {
+            throw InflateError.truncated(path: path, offset: window.offset + 1,
+                                         context: "inside the header of the gzip member at offset \(window.offset)")
+        }
         return window.available[1] == GzipHeader.magic[1]
     }
 
