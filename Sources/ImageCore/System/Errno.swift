@@ -46,7 +46,8 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
         ENAMETOOLONG: "ENAMETOOLONG", ENOSYS: "ENOSYS", EOPNOTSUPP: "EOPNOTSUPP",
         EDQUOT: "EDQUOT", ETXTBSY: "ETXTBSY", EPIPE: "EPIPE", ECONNRESET: "ECONNRESET",
         ECONNREFUSED: "ECONNREFUSED", ETIMEDOUT: "ETIMEDOUT", EADDRINUSE: "EADDRINUSE",
-        ENOTEMPTY: "ENOTEMPTY", EWOULDBLOCK: "EWOULDBLOCK",
+        ENOTEMPTY: "ENOTEMPTY",
+        // EWOULDBLOCK has the same value as EAGAIN on Linux, so it has no entry of its own.
     ]
 }
 
