@@ -18,7 +18,7 @@ import Glibc
 #endif
 import Foundation
 
-/// What `GrubConfigurations.write` did with grub.cfg.
+/// The outcome of `GrubConfigurations.write` for grub.cfg.
 public enum GrubWriteOutcome: Sendable, Equatable {
     /// grub.cfg did not exist and was generated from the catalog entry.
     case created

@@ -1,11 +1,11 @@
 // GrubScript: the grub.cfg that boots a guest, and the quoting GRUB's parser needs.
 //
-// GRUB reads grub.cfg with shell-like rules: words are separated by blanks; unquoted,
-// the characters `{ } | & $ ; < >` and blanks are special and a backslash escapes the next
-// character; inside double quotes `$` still expands variables; inside single quotes every
-// character is literal up to the next `'`. So a word is written single-quoted whenever it
-// contains anything outside a small safe set, and a `'` inside is written as `'\''`.
-// Adjacent quoted and unquoted parts form one word, as in a POSIX shell.
+// GRUB reads grub.cfg with shell-like rules. Blanks separate words. Unquoted, the
+// characters `{ } | & $ ; < >` are special and a backslash escapes the next character.
+// Inside double quotes `$` still expands variables. Inside single quotes every character
+// is literal up to the next `'`. So a word is written single-quoted whenever it contains
+// anything outside a small safe set, and a `'` inside is written as `'\''`. Adjacent
+// quoted and unquoted parts form one word, as in a POSIX shell.
 //
 // The generated file (one menu entry, booted at once):
 //
@@ -75,8 +75,8 @@ enum GrubScript {
         }
     }
 
-    /// Returns the byte ranges of the words in one line, by GRUB's quoting rules: a word
-    /// ends at an unquoted blank; quotes and backslashes keep blanks inside it. An
+    /// Returns the byte ranges of the words in one line, by GRUB's quoting rules. A word
+    /// ends at an unquoted blank, and quotes and backslashes keep blanks inside it. An
     /// unterminated quote runs to the end of the line.
     static func wordRanges(in line: [UInt8]) -> [Range<Int>] {
         var ranges: [Range<Int>] = []

@@ -7,12 +7,12 @@
 //   a SHA-512 crypt hash from libxcrypt, `$6$<salt>$<hash>`, and the password itself is
 //   written nowhere.
 // - plain (RancherOS 1.x): the guest runs plain `chpasswd` on the value, so the command
-//   line must carry the clear password. Its trip is long: GRUB parses grub.cfg with
-//   shell-like quoting, builds the kernel command line with a backslash before every `\`,
-//   `'` and `"` and double quotes around words with spaces, and RancherOS reads
-//   /proc/cmdline, undoes only `\"` and `\'`, parses the value as YAML 1.1 and hands the
-//   result to `chpasswd` as `rancher:<value>`. `validate` rejects every password that
-//   would not arrive unchanged, with the reason.
+//   line must carry the clear password. GRUB parses grub.cfg with shell-like quoting.
+//   It builds the kernel command line with a backslash before every `\`, `'` and `"`, and
+//   double quotes around words with spaces. RancherOS reads /proc/cmdline, undoes only
+//   `\"` and `\'`, parses the value as YAML 1.1 and hands the result to `chpasswd` as
+//   `rancher:<value>`. `validate` rejects, with the reason, every password that would not
+//   arrive unchanged.
 //
 // The password is never logged or printed: `description` hides it.
 
@@ -21,7 +21,7 @@ import Glibc
 #endif
 import CCrypt
 
-/// How a guest consumes its password, taken from its catalog entry.
+/// The password rules of one guest, taken from its catalog entry.
 public struct PasswordPolicy: Sendable, Equatable {
     public var form: PasswordForm
     /// True when the guest splits the kernel command line on every space (RancherOS

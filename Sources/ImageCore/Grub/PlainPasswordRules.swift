@@ -33,10 +33,10 @@ enum PlainPasswordRules {
         return yamlProblem(text)
     }
 
-    /// Characters that start YAML syntax when they open a plain value: `#` a comment,
-    /// `&` an anchor, `*` an alias, `!` a tag, quotes a quoted string, `|` and `>` a
-    /// block scalar, `%` a directive, `@` and `` ` `` reserved, brackets and braces flow
-    /// collections, `-`, `?` and `:` block indicators, `,` a flow separator.
+    /// Characters that start YAML syntax when they open a plain value. `#` starts a
+    /// comment, `&` an anchor, `*` an alias, `!` a tag, quotes a quoted string, `|` and `>`
+    /// a block scalar, `%` a directive. `@` and `` ` `` are reserved. Brackets and braces
+    /// open flow collections, `-`, `?` and `:` are block indicators, `,` separates.
     static let leadingIndicators: Set<Character> = ["#", "&", "*", "!", "'", "\"", "|", ">", "%", "@", "`",
                                                     "[", "]", "{", "}", "-", "?", ":", ","]
 
@@ -73,9 +73,9 @@ enum PlainPasswordRules {
         return nil
     }
 
-    /// True for text that a YAML 1.1 parser resolves to an int or a float: the patterns
-    /// of the YAML 1.1 int and float types, and anything go-yaml v2 parses as a number
-    /// once it starts with a digit, a sign or a point.
+    /// True for text that a YAML 1.1 parser resolves to an int or a float. These are the
+    /// YAML 1.1 int and float patterns, plus anything that starts with a digit, a sign or
+    /// a point and parses as a number, as go-yaml v2 tries.
     static func looksLikeYAMLNumber(_ text: String) -> Bool {
         let patterns = [
             #"[-+]?0b[01_]+"#,

@@ -108,8 +108,8 @@ enum GrubCommand: Command {
         return PasswordPolicy(form: form, splitsCommandLineOnSpaces: form == .plain)
     }
 
-    /// The catalog entry from --image, with --kernel, --initrd and --password-form applied
-    /// on top; without --image, an entry built from those options alone.
+    /// Builds the catalog entry from --image with --kernel, --initrd and --password-form
+    /// applied on top. Without --image, the entry comes from those options alone.
     private static func catalogEntry(_ options: Arguments) throws -> CatalogEntry {
         var entry: CatalogEntry
         if let image = options.value("--image") {

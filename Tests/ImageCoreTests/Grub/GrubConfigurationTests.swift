@@ -48,7 +48,7 @@ struct GrubFixture {
     func bytes(_ path: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
 }
 
-/// The tokens of the first `linux` line of a grub.cfg, by the test model of GRUB's lexer.
+/// Splits the first `linux` line of a grub.cfg with the test model of GRUB's lexer.
 func linuxLine(of config: [UInt8]) -> (tokens: [GrubToken], expanded: Bool)? {
     for line in config.split(separator: UInt8(ascii: "\n")) {
         let split = GrubModel.split(Array(line))

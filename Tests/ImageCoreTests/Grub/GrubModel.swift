@@ -1,11 +1,11 @@
 // A test-only model of the password's trip, written from GRUB's and RancherOS's rules
 // independently of ImageCore's own scanner:
 //
-// 1. GRUB's script lexer splits a grub.cfg line into words (GRUB 2 grub-core/script/yylex.l:
-//    blanks separate words, `{ } | & ; < >` are operators, `'...'` is literal, `"..."`
-//    expands `$` and lets `\` escape `$ " \`, an unquoted `\` escapes any character, `#`
-//    at the start of a word starts a comment). No variable is defined in a generated
-//    grub.cfg, so every expansion yields nothing.
+// 1. GRUB's script lexer (GRUB 2, grub-core/script/yylex.l) splits a grub.cfg line into
+//    words. Blanks separate words and `{ } | & ; < >` are operators. `'...'` is literal,
+//    `"..."` expands `$` and lets `\` escape `$ " \`, and an unquoted `\` escapes any
+//    character. `#` at the start of a word starts a comment. No variable is defined in a
+//    generated grub.cfg, so every expansion yields nothing.
 // 2. GRUB builds the kernel command line from the words after the kernel path
 //    (grub-core/lib/cmdline.c): a backslash before every `\`, `'` and `"`, double quotes
 //    around a word with a space, one space between words.
@@ -109,7 +109,7 @@ enum GrubModel {
         return (tokens, expanded)
     }
 
-    /// The kernel command line GRUB builds from `words` (the arguments after the kernel).
+    /// Builds the kernel command line as GRUB does from `words`, the arguments after the kernel.
     static func kernelCommandLine(_ words: [[UInt8]]) -> [UInt8] {
         var line: [UInt8] = []
         for (position, word) in words.enumerated() {
@@ -127,8 +127,8 @@ enum GrubModel {
         return line
     }
 
-    /// The raw `rancher.password` value RancherOS before 1.5.5 takes from `commandLine`,
-    /// before its YAML parse.
+    /// Extracts the `rancher.password` value as RancherOS before 1.5.5 reads it from
+    /// `commandLine`, before its YAML parse.
     static func rancherPasswordValue(_ commandLine: [UInt8]) -> [UInt8]? {
         let key = Array("rancher.password=".utf8)
         for field in commandLine.split(separator: UInt8(ascii: " ")) where field.starts(with: key) {
@@ -147,9 +147,9 @@ enum GrubModel {
         return nil
     }
 
-    /// Parses each value with PyYAML (a YAML 1.1 parser, as the guest uses) and returns the
-    /// text the guest would hand to chpasswd: a string as is, a number or boolean as Go
-    /// prints it, null as empty, anything else as nil.
+    /// Parses each value with PyYAML, a YAML 1.1 parser as the guest uses, and returns the
+    /// text the guest would hand to chpasswd. A string stays as is, a number or boolean is
+    /// printed as Go prints it, null becomes empty, and anything else becomes nil.
     static func yamlTexts(_ values: [[UInt8]]) throws -> [String?] {
         let script = """
         import json, sys, yaml
