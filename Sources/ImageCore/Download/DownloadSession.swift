@@ -5,14 +5,16 @@
 // - `partLength` bytes of `NAME.part` from offset 0 came from the response the state file
 //   describes, and `hasher` has been fed exactly those bytes in order;
 // - the state file is written before the first byte of a response is stored.
-// All of it runs on the thread that called `fetch`; libcurl's callbacks run inside
-// `perform` on that same thread.
+// The session runs on the thread that called `fetch`, and libcurl's callbacks run inside
+// `perform` on that same thread. Only writing and hashing happen on the `WriteBehind`
+// worker, which the session drains before it looks at the file or the hasher.
 
 #if canImport(Glibc)
 import Glibc
 #endif
 import CCurl
 import Foundation
+import Synchronization
 
 final class DownloadSession: CurlTransferDelegate {
     /// How one attempt ended, decided from the response or the transfer result.
@@ -37,8 +39,14 @@ final class DownloadSession: CurlTransferDelegate {
 
     private let part: FileDescriptor
     private let hasher = SHA256()
-    private var state: DownloadState?
+    private var state: DownloadState? {
+        didSet { announcedTotal.value.store(state?.expectedLength ?? -1, ordering: .relaxed) }
+    }
+    /// Bytes received from offset 0: written, or queued in `writer` to be written.
     private var partLength: Int64 = 0
+    private var writer: WriteBehind!
+    /// `state?.expectedLength` (or -1) for the writer thread's progress reports.
+    private let announcedTotal = AtomicLength()
 
     // Per attempt.
     private var outcome: Outcome?
@@ -77,6 +85,14 @@ final class DownloadSession: CurlTransferDelegate {
             try? part.close()
             throw error
         }
+        writer = WriteBehind(part: part, hasher: hasher) {
+            [partPath = paths.part, announcedTotal, observer, reporter] length in
+            let announced = announcedTotal.value.load(ordering: .relaxed)
+            let total = announced >= 0 ? announced : nil
+            observer?(.wrote(partPath: partPath, length: length, total: total))
+            reporter.update(completed: length, total: total)
+        }
+        writer.reset(writtenLength: partLength)
     }
 
     deinit { try? part.close() }
@@ -115,6 +131,7 @@ final class DownloadSession: CurlTransferDelegate {
     // MARK: The attempt loop
 
     func run() throws -> DownloadSummary {
+        defer { writer.stop() }
         var failures = 0
         var checksumRetried = false
         while true {
@@ -177,6 +194,11 @@ final class DownloadSession: CurlTransferDelegate {
         }
         let transfer = CurlTransfer(url: target, requestHeaders: headers, connectTimeout: options.connectTimeout, delegate: self)
         let result = transfer.perform()
+        do {
+            try writer.drain()
+        } catch {
+            return .fail(SystemError("write", path: paths.part, errno: error))
+        }
 
         if cancellation.isCancelled { return .fail(CancelledError("download of \(url)")) }
         if let outcome { return outcome }
@@ -214,6 +236,11 @@ final class DownloadSession: CurlTransferDelegate {
     /// Checks the final response against the partial file and prepares the file for its
     /// body. Returns nil when the body is to be written, or how the attempt ends.
     private func decide(_ transfer: CurlTransfer) -> Outcome? {
+        do {
+            try writer.drain()
+        } catch {
+            return .fail(SystemError("write", path: paths.part, errno: error))
+        }
         let response = transfer.headers
         let status = response.statusCode
         let etag = response["etag"]
@@ -286,16 +313,13 @@ final class DownloadSession: CurlTransferDelegate {
             return false
         }
         do {
-            try part.writeAll(bytes, at: partLength)
+            try writer.submit(bytes, at: partLength)
         } catch {
             outcome = .fail(SystemError("write", path: paths.part, errno: error))
             return false
         }
-        hasher.update(bytes)
         partLength += Int64(bytes.count)
         bytesDownloaded += Int64(bytes.count)
-        observer?(.wrote(partPath: paths.part, length: partLength, total: state?.expectedLength))
-        reporter.update(completed: partLength, total: state?.expectedLength)
         return true
     }
 
@@ -325,6 +349,7 @@ final class DownloadSession: CurlTransferDelegate {
         }
         hasher.reset()
         partLength = 0
+        writer?.reset(writtenLength: 0)
     }
 
     /// Cuts the partial file back to `offset`, where a 206 starts, and rehashes the prefix.
@@ -338,5 +363,11 @@ final class DownloadSession: CurlTransferDelegate {
         hasher.reset()
         try hasher.update(file: part, path: paths.part, length: offset, cancellation: cancellation)
         partLength = offset
+        writer.reset(writtenLength: offset)
     }
+}
+
+/// A length shared with another thread; -1 means unknown.
+private final class AtomicLength: Sendable {
+    let value = Atomic<Int64>(-1)
 }
