@@ -399,6 +399,11 @@ struct AttemptFailure: Error {
     var retryable: Bool
     var remedy: String? = nil
 
+    /// `from(_:url:)` for a raw `CURLcode` value, so tests need not import CCurl.
+    static func from(curlCode: UInt32, message: String, url: String) -> AttemptFailure {
+        from(CurlResult(code: CURLcode(rawValue: curlCode), message: message), url: url)
+    }
+
     /// Plain words for a libcurl failure, naming the host for DNS and TLS problems.
     static func from(_ result: CurlResult, url: String) -> AttemptFailure {
         let host = URL(string: url)?.host ?? url
