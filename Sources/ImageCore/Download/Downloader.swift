@@ -148,7 +148,17 @@ public final class Downloader: Sendable {
 
         let session = try DownloadSession(url: url, expected: digest, paths: paths, options: options, force: force,
                                           progress: progress, observer: observer, cancellation: cancellation)
-        var summary = try session.run()
+        var summary: DownloadSummary
+        do {
+            summary = try session.run()
+        } catch {
+            // A partial file with no bytes holds nothing worth resuming.
+            if let status = try? linkStatus(paths.part), status.size == 0 {
+                unlink(paths.part)
+                unlink(paths.state)
+            }
+            throw error
+        }
         try publish(paths: paths, force: force)
         if case .checksumFile(let checksumURL, _) = expected {
             try? "# from \(checksumURL)\n\(digest.hex)  \(paths.name)\n".write(toFile: paths.checksum, atomically: true, encoding: .utf8)
