@@ -125,6 +125,7 @@ final class DownloadSession: CurlTransferDelegate {
         try hasher.update(file: part, path: paths.part, length: size, cancellation: cancellation)
         partLength = size
         resumedFrom = size
+        reporter.measureRate(from: size)
         Log.info("download", "resuming \(url) at byte \(size) from '\(paths.part)'")
     }
 
@@ -338,6 +339,7 @@ final class DownloadSession: CurlTransferDelegate {
         try truncatePart()
         unlink(paths.state)
         state = nil
+        reporter.measureRate(from: 0)
         observer?(.restarted(partPath: paths.part, reason: reason))
     }
 

@@ -1,14 +1,13 @@
 // WriteBehind: stores and hashes downloaded bytes on a worker thread.
 //
 // libcurl delivers the body on the thread that runs `curl_easy_perform`. Writing each
-// piece with pwrite and hashing it on that same thread leaves the network idle meanwhile;
-// on a loopback test with 1 GiB (Benchmarks/fetch.sh) this made the download about 40%
-// slower than `curl -o`. Here the curl thread only copies each piece into one of a fixed
-// set of buffers, and a worker thread writes it at its offset and feeds the hasher, in
+// piece with pwrite and hashing it on that thread keeps it from reading the socket in the
+// meantime. Here the curl thread only copies each piece into one of a fixed set of
+// buffers, and a worker thread writes it at its offset and feeds the hasher, in
 // order. Memory is bounded by `bufferCount * bufferSize`: when every buffer is queued,
 // `submit` waits for the worker.
 //
-// Ownership: `hasher`, the file descriptor and `writtenLength` belong to the worker while
+// Ownership: `hasher`, the file descriptor and `written` belong to the worker while
 // anything is queued; the session touches them only after `drain` returned, which orders
 // the worker's last write before the caller's next step (both go through `condition`).
 

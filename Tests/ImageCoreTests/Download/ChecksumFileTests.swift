@@ -186,3 +186,19 @@ import Testing
         #expect(headers["content-range"] == "bytes 5-9/10")
     }
 }
+
+@Suite struct ResumedProgressTests {
+    @Test func rateCountsOnlyBytesAfterResume() {
+        let updates = Recorded<ProgressUpdate>()
+        let reporter = ProgressReporter(step: "download") { updates.append($0) }
+        reporter.measureRate(from: 900_000)
+        usleep(100_000)
+
+        reporter.finish(completed: 1_000_000, total: 2_000_000)
+
+        // 100 000 new bytes in at least 0.1 s: at most 1 000 000 bytes/s, where counting
+        // the resumed 900 000 bytes too would give up to ten times that.
+        #expect(updates.values.first!.bytesPerSecond <= 1_000_000)
+        #expect(updates.values.first!.bytesPerSecond > 0)
+    }
+}
