@@ -287,7 +287,7 @@ final class DownloadSession: CurlTransferDelegate {
 
             default:
                 if Downloader.isRetryable(status: status) {
-                    return .retry(AttemptFailure(reason: "the server answered HTTP \(status)", retryable: true))
+                    return .retry(AttemptFailure(reason: "the server responded with HTTP \(status)", retryable: true))
                 }
                 return .fail(HTTPStatusError(url: transfer.effectiveURL, statusCode: status))
             }

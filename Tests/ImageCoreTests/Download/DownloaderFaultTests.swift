@@ -50,7 +50,7 @@ import Testing
         #expect(requests[1].status == 200)
         #expect(try sha256sum("\(fixture.out)/f.bin") == digest.hex)
         #expect(recorder.restarts.count == 1)
-        // 1 MiB before the drop, then the whole 3 MiB again from the 200 answer.
+        // 1 MiB before the drop, then the whole 3 MiB again from the 200 response.
         #expect(summary.bytesDownloaded == 4 * Int64(Self.mebibyte))
     }
 
@@ -61,8 +61,8 @@ import Testing
         let digest = SHA256.hash(content)
         let destination = "\(fixture.out)/f.bin"
         let url = fixture.server.url("f.bin")
-        // A partial file that already holds every byte, with no validator: the server
-        // answers the range request with 416 and a small HTML body.
+        // A partial file that already contains every byte, with no validator, so the
+        // server responds to the range request with 416 and a small HTML body.
         try content.write(to: URL(fileURLWithPath: destination + ".part"))
         try DownloadState(url: url, finalURL: url, etag: nil, lastModified: nil, expectedLength: nil, sha256: digest.hex)
             .save(to: destination + ".part.state")
@@ -306,7 +306,7 @@ import Testing
                                                             to: "\(fixture.out)/missing.bin")
         }
         #expect(error?.statusCode == 404)
-        #expect(error?.description == "download of \(url) failed: the server answered HTTP 404")
+        #expect(error?.description == "download of \(url) failed: the server responded with HTTP 404")
         #expect(try fixture.server.requests().count == 1)
         #expect(fileSize("\(fixture.out)/missing.bin.part") <= 0)
         #expect(!pathExists("\(fixture.out)/missing.bin"))
