@@ -8,9 +8,10 @@ enum GrubCommand: Command {
     static let summary = "Write, update or remove a guest's GRUB configuration."
     static let help = """
     Usage: imgtool grub write --vm-id N --vm-name NAME --raw PATH --password-file FILE|-
-                              (--image IMAGE | --kernel FILE --initrd FILE) [--password-form FORM]
+                              (--image IMAGE [--catalog FILE] | --kernel FILE --initrd FILE)
+                              [--kernel FILE] [--initrd FILE] [--password-form FORM]
            imgtool grub set-password --vm-id N [--vm-name NAME] --password-file FILE|-
-                              (--image IMAGE | --password-form FORM)
+                              (--image IMAGE [--catalog FILE] | --password-form FORM)
            imgtool grub remove --vm-id N
 
     The configuration lives in the active sharefs, in configs/<N>_<NAME>/: device.map
@@ -29,7 +30,10 @@ enum GrubCommand: Command {
       --vm-name NAME        The VM's name; set-password needs it only when the VM has
                             several configuration directories.
       --raw PATH            The absolute path of the VM's RAW disk file.
-      --image IMAGE         The catalog image, for example RancherOS@v1.4.2.
+      --image IMAGE         The catalog image, for example RancherOS@v1.4.2, or RancherOS
+                            for the newest version. Its entry gives the kernel, the initrd,
+                            the kernel arguments and the password form.
+      --catalog FILE        A catalog file to use instead of the default (or IMGTOOL_CATALOG).
       --kernel FILE         The kernel under the guest's /boot (overrides the image's).
       --initrd FILE         The initrd under the guest's /boot (overrides the image's).
       --password-form FORM  sha512-crypt (the guest applies a hash with chpasswd -e, the
@@ -44,11 +48,11 @@ enum GrubCommand: Command {
     """
 
     static let valueOptions: Set<String> = sharefsOptions.union([
-        "--vm-id", "--vm-name", "--raw", "--image", "--kernel", "--initrd", "--password-form", "--password-file",
+        "--vm-id", "--vm-name", "--raw", "--image", "--catalog", "--kernel", "--initrd", "--password-form", "--password-file",
     ])
 
-    /// The kernel arguments after the password for a RancherOS image given by --kernel and
-    /// --initrd, as the NAS middleware wrote them.
+    /// The kernel arguments after the password for an image given by --kernel and --initrd
+    /// without --image, as the NAS middleware wrote them for RancherOS.
     static let rancherKernelArguments = [
         "printk.devkmsg=on", "rancher.state.dev=LABEL=RANCHER_STATE", "rancher.state.wait", "rancher.resize_device=/dev/sda",
     ]
@@ -114,7 +118,7 @@ enum GrubCommand: Command {
     private static func catalogEntry(_ options: Arguments) throws -> CatalogEntry {
         var entry: CatalogEntry
         if let image = options.value("--image") {
-            entry = try resolveImage(image)
+            entry = try resolveImage(image, catalogPath: options.value("--catalog"))
         } else {
             guard let kernel = options.value("--kernel"), let initrd = options.value("--initrd") else {
                 throw UsageError(message: "missing option --image (or both --kernel and --initrd)")
@@ -133,10 +137,9 @@ enum GrubCommand: Command {
         return entry
     }
 
-    // TODO: resolve IMAGE through the image catalog once it is available; until then only
-    // --kernel and --initrd describe the image.
-    private static func resolveImage(_ image: String) throws -> CatalogEntry {
-        throw UsageError(message: "--image '\(image)' cannot be resolved yet: give --kernel and --initrd instead")
+    /// Looks IMAGE up in the catalog from --catalog, IMGTOOL_CATALOG or the default one.
+    private static func resolveImage(_ image: String, catalogPath: String?) throws -> CatalogEntry {
+        try ImageCatalog.load(path: catalogPath).resolve(image)
     }
 
     private static func readPassword(_ options: Arguments) throws -> GuestPassword {
