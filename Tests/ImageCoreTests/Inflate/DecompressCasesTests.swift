@@ -110,6 +110,12 @@ import Testing
         #expect(throws: InflateError.self) { _ = try inflateInMemory(stream + [0, 0, 0, 0, 0]) }
     }
 
+    @Test func xzTrailingGarbageRejected() throws {
+        // Unlike gzip, xz defines no trailing data: xz(1) rejects it, and so does imgtool.
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        #expect(throws: InflateError.self) { _ = try inflateInMemory(stream + Array("garbage!".utf8)) }
+    }
+
     @Test(.enabled(if: ProcessInfo.processInfo.environment["IMGTOOL_LARGE_TESTS"] == "1"))
     func zerosPast4GiBKeepTheirSize() throws {
         let scratch = try ScratchDirectory()
