@@ -4,8 +4,8 @@
 //
 //     <64 hex digits><space><space or '*'><file name>
 //
-// Two spaces mark text mode and " *" binary mode (the same bytes on Linux); a single
-// space before the name is accepted too, as some publishers write it. A line that starts
+// Two spaces mark text mode and " *" binary mode, which read the same bytes on Linux.
+// A single space before the name is accepted too, because some publishers write it. A line that starts
 // with '\' escapes "\\" and "\n" in the name (GNU coreutils 8.x and later). Also accepted:
 // the BSD form `SHA256 (name) = hex` that `sha256sum --tag` prints, a UTF-8 byte order
 // mark, CRLF line ends, blank lines, `#` comments, upper-case hex, and an OpenPGP

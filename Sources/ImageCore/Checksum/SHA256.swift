@@ -126,10 +126,10 @@ public final class SHA256 {
         var offset: Int64 = 0
         while length.map({ offset < $0 }) ?? true {
             try cancellation?.check("hash '\(path)'")
-            let wanted = Int(min(Int64(chunkSize), (length ?? Int64.max) - offset))
+            let pieceLength = Int(min(Int64(chunkSize), (length ?? Int64.max) - offset))
             let count: Int
             do {
-                count = try descriptor.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<wanted]), at: offset)
+                count = try descriptor.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<pieceLength]), at: offset)
             } catch {
                 throw SystemError("read", path: path, errno: error)
             }

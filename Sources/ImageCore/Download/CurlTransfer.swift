@@ -33,7 +33,7 @@ struct ResponseHeaders: Sendable {
     }
 }
 
-/// What the body callback does with the bytes of the final response.
+/// The receiver of a transfer's final response and its body.
 protocol CurlTransferDelegate: AnyObject {
     /// Called once, before the first body byte, with the final response's headers.
     /// Returning false stops the transfer, and the body is not delivered.

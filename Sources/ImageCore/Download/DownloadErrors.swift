@@ -1,4 +1,4 @@
-// The errors a download reports. Each names the URL or file and says what to do next.
+// The errors a download reports. Each names the URL or file and what to do next.
 
 /// The network or the server failed, after every retry when the failure was transient.
 public struct DownloadNetworkError: ImageError {
@@ -23,7 +23,7 @@ public struct DownloadNetworkError: ImageError {
     }
 }
 
-/// The server answered with an HTTP status that retrying will not change (404, 403, ...).
+/// An HTTP status that retrying will not change (404, 403, ...).
 public struct HTTPStatusError: ImageError {
     public var url: String
     public var statusCode: Int
@@ -34,7 +34,7 @@ public struct HTTPStatusError: ImageError {
     }
 
     public var category: FailureCategory { .network }
-    public var description: String { "download of \(url) failed: the server answered HTTP \(statusCode)" }
+    public var description: String { "download of \(url) failed: the server responded with HTTP \(statusCode)" }
     public var remedy: String? {
         switch statusCode {
         case 404, 410: return "check the URL; the file is not on that server"

@@ -17,7 +17,7 @@ import Foundation
 import Synchronization
 
 final class DownloadSession: CurlTransferDelegate {
-    /// How one attempt ended, decided from the response or the transfer result.
+    /// The end of one attempt, decided from the response or the transfer result.
     private enum Outcome {
         /// The whole file is in `NAME.part`.
         case complete
@@ -60,7 +60,7 @@ final class DownloadSession: CurlTransferDelegate {
     private var attempts = 0
     private var restarts = 0
 
-    /// Restarts (changed file, unusable answers) allowed in one fetch besides the single
+    /// Restarts (changed file, unusable responses) allowed in one fetch besides the single
     /// checksum retry: enough for a file replaced during the download, bounded so a
     /// server that changes the file on every request cannot loop forever.
     private static let maximumRestarts = 3
@@ -97,7 +97,7 @@ final class DownloadSession: CurlTransferDelegate {
 
     deinit { try? part.close() }
 
-    /// Keeps the partial file when its state file says it holds a prefix of this URL with
+    /// Keeps the partial file when its state file records it as a prefix of this URL with
     /// this hash; otherwise empties it. Then hashes what is kept.
     private func loadPartial(force: Bool) throws {
         let size: Int64
@@ -125,6 +125,7 @@ final class DownloadSession: CurlTransferDelegate {
         try hasher.update(file: part, path: paths.part, length: size, cancellation: cancellation)
         partLength = size
         resumedFrom = size
+        reporter.measureRate(from: size)
         Log.info("download", "resuming \(url) at byte \(size) from '\(paths.part)'")
     }
 
@@ -175,7 +176,7 @@ final class DownloadSession: CurlTransferDelegate {
         }
     }
 
-    /// One HTTP request: from `partLength` when there is a partial file to resume.
+    /// Sends one HTTP request, from `partLength` when there is a partial file to resume.
     private func attempt() -> Outcome {
         attempts += 1
         outcome = nil
@@ -286,7 +287,7 @@ final class DownloadSession: CurlTransferDelegate {
 
             default:
                 if Downloader.isRetryable(status: status) {
-                    return .retry(AttemptFailure(reason: "the server answered HTTP \(status)", retryable: true))
+                    return .retry(AttemptFailure(reason: "the server responded with HTTP \(status)", retryable: true))
                 }
                 return .fail(HTTPStatusError(url: transfer.effectiveURL, statusCode: status))
             }
@@ -332,12 +333,13 @@ final class DownloadSession: CurlTransferDelegate {
         return true
     }
 
-    /// Truncates the partial file to zero, forgets its state and tells the observer.
+    /// Truncates the partial file to zero, removes its state file and notifies the observer.
     private func discardPartial(reason: String) throws {
         Log.info("download", "restarting \(url) from zero: \(reason)")
         try truncatePart()
         unlink(paths.state)
         state = nil
+        reporter.measureRate(from: 0)
         observer?(.restarted(partPath: paths.part, reason: reason))
     }
 

@@ -62,6 +62,12 @@ struct ContentRange: Equatable {
     /// The whole file's length, or nil for `*`.
     var total: Int64?
 
+    init(first: Int64?, last: Int64?, total: Int64?) {
+        self.first = first
+        self.last = last
+        self.total = total
+    }
+
     init?(_ header: String) {
         let text = header.trimmingCharacters(in: .whitespaces)
         guard text.lowercased().hasPrefix("bytes ") else { return nil }

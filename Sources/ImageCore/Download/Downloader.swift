@@ -30,7 +30,7 @@ import CSystem
 import Foundation
 import Synchronization
 
-/// Where the expected SHA-256 of a download comes from.
+/// The source of the expected SHA-256 of a download.
 public enum ExpectedChecksum: Sendable, Equatable {
     /// The hash itself.
     case sha256(SHA256Digest)
@@ -45,7 +45,7 @@ public struct DownloadOptions: Sendable {
     public var stallTimeout: Duration = .seconds(30)
     /// Retries after the first attempt for transient failures (drops, stalls, 5xx).
     public var retries: Int = 5
-    /// The delay before the first retry; it doubles for each further retry, up to
+    /// The delay before the first retry. It doubles for each further retry, up to
     /// `maximumRetryDelay`, and each delay is scaled by a random factor in 0.5...1.
     public var retryDelay: Duration = .seconds(1)
     public var maximumRetryDelay: Duration = .seconds(60)
@@ -61,10 +61,10 @@ public struct DownloadOptions: Sendable {
     }
 }
 
-/// What a caller watching the partial file learns, in order, on the fetching thread.
+/// A change to the partial file, for a caller that consumes it while it grows.
 public enum DownloadEvent: Sendable, Equatable {
-    /// `partPath` now holds `length` verified-contiguous bytes from offset 0 (they are
-    /// not yet checksummed: only `published` says the whole file is right). `total` is
+    /// `partPath` now contains `length` contiguous bytes from offset 0. They are not yet
+    /// checksummed, because only `published` confirms the whole file. `total` is
     /// the file's length when the server sent it.
     case wrote(partPath: String, length: Int64, total: Int64?)
     /// The partial file was discarded and the download starts again from zero; anything
@@ -148,7 +148,17 @@ public final class Downloader: Sendable {
 
         let session = try DownloadSession(url: url, expected: digest, paths: paths, options: options, force: force,
                                           progress: progress, observer: observer, cancellation: cancellation)
-        var summary = try session.run()
+        var summary: DownloadSummary
+        do {
+            summary = try session.run()
+        } catch {
+            // An empty partial file is not worth keeping for a resume.
+            if let status = try? linkStatus(paths.part), status.size == 0 {
+                unlink(paths.part)
+                unlink(paths.state)
+            }
+            throw error
+        }
         try publish(paths: paths, force: force)
         if case .checksumFile(let checksumURL, _) = expected {
             try? "# from \(checksumURL)\n\(digest.hex)  \(paths.name)\n".write(toFile: paths.checksum, atomically: true, encoding: .utf8)
@@ -256,7 +266,7 @@ public final class Downloader: Sendable {
                 return String(decoding: collector.data, as: UTF8.self)
             } else if result.isSuccess || result.code == CURLE_WRITE_ERROR {
                 if !Self.isRetryable(status: status) { throw HTTPStatusError(url: transfer.effectiveURL, statusCode: status) }
-                failure = AttemptFailure(reason: "the server answered HTTP \(status)", retryable: true)
+                failure = AttemptFailure(reason: "the server responded with HTTP \(status)", retryable: true)
             } else if collector.stalled {
                 failure = AttemptFailure(reason: "no data for \(options.stallTimeout.seconds) s", retryable: true)
             } else {
@@ -393,11 +403,16 @@ final class DownloadLock {
     }
 }
 
-/// Why one attempt ended without the whole file.
+/// The reason one attempt ended without the whole file.
 struct AttemptFailure: Error {
     var reason: String
     var retryable: Bool
     var remedy: String? = nil
+
+    /// `from(_:url:)` for a raw `CURLcode` value, so tests need not import CCurl.
+    static func from(curlCode: UInt32, message: String, url: String) -> AttemptFailure {
+        from(CurlResult(code: CURLcode(rawValue: curlCode), message: message), url: url)
+    }
 
     /// Plain words for a libcurl failure, naming the host for DNS and TLS problems.
     static func from(_ result: CurlResult, url: String) -> AttemptFailure {

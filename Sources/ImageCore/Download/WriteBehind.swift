@@ -1,17 +1,17 @@
 // WriteBehind: stores and hashes downloaded bytes on a worker thread.
 //
 // libcurl delivers the body on the thread that runs `curl_easy_perform`. Writing each
-// piece with pwrite and hashing it on that same thread leaves the network idle meanwhile;
-// on a loopback test with 1 GiB (Benchmarks/fetch.sh) this made the download about 40%
-// slower than `curl -o`. Here the curl thread only copies each piece into one of a fixed
-// set of buffers, and a worker thread writes it at its offset and feeds the hasher, in
+// piece with pwrite and hashing it on that thread keeps it from reading the socket in the
+// meantime. Here the curl thread only copies each piece into one of a fixed set of
+// buffers, and a worker thread writes it at its offset and feeds the hasher, in
 // order. Memory is bounded by `bufferCount * bufferSize`: when every buffer is queued,
 // `submit` waits for the worker.
 //
-// Ownership: `hasher`, the file descriptor and `writtenLength` belong to the worker while
-// anything is queued; the session touches them only after `drain` returned, which orders
-// the worker's last write before the caller's next step (both go through `condition`).
+// Ownership: `hasher`, the file descriptor and `written` belong to the worker while
+// anything is queued. The session touches them only after `drain` returned, and because
+// both sides go through `condition`, the worker's last write happens before that.
 
+import CSystem
 import Foundation
 
 final class WriteBehind: @unchecked Sendable {
@@ -23,6 +23,9 @@ final class WriteBehind: @unchecked Sendable {
 
     static let bufferSize = 512 * 1024
     static let bufferCount = 16
+    /// Writeback of every this many new bytes is started at once (sync_file_range), so the
+    /// fsync before publication finds little left to write.
+    static let writebackInterval: Int64 = 32 << 20
 
     private let part: FileDescriptor
     private let hasher: SHA256
@@ -41,6 +44,8 @@ final class WriteBehind: @unchecked Sendable {
     /// Bytes written from offset 0 (the worker's view); equal to the session's
     /// `partLength` whenever the queue is empty.
     private var written: Int64 = 0
+    /// The offset up to which writeback was started; only the worker uses it.
+    private var writebackStart: Int64 = 0
 
     init(part: FileDescriptor, hasher: SHA256, wrote: @escaping @Sendable (Int64) -> Void) {
         self.part = part
@@ -111,6 +116,16 @@ final class WriteBehind: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Starts writeback of the bytes written since the last call, once there are
+    /// `writebackInterval` of them. A failure is ignored: the final fsync still writes
+    /// everything, only later.
+    private func startWriteback() {
+        if written < writebackStart { writebackStart = 0 }
+        guard written - writebackStart >= Self.writebackInterval else { return }
+        _ = imgtool_sync_file_range(part.rawValue, writebackStart, written - writebackStart, IMGTOOL_SYNC_FILE_RANGE_WRITE)
+        writebackStart = written
+    }
+
     private func workerLoop() {
         condition.lock()
         while true {
@@ -130,6 +145,7 @@ final class WriteBehind: @unchecked Sendable {
                     try part.writeAll(bytes, at: piece.offset)
                     hasher.update(bytes)
                     written = piece.offset + Int64(piece.count)
+                    startWriteback()
                     wrote(written)
                 } catch let writeError {
                     error = writeError
