@@ -109,7 +109,22 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
         ("0777", "number"), ("0x1f", "number"), ("1_000", "number"), ("+1", "number"), ("1.50", "number"),
         ("1e5", "number"), (".inf", "number"),
         ("ab:", "mapping"), ("2001-12-14", "date"),
+    ] + yamlBreakTraps
+
+    /// Passwords that survive GRUB and the kernel but that the guest's YAML parse changes:
+    /// U+2028 and U+2029 are YAML 1.1 line breaks, and a leading U+FEFF is a byte order mark.
+    static let yamlBreakTraps: [(String, String)] = [
+        ("\u{2028}ab", "separator"), ("ab\u{2029}", "separator"), ("a\u{2028}#b", "separator"),
+        ("\u{FEFF}ab", "byte order mark"),
     ]
+
+    @Test func yamlBreakTrapsChangeInGuest() throws {
+        let values = Self.yamlBreakTraps.map { Array($0.0.utf8) }
+        let texts = try GrubModel.yamlTexts(values)
+        for (text, example) in zip(texts, Self.yamlBreakTraps) {
+            #expect(text != example.0)
+        }
+    }
 
     @Test(arguments: rejectedPlain)
     func plainPasswordIsRejectedWithReason(_ example: (String, String)) throws {
