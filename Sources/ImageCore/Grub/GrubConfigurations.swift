@@ -271,10 +271,22 @@ public struct GrubConfigurations: Sendable {
         }
     }
 
+    /// The longest RAW path grub-bhyve reads whole from device.map: it reads lines with
+    /// fgets into a 1024-byte buffer, so "(hd0) " and the path must fit in 1023 bytes.
+    static let maximumRawPathLength = 1023 - "(hd0) ".utf8.count
+
     private static func validateRawPath(_ path: String) throws {
         if !path.hasPrefix("/") { throw GrubError.invalidRawPath(path: path, reason: "the path is not absolute") }
         if path.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             throw GrubError.invalidRawPath(path: path, reason: "the path contains a control character")
+        }
+        // grub-bhyve's device.map reader (read_device_map in grub-core/kern/emu/hostdisk.c)
+        // ends the path at the first blank, so the guest would boot from another file.
+        if path.contains(" ") {
+            throw GrubError.invalidRawPath(path: path, reason: "the path contains a space, and grub-bhyve's device.map reader ends the path at the first space")
+        }
+        if path.utf8.count > maximumRawPathLength {
+            throw GrubError.invalidRawPath(path: path, reason: "the path is \(path.utf8.count) bytes long, and grub-bhyve reads at most \(maximumRawPathLength) from device.map")
         }
     }
 

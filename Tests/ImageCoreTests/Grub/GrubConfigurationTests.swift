@@ -260,9 +260,9 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
     @Test func deviceMapNamesRawDisk() throws {
         let fixture = try GrubFixture()
         defer { fixture.scratch.remove() }
-        let result = try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: "/mnt/tank/vm/web disk.raw",
+        let result = try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: "/mnt/tank/vm/web-disk.raw",
                                                       entry: TestEntries.v142, password: GuestPassword("secret"))
-        #expect(try fixture.text(result.deviceMapPath) == "(hd0) /mnt/tank/vm/web disk.raw\n")
+        #expect(try fixture.text(result.deviceMapPath) == "(hd0) /mnt/tank/vm/web-disk.raw\n")
         #expect(result.deviceMapPath == "\(fixture.sharefs.configsPath)/4_web/device.map")
     }
 
@@ -276,6 +276,33 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
         #expect(try linkStatus(result.directory)!.mode & 0o777 == 0o700)
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: "\(result.directory)/grub")
         #expect(leftovers == ["grub.cfg"])
+    }
+
+    /// grub-bhyve reads device.map lines into a 1024-byte buffer and ends the path at the
+    /// first blank, so these paths would name another file.
+    @Test(arguments: [("/mnt/tank/vm/web disk.raw", "space"),
+                      ("/" + String(repeating: "d", count: 1017), "1018 bytes long")])
+    func unreadableRawPathIsRejected(_ example: (String, String)) throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        #expect {
+            try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: example.0, entry: TestEntries.v142,
+                                             password: GuestPassword("secret"))
+        } throws: { error in
+            guard case .invalidRawPath(_, let reason)? = error as? GrubError else { return false }
+            return reason.contains(example.1)
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.sharefs.configsPath).isEmpty)
+    }
+
+    @Test func longestReadableRawPathIsAccepted() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        // 1023 bytes in grub-bhyve's buffer minus the 6 of "(hd0) ".
+        let path = "/" + String(repeating: "d", count: 1016)
+        let result = try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: path, entry: TestEntries.v142,
+                                                      password: GuestPassword("secret"))
+        #expect(try fixture.text(result.deviceMapPath) == "(hd0) \(path)\n")
     }
 
     @Test func relativeRawPathIsRejected() throws {
