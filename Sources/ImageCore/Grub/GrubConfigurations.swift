@@ -160,6 +160,18 @@ public struct GrubConfigurations: Sendable {
         }
         let lock = try Self.lockDirectory(directory)
         defer { try? lock.close() }
+        // readConfiguration refuses a symlink only as the last component, and a grub/
+        // symlink could lead out of the sharefs.
+        let grubStatus: FileStatus?
+        do {
+            grubStatus = try linkStatus("\(directory)/grub")
+        } catch {
+            throw SystemError("inspect", path: "\(directory)/grub", errno: error)
+        }
+        guard let grubStatus else { throw GrubError.configurationNotFound(vmID: vmID, configsPath: sharefs.configsPath) }
+        guard grubStatus.isDirectory else {
+            throw SharefsError.notADirectory(path: "\(directory)/grub", kind: grubStatus.kindDescription)
+        }
         guard try Self.readConfiguration(path) != nil else {
             throw GrubError.configurationNotFound(vmID: vmID, configsPath: sharefs.configsPath)
         }

@@ -374,6 +374,24 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
         }
     }
 
+    @Test func setPasswordRejectsSymlinkedGrubDirectory() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let outside = fixture.scratch.file("outside")
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        let original = "\tlinux /boot/vmlinuz rancher.password=old\n"
+        try original.write(toFile: "\(outside)/grub.cfg", atomically: false, encoding: .utf8)
+        let directory = "\(fixture.sharefs.configsPath)/3_guest"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+        try FileManager.default.createSymbolicLink(atPath: "\(directory)/grub", withDestinationPath: outside)
+
+        #expect(throws: SharefsError.notADirectory(path: "\(directory)/grub", kind: "symbolic link")) {
+            try fixture.configurations.setPassword(vmID: 3, password: GuestPassword("new"),
+                                                   policy: PasswordPolicy(entry: TestEntries.v113))
+        }
+        #expect(try fixture.text("\(outside)/grub.cfg") == original)
+    }
+
     @Test func setPasswordNeedsNameWhenRenamed() throws {
         let fixture = try GrubFixture()
         defer { fixture.scratch.remove() }
