@@ -94,6 +94,14 @@ public enum RawDisk {
     ///   `SystemError` for a failed system call, after which the size is the old one.
     public static func resize(path: String, to size: DiskSize, preallocate: Bool = false,
                               allowShrink: Bool = false) throws -> ResizeResult {
+        // Check the type before opening: opening a device or a FIFO read-write has effects
+        // of its own (a FIFO's reader sees a writer come and go, a watchdog device starts
+        // its timer). The check after the open below catches a file swapped in between.
+        var info = stat()
+        if stat(path, &info) == 0, !FileStatus(info).isRegularFile {
+            throw DiskError.notRegularFile(path: path, kind: FileStatus(info).kindDescription)
+        }
+
         let descriptor: FileDescriptor
         do {
             // O_NONBLOCK keeps a FIFO from blocking the open; it has no effect on files.

@@ -111,6 +111,23 @@ private func makeDisk(_ path: String, size: Int64, data: [UInt8] = []) throws {
         }
     }
 
+    @Test func fifoIsNeverOpened() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let fifo = scratch.file("pipe")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let reader = open(fifo, O_RDONLY | O_NONBLOCK)
+        #expect(reader >= 0)
+        defer { close(reader) }
+
+        #expect(throws: DiskError.notRegularFile(path: fifo, kind: "FIFO")) {
+            _ = try RawDisk.resize(path: fifo, to: DiskSize(parsing: "1M"))
+        }
+        // Linux reports POLLHUP to a FIFO's reader once a writer has opened and closed it.
+        var request = pollfd(fd: reader, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&request, 1, 0) == 0)
+    }
+
     @Test func missingFileNamesPath() throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
