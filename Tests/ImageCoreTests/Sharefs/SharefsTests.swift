@@ -152,6 +152,17 @@ private struct SharefsFixture {
         #expect(throws: SharefsError.self) { _ = try fixture.sharefs.active() }
     }
 
+    @Test func stateFileDirectoryIsReported() throws {
+        let fixture = try SharefsFixture(pools: ["tank"])
+        defer { fixture.scratch.remove() }
+        try FileManager.default.createDirectory(atPath: fixture.sharefs.configuration.stateFile,
+                                                withIntermediateDirectories: true)
+        #expect(throws: SharefsError.invalidStateFile(path: fixture.sharefs.configuration.stateFile,
+                                                      reason: "it is a directory, not a regular file")) {
+            _ = try fixture.sharefs.active()
+        }
+    }
+
     @Test(arguments: [(7, "web", "7_web"), (12, "my vm", "12_my vm")])
     func configDirectoryNameJoinsIDAndName(_ example: (Int, String, String)) throws {
         #expect(try Sharefs.configDirectoryName(vmID: example.0, vmName: example.1) == example.2)
