@@ -196,6 +196,14 @@ public struct Sharefs: Sendable {
         do {
             let sharefs = try JSONDecoder().decode(ActiveSharefs.self, from: data)
             guard sharefs.path.hasPrefix("/") else { throw SharefsError.invalidStateFile(path: path, reason: "the path is not absolute") }
+            // grub remove deletes under this path, so it must be a sharefs that activate
+            // could have made, not any directory a hand edit put there.
+            let components = sharefs.path.split(separator: "/")
+            guard (try? Self.validatePoolName(sharefs.pool)) != nil,
+                  components.suffix(2) == [Substring(sharefs.pool), Substring(Self.directoryName)],
+                  !components.contains(where: { $0 == "." || $0 == ".." }) else {
+                throw SharefsError.invalidStateFile(path: path, reason: "the path is not <pools root>/\(sharefs.pool)/\(Self.directoryName)")
+            }
             return sharefs
         } catch let error as SharefsError {
             throw error

@@ -152,6 +152,23 @@ private struct SharefsFixture {
         #expect(throws: SharefsError.self) { _ = try fixture.sharefs.active() }
     }
 
+    @Test(arguments: [#"{"pool": "x", "path": "/etc"}"#,
+                      #"{"pool": "tank", "path": "/mnt/tank/../../etc/tank/.bhyve_containers"}"#,
+                      #"{"pool": "..", "path": "/mnt/../.bhyve_containers"}"#])
+    func stateFileOutsideSharefsIsRejected(_ state: String) throws {
+        let fixture = try SharefsFixture(pools: ["tank"])
+        defer { fixture.scratch.remove() }
+        try FileManager.default.createDirectory(atPath: fixture.sharefs.configuration.stateDirectory,
+                                                withIntermediateDirectories: true)
+        try Data(state.utf8).write(to: URL(fileURLWithPath: fixture.sharefs.configuration.stateFile))
+        #expect {
+            _ = try fixture.sharefs.active()
+        } throws: { error in
+            guard case .invalidStateFile(_, let reason)? = error as? SharefsError else { return false }
+            return reason.contains("not <pools root>/")
+        }
+    }
+
     @Test func stateFileDirectoryIsReported() throws {
         let fixture = try SharefsFixture(pools: ["tank"])
         defer { fixture.scratch.remove() }
