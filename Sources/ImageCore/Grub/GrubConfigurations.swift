@@ -247,10 +247,15 @@ public struct GrubConfigurations: Sendable {
             let ranges = GrubScript.wordRanges(in: line)
             guard let first = ranges.first, GrubScript.unquote(line[first]) == Array("linux".utf8) else { continue }
             for range in ranges.dropFirst(2).reversed() {
-                guard let value = GrubScript.unquote(line[range]), value.starts(with: GrubScript.passwordKey.utf8) else { continue }
+                // The first implementation wrote the password unquoted, so a `$` in it makes
+                // the value depend on variables. Such a word is still the password word.
+                let value = GrubScript.unquote(line[range])
+                guard (value ?? Array(line[range])).starts(with: GrubScript.passwordKey.utf8) else { continue }
                 replacements += 1
-                let current = Array(value.dropFirst(GrubScript.passwordKey.utf8.count))
-                if Self.carries(current, password: password, policy: policy) { continue }
+                if let value, Self.carries(Array(value.dropFirst(GrubScript.passwordKey.utf8.count)), password: password,
+                                           policy: policy) {
+                    continue
+                }
                 if newWord == nil { newWord = Array(try Self.passwordWord(password, policy: policy).utf8) }
                 lines[lineIndex].replaceSubrange(range, with: newWord!)
             }

@@ -374,6 +374,23 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
         }
     }
 
+    /// The first implementation wrote `rancher.password=<password>` unquoted, so a `$` in
+    /// an old password makes the word expand in GRUB. set-password must still replace it.
+    @Test func setPasswordReplacesUnquotedDollarWord() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let directory = "\(fixture.sharefs.configsPath)/3_guest"
+        try FileManager.default.createDirectory(atPath: "\(directory)/grub", withIntermediateDirectories: true)
+        let path = "\(directory)/grub/grub.cfg"
+        try "\tlinux /boot/vmlinuz-4.9.75-rancher rancher.password=old$pw printk.devkmsg=on\n"
+            .write(toFile: path, atomically: false, encoding: .utf8)
+
+        #expect(try fixture.configurations.setPassword(vmID: 3, password: GuestPassword("new&pw"),
+                                                       policy: PasswordPolicy(entry: TestEntries.v113)))
+        #expect(try fixture.text(path) == "\tlinux /boot/vmlinuz-4.9.75-rancher rancher.password='new&pw' printk.devkmsg=on\n")
+        #expect(try grubScriptCheck(path).status == 0)
+    }
+
     @Test func setPasswordRejectsSymlinkedGrubDirectory() throws {
         let fixture = try GrubFixture()
         defer { fixture.scratch.remove() }
