@@ -171,6 +171,9 @@ enum GrubCommand: Command {
         var line = [UInt8](repeating: 0, count: GuestPassword.maximumLength + 2)
         let count = line.withUnsafeMutableBytes { Glibc.read(STDIN_FILENO, $0.baseAddress, $0.count) }
         guard count >= 0 else { throw SystemError("read the password from", path: "standard input", errno: .current) }
+        // A line longer than the buffer leaves its end in the terminal's input queue, where
+        // the next reader (the shell) would take it as a command; discard it.
+        if count == line.count, line[count - 1] != UInt8(ascii: "\n") { _ = tcflush(STDIN_FILENO, TCIFLUSH) }
         var bytes = Array(line[..<count])
         for index in line.indices { line[index] = 0 }
         if bytes.last == UInt8(ascii: "\n") { bytes.removeLast() }
