@@ -150,7 +150,7 @@ public struct Sharefs: Sendable {
             throw SystemError("list pools in", path: root, errno: error)
         }
         return names
-            .filter { !$0.hasPrefix(".") && !configuration.skippedPools.contains($0) }
+            .filter { !configuration.skippedPools.contains($0) && (try? Self.validatePoolName($0)) != nil }
             .filter { (try? linkStatus("\(root)/\($0)"))??.isDirectory == true }
             .sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
     }

@@ -33,6 +33,15 @@ private struct SharefsFixture {
         #expect(activation.sharefs.path == "\(fixture.root)/Zeta/.bhyve_containers")
     }
 
+    @Test func poolWithControlCharacterIsSkipped() throws {
+        // "a\tb" sorts before "tank", but active() would reject it in the state file.
+        let fixture = try SharefsFixture(pools: ["a\tb", "tank"])
+        defer { fixture.scratch.remove() }
+        #expect(try fixture.sharefs.candidatePools() == ["tank"])
+        _ = try fixture.sharefs.activate()
+        #expect(try fixture.sharefs.active()?.pool == "tank")
+    }
+
     @Test func activationCreatesLayout() throws {
         let fixture = try SharefsFixture(pools: ["tank"])
         defer { fixture.scratch.remove() }
