@@ -86,7 +86,10 @@ enum PlainPasswordRules {
     /// a point and parses as a number, as go-yaml v2 tries.
     static func looksLikeYAMLNumber(_ text: String) -> Bool {
         let patterns = [
-            #"[-+]?0b[01_]+"#,
+            // go-yaml v2 parses ints with strconv.ParseInt(text, 0, 64), which reads "0B101"
+            // and "0o17" too from Go 1.13 on.
+            #"[-+]?0[bB][01_]+"#,
+            #"[-+]?0[oO][0-7_]+"#,
             #"[-+]?0[0-7_]+"#,
             #"[-+]?(0|[1-9][0-9_]*)"#,
             #"[-+]?0x[0-9a-fA-F_]+"#,

@@ -107,7 +107,7 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
         ("yes", "boolean or null"), ("off", "boolean or null"), ("true", "boolean or null"),
         ("null", "boolean or null"), ("~", "boolean or null"),
         ("0777", "number"), ("0x1f", "number"), ("1_000", "number"), ("+1", "number"), ("1.50", "number"),
-        ("1e5", "number"), (".inf", "number"),
+        ("1e5", "number"), (".inf", "number"), ("0o17", "number"), ("0B101", "number"),
         ("ab:", "mapping"), ("2001-12-14", "date"),
     ] + yamlBreakTraps
 
