@@ -108,7 +108,7 @@ public struct GrubConfigurations: Sendable {
         // Render once with a placeholder, so a bad catalog entry leaves nothing behind.
         _ = try GrubScript.configuration(entry: entry, passwordWord: GrubScript.passwordWord(value: "x"))
 
-        try requireDirectory(sharefs.configsPath)
+        try requireSharefsDirectories()
         try Sharefs.makeDirectory(directory, mode: 0o700)
         let lock = try Self.lockDirectory(directory)
         defer { try? lock.close() }
@@ -143,6 +143,7 @@ public struct GrubConfigurations: Sendable {
     public func setPassword(vmID: Int, vmName: String? = nil, password: GuestPassword,
                             policy: PasswordPolicy) throws -> Bool {
         try password.validate(for: policy)
+        try requireSharefsDirectories()
         let directory: String
         if let vmName {
             directory = try sharefs.configDirectory(vmID: vmID, vmName: vmName)
@@ -188,6 +189,12 @@ public struct GrubConfigurations: Sendable {
         guard vmID > 0 else {
             throw InvalidArgumentError(argument: "VM ID", value: String(vmID), reason: "a VM ID is a positive integer")
         }
+        do {
+            if try linkStatus(sharefs.configsPath) == nil { return [] }
+        } catch {
+            throw SystemError("inspect", path: sharefs.configsPath, errno: error)
+        }
+        try requireSharefsDirectories()
         let configs: FileDescriptor
         do {
             configs = try FileDescriptor.open(sharefs.configsPath, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
@@ -324,6 +331,13 @@ public struct GrubConfigurations: Sendable {
             throw SystemError("lock", path: path, errno: error)
         }
         return descriptor
+    }
+
+    /// Checks that the sharefs and its configs/ are directories, not symlinks: activate
+    /// rejects a symlink there, and one swapped in later could lead out of the pool.
+    private func requireSharefsDirectories() throws {
+        try requireDirectory(sharefs.path)
+        try requireDirectory(sharefs.configsPath)
     }
 
     private func requireDirectory(_ path: String) throws {
