@@ -177,13 +177,10 @@ public enum RawDisk {
     /// `DiskError.shrinkRejected`.
     public static func applyResizeRequest(path: String, request: String, preallocate: Bool = false) throws -> ResizeResult {
         guard let size = try DiskSize.parseResizeRequest(request) else {
-            let current: FileStatus?
-            do {
-                current = try linkStatus(path)
-            } catch {
-                throw SystemError("inspect", path: path, errno: error)
-            }
-            guard let current else { throw SystemError("inspect", path: path, errno: .noEntry) }
+            // stat(2), not lstat: resize follows a symlink to the disk, so this check does too.
+            var info = stat()
+            guard stat(path, &info) == 0 else { throw SystemError("inspect", path: path, errno: .current) }
+            let current = FileStatus(info)
             guard current.isRegularFile else { throw DiskError.notRegularFile(path: path, kind: current.kindDescription) }
             return ResizeResult(path: path, oldSize: current.size, newSize: current.size, allocation: .unchanged,
                                 wasRounded: false, requestedBytes: current.size)

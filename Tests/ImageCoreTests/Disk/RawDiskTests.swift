@@ -203,6 +203,21 @@ private func makeDisk(_ path: String, size: Int64, data: [UInt8] = []) throws {
         #expect(fileSize(disk) == 5 << 20)
     }
 
+    @Test func resizeRequestZeroFollowsSymlink() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let disk = scratch.file("disk.raw")
+        try makeDisk(disk, size: 5 << 20)
+        let link = scratch.file("link.raw")
+        #expect(symlink(disk, link) == 0)
+
+        // "0" keeps the size, as "6M" through the same link grows it.
+        let kept = try RawDisk.applyResizeRequest(path: link, request: "0")
+        #expect(kept.newSize == 5 << 20)
+        let grown = try RawDisk.applyResizeRequest(path: link, request: "6M")
+        #expect(grown.newSize == 6 << 20)
+    }
+
     @Test func resizeRequestSmallerIsRejected() throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
