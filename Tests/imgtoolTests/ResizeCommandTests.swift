@@ -27,6 +27,13 @@ import Testing
         #expect(try size(disk) == 1 << 20)
     }
 
+    @Test func controlCharactersInErrorAreEscaped() throws {
+        let result = try runImgtool(["resize", "/nonexistent.raw", "10\u{1B}[31m\nG"])
+        #expect(result.status == 64)
+        #expect(result.error.contains(#"invalid size '10\u{1B}[31m\u{A}G'"#))
+        #expect(!result.error.contains("\u{1B}"))
+    }
+
     @Test func negativeSizeKeepsItsPlace() throws {
         let directory = try makeDirectory(with: "disk.raw")
         defer { try? FileManager.default.removeItem(at: directory) }
