@@ -27,6 +27,8 @@ public struct ServiceConfiguration: Sendable {
     /// The directory that holds the pools (`/mnt` on the NAS); caller paths must lie inside.
     public var poolsRoot = "/mnt"
     public var apiKeysPath = ServiceConfiguration.defaultAPIKeysPath
+    /// Where the active sharefs is recorded (see `SharefsConfiguration`).
+    public var stateDirectory = SharefsConfiguration.defaultStateDirectory
     /// The largest WebSocket message accepted, in bytes; larger ones close with 1009.
     public var maximumMessageBytes = 1 << 20
     /// Open connections beyond this are answered 503 and closed.
@@ -50,6 +52,7 @@ public final class Service: Sendable {
     public let paths: PathGuard
     public let keys: APIKeyStore
     public let methods: MethodTable
+    public let sharefs: Sharefs
 
     private struct State {
         var listeners: [Socket] = []
@@ -65,6 +68,8 @@ public final class Service: Sendable {
         self.jobs = JobManager()
         self.paths = try PathGuard(root: configuration.poolsRoot)
         self.keys = try APIKeyStore(path: configuration.apiKeysPath)
+        self.sharefs = Sharefs(configuration: SharefsConfiguration(poolsRoot: self.paths.root,
+                                                                   stateDirectory: configuration.stateDirectory))
         var table = MethodTable()
         CoreMethods.register(in: &table)
         VMMethods.register(in: &table)

@@ -27,12 +27,13 @@ class Server:
         self.socket_path = os.path.join(directory, "imgtool.sock")
         self.pools_root = os.path.join(directory, "pools")
         self.keys_path = os.path.join(directory, "api-keys.json")
+        self.state_directory = os.path.join(directory, "state")
         os.makedirs(self.pools_root)
         self.log_path = os.path.join(directory, "serve.log")
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [IMGTOOL, "serve", "--socket", self.socket_path, "--pools-root", self.pools_root,
-             "--api-keys", self.keys_path, "--listen", "127.0.0.1:0", "--enable-test-methods",
+             "--api-keys", self.keys_path, "--state-dir", self.state_directory, "--listen", "127.0.0.1:0", "--enable-test-methods",
              *extra_arguments],
             stdout=subprocess.DEVNULL, stderr=self.log)
         self.port = self._wait_for_port()
