@@ -24,6 +24,8 @@ class Server:
 
     def __init__(self, directory, extra_arguments=()):
         self.directory = directory
+        # Non-root clients must reach the socket; mkdtemp creates the directory 0700.
+        os.chmod(directory, 0o755)
         self.socket_path = os.path.join(directory, "imgtool.sock")
         self.pools_root = os.path.join(directory, "pools")
         self.keys_path = os.path.join(directory, "api-keys.json")

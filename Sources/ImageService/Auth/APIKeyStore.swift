@@ -3,7 +3,8 @@
 // A key is `<id>-<64 random letters and digits>`, shown once when created. The store
 // file (JSON, mode 0600) keeps for each key its id, name, creation time, a random salt
 // and SHA-256(salt || key) in hex, never the key itself. Checking a key hashes it with
-// the stored salt and compares in constant time.
+// the stored salt and compares in constant time. The store is read again when the file
+// changes, so keys created or revoked with `imgtool apikey` apply to a running server.
 
 import CCrypto
 import Foundation
@@ -24,12 +25,36 @@ public struct APIKeyRecord: Sendable, Codable, Equatable {
 public final class APIKeyStore: Sendable {
     public let path: String
     private let records = Mutex<[APIKeyRecord]>([])
+    /// The (inode, size, modification time in ns) of the file when it was last read.
+    private let loadedVersion = Mutex<[Int64]>([])
 
     /// Loads `path`; a missing file means no keys.
     public init(path: String) throws {
         self.path = path
+        let version = APIKeyStore.fileVersion(path)
         let loaded = try APIKeyStore.load(path)
         records.withLock { $0 = loaded }
+        loadedVersion.withLock { $0 = version }
+    }
+
+    /// Reads the file again when it changed since the last read. A file that cannot be
+    /// read keeps the keys already loaded, and the failure is logged.
+    private func reloadIfChanged() {
+        let version = APIKeyStore.fileVersion(path)
+        guard loadedVersion.withLock({ $0 != version }) else { return }
+        do {
+            let loaded = try APIKeyStore.load(path)
+            records.withLock { $0 = loaded }
+            loadedVersion.withLock { $0 = version }
+        } catch {
+            Log.error("service", "reloading the API key store failed, keeping the keys loaded before: \(error)")
+        }
+    }
+
+    private static func fileVersion(_ path: String) -> [Int64] {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return [] }
+        return [Int64(info.st_ino), Int64(info.st_size), Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)]
     }
 
     public var keys: [APIKeyRecord] { records.withLock { $0 } }
@@ -70,6 +95,7 @@ public final class APIKeyStore: Sendable {
 
     /// The record of `key` when it is valid, else nil.
     public func verify(_ key: String) -> APIKeyRecord? {
+        reloadIfChanged()
         guard let dash = key.firstIndex(of: "-"), let id = Int(key[..<dash]) else { return nil }
         guard let record = records.withLock({ $0.first { $0.id == id } }),
               let salt = bytes(fromHex: record.salt), let stored = bytes(fromHex: record.sha256) else { return nil }
