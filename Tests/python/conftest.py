@@ -103,6 +103,26 @@ def server():
             running.stop()
 
 
+@pytest.fixture
+def make_server():
+    """Starts servers with extra `imgtool serve` arguments; stops them all afterwards."""
+    started = []
+    directories = []
+
+    def start(*extra_arguments):
+        directory = tempfile.TemporaryDirectory(prefix="imgtool-serve-")
+        directories.append(directory)
+        running = Server(directory.name, extra_arguments)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+    for directory in directories:
+        directory.cleanup()
+
+
 def call(ws, method, *params, id=1):
     """Sends one JSON-RPC request and returns the reply, skipping notifications."""
     ws.send(json.dumps({"jsonrpc": "2.0", "id": id, "method": method, "params": list(params)}))

@@ -353,6 +353,9 @@ public struct SocketReader: ByteSource {
                 var index = max(start, searched - 3)
                 while index + 4 <= buffer.count {
                     if buffer[index] == 13, buffer[index..<index + 4].elementsEqual(terminator) {
+                        if index - start > limit {
+                            throw HandshakeError(status: 431, reason: "request head longer than \(limit) bytes")
+                        }
                         let head = String(decoding: buffer[start..<index], as: UTF8.self)
                         start = index + 4
                         return head
