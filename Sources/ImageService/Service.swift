@@ -1,6 +1,6 @@
 // ImageService: the adapter that serves ImageCore as the NAS middleware's `vm.*` methods.
 //
-// It holds no image logic. A method table maps each name to an ImageCore call, a job
+// It contains no image logic. A method table maps each name to an ImageCore call, a job
 // manager runs the long ones, and a WebSocket server speaks the middleware's two
 // protocols on a Unix socket and, optionally, on a loopback TCP port.
 //
@@ -15,23 +15,23 @@ import Synchronization
 
 /// Settings for `imgtool serve`.
 public struct ServiceConfiguration: Sendable {
-    /// Where the Unix socket is created unless `--socket` says otherwise.
+    /// The Unix socket path used when `--socket` is not given.
     public static let defaultSocketPath = "/run/imgtool/imgtool.sock"
-    /// Where API keys are stored unless `--api-keys` says otherwise.
+    /// The API key store used when `--api-keys` is not given.
     public static let defaultAPIKeysPath = "/var/lib/imgtool/api-keys.json"
 
     public var socketPath = ServiceConfiguration.defaultSocketPath
     /// A loopback TCP address to listen on as well, or nil.
     public var tcpHost: String?
     public var tcpPort: UInt16 = 0
-    /// The directory that holds the pools (`/mnt` on the NAS); caller paths must lie inside.
+    /// The directory that contains the pools (`/mnt` on the NAS). Caller paths must lie inside it.
     public var poolsRoot = "/mnt"
     public var apiKeysPath = ServiceConfiguration.defaultAPIKeysPath
-    /// Where the active sharefs is recorded (see `SharefsConfiguration`).
+    /// The directory of the file that records the active sharefs (see `SharefsConfiguration`).
     public var stateDirectory = SharefsConfiguration.defaultStateDirectory
     /// The largest WebSocket message accepted, in bytes; larger ones close with 1009.
     public var maximumMessageBytes = 1 << 20
-    /// Open connections beyond this are answered 503 and closed.
+    /// The maximum number of open connections; the next one gets HTTP 503 and is closed.
     public var maximumConnections = 256
     /// Calls one connection may have running; more get EBUSY.
     public var maximumCallsInFlight = 32
