@@ -40,7 +40,7 @@ def test_batch_of_one_gets_array_of_one_error(ws):
 def test_request_without_id_gets_no_reply(ws):
     ws.send(json.dumps({"jsonrpc": "2.0", "method": "no.such_method", "params": []}))
     ws.send(json.dumps({"jsonrpc": "2.0", "method": "core.ping", "params": []}))
-    # The ping with an id is answered first: nothing came back for the notifications.
+    # The first reply belongs to the ping with an id, so no reply came for the notifications.
     reply = call(ws, "core.ping", id=7)
     assert reply == {"jsonrpc": "2.0", "id": 7, "result": "pong"}
 
@@ -82,7 +82,7 @@ def test_fragmented_message_with_ping_between(ws):
 
 
 def test_hello_split_in_two_fragments_is_handled(ws):
-    # "Hel" + "lo" is not JSON, so the handled message is answered with -32700.
+    # "Hel" + "lo" is not JSON, so the server replies to the handled message with -32700.
     ws.sock.sendall(raw_frame(OPCODE_TEXT, b"Hel", fin=False))
     ws.sock.sendall(raw_frame(OPCODE_PING, b"x"))
     assert read_frame(ws) == (websocket.ABNF.OPCODE_PONG, b"x")

@@ -93,7 +93,7 @@ public final class APIKeyStore: Sendable {
         }
     }
 
-    /// The record of `key` when it is valid, else nil.
+    /// Checks `key` against the store; returns its record when it is valid, else nil.
     public func verify(_ key: String) -> APIKeyRecord? {
         reloadIfChanged()
         guard let dash = key.firstIndex(of: "-"), let id = Int(key[..<dash]) else { return nil }

@@ -1,5 +1,5 @@
 // RPCClient: a small blocking JSON-RPC 2.0 client over WebSocket, for `imgtool call`.
-// It masks its frames as a client must, answers pings, and hands notifications that
+// It masks its frames as a client must, replies to pings with pongs, and hands notifications that
 // arrive while it waits for a reply to a callback. Not thread-safe: one thread uses it.
 
 import Foundation
@@ -65,7 +65,7 @@ public final class RPCClient {
         try socket.sendAll(Frame(opcode: .text, payload: message.encoded).encoded(mask: RPCClient.randomMask()))
     }
 
-    /// Reads the next message, answering pings on the way.
+    /// Reads the next message and replies to any ping that comes first.
     public func receive() throws -> JSONValue {
         var buffer: [UInt8] = []
         while true {

@@ -1,7 +1,7 @@
 // The vm.* methods: the middleware's names and argument shapes, bound to ImageCore.
 //
 // Each method checks its arguments (paths through PathGuard) and then calls ImageCore.
-// Where the ImageCore operation is not part of this build yet, the method answers
+// Where the ImageCore operation is not part of this build yet, the method returns
 // ENOSYS with a message that names the missing operation, after the argument checks.
 
 import Foundation
@@ -106,7 +106,7 @@ enum VMMethods {
     }
 }
 
-/// The job result of vm.decompress_gzip.
+/// Builds the job result of vm.decompress_gzip.
 private func decompressResult(_ summary: DecompressSummary, destination: String) -> JSONValue {
     .object([
         "path": .string(destination),

@@ -91,7 +91,7 @@ public final class Socket: Sendable {
         _ = setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
     }
 
-    /// The peer's credentials on a Unix socket, or nil on other sockets.
+    /// Reads the peer's credentials (SO_PEERCRED); returns nil on sockets other than Unix ones.
     public func peerCredentials() -> PeerCredentials? {
         var credentials = imgtool_peer_credentials()
         guard imgtool_peer_credentials(descriptor, &credentials) == 0 else { return nil }
