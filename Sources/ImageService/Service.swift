@@ -104,7 +104,8 @@ public final class Service: Sendable {
         return port
     }
 
-    /// Stops accepting, closes every connection, aborts running jobs and removes the socket.
+    /// Stops accepting, closes every connection, aborts running jobs and removes the
+    /// socket. Waits up to 10 seconds for aborted jobs to remove their temporary files.
     public func stop() {
         let (listeners, connections) = state.withLock { state -> ([Socket], [Connection]) in
             state.stopping = true
@@ -120,6 +121,9 @@ public final class Service: Sendable {
             if let id = job["id"]?.int64Value, let state = job["state"]?.stringValue, state == "RUNNING" || state == "WAITING" {
                 try? jobs.abort(id)
             }
+        }
+        if !jobs.waitUntilIdle(timeout: .seconds(10)) {
+            Log.warning("service", "\(jobs.runningCount) jobs still running 10 s after their abort; exiting anyway")
         }
         Log.info("service", "stopped; \(connections.count) connections closed")
     }

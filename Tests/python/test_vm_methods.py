@@ -151,3 +151,19 @@ def test_rm_container_conf(server):
     assert result(ws, "vm.rm_container_conf", 7) is True
     assert os.listdir(configs) == ["17_other"]
     assert call(ws, "vm.rm_container_conf", -1)["error"]["code"] == -32602
+
+
+def test_sigterm_during_inflation_leaves_no_file(server):
+    tank = make_pool(server)
+    member = gzip.compress(bytes(64 * MIB), compresslevel=1)
+    with open(os.path.join(tank, "big.raw.gz"), "wb") as handle:
+        for _ in range(64):
+            handle.write(member)
+    ws = server.connect()
+    job_id = result(ws, "vm.decompress_gzip", "tank/big.raw.gz", "tank/disk.raw")
+    while result(ws, "core.get_jobs", [["id", "=", job_id]], {"get": True})["progress"]["percent"] in (None, 0):
+        time.sleep(0.02)
+    server.stop()
+    assert server.process.returncode == 0
+    assert sorted(os.listdir(tank)) == ["big.raw.gz"]
+    assert "stopped" in server.log_text()

@@ -88,14 +88,24 @@ public final class JobManager: Sendable {
     /// when it already has. Returns false for an unknown id.
     @discardableResult
     public func whenFinished(_ id: Int64, _ completion: @escaping @Sendable (JSONValue, RPCError?) -> Void) -> Bool {
-        let finished: JobRecord? = state.withLock { state in
-            guard let job = state.jobs[id] else { return nil }
-            if job.state.isFinished { return job }
+        let (known, finished): (Bool, JobRecord?) = state.withLock { state in
+            guard let job = state.jobs[id] else { return (false, nil) }
+            if job.state.isFinished { return (true, job) }
             state.finishWaiters[id, default: []].append(completion)
-            return JobRecord?.none
-        } ?? nil
+            return (true, nil)
+        }
         if let finished { completion(finished.result, finished.rpcError) }
-        return state.withLock { $0.jobs[id] != nil } || finished != nil
+        return known
+    }
+
+    /// Waits until no job runs, or until `timeout` passes; returns whether none runs.
+    public func waitUntilIdle(timeout: Duration) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while runningCount > 0 {
+            if ContinuousClock.now >= deadline { return false }
+            usleep(20_000)
+        }
+        return true
     }
 
     // MARK: Creating and reading jobs
