@@ -17,13 +17,16 @@ import ImageCore
 public final class CheckedPath: Sendable {
     /// The path as the caller gave it, for messages.
     public let displayPath: String
+    /// The path relative to the pools root, without `.` or `..` components.
+    public let relativePath: String
     /// The path ImageCore opens: `/proc/self/fd/N` for an existing file, or
     /// `/proc/self/fd/N/name` for a file to create in the checked directory N.
     public let usablePath: String
     private let descriptor: Int32
 
-    init(displayPath: String, usablePath: String, descriptor: Int32) {
+    init(displayPath: String, relativePath: String, usablePath: String, descriptor: Int32) {
         self.displayPath = displayPath
+        self.relativePath = relativePath
         self.usablePath = usablePath
         self.descriptor = descriptor
     }
@@ -56,6 +59,11 @@ public final class PathGuard: Sendable {
     }
 
     deinit { _ = close(rootDescriptor) }
+
+    /// The absolute path of a checked file, for files that record it (device.map).
+    public func absolutePath(of path: CheckedPath) -> String {
+        root == "/" ? "/" + path.relativePath : root + "/" + path.relativePath
+    }
 
     /// The path relative to the root, after the checks that need no file system access.
     public func relativePath(_ value: String, argument: String) throws(RPCError) -> String {
@@ -92,7 +100,7 @@ public final class PathGuard: Sendable {
             let kind = FileStatusKind.describe(info.st_mode)
             throw RPCError.invalidParameter(argument, "'\(value)' is a \(kind), not a regular file")
         }
-        return CheckedPath(displayPath: value, usablePath: "/proc/self/fd/\(fd)", descriptor: fd)
+        return CheckedPath(displayPath: value, relativePath: relative, usablePath: "/proc/self/fd/\(fd)", descriptor: fd)
     }
 
     /// Checks a file that is to be created: its directory must exist under the root and
@@ -113,7 +121,7 @@ public final class PathGuard: Sendable {
             let kind = FileStatusKind.describe(info.st_mode)
             throw RPCError.call(EEXIST, "EEXIST", "'\(value)' already exists (\(kind)); it was not modified. Choose a path that does not exist yet")
         }
-        return CheckedPath(displayPath: value, usablePath: "/proc/self/fd/\(fd)/\(name)", descriptor: fd)
+        return CheckedPath(displayPath: value, relativePath: relative, usablePath: "/proc/self/fd/\(fd)/\(name)", descriptor: fd)
     }
 
     private func open(_ relative: String, flags: UInt64, value: String, argument: String) throws(RPCError) -> Int32 {
