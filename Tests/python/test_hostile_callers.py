@@ -167,3 +167,33 @@ def test_client_that_never_reads_is_disconnected(make_server):
             disconnected = True
             break
     assert disconnected
+
+
+def test_connections_over_limit_get_503(make_server):
+    server = make_server("--max-connections", "2")
+    first = server.connect()
+    second = server.connect()
+    assert result(first, "core.ping") == "pong"
+    extra = server.unix_socket()
+    extra.sendall(b"GET /api/current HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert extra.recv(100).startswith(b"HTTP/1.1 503")
+    second.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            third = server.connect()
+            break
+        except Exception:
+            time.sleep(0.05)
+    assert result(third, "core.ping") == "pong"
+
+
+def test_calls_over_limit_get_ebusy(make_server):
+    server = make_server("--max-calls", "1")
+    ws = server.connect()
+    result(ws, "core.set_options", {"legacy_jobs": False})
+    # The first call's reply waits for its 2-second job, so it stays in flight.
+    ws.send(json.dumps({"jsonrpc": "2.0", "id": "slow", "method": "test.sleep", "params": [2]}))
+    time.sleep(0.2)
+    reply = call(ws, "core.ping", id="fast")
+    assert reply["error"]["data"]["errname"] == "EBUSY"
