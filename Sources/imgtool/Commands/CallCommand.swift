@@ -57,7 +57,7 @@ enum CallCommand: Command {
         guard let jobID = result.int64Value else {
             throw RPCClientError(message: "\(method) did not start a job: it returned \(result)")
         }
-        let display = ProgressDisplay(isatty(STDERR_FILENO) == 1 ? .bar : .none)
+        let display = JobProgressBar(enabled: isatty(STDERR_FILENO) == 1)
         defer { display.finish() }
 
         // The job may have ended before the call's reply arrived; read its current state
@@ -69,16 +69,15 @@ enum CallCommand: Command {
             guard message["method"]?.stringValue == "collection_update", let parameters = message["params"],
                   parameters["id"]?.int64Value == jobID, let fields = parameters["fields"] else { continue }
             job = fields
-            drawProgress(display, job)
+            display.draw(job)
         }
 
+        display.finish()
         switch job["state"]?.stringValue {
         case "SUCCESS":
-            display.finish()
             printResult(job["result"] ?? .null)
             return 0
         default:
-            display.finish()
             let state = job["state"]?.stringValue ?? "unknown"
             let error = job["error"]?.stringValue ?? "no error message"
             FileHandle.standardError.write(Data("imgtool: job \(jobID) \(method) ended \(state): \(error)\n".utf8))
@@ -90,17 +89,36 @@ enum CallCommand: Command {
         ["SUCCESS", "FAILED", "ABORTED"].contains(job["state"]?.stringValue ?? "")
     }
 
-    private static func drawProgress(_ display: ProgressDisplay, _ job: JSONValue) {
-        guard let handler = display.handler, let percent = job.value(atPath: "progress.percent")?.doubleValue else { return }
-        let description = job.value(atPath: "progress.description")?.stringValue ?? job["method"]?.stringValue ?? "job"
-        handler(ProgressUpdate(step: description, completed: Int64(percent * 100), total: 10_000))
-    }
-
     private static func printResult(_ result: JSONValue) {
         switch result {
         case .string(let text): print(text)
         case .number(let text): print(text)
         default: print(result.description)
         }
+    }
+}
+
+/// A one-line bar on standard error for a job's `progress`: percent and description.
+final class JobProgressBar {
+    private let enabled: Bool
+    private var drew = false
+
+    init(enabled: Bool) { self.enabled = enabled }
+
+    func draw(_ job: JSONValue) {
+        guard enabled, let percent = job.value(atPath: "progress.percent")?.doubleValue else { return }
+        let description = job.value(atPath: "progress.description")?.stringValue ?? job["method"]?.stringValue ?? "job"
+        let width = 30
+        let filled = min(width, max(0, Int(percent / 100 * Double(width))))
+        let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
+        let line = "\r\u{1B}[K[\(bar)] " + String(format: "%5.1f%%", percent) + "  " + description
+        FileHandle.standardError.write(Data(line.utf8))
+        drew = true
+    }
+
+    /// Ends the bar's line so later output starts on a new line; safe to call twice.
+    func finish() {
+        if drew { FileHandle.standardError.write(Data("\n".utf8)) }
+        drew = false
     }
 }
