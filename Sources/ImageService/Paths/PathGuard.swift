@@ -60,12 +60,12 @@ public final class PathGuard: Sendable {
 
     deinit { _ = close(rootDescriptor) }
 
-    /// The absolute path of a checked file, for files that record it (device.map).
+    /// Returns the absolute path of a checked file, for files that record it (device.map).
     public func absolutePath(of path: CheckedPath) -> String {
         root == "/" ? "/" + path.relativePath : root + "/" + path.relativePath
     }
 
-    /// The path relative to the root, after the checks that need no file system access.
+    /// Returns the path relative to the root after the checks that need no file system access.
     public func relativePath(_ value: String, argument: String) throws(RPCError) -> String {
         guard !value.isEmpty else { throw RPCError.invalidParameter(argument, "the path is empty") }
         guard !value.utf8.contains(0) else { throw RPCError.invalidParameter(argument, "the path contains a NUL byte") }
