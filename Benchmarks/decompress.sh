@@ -12,9 +12,10 @@
 # Peers write through a shell redirection, so they allocate every zero block they write;
 # the "allocated" column shows it. Each output is compared with the image by cmp.
 #
-# Reported per run: wall time, CPU time (user + system of the process and its waited
-# children, from GNU time), peak resident memory of the largest process, allocated
-# output size, and the ratio of the peer's wall time to imgtool's on the same input.
+# Reported per run: wall time and CPU time (user + system of the process and the
+# children it waited for, from GNU time). Also the peak resident memory of the largest
+# process, the allocated output size, and the peer's wall time divided by imgtool's on
+# the same input.
 # The page cache is warmed by reading the input before each run; nothing is dropped.
 # Needs: a release build (built here), scripts/install-deps, and 3 times the largest
 # size free under --work (default /work/scratch/decompress-bench, or $TMPDIR).
