@@ -40,6 +40,7 @@ def test_batch_of_one_gets_array_of_one_error(ws):
 def test_request_without_id_gets_no_reply(ws):
     ws.send(json.dumps({"jsonrpc": "2.0", "method": "no.such_method", "params": []}))
     ws.send(json.dumps({"jsonrpc": "2.0", "method": "core.ping", "params": []}))
+    ws.send(json.dumps({"jsonrpc": "2.0", "method": "core.ping", "params": {"by": "name"}}))
     # The first reply belongs to the ping with an id, so no reply came for the notifications.
     reply = call(ws, "core.ping", id=7)
     assert reply == {"jsonrpc": "2.0", "id": 7, "result": "pong"}
@@ -60,6 +61,13 @@ def test_malformed_json_gets_parse_error_and_connection_stays(ws):
     assert reply["error"]["code"] == -32700
     assert reply["id"] is None
     assert call(ws, "core.ping")["result"] == "pong"
+
+
+def test_params_object_gets_invalid_params(ws):
+    ws.send(json.dumps({"jsonrpc": "2.0", "id": 4, "method": "core.ping", "params": {"by": "name"}}))
+    reply = json.loads(ws.recv())
+    assert reply["id"] == 4
+    assert reply["error"]["code"] == -32602
 
 
 def test_unknown_method_gets_method_not_found(ws):

@@ -150,6 +150,10 @@ public final class Session: Sendable {
             replyError(id: id, error)
             return
         }
+        if let error = request.parameterError {
+            if let id = request.id { replyError(id: id, error) }
+            return
+        }
         call(request.method, parameters: request.parameters, requestID: request.id) { [self] outcome in
             guard let id = request.id else { return }
             switch outcome {
@@ -300,6 +304,8 @@ struct JSONRPCRequest {
     var id: JSONValue?
     var method: String
     var parameters: [JSONValue]
+    /// Set when `params` is not an array: the request is answered with this error.
+    var parameterError: RPCError?
 
     init(_ message: JSONValue) throws(RPCError) {
         guard let members = message.objectValue else {
@@ -321,7 +327,11 @@ struct JSONRPCRequest {
         switch members["params"] {
         case nil, .null?: parameters = []
         case .array(let list)?: parameters = list
-        case let other?: throw RPCError.invalidParameter("params", "expected an array of positional parameters, got a \(other.typeName)")
+        case let other?:
+            // Structurally a valid request (JSON-RPC allows by-name params), so a
+            // notification of this kind still gets no reply.
+            parameters = []
+            parameterError = RPCError.invalidParameter("params", "expected an array of positional parameters, got a \(other.typeName)")
         }
     }
 
