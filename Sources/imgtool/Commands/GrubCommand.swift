@@ -36,9 +36,10 @@ enum GrubCommand: Command {
                             default without --image) or plain (RancherOS 1.x applies the
                             clear password; spaces are then rejected, as RancherOS before
                             1.5.5 splits its command line on them).
-      --password-file FILE  Read the password from FILE, or from standard input with "-".
-                            One trailing newline is dropped. The password is never taken
-                            from the command line, which other users can read.
+      --password-file FILE  Read the password from FILE, or from standard input with "-"
+                            (on a terminal, a prompt reads one line without echo). One
+                            trailing newline is dropped. The password is never taken from
+                            the command line, which other users can read.
       --pools-root DIR, --state-dir DIR  As for 'imgtool sharefs'.
     """
 
@@ -143,8 +144,38 @@ enum GrubCommand: Command {
             throw UsageError(message: "missing option --password-file (a file, or - for standard input)")
         }
         if source == "-" {
+            if isatty(STDIN_FILENO) == 1 { return try readPasswordFromTerminal() }
             return try GuestPassword.read(from: FileDescriptor(rawValue: STDIN_FILENO), name: "standard input")
         }
         return try GuestPassword.read(fromFile: source)
+    }
+
+    /// Prompts on standard error and reads one line from the terminal with echo turned off.
+    private static func readPasswordFromTerminal() throws -> GuestPassword {
+        var saved = termios()
+        guard tcgetattr(STDIN_FILENO, &saved) == 0 else {
+            throw SystemError("read the terminal settings of", path: "standard input", errno: .current)
+        }
+        var silent = saved
+        silent.c_lflag &= ~tcflag_t(ECHO)
+        _ = tcsetattr(STDIN_FILENO, TCSANOW, &silent)
+        defer {
+            _ = tcsetattr(STDIN_FILENO, TCSANOW, &saved)
+            writeToStandardError("\n")
+        }
+        writeToStandardError("Password: ")
+        // In canonical mode one read returns one line, so the wait ends at Enter.
+        var line = [UInt8](repeating: 0, count: GuestPassword.maximumLength + 2)
+        let count = line.withUnsafeMutableBytes { Glibc.read(STDIN_FILENO, $0.baseAddress, $0.count) }
+        guard count >= 0 else { throw SystemError("read the password from", path: "standard input", errno: .current) }
+        var bytes = Array(line[..<count])
+        for index in line.indices { line[index] = 0 }
+        if bytes.last == UInt8(ascii: "\n") { bytes.removeLast() }
+        return GuestPassword(bytes: bytes)
+    }
+
+    private static func writeToStandardError(_ text: String) {
+        var bytes = Array(text.utf8)
+        _ = bytes.withUnsafeMutableBytes { Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 }
