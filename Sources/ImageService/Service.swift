@@ -39,6 +39,8 @@ public struct ServiceConfiguration: Sendable {
     public var sendQueueLimit = 8 << 20
     /// Seconds a send may make no progress before the client is disconnected.
     public var sendTimeoutSeconds = 30
+    /// A catalog file to use instead of the embedded one (else IMGTOOL_CATALOG).
+    public var catalogPath: String?
     /// Registers the `test.*` methods (a cancellable sleep job, an event flood) that the
     /// test suites use to drive the job machinery without disk images.
     public var enableTestMethods = false
@@ -53,6 +55,7 @@ public final class Service: Sendable {
     public let keys: APIKeyStore
     public let methods: MethodTable
     public let sharefs: Sharefs
+    public let catalog: ImageCatalog
 
     private struct State {
         var listeners: [Socket] = []
@@ -70,9 +73,11 @@ public final class Service: Sendable {
         self.keys = try APIKeyStore(path: configuration.apiKeysPath)
         self.sharefs = Sharefs(configuration: SharefsConfiguration(poolsRoot: self.paths.root,
                                                                    stateDirectory: configuration.stateDirectory))
+        self.catalog = try ImageCatalog.load(path: configuration.catalogPath)
         var table = MethodTable()
         CoreMethods.register(in: &table)
         VMMethods.register(in: &table)
+        ImageMethods.register(in: &table)
         if configuration.enableTestMethods { TestMethods.register(in: &table) }
         self.methods = table
     }

@@ -168,3 +168,53 @@ def close_code(ws):
         opcode, data = read_frame(ws)
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             return struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
+
+
+class Nginx:
+    """A real nginx serving `root` on 127.0.0.1 at a free port, stopped by its pid."""
+
+    def __init__(self, directory, root):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.pid_path = os.path.join(directory, "nginx.pid")
+        config = os.path.join(directory, "nginx.conf")
+        with open(config, "w") as handle:
+            handle.write(f"""
+worker_processes 1;
+# The files live in private temporary directories that only root may read.
+user root;
+pid {self.pid_path};
+error_log {directory}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/body;
+    proxy_temp_path {directory}/proxy;
+    fastcgi_temp_path {directory}/fastcgi;
+    uwsgi_temp_path {directory}/uwsgi;
+    scgi_temp_path {directory}/scgi;
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {root};
+    }}
+}}
+""")
+        self.process = subprocess.Popen(["nginx", "-p", directory, "-c", config, "-g", "daemon off;"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nginx did not start")
+
+    def url(self, name):
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def stop(self):
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=10)

@@ -20,25 +20,10 @@ enum VMMethods {
             guard let active = try context.service.sharefs.active() else { return .value(.bool(false)) }
             return .value(.string(active.path))
         })
-        table.register(MethodSpec("vm.list_images") { context in
-            try context.parameters.expectAtMost(0)
-            throw unavailable("vm.list_images", "ImageCatalog")
-        })
-        table.register(MethodSpec("vm.fetch_image") { context in
-            try context.parameters.expectAtMost(2)
-            _ = try context.parameters.string(0, "name")
-            _ = try context.parameters.optionalBool(1, "force", default: false)
-            throw unavailable("vm.fetch_image", "Downloader")
-        })
         table.register(MethodSpec("vm.get_download_status") { context in
             try context.parameters.expectAtMost(1)
             let id = try context.parameters.integer(0, "job_id")
             return .value(context.service.jobs.job(id) ?? .bool(false))
-        })
-        table.register(MethodSpec("vm.image_path") { context in
-            try context.parameters.expectAtMost(1)
-            _ = try context.parameters.string(0, "name")
-            throw unavailable("vm.image_path", "ImageCatalog")
         })
         table.register(MethodSpec("vm.decompress_gzip") { context in
             try context.parameters.expectAtMost(2)
@@ -81,10 +66,6 @@ enum VMMethods {
             }
             return .value(.bool(true))
         })
-        table.register(MethodSpec("vm.write_container_conf", secretPositions: [0]) { context in
-            try context.parameters.expectAtMost(1)
-            throw unavailable("vm.write_container_conf", "the GRUB writer")
-        })
         table.register(MethodSpec("vm.rm_container_conf") { context in
             try context.parameters.expectAtMost(1)
             let id = try context.parameters.integer(0, "id")
@@ -92,10 +73,6 @@ enum VMMethods {
             let sharefs = try context.service.sharefs.requireActive()
             _ = try GrubConfigurations(sharefs: sharefs).remove(vmID: Int(id))
             return .value(.bool(true))
-        })
-        table.register(MethodSpec("vm.create_container", secretPositions: [0]) { context in
-            try context.parameters.expectAtMost(1)
-            throw unavailable("vm.create_container", "the provisioning steps")
         })
     }
 

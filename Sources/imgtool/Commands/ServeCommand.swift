@@ -21,6 +21,8 @@ enum ServeCommand: Command {
       --api-keys FILE         API key store (default \(ServiceConfiguration.defaultAPIKeysPath)).
       --state-dir DIR         where the active sharefs is recorded
                               (default \(SharefsConfiguration.defaultStateDirectory), or IMGTOOL_STATE_DIR).
+      --catalog FILE          image catalog to use instead of the embedded one
+                              (default: IMGTOOL_CATALOG, else the embedded catalog).
       --max-message-bytes N   largest WebSocket message accepted, in bytes (default 1048576).
       --max-connections N     open connections allowed (default 256).
       --max-calls N           calls in flight per connection (default 32).
@@ -32,7 +34,7 @@ enum ServeCommand: Command {
     """
 
     static func run(_ arguments: [String], context: CommandContext) async throws -> Int32 {
-        let parsed = try Arguments(arguments, options: ["--socket", "--listen", "--pools-root", "--api-keys", "--state-dir",
+        let parsed = try Arguments(arguments, options: ["--socket", "--listen", "--pools-root", "--api-keys", "--state-dir", "--catalog",
                                                         "--max-message-bytes", "--max-connections", "--max-calls",
                                                         "--send-queue-bytes"],
                                    flags: ["--enable-test-methods"])
@@ -41,6 +43,7 @@ enum ServeCommand: Command {
         if let socket = parsed.value("--socket") { configuration.socketPath = socket }
         if let root = parsed.value("--pools-root") { configuration.poolsRoot = root }
         if let keys = parsed.value("--api-keys") { configuration.apiKeysPath = keys }
+        configuration.catalogPath = parsed.value("--catalog")
         configuration.stateDirectory = parsed.value("--state-dir") ?? SharefsConfiguration.fromEnvironment().stateDirectory
         if let listen = parsed.value("--listen") {
             let (host, port) = try parseListenAddress(listen)
