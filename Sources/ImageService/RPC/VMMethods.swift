@@ -1,8 +1,7 @@
-// The vm.* methods: the middleware's names and argument shapes, bound to ImageCore.
-//
-// Each method checks its arguments (paths through PathGuard) and then calls ImageCore.
-// Where the ImageCore operation is not part of this build yet, the method returns
-// ENOSYS with a message that names the missing operation, after the argument checks.
+// The vm.* methods on sharefs, disks and configurations: the middleware's names and
+// argument shapes, bound to ImageCore. Each method checks its arguments (paths through
+// PathGuard) and then calls ImageCore. The methods that need the image catalog are in
+// ImageMethods.swift.
 
 import Foundation
 import ImageCore
@@ -74,12 +73,6 @@ enum VMMethods {
             _ = try GrubConfigurations(sharefs: sharefs).remove(vmID: Int(id))
             return .value(.bool(true))
         })
-    }
-
-    // TODO: bind each method to its ImageCore call (Sharefs, ImageCatalog, Downloader,
-    // Decompressor, RawDisk, the GRUB writer) once those operations are in ImageCore.
-    private static func unavailable(_ method: String, _ operation: String) -> RPCError {
-        RPCError.call(ENOSYS, "ENOSYS", "\(method) is not available in this build: ImageCore's \(operation) is missing")
     }
 }
 
