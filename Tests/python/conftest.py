@@ -173,7 +173,7 @@ def close_code(ws):
 class Nginx:
     """A real nginx serving `root` on 127.0.0.1 at a free port, stopped by its pid."""
 
-    def __init__(self, directory, root):
+    def __init__(self, directory, root, rate=None):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -197,6 +197,7 @@ http {{
     server {{
         listen 127.0.0.1:{self.port};
         root {root};
+        {f"limit_rate {rate};" if rate else ""}
     }}
 }}
 """)

@@ -18,16 +18,17 @@ MIB = 1 << 20
 GIB = 1 << 30
 
 
-@pytest.fixture
-def flow(tmp_path):
-    """nginx with a gzipped 64 MiB disk image, and a server whose catalog points at it."""
+@pytest.fixture(params=[None])
+def flow(tmp_path, request):
+    """nginx with a gzipped 64 MiB disk image, and a server whose catalog points at it.
+    An indirect parameter sets nginx's limit_rate."""
     files = tmp_path / "www"
     files.mkdir()
     raw = bytearray(64 * MIB)
     raw[0:512] = bytes(range(256)) * 2
     compressed = gzip.compress(bytes(raw), compresslevel=1)
     (files / "rancheros-test.img.gz").write_bytes(compressed)
-    nginx = Nginx(str(tmp_path), str(files))
+    nginx = Nginx(str(tmp_path), str(files), rate=request.param)
     catalog = tmp_path / "catalog.json"
     catalog.write_text(json.dumps({"images": [{
         "name": "RancherOS", "version": "v9.9.9", "url": nginx.url("rancheros-test.img.gz"),
@@ -157,3 +158,25 @@ def test_concurrent_fetches_queue_on_lock(flow):
     assert jobs[second]["time_finished"]["$date"] >= jobs[first]["time_finished"]["$date"]
     # The second call came milliseconds after the first, while its 64 MiB download ran.
     assert f"job {second} waits for lock 'container' held by job {first}" in server.log_text()
+
+
+@pytest.mark.parametrize("flow", ["64k"], indirect=True)
+def test_create_container_abort_during_download(flow):
+    server, _ = flow
+    ws = server.connect()
+    job_id = result(ws, "vm.create_container", {"vm_id": 4, "vm_name": "slow", "pool": "tank",
+                                                 "raw_path": "tank/vm4.raw", "size": "1", "password": "pw"})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        job = result(ws, "core.get_jobs", [["id", "=", job_id]], {"get": True})
+        if (job["progress"]["extra"] or {}).get("downloaded", 0) > 0:
+            break
+        time.sleep(0.05)
+    assert job["progress"]["description"].startswith("Downloading")
+    result(ws, "core.job_abort", job_id)
+    deadline = time.monotonic() + 10
+    while result(ws, "core.get_jobs", [["id", "=", job_id]], {"get": True})["state"] != "ABORTED":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    tank = os.path.join(server.pools_root, "tank")
+    assert not [name for name in os.listdir(tank) if "vm4" in name]
