@@ -9,8 +9,10 @@
 // - The DDP-like protocol at /websocket: `connect`/`connected`, `method`/`result`,
 //   `sub`/`ready`, `unsub`/`nosub`, `ping`/`pong`, and `added`/`changed` messages.
 //
-// Calls run on Dispatch's global queue, at most `maximumCallsInFlight` per session; the
-// reader thread never waits for a call.
+// Calls run on Dispatch's global queue, at most `maximumCallsInFlight` per session; a
+// call over the limit is answered with EBUSY. The reader thread never waits for a call,
+// except that a notification over the limit waits (up to 30 s) for a slot, since it has
+// no reply that could carry EBUSY.
 
 import Dispatch
 import Foundation
@@ -254,10 +256,27 @@ public final class Session: Sendable {
             return
         }
         let limit = service.configuration.maximumCallsInFlight
-        let admitted = state.withLock { state -> Bool in
-            guard state.callsInFlight < limit else { return false }
-            state.callsInFlight += 1
-            return true
+        let admit = { [self] in
+            state.withLock { state -> Bool in
+                guard state.callsInFlight < limit else { return false }
+                state.callsInFlight += 1
+                return true
+            }
+        }
+        var admitted = admit()
+        if !admitted, requestID == nil {
+            // A notification cannot be answered with EBUSY, so the reader waits for a slot
+            // instead: a client that floods notifications is slowed down, not ignored.
+            // The wait is bounded so a session whose calls hang still reads its socket.
+            let deadline = ContinuousClock.now + .seconds(30)
+            while !admitted, ContinuousClock.now < deadline {
+                usleep(1_000)
+                admitted = admit()
+            }
+            if !admitted {
+                Log.warning("service", "connection \(connection.id): notification \(method) dropped: \(limit) calls still in flight after 30 s")
+                return
+            }
         }
         guard admitted else {
             reply(.failure(.call(EBUSY, "EBUSY", "too many calls in flight on this connection (limit \(limit)); wait for replies before sending more")))
