@@ -1,10 +1,7 @@
-// vm.create_container: the whole first start of a Docker VM as one job with one
-// progress scale. It composes ImageCore's step calls: sharefs, fetch (with SHA-256
-// verification), inflate, resize and GRUB. The shares of the scale are estimates of
-// each step's time for a 4.4 GiB image on a slow link: the download dominates.
-//
-// TODO: replace the composition with ImageCore's provisioning operation once it exists;
-// only `run` changes.
+// vm.create_container: the whole first start of a Docker VM as one job with one progress
+// scale. It runs ImageCore's `Provisioner`, the same job as `imgtool provision`: sharefs,
+// download with verification while inflating, resize, GRUB, and publication of the RAW
+// file only after everything succeeded.
 
 import Foundation
 import ImageCore
@@ -25,51 +22,49 @@ enum Provisioning {
     }
 
     private static func run(_ request: GuestRequest, destination: CheckedPath, service: Service, job: JobContext) throws -> JSONValue {
-        job.setProgress(percent: 0, description: "Preparing the sharefs")
-        let sharefs: ActiveSharefs
-        let active = try service.sharefs.active()
-        if let active, request.pool == nil {
-            sharefs = active
-        } else {
-            sharefs = try service.sharefs.activate(pool: request.pool).sharefs
-        }
-        try job.cancellation.check("vm.create_container")
-
-        let download = try Downloader().fetch(
-            request.entry, into: sharefs.isoFilesPath,
-            progress: job.progressHandler(description: "Downloading \(request.entry.fileName)", range: 1...50,
-                                          extra: JobContext.downloadCounts),
-            cancellation: job.cancellation)
-
-        let inflateOptions = DecompressOptions(progress: job.progressHandler(description: "Inflating the image", range: 50...92),
-                                               cancellation: job.cancellation)
+        job.setProgress(percent: 0, description: "Checking the request")
+        let size: DiskSize?
         do {
-            _ = try Decompressor.decompress(source: download.path, destination: destination.usablePath, options: inflateOptions)
+            size = try DiskSize.parseResizeRequest(request.sizeText)
+        } catch {
+            throw RPCError.invalidParameter("size", "'\(request.sizeText)': \(error.reason)")
+        }
+        let provisioner = Provisioner(catalog: ImageCatalog(entries: [request.entry]), sharefs: service.sharefs)
+        let provisionRequest = ProvisionRequest(
+            image: request.entry.reference, rawPath: destination.usablePath, size: size, vmID: request.vmID,
+            vmName: request.vmName, pool: request.pool, password: request.password,
+            deviceMapPath: service.paths.absolutePath(of: destination))
+        let fileName = request.entry.fileName
+
+        let summary: ProvisionSummary
+        do {
+            summary = try provisioner.run(provisionRequest, progress: { progress in
+                job.setProgress(percent: progress.percent, description: describe(progress.step, fileName: fileName),
+                                extra: progress.download.map(JobContext.downloadCounts) ?? .null)
+            }, cancellation: job.cancellation)
         } catch {
             throw TranslatedError.wrap(error, destination)
         }
+        return .object([
+            "raw_path": .string(destination.displayPath),
+            "image": .string(summary.imagePath),
+            "sharefs": .string(summary.sharefs.path),
+            "grub_config": .string(summary.grub.grubConfigPath),
+            "size": .integer(summary.resize.newSize),
+        ])
+    }
 
-        // From here on the RAW file is ours: a failure removes it, so a retry can create it again.
-        do {
-            try job.cancellation.check("vm.create_container")
-            job.setProgress(percent: 93, description: "Growing the disk")
-            if let size = try DiskSize.parseResizeRequest(request.sizeText) {
-                _ = try RawDisk.resize(path: destination.usablePath, to: size)
-            }
-            try job.cancellation.check("vm.create_container")
-            job.setProgress(percent: 96, description: "Writing the boot configuration")
-            let grub = try GrubConfigurations(sharefs: sharefs).write(
-                vmID: request.vmID, vmName: request.vmName, rawPath: service.paths.absolutePath(of: destination),
-                entry: request.entry, password: request.password)
-            return .object([
-                "raw_path": .string(destination.displayPath),
-                "image": .string(download.path),
-                "sharefs": .string(sharefs.path),
-                "grub_config": .string(grub.grubConfigPath),
-            ])
-        } catch {
-            unlink(destination.usablePath)
-            throw TranslatedError.wrap(error, destination)
+    /// The job's `progress.description` for a provisioning step.
+    private static func describe(_ step: String, fileName: String) -> String {
+        switch step {
+        case "check": return "Checking the request"
+        case "sharefs": return "Preparing the sharefs"
+        case "download+inflate": return "Downloading and inflating \(fileName)"
+        case "inflate": return "Inflating \(fileName)"
+        case "resize": return "Growing the disk"
+        case "grub": return "Writing the boot configuration"
+        case "publish": return "Publishing the disk"
+        default: return "Done"
         }
     }
 }
