@@ -127,6 +127,29 @@ import Glibc
         #expect(requests.last?.bytesSent == Int64(size) - partSizes.last!)
     }
 
+    @Test func interruptKeepsPartialForResume() throws {
+        let fixture = try Fixture(size: 16 << 20, limitRate: "4m")
+        defer { fixture.remove() }
+        let part = fixture.destination + ".part"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: imgtoolExecutable())
+        process.arguments = fixture.fetchArguments()
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(20)
+        while fileSize(part) <= 0 && process.isRunning && Date() < deadline { usleep(10_000) }
+
+        kill(process.processIdentifier, SIGINT)
+        process.waitUntilExit()
+
+        // 128 + SIGINT (2): the documented exit status for an interrupted command.
+        #expect(process.terminationStatus == 130)
+        #expect(fileSize(part) > 0)
+        #expect(pathExists(part + ".state"))
+        #expect(!pathExists(fixture.destination))
+    }
+
     @Test func secondProcessWaitsThenReuses() throws {
         let fixture = try Fixture(size: 8 << 20, limitRate: "8m")
         defer { fixture.remove() }
