@@ -10,8 +10,8 @@ import CZlib
 
 /// A deflate implementation for gzip members.
 public enum DeflateEngine: String, Sendable, CaseIterable {
-    /// ISA-L's `isal_inflate` (libisal): the default, several times faster than zlib on
-    /// x86-64 in Benchmarks/decompress.sh.
+    /// ISA-L's `isal_inflate` (libisal), the default. In Benchmarks/decompress.sh on the
+    /// 4 GiB image, `igzip -dc` (ISA-L) took 6.4 s and zlib-based `pigz -dc` 18.0 s.
     case isal
     /// zlib's `inflate`: the reference implementation.
     case zlib

@@ -229,6 +229,19 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
         #expect(result.outcome == .created)
     }
 
+    @Test(arguments: ImageCatalog.default.entries)
+    func catalogEntryConfigurationChecks(_ entry: CatalogEntry) throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let result = try fixture.configurations.write(vmID: 8, vmName: "guest", rawPath: "/mnt/tank/guest.raw",
+                                                      entry: entry, password: GuestPassword("a&b'c"))
+        let check = try grubScriptCheck(result.grubConfigPath)
+        #expect(check.status == 0, "grub-script-check: \(check.standardError)")
+        let text = try fixture.text(result.grubConfigPath)
+        #expect(text.contains("\tlinux /boot/\(entry.kernel) rancher.password="))
+        #expect(text.contains("\tinitrd /boot/\(entry.initrd)\n"))
+    }
+
     @Test func deviceMapNamesRawDisk() throws {
         let fixture = try GrubFixture()
         defer { fixture.scratch.remove() }

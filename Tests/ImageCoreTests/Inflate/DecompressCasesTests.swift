@@ -210,6 +210,30 @@ import Testing
         #expect(try directoryNames(scratch.path) == ["image.gz"])
     }
 
+    @Test func directorySourceIsRejected() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        #expect(throws: InvalidArgumentError.self) {
+            _ = try Decompressor.decompress(source: scratch.path, destination: scratch.file("disk.raw"), options: DecompressOptions())
+        }
+        #expect(try directoryNames(scratch.path) == [])
+    }
+
+    @Test func missingTargetDirectoryNamesPath() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = scratch.file("input.gz")
+        try writeFile(source, try gzip("abc"))
+        do {
+            _ = try Decompressor.decompress(source: source, destination: scratch.file("missing/disk.raw"), options: DecompressOptions())
+            Issue.record("a target in a missing directory was accepted")
+        } catch let error as SystemError {
+            #expect(error.path == scratch.file("missing"))
+            #expect(error.errno == .noEntry)
+            #expect(error.remedy != nil)
+        }
+    }
+
     @Test func emptySourceIsRejected() throws {
         #expect(throws: InflateError.unsupportedFormat(path: "memory.gz", found: "the file is empty")) {
             _ = try inflateInMemory([])
