@@ -187,6 +187,8 @@ final class DownloadSession: CurlTransferDelegate {
         var headers: [String] = []
         var target = url
         if partLength > 0, let state {
+            // NOTE: a final URL that has expired since (a signed mirror link) fails the
+            // resume with its 4xx status; there is no fallback to the requested URL yet.
             target = state.finalURL
             headers.append("Range: bytes=\(partLength)-")
             if let validator = state.etag.flatMap({ $0.hasPrefix("W/") ? nil : $0 }) ?? state.lastModified {
