@@ -187,6 +187,8 @@ final class DownloadSession: CurlTransferDelegate {
         lastData = .now
         requestedFrom = partLength
 
+        // The range goes out as a plain header rather than CURLOPT_RESUME_FROM_LARGE, so
+        // libcurl never turns a 200 into error 33 (CURLE_RANGE_ERROR): `decide` judges it.
         var headers: [String] = []
         var target = url
         if partLength > 0, let state {

@@ -300,6 +300,25 @@ import Testing
         #expect(fileSize("\(fixture.out)/x") == 0)
     }
 
+    @Test func catalogEntryWithChecksumFileIsReusedOffline() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("image.img.gz", count: 100_000)
+        try "\(digest.hex)  image.img.gz\n".write(toFile: "\(fixture.www)/SHA256SUMS", atomically: true, encoding: .utf8)
+        let entry = CatalogEntry(name: "Test", version: "v1", url: fixture.server.url("image.img.gz"),
+                                 checksumURL: fixture.server.url("SHA256SUMS"), kernel: "vmlinuz", initrd: "initrd",
+                                 kernelArguments: [], passwordForm: .plain, splitsCommandLineOnSpaces: false)
+
+        let first = try Downloader(options: testOptions()).fetch(entry, into: fixture.out)
+        let second = try Downloader(options: testOptions()).fetch(entry, into: fixture.out)
+
+        #expect(first.path == "\(fixture.out)/image.img.gz")
+        #expect(first.sha256 == digest)
+        #expect(second.reused)
+        // The checksum file and the image once; the second fetch used NAME.sha256.
+        #expect(try fixture.server.requests().map(\.url) == ["/SHA256SUMS", "/image.img.gz"])
+    }
+
     @Test func missingChecksumEntryIsNotAMismatch() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
