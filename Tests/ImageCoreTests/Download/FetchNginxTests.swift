@@ -120,7 +120,7 @@ import Glibc
         #expect(try Data(contentsOf: URL(fileURLWithPath: fixture.destination)) == fixture.content)
         let requests = try fixture.nginx.requests()
         try #require(requests.count == partSizes.count)
-        // Each run asks exactly for what is missing from the partial file...
+        // Each run requests exactly what is missing from the partial file...
         let expectedRanges = partSizes.map { $0 == 0 ? nil : "bytes=\($0)-" }
         #expect(requests.map(\.range) == expectedRanges)
         // ...and the last one receives only that: nothing before its resume point again.
