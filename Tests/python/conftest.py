@@ -124,12 +124,25 @@ def make_server():
 
 
 def call(ws, method, *params, id=1):
-    """Sends one JSON-RPC request and returns the reply, skipping notifications."""
+    """Sends one JSON-RPC request and returns the reply. Other messages that arrive first
+    (a job's `added` event can precede the reply that names the job) are kept in
+    `ws.pending` for `next_message`."""
     ws.send(json.dumps({"jsonrpc": "2.0", "id": id, "method": method, "params": list(params)}))
     while True:
         reply = json.loads(ws.recv())
         if reply.get("id") == id and "method" not in reply:
             return reply
+        if not hasattr(ws, "pending"):
+            ws.pending = []
+        ws.pending.append(reply)
+
+
+def next_message(ws):
+    """The next message: one that `call` set aside, else the next one received."""
+    pending = getattr(ws, "pending", None)
+    if pending:
+        return pending.pop(0)
+    return json.loads(ws.recv())
 
 
 def result(ws, method, *params):

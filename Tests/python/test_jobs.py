@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import call, result
+from conftest import call, next_message, result
 
 
 def wait_for_state(ws, job_id, states, timeout=20):
@@ -25,7 +25,7 @@ def collect_events(ws, job_id, final_states=("SUCCESS", "FAILED", "ABORTED"), ti
     events = []
     ws.settimeout(timeout)
     while True:
-        message = json.loads(ws.recv())
+        message = next_message(ws)
         if message.get("method") != "collection_update":
             continue
         params = message["params"]
