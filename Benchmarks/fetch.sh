@@ -2,10 +2,10 @@
 # Benchmark: download 1 GiB from nginx on 127.0.0.1 with `imgtool fetch` (SHA-256
 # included) against `curl -o` followed by `sha256sum`, and against `curl -o` alone.
 #
-# Usage: Benchmarks/fetch.sh [RUNS]   (default 5 runs per command, after one warm-up)
+# Usage: Benchmarks/fetch.sh [RUNS]   (default 5 rounds, after one warm-up round)
 # Environment: BENCH_DIR  where the 1 GiB file, nginx's files and the downloads go
 #              (default: ${TMPDIR:-/tmp}/imgtool-bench-fetch); removed at the end.
-# Needs nginx, curl, sha256sum and hyperfine (scripts/install-deps installs them).
+# Needs nginx, curl and sha256sum (scripts/install-deps installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,9 +54,34 @@ url="http://127.0.0.1:$port/big.bin"
 out="$dir/out/big.bin"
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
 echo "versions: $(curl --version | head -1 | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), imgtool $("$imgtool" --version | cut -d' ' -f2)"
-hyperfine --warmup 1 --runs "$runs" --export-markdown "$dir/../fetch-results.md" \
-    --prepare "rm -f $out $out.part $out.part.state" \
-    -n "imgtool fetch" "$imgtool fetch $url --sha256 $hash --output $out --progress none" \
-    -n "curl -o + sha256sum" "curl -s -o $out $url && sha256sum $out" \
-    -n "curl -o" "curl -s -o $out $url"
-cat "$dir/../fetch-results.md"
+# The three commands run in interleaved rounds (A B C, A B C, ...) rather than one after
+# the other, so that load from other jobs on a shared machine hits them alike. Each round
+# starts without the output file; the first round is a warm-up and is not counted.
+commands=(
+    "$imgtool fetch $url --sha256 $hash --output $out --progress none"
+    "curl -s -o $out $url && sha256sum $out"
+    "curl -s -o $out $url"
+)
+names=("imgtool fetch" "curl -o + sha256sum" "curl -o")
+results="$dir/times.txt"
+: >"$results"
+for round in $(seq 0 "$runs"); do
+    for index in 0 1 2; do
+        rm -f "$out" "$out.part" "$out.part.state" "$out.lock"
+        start=$(date +%s.%N)
+        sh -c "${commands[$index]}" >/dev/null
+        end=$(date +%s.%N)
+        if [ "$round" -gt 0 ]; then echo "$index $(awk "BEGIN { print $end - $start }")" >>"$results"; fi
+    done
+done
+
+echo "| command | runs | median s | min s | max s |"
+echo "|---|---|---|---|---|"
+for index in 0 1 2; do
+    awk -v i="$index" '$1 == i { print $2 }' "$results" | sort -n | awk -v name="${names[$index]}" '
+        { times[NR] = $1 }
+        END {
+            median = (NR % 2) ? times[(NR + 1) / 2] : (times[NR / 2] + times[NR / 2 + 1]) / 2
+            printf "| %s | %d | %.3f | %.3f | %.3f |\n", name, NR, median, times[1], times[NR]
+        }'
+done

@@ -53,6 +53,9 @@ final class DownloadSession: CurlTransferDelegate {
     private var requestedFrom: Int64 = 0
     private var lastData = ContinuousClock.now
     private var stalled = false
+    /// Set once the final URL of an earlier response rejected a resume with a 4xx status
+    /// (a mirror link that expired); later requests go to the requested URL again.
+    private var finalURLRejected = false
 
     // Totals for the summary.
     private var bytesDownloaded: Int64 = 0
@@ -184,10 +187,12 @@ final class DownloadSession: CurlTransferDelegate {
         lastData = .now
         requestedFrom = partLength
 
+        // The range goes out as a plain header rather than CURLOPT_RESUME_FROM_LARGE, so
+        // libcurl never turns a 200 into error 33 (CURLE_RANGE_ERROR): `decide` judges it.
         var headers: [String] = []
         var target = url
         if partLength > 0, let state {
-            target = state.finalURL
+            target = finalURLRejected ? url : state.finalURL
             headers.append("Range: bytes=\(partLength)-")
             if let validator = state.etag.flatMap({ $0.hasPrefix("W/") ? nil : $0 }) ?? state.lastModified {
                 headers.append("If-Range: \(validator)")
@@ -286,6 +291,12 @@ final class DownloadSession: CurlTransferDelegate {
                 return .restart("range not satisfiable")
 
             default:
+                if (400..<500).contains(status), !Downloader.isRetryable(status: status), requestedFrom > 0,
+                   !finalURLRejected, transfer.url != url {
+                    finalURLRejected = true
+                    return .retry(AttemptFailure(reason: "resuming at \(transfer.url) failed with HTTP \(status); trying \(url) again",
+                                                 retryable: true))
+                }
                 if Downloader.isRetryable(status: status) {
                     return .retry(AttemptFailure(reason: "the server responded with HTTP \(status)", retryable: true))
                 }

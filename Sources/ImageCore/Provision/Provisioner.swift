@@ -31,8 +31,12 @@ public struct ProvisionRequest: Sendable {
     public var image: String
     /// The RAW disk file to create; it must not exist.
     public var rawPath: String
-    /// The size to grow the disk to; it may not be smaller than the inflated image.
-    public var size: DiskSize
+    /// The size to grow the disk to; it may not be smaller than the inflated image. Nil
+    /// keeps the inflated image's size.
+    public var size: DiskSize?
+    /// The RAW path as the guest's device.map names it, when `rawPath` is another name for
+    /// the same file (the service passes a `/proc/self/fd/N/NAME` path); nil means `rawPath`.
+    public var deviceMapPath: String?
     public var vmID: Int
     public var vmName: String
     /// The pool for the sharefs when none is active yet (the first pool when nil).
@@ -43,12 +47,13 @@ public struct ProvisionRequest: Sendable {
     /// Reserve the disk's blocks with fallocate instead of leaving it sparse.
     public var preallocate: Bool
 
-    public init(image: String, rawPath: String, size: DiskSize, vmID: Int, vmName: String, pool: String? = nil,
+    public init(image: String, rawPath: String, size: DiskSize?, vmID: Int, vmName: String, pool: String? = nil,
                 password: GuestPassword, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
-                preallocate: Bool = false) {
+                preallocate: Bool = false, deviceMapPath: String? = nil) {
         self.image = image
         self.rawPath = rawPath
         self.size = size
+        self.deviceMapPath = deviceMapPath
         self.vmID = vmID
         self.vmName = vmName
         self.pool = pool
@@ -149,6 +154,8 @@ public final class Provisioner: Sendable {
 
         // 2. The sharefs.
         job.begin("sharefs")
+        // The sharefs is shared by every Docker VM, so an active one is kept; `pool` only
+        // chooses where to create one.
         let active: ActiveSharefs
         if let current = try sharefs.active() {
             active = current
@@ -167,18 +174,24 @@ public final class Provisioner: Sendable {
 
             // 4. Grow the disk while it is still temporary.
             job.begin("resize")
-            guard request.size.bytes >= inflate.bytesWritten else {
-                throw ProvisionSizeError(requested: request.size.bytes, imageSize: inflate.bytesWritten)
+            let resized: ResizeResult
+            if let size = request.size {
+                guard size.bytes >= inflate.bytesWritten else {
+                    throw ProvisionSizeError(requested: size.bytes, imageSize: inflate.bytesWritten)
+                }
+                resized = try RawDisk.resize(path: rawFile.temporaryPath, to: size, preallocate: request.preallocate)
+            } else {
+                resized = ResizeResult(path: rawFile.temporaryPath, oldSize: inflate.bytesWritten,
+                                       newSize: inflate.bytesWritten, allocation: .unchanged, wasRounded: false,
+                                       requestedBytes: inflate.bytesWritten)
             }
-            let resized = try RawDisk.resize(path: rawFile.temporaryPath, to: request.size,
-                                             preallocate: request.preallocate)
             try cancellation.check("provisioning of '\(request.rawPath)'")
 
             // 5. The guest's boot configuration names the final RAW path.
             job.begin("grub")
             let grub = try GrubConfigurations(sharefs: active).write(vmID: request.vmID, vmName: request.vmName,
-                                                                     rawPath: request.rawPath, entry: entry,
-                                                                     password: request.password)
+                                                                     rawPath: request.deviceMapPath ?? request.rawPath,
+                                                                     entry: entry, password: request.password)
 
             // 6. Publish: the only moment the RAW path appears.
             job.begin("publish")

@@ -133,6 +133,29 @@ import Testing
         #expect(try sha256sum("\(fixture.out)/f.bin") == digest.hex)
     }
 
+    @Test func expiredFinalURLFallsBackToRequested() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let content = try writeRandomFile("\(fixture.www)/f.bin", count: 2 * Self.mebibyte)
+        let digest = SHA256.hash(content)
+        let destination = "\(fixture.out)/f.bin"
+        let url = fixture.server.url("f.bin")
+        // A partial file from an earlier run that was redirected to a mirror link which no
+        // longer exists. The ETag is the one fault_server.py computes for the file.
+        let etag = "\"\(SHA256.hash(content).hex.prefix(16))\""
+        try content.prefix(Self.mebibyte).write(to: URL(fileURLWithPath: destination + ".part"))
+        try DownloadState(url: url, finalURL: fixture.server.url("expired.bin"), etag: etag, lastModified: nil,
+                          expectedLength: Int64(content.count), sha256: digest.hex).save(to: destination + ".part.state")
+
+        let summary = try Downloader(options: testOptions()).fetch(url: url, expected: .sha256(digest), to: destination)
+
+        let requests = try fixture.server.requests()
+        #expect(requests.map(\.url) == ["/expired.bin", "/f.bin"])
+        #expect(requests.map(\.status) == [404, 206])
+        #expect(summary.bytesDownloaded == Int64(Self.mebibyte))
+        #expect(try sha256sum(destination) == digest.hex)
+    }
+
     @Test func gzipContentEncodingIsStoredAsServed() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
@@ -275,6 +298,25 @@ import Testing
 
         #expect(summary.sha256.hex == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         #expect(fileSize("\(fixture.out)/x") == 0)
+    }
+
+    @Test func catalogEntryWithChecksumFileIsReusedOffline() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("image.img.gz", count: 100_000)
+        try "\(digest.hex)  image.img.gz\n".write(toFile: "\(fixture.www)/SHA256SUMS", atomically: true, encoding: .utf8)
+        let entry = CatalogEntry(name: "Test", version: "v1", url: fixture.server.url("image.img.gz"),
+                                 checksumURL: fixture.server.url("SHA256SUMS"), kernel: "vmlinuz", initrd: "initrd",
+                                 kernelArguments: [], passwordForm: .plain, splitsCommandLineOnSpaces: false)
+
+        let first = try Downloader(options: testOptions()).fetch(entry, into: fixture.out)
+        let second = try Downloader(options: testOptions()).fetch(entry, into: fixture.out)
+
+        #expect(first.path == "\(fixture.out)/image.img.gz")
+        #expect(first.sha256 == digest)
+        #expect(second.reused)
+        // The checksum file and the image once; the second fetch used NAME.sha256.
+        #expect(try fixture.server.requests().map(\.url) == ["/SHA256SUMS", "/image.img.gz"])
     }
 
     @Test func missingChecksumEntryIsNotAMismatch() throws {

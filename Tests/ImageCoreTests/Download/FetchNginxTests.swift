@@ -83,8 +83,8 @@ import Glibc
     }
 
     @Test func resumeAfterSIGKILLIsByteIdentical() throws {
-        // 24 MiB at 8 MiB/s per connection: about 3 s for the whole file, so kills after
-        // 0.3 to 0.9 s land in the middle of the body.
+        // 24 MiB at 8 MiB/s per connection: about 3 s for the whole file, so three kills
+        // within 0.6 s of each run's first stored byte land in the middle of the body.
         let size = 24 << 20
         let fixture = try Fixture(size: size, limitRate: "8m")
         defer { fixture.remove() }
@@ -99,7 +99,12 @@ import Glibc
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()
-            usleep(UInt32.random(in: 300_000...900_000))
+            // Wait until this run has stored bytes of its own (so it did send a request,
+            // even on a slow machine), then kill it at a random point after that.
+            let before = partSizes.last!
+            let deadline = Date().addingTimeInterval(20)
+            while fileSize(part) <= before && process.isRunning && Date() < deadline { usleep(10_000) }
+            usleep(UInt32.random(in: 0...600_000))
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             #expect(process.terminationReason == .uncaughtSignal)
@@ -115,11 +120,34 @@ import Glibc
         #expect(try Data(contentsOf: URL(fileURLWithPath: fixture.destination)) == fixture.content)
         let requests = try fixture.nginx.requests()
         try #require(requests.count == partSizes.count)
-        // Each run asks exactly for what is missing from the partial file...
+        // Each run requests exactly what is missing from the partial file...
         let expectedRanges = partSizes.map { $0 == 0 ? nil : "bytes=\($0)-" }
         #expect(requests.map(\.range) == expectedRanges)
         // ...and the last one receives only that: nothing before its resume point again.
         #expect(requests.last?.bytesSent == Int64(size) - partSizes.last!)
+    }
+
+    @Test func interruptKeepsPartialForResume() throws {
+        let fixture = try Fixture(size: 16 << 20, limitRate: "4m")
+        defer { fixture.remove() }
+        let part = fixture.destination + ".part"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: imgtoolExecutable())
+        process.arguments = fixture.fetchArguments()
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(20)
+        while fileSize(part) <= 0 && process.isRunning && Date() < deadline { usleep(10_000) }
+
+        kill(process.processIdentifier, SIGINT)
+        process.waitUntilExit()
+
+        // 128 + SIGINT (2): the documented exit status for an interrupted command.
+        #expect(process.terminationStatus == 130)
+        #expect(fileSize(part) > 0)
+        #expect(pathExists(part + ".state"))
+        #expect(!pathExists(fixture.destination))
     }
 
     @Test func secondProcessWaitsThenReuses() throws {
