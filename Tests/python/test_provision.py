@@ -271,6 +271,18 @@ def test_existing_raw_is_refused_before_work(image, server, tmp_path):
     assert not site.sharefs.exists()
 
 
+def test_invalid_raw_path_is_refused_before_work(image, server, tmp_path):
+    # grub-bhyve's device.map reader ends a path at its first space, so such a RAW path
+    # is rejected in the first step, before the sharefs exists or a byte is downloaded.
+    site = Site(tmp_path, image, server)
+    raw = site.vms / "my disk.raw"
+    result = site.provision(raw)
+    assert result.returncode == 64
+    assert b"space" in result.stderr
+    assert not raw.exists()
+    assert not site.sharefs.exists()
+
+
 def test_kill_during_download_then_rerun_resumes(image, slow_server, tmp_path):
     site = Site(tmp_path, image, slow_server)
     raw = site.vms / "demo.raw"

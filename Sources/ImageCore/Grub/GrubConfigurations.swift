@@ -299,7 +299,7 @@ public struct GrubConfigurations: Sendable {
     /// fgets into a 1024-byte buffer, so "(hd0) " and the path must fit in 1023 bytes.
     static let maximumRawPathLength = 1023 - "(hd0) ".utf8.count
 
-    private static func validateRawPath(_ path: String) throws {
+    static func validateRawPath(_ path: String) throws {
         if !path.hasPrefix("/") { throw GrubError.invalidRawPath(path: path, reason: "the path is not absolute") }
         if path.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             throw GrubError.invalidRawPath(path: path, reason: "the path contains a control character")

@@ -148,6 +148,8 @@ public final class Provisioner: Sendable {
         }
         let entry = try catalog.resolve(request.image)
         try request.password.validate(for: PasswordPolicy(entry: entry))
+        try GrubConfigurations.validateRawPath(request.deviceMapPath ?? request.rawPath)
+        _ = try Sharefs.configDirectoryName(vmID: request.vmID, vmName: request.vmName)
         let removed = TemporaryFile.removeStale(for: request.rawPath)
         for path in removed { Log.info("provision", "removed '\(path)', left by an interrupted run") }
         try cancellation.check("provisioning of '\(request.rawPath)'")
