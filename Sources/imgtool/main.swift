@@ -125,7 +125,9 @@ guard let command = commands.first(where: { $0.name == commandName }) else {
     exit(report(UsageError(message: "unknown command '\(commandName)'")))
 }
 let commandArguments = Array(arguments.dropFirst())
-if commandArguments.contains("--help") || commandArguments.contains("-h") {
+// Help is asked for only before `--`; after it, "--help" may be a file name.
+let optionArguments = commandArguments.prefix { $0 != "--" }
+if optionArguments.contains("--help") || optionArguments.contains("-h") {
     print(command.help)
     exit(0)
 }

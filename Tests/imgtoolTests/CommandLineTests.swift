@@ -33,6 +33,15 @@ func runImgtool(_ arguments: [String], in directory: URL? = nil) throws -> (stat
         #expect(result.output.contains("73   the target already exists"))
     }
 
+    @Test func helpAfterDoubleDashIsFileName() throws {
+        // After `--`, "--help" is a file name: resize reports that it does not exist
+        // instead of printing its usage.
+        let result = try runImgtool(["resize", "--", "--help", "1M"])
+        #expect(result.status == 1)
+        #expect(result.error.contains("'--help'"))
+        #expect(!result.output.contains("Usage:"))
+    }
+
     @Test func unknownCommandExits64() throws {
         let result = try runImgtool(["frobnicate"])
         #expect(result.status == 64)
