@@ -50,10 +50,12 @@ public final class TemporaryFile {
     ///   kind (file, link, device, directory) throws `TargetExistsError` before anything
     ///   is created.
     public init(for finalPath: String, mode: mode_t = 0o644, mustNotExist: Bool = true) throws {
-        let url = URL(fileURLWithPath: finalPath)
-        let directoryPath = url.deletingLastPathComponent().path
-        let name = url.lastPathComponent
-        guard !name.isEmpty, name != ".", name != "..", !finalPath.hasSuffix("/") else {
+        guard !finalPath.isEmpty else {
+            throw InvalidArgumentError(argument: "path", value: finalPath, reason: "it is empty",
+                                       remedy: "give the path of the file to create")
+        }
+        let (directoryPath, name) = Self.split(finalPath)
+        guard !name.isEmpty, name != ".", name != ".." else {
             throw InvalidArgumentError(argument: "path", value: finalPath, reason: "it names a directory, not a file",
                                        remedy: "give the path of the file to create")
         }
@@ -161,6 +163,15 @@ public final class TemporaryFile {
         _ = unlinkat(directory.rawValue, temporaryName, 0)
     }
 
+    /// Splits `path` at its last slash into the directory and the name, exactly as given.
+    /// URL removes `..` and `.` from a relative path as text, which names another file
+    /// than the kernel does when the directory before `..` is missing or a link.
+    private static func split(_ path: String) -> (directory: String, name: String) {
+        guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+        let directory = String(path[..<slash])
+        return (directory.isEmpty ? "/" : directory, String(path[path.index(after: slash)...]))
+    }
+
     private static func status(of path: String) throws -> FileStatus? {
         do {
             return try linkStatus(path)
@@ -173,9 +184,8 @@ public final class TemporaryFile {
     /// example after SIGKILL). Returns the paths removed.
     @discardableResult
     public static func removeStale(for finalPath: String) -> [String] {
-        let url = URL(fileURLWithPath: finalPath)
-        let directoryPath = url.deletingLastPathComponent().path
-        let prefix = ".\(url.lastPathComponent.prefix(160)).imgtool-"
+        let (directoryPath, finalName) = split(finalPath)
+        let prefix = ".\(finalName.prefix(160)).imgtool-"
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directoryPath) else { return [] }
         var removed: [String] = []
         for name in names where name.hasPrefix(prefix) && name.hasSuffix(".tmp") {

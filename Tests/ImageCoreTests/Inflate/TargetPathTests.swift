@@ -1,0 +1,49 @@
+// Target paths that a path library would rewrite before the kernel sees them: the RAW
+// file must be created exactly where the kernel resolves the path, or not at all.
+
+import Foundation
+import Testing
+@testable import ImageCore
+
+@Suite struct TargetPathTests {
+    /// Writes `gzip("abc")` as `input.gz` in `scratch` and inflates it to `destination`.
+    private func inflate(to destination: String, in scratch: ScratchDirectory) throws -> DecompressSummary {
+        let source = scratch.file("input.gz")
+        try writeFile(source, try gzip("abc"))
+        return try Decompressor.decompress(source: source, destination: destination, options: DecompressOptions())
+    }
+
+    /// `path` relative to the current directory, which path libraries resolve
+    /// differently from absolute paths (they merge dot segments into the base).
+    private func relative(_ path: String) -> String {
+        let depth = FileManager.default.currentDirectoryPath.split(separator: "/").count
+        return String(repeating: "../", count: depth) + path.drop(while: { $0 == "/" })
+    }
+
+    @Test func dotDotAfterMissingDirectoryIsRejected() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        // The kernel resolves `missing/..` only when `missing` exists, as `cat > PATH` does.
+        #expect(throws: SystemError.self) {
+            _ = try inflate(to: relative(scratch.file("missing/../disk.raw")), in: scratch)
+        }
+        #expect(try directoryNames(scratch.path) == ["input.gz"])
+    }
+
+    @Test func dotAfterMissingDirectoryIsRejected() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        #expect(throws: (any Error).self) {
+            _ = try inflate(to: relative(scratch.file("missing/.")), in: scratch)
+        }
+        #expect(try directoryNames(scratch.path) == ["input.gz"])
+    }
+
+    @Test func emptyTargetPathIsRejected() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        #expect(throws: InvalidArgumentError.self) {
+            _ = try inflate(to: "", in: scratch)
+        }
+    }
+}
