@@ -73,7 +73,7 @@ public final class TemporaryFile {
         var created: (FileDescriptor, String)?
         var lastError = Errno.exists
         for _ in 0..<16 where created == nil {
-            let candidate = ".\(name.prefix(160)).imgtool-\(getpid())-\(UInt32.random(in: .min ... .max)).tmp"
+            let candidate = ".\(Self.namePrefix(name)).imgtool-\(getpid())-\(UInt32.random(in: .min ... .max)).tmp"
             do {
                 let fd = try FileDescriptor.open(candidate, flags: O_RDWR | O_CREAT | O_EXCL, mode: mode,
                                                  relativeTo: directory)
@@ -172,6 +172,19 @@ public final class TemporaryFile {
         return (directory.isEmpty ? "/" : directory, String(path[path.index(after: slash)...]))
     }
 
+    /// Returns the start of `name` that goes into temporary names: at most 160 bytes of
+    /// UTF-8, so the temporary name stays within the 255-byte limit of a file name.
+    private static func namePrefix(_ name: String) -> String {
+        var prefix = ""
+        var byteCount = 0
+        for character in name {
+            byteCount += character.utf8.count
+            if byteCount > 160 { break }
+            prefix.append(character)
+        }
+        return prefix
+    }
+
     private static func status(of path: String) throws -> FileStatus? {
         do {
             return try linkStatus(path)
@@ -185,7 +198,7 @@ public final class TemporaryFile {
     @discardableResult
     public static func removeStale(for finalPath: String) -> [String] {
         let (directoryPath, finalName) = split(finalPath)
-        let prefix = ".\(finalName.prefix(160)).imgtool-"
+        let prefix = ".\(namePrefix(finalName)).imgtool-"
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directoryPath) else { return [] }
         var removed: [String] = []
         for name in names where name.hasPrefix(prefix) && name.hasSuffix(".tmp") {

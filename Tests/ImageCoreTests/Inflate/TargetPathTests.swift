@@ -46,4 +46,14 @@ import Testing
             _ = try inflate(to: "", in: scratch)
         }
     }
+
+    @Test func longMultibyteNameIsAccepted() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        // 127 two-byte characters: 254 bytes, within the 255-byte limit of a file name.
+        let name = String(repeating: "é", count: 127)
+        let summary = try inflate(to: scratch.file(name), in: scratch)
+        #expect(summary.bytesWritten == 3)
+        #expect(try readFile(scratch.file(name)) == Array("abc".utf8))
+    }
 }
