@@ -3,7 +3,8 @@
 // Three levels, each built on the next:
 // - `decompress(source:destination:options:)` creates the RAW file: it refuses an
 //   existing target, writes a `TemporaryFile` in the target's directory and publishes it
-//   without replacing anything. Any error or cancellation removes the temporary file.
+//   without replacing anything. Any error or cancellation removes the temporary file,
+//   and temporary files for the same target left by killed processes are removed.
 // - `decompress(input:into:options:)` fills an already created `TemporaryFile` and does
 //   not publish it, so a caller can publish later (for example only after the
 //   download's SHA-256 has matched). It starts over when the input restarts.
@@ -62,6 +63,10 @@ public enum Decompressor {
         let input = try FileInput(path: source)
         defer { input.close() }
         let file = try TemporaryFile(for: destination)
+        // A run killed by SIGKILL could not remove its temporary file, which may hold GiBs.
+        for path in TemporaryFile.removeStale(for: destination) {
+            Log.info("inflate", "removed '\(path)', left by an imgtool process that no longer runs")
+        }
         do {
             let summary = try decompress(input: input, into: file, options: options)
             try file.publish()
