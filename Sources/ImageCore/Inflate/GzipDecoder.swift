@@ -131,10 +131,15 @@ final class GzipDecoder {
             } catch {
                 throw InflateError.corrupt(path: path, offset: memberOffset + Int64(error.offset), reason: error.reason)
             }
-            guard try window.readMore() else {
+            if window.reachedEnd {
                 throw InflateError.truncated(path: path, offset: window.offset + Int64(window.count),
                                              context: "inside the header of the gzip member at offset \(memberOffset)")
             }
+            // Parse again only once the bytes at hand have doubled (or filled the window)
+            // or the input has ended, so a long FNAME or FCOMMENT in small reads costs
+            // linear time.
+            let target = min(2 * window.count, InputWindow.maximumCapacity)
+            while try window.readMore(), window.count < target {}
         }
     }
 }
