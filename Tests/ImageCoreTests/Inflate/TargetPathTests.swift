@@ -57,3 +57,28 @@ import Testing
         #expect(try readFile(scratch.file(name)) == Array("abc".utf8))
     }
 }
+
+@Suite struct TargetErrorRemedyTests {
+    @Test func targetUnderFileGivesRemedy() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = scratch.file("input.gz")
+        try writeFile(source, try gzip("abc"))
+        do {
+            _ = try Decompressor.decompress(source: source, destination: scratch.file("input.gz/disk.raw"),
+                                            options: DecompressOptions())
+            Issue.record("a target under a regular file was accepted")
+        } catch let error as SystemError {
+            #expect(error.errno == .notDirectory)
+            #expect(error.remedy != nil)
+        }
+    }
+
+    // A read-only mount or a full quota needs root to set up, so these check the
+    // messages that such failures produce.
+    @Test(arguments: [EROFS, EDQUOT, ENAMETOOLONG])
+    func writeFailureGivesRemedy(code: Int32) {
+        let error = SystemError("create temporary file in", path: "/mnt/tank/vms", errno: Errno(rawValue: code))
+        #expect(error.remedy != nil)
+    }
+}
