@@ -121,6 +121,13 @@ public enum Decompressor {
         _ = try window.fill(minimum: CompressionFormat.detectionLength)
         let head = Array(window.available.prefix(CompressionFormat.detectionLength))
         guard let format = CompressionFormat.detect(head) else {
+            // A file shorter than the magic bytes that starts like them was cut short.
+            let magics = [GzipHeader.magic, CompressionFormat.xzMagic]
+            if !head.isEmpty, head.count < CompressionFormat.detectionLength,
+               magics.contains(where: { $0.count > head.count && $0.starts(with: head) }) {
+                throw InflateError.truncated(path: input.name, offset: Int64(head.count),
+                                             context: "inside the magic bytes that start a gzip or xz file")
+            }
             throw InflateError.unsupportedFormat(path: input.name, found: CompressionFormat.describeUnsupported(head))
         }
 
