@@ -64,6 +64,8 @@ final class GzipDecoder {
         let start = window.offset
         var allZero = true
         repeat {
+            // Trailing data from a pipe can be endless (`cat a.gz /dev/zero`).
+            try cancellation?.check("inflate '\(path)'")
             if allZero, window.available.contains(where: { $0 != 0 }) { allZero = false }
             window.consume(window.count)
         } while try window.readMore()
