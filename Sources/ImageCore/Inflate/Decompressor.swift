@@ -60,14 +60,16 @@ public enum Decompressor {
     ///   untouched); `InflateError` for invalid input; `SystemError` for I/O failures;
     ///   `CancelledError` when cancelled. No file appears at `destination` on any error.
     public static func decompress(source: String, destination: String, options: DecompressOptions) throws -> DecompressSummary {
-        let input = try FileInput(path: source)
-        defer { input.close() }
+        // The target first: opening a FIFO source waits for its writer, and an existing
+        // target must be rejected at once.
         let file = try TemporaryFile(for: destination)
         // A run killed by SIGKILL could not remove its temporary file, which may hold GiBs.
         for path in TemporaryFile.removeStale(for: destination) {
             Log.info("inflate", "removed '\(path)', left by an imgtool process that no longer runs")
         }
         do {
+            let input = try FileInput(path: source)
+            defer { input.close() }
             let summary = try decompress(input: input, into: file, options: options)
             try file.publish()
             Log.info("inflate", "published '\(destination)': \(summary.bytesWritten) bytes, \(summary.allocatedBytes ?? 0) allocated")

@@ -1,5 +1,6 @@
-// Target paths that a path library would rewrite before the kernel sees them: the RAW
-// file must be created exactly where the kernel resolves the path, or not at all.
+// Target paths: the RAW file is created exactly where the kernel resolves the path or
+// not at all, an existing target is rejected before the source is opened, and failures
+// on the target's directory include a remedy.
 
 import Foundation
 import Testing
@@ -80,5 +81,28 @@ import Testing
     func writeFailureGivesRemedy(code: Int32) {
         let error = SystemError("create temporary file in", path: "/mnt/tank/vms", errno: Errno(rawValue: code))
         #expect(error.remedy != nil)
+    }
+}
+
+@Suite struct TargetCheckOrderTests {
+    @Test func existingTargetRejectedBeforeSourceOpens() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = scratch.file("pipe")
+        #expect(mkfifo(source, 0o600) == 0)
+        try writeFile(scratch.file("disk.raw"), [0xff])
+        // Opening a FIFO for reading waits for a writer. Without a check of the target
+        // first, that wait lasts until this thread opens the FIFO for writing 2 s later.
+        let writer = Thread {
+            Thread.sleep(forTimeInterval: 2)
+            let descriptor = open(source, O_WRONLY | O_NONBLOCK)
+            if descriptor >= 0 { close(descriptor) }
+        }
+        writer.start()
+        let started = ContinuousClock.now
+        #expect(throws: TargetExistsError.self) {
+            _ = try Decompressor.decompress(source: source, destination: scratch.file("disk.raw"), options: DecompressOptions())
+        }
+        #expect(ContinuousClock.now - started < .seconds(1))
     }
 }
