@@ -90,6 +90,15 @@ func exitNow(_ signalNumber: Int32) -> Never {
     exit(128 + signalNumber)
 }
 
+// CommandLine.arguments replaces bytes that are not UTF-8 with U+FFFD, so a Latin-1 file
+// name would silently name another file. Reject such an argument instead.
+for index in 1..<Int(CommandLine.argc) {
+    guard let raw = CommandLine.unsafeArgv[index], String(validatingCString: raw) == nil else { continue }
+    exit(report(InvalidArgumentError(argument: "argument", value: String(cString: raw),
+                                     reason: "it is not valid UTF-8, and imgtool handles paths as UTF-8",
+                                     remedy: "rename the file to a UTF-8 name, or give a symbolic link with a UTF-8 name")))
+}
+
 let arguments = Array(CommandLine.arguments.dropFirst())
 if let levelName = ProcessInfo.processInfo.environment["IMGTOOL_LOG"], let level = LogLevel(name: levelName) {
     Log.level = level

@@ -152,3 +152,19 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(try directory.names() == ["fifo", "first", "in.gz", "second"])
     }
 }
+
+@Suite struct NonUTF8ArgumentTests {
+    @Test func latin1TargetNameIsRejected() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("printf 'hello' | gzip -c > '\(directory.file("in.gz"))'")
+        // Byte e9 is 'é' in Latin-1 and invalid on its own in UTF-8. Swift decodes it as
+        // U+FFFD, so inflating would create a file under another name than the one given.
+        let status = try sh("'\(imgtoolBinary())' decompress '\(directory.file("in.gz"))' "
+            + "\"$(printf '\(directory.path)/\\351.raw')\" --progress none 2> '\(directory.file("error.txt"))'")
+        #expect(status == 64)
+        #expect(try directory.names() == ["error.txt", "in.gz"])
+        let message = try String(contentsOfFile: directory.file("error.txt"), encoding: .utf8)
+        #expect(message.contains("not valid UTF-8"))
+    }
+}
