@@ -38,10 +38,10 @@ func report(_ error: any Error) -> Int32 {
     if let error = error as? any ImageError {
         var line = "imgtool: \(error)\n"
         if let remedy = error.remedy { line += "imgtool: hint: \(remedy)\n" }
-        FileHandle.standardError.write(Data(line.utf8))
+        try? FileHandle.standardError.write(contentsOf: Data(line.utf8))
         return error.category.rawValue
     }
-    FileHandle.standardError.write(Data("imgtool: \(error)\n".utf8))
+    try? FileHandle.standardError.write(contentsOf: Data("imgtool: \(error)\n".utf8))
     return FailureCategory.failure.rawValue
 }
 
@@ -125,6 +125,9 @@ if commandArguments.contains("--help") || commandArguments.contains("-h") {
     exit(0)
 }
 
+// Without this, a reader that goes away (`--progress json | head -1`) kills the process
+// with SIGPIPE and leaves its temporary file. Writes then fail with EPIPE instead.
+signal(SIGPIPE, SIG_IGN)
 let signals = SignalHandling()
 let context = CommandContext(cancellation: signals.cancellation)
 do {

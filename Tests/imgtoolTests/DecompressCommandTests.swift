@@ -168,3 +168,25 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(message.contains("not valid UTF-8"))
     }
 }
+
+@Suite struct ClosedOutputTests {
+    @Test func closedProgressReaderStillInflates() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("head -c 8000000 /dev/urandom | gzip -1 -c > '\(directory.file("in.gz"))'")
+        // Like `imgtool decompress ... --progress json | head -1`: the reader of the JSON
+        // lines is gone before the first line, so every write gets EPIPE.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: imgtoolBinary())
+        process.arguments = ["decompress", directory.file("in.gz"), directory.file("disk.raw"), "--progress", "json"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        try output.fileHandleForReading.close()
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit)
+        #expect(process.terminationStatus == 0)
+        #expect(try directory.names() == ["disk.raw", "in.gz"])
+    }
+}

@@ -58,7 +58,7 @@ enum DecompressCommand: Command {
         var line = "imgtool: wrote '\(destination)': \(summary.bytesWritten) bytes (\(formatBytes(summary.bytesWritten)))"
         if let allocated = summary.allocatedBytes { line += ", \(formatBytes(allocated)) allocated" }
         line += String(format: ", %@ in %.2f s", summary.format.rawValue, summary.elapsed)
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        try? FileHandle.standardError.write(contentsOf: Data((line + "\n").utf8))
         return 0
     }
 }
