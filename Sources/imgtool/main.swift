@@ -14,7 +14,7 @@ Exit codes:
   3    network failure after every retry
   64   invalid command line or argument
   73   the target already exists and was left untouched
-  130  interrupted by SIGINT (143 for SIGTERM); temporary files were removed
+  130  interrupted by SIGINT (143 for SIGTERM, 129 for SIGHUP); temporary files were removed
 """
 
 func printGeneralHelp() {
@@ -45,9 +45,9 @@ func report(_ error: any Error) -> Int32 {
     return FailureCategory.failure.rawValue
 }
 
-/// SIGINT and SIGTERM cancel the running operation, which removes its temporary files and
-/// returns. A second signal, or a first one not honoured within 10 seconds, removes every
-/// registered temporary file and exits at once.
+/// SIGINT, SIGTERM and SIGHUP cancel the running operation, which removes its temporary
+/// files and returns. A second signal, or a first one not honoured within 10 seconds,
+/// removes every registered temporary file and exits at once.
 final class SignalHandling: Sendable {
     /// Shared with the signal sources' handlers, which run on a global queue.
     private final class State: Sendable {
@@ -69,7 +69,7 @@ final class SignalHandling: Sendable {
 
     init() {
         var sources: [any DispatchSourceSignal] = []
-        for signalNumber in [SIGINT, SIGTERM] {
+        for signalNumber in [SIGINT, SIGTERM, SIGHUP] {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler { [state] in state.handle(signalNumber) }

@@ -13,7 +13,7 @@ enum DecompressCommand: Command {
     RAW, a new file. Zero blocks are left as holes, so RAW allocates disk space only for
     its data. RAW must not exist: an existing file, link or device is never modified.
     The output is written to a temporary file beside RAW and renamed to RAW only when
-    complete; on any error, SIGINT or SIGTERM the temporary file is removed.
+    complete; on any error, SIGINT, SIGTERM or SIGHUP the temporary file is removed.
 
     gzip: every member is decoded (concatenated and BGZF files included) and each
     member's CRC-32 and length are checked. Zero bytes after the last member are
