@@ -38,7 +38,7 @@ final class ProgressDisplay: Sendable {
 
     /// Ends the bar's line so later output starts on a new line.
     func finish() {
-        if drewBar.load(ordering: .acquiring) { FileHandle.standardError.write(Data("\n".utf8)) }
+        if drewBar.load(ordering: .acquiring) { try? FileHandle.standardError.write(contentsOf: Data("\n".utf8)) }
     }
 
     private func drawBar(_ progress: ProgressUpdate) {
@@ -55,7 +55,7 @@ final class ProgressDisplay: Sendable {
         line += "  " + formatBytes(Int64(progress.bytesPerSecond)) + "/s"
         if let left = progress.secondsLeft { line += "  ETA " + formatDuration(left) }
         line += "  " + progress.step
-        FileHandle.standardError.write(Data(line.utf8))
+        try? FileHandle.standardError.write(contentsOf: Data(line.utf8))
     }
 
     static func printJSON(_ progress: ProgressUpdate) {
@@ -70,7 +70,7 @@ final class ProgressDisplay: Sendable {
         object["seconds_left"] = progress.secondsLeft.map { ($0 * 10).rounded() / 10 } ?? NSNull()
         if let written = progress.written { object["written"] = written }
         if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) {
-            FileHandle.standardOutput.write(data + Data("\n".utf8))
+            try? FileHandle.standardOutput.write(contentsOf: data + Data("\n".utf8))
         }
     }
 }

@@ -14,7 +14,7 @@ Exit codes:
   3    network failure after every retry
   64   invalid command line or argument
   73   the target already exists and was left untouched
-  130  interrupted by SIGINT (143 for SIGTERM); temporary files were removed
+  130  interrupted by SIGINT (143 for SIGTERM, 129 for SIGHUP); temporary files were removed
 """
 
 func printGeneralHelp() {
@@ -38,10 +38,10 @@ func report(_ error: any Error) -> Int32 {
     if let error = error as? any ImageError {
         var line = "imgtool: \(escapingControlCharacters("\(error)"))\n"
         if let remedy = error.remedy { line += "imgtool: hint: \(escapingControlCharacters(remedy))\n" }
-        FileHandle.standardError.write(Data(line.utf8))
+        try? FileHandle.standardError.write(contentsOf: Data(line.utf8))
         return error.category.rawValue
     }
-    FileHandle.standardError.write(Data("imgtool: \(escapingControlCharacters("\(error)"))\n".utf8))
+    try? FileHandle.standardError.write(contentsOf: Data("imgtool: \(escapingControlCharacters("\(error)"))\n".utf8))
     return FailureCategory.failure.rawValue
 }
 
@@ -59,9 +59,9 @@ func escapingControlCharacters(_ text: String) -> String {
     return result
 }
 
-/// SIGINT and SIGTERM cancel the running operation, which removes its temporary files and
-/// returns. A second signal, or a first one not honoured within 10 seconds, removes every
-/// registered temporary file and exits at once.
+/// SIGINT, SIGTERM and SIGHUP cancel the running operation, which removes its temporary
+/// files and returns. A second signal, or a first one not honoured within 10 seconds,
+/// removes every registered temporary file and exits at once.
 final class SignalHandling: Sendable {
     /// Shared with the signal sources' handlers, which run on a global queue.
     private final class State: Sendable {
@@ -83,7 +83,7 @@ final class SignalHandling: Sendable {
 
     init() {
         var sources: [any DispatchSourceSignal] = []
-        for signalNumber in [SIGINT, SIGTERM] {
+        for signalNumber in [SIGINT, SIGTERM, SIGHUP] {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler { [state] in state.handle(signalNumber) }
@@ -102,6 +102,15 @@ final class SignalHandling: Sendable {
 func exitNow(_ signalNumber: Int32) -> Never {
     TemporaryFileRegistry.shared.removeAll()
     exit(128 + signalNumber)
+}
+
+// CommandLine.arguments replaces bytes that are not UTF-8 with U+FFFD, so a Latin-1 file
+// name would silently name another file. Reject such an argument instead.
+for index in 1..<Int(CommandLine.argc) {
+    guard let raw = CommandLine.unsafeArgv[index], String(validatingCString: raw) == nil else { continue }
+    exit(report(InvalidArgumentError(argument: "argument", value: String(cString: raw),
+                                     reason: "it is not valid UTF-8, and imgtool handles paths as UTF-8",
+                                     remedy: "rename the file to a UTF-8 name, or give a symbolic link with a UTF-8 name")))
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())
@@ -132,6 +141,9 @@ if optionArguments.contains("--help") || optionArguments.contains("-h") {
     exit(0)
 }
 
+// Without this, a reader that goes away (`--progress json | head -1`) kills the process
+// with SIGPIPE and leaves its temporary file. Writes then fail with EPIPE instead.
+signal(SIGPIPE, SIG_IGN)
 let signals = SignalHandling()
 let context = CommandContext(cancellation: signals.cancellation)
 do {

@@ -116,7 +116,8 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(object["step"] as? String == "inflate")
     }
 
-    @Test(arguments: [SIGINT, SIGTERM])
+    // SIGHUP comes from a closed terminal or a dropped SSH session.
+    @Test(arguments: [SIGINT, SIGTERM, SIGHUP])
     func signalMidInflationLeavesNoFile(signalNumber: Int32) throws {
         let directory = try TestDirectory()
         defer { directory.remove() }
@@ -150,5 +151,43 @@ private func sh(_ command: String) throws -> Int32 {
 
         #expect(imgtool.terminationStatus == 128 + signalNumber)
         #expect(try directory.names() == ["fifo", "first", "in.gz", "second"])
+    }
+}
+
+@Suite struct NonUTF8ArgumentTests {
+    @Test func latin1TargetNameIsRejected() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("printf 'hello' | gzip -c > '\(directory.file("in.gz"))'")
+        // Byte e9 is 'é' in Latin-1 and invalid on its own in UTF-8. Swift decodes it as
+        // U+FFFD, so inflating would create a file under another name than the one given.
+        let status = try sh("'\(imgtoolBinary())' decompress '\(directory.file("in.gz"))' "
+            + "\"$(printf '\(directory.path)/\\351.raw')\" --progress none 2> '\(directory.file("error.txt"))'")
+        #expect(status == 64)
+        #expect(try directory.names() == ["error.txt", "in.gz"])
+        let message = try String(contentsOfFile: directory.file("error.txt"), encoding: .utf8)
+        #expect(message.contains("not valid UTF-8"))
+    }
+}
+
+@Suite struct ClosedOutputTests {
+    @Test func closedProgressReaderStillInflates() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("head -c 8000000 /dev/urandom | gzip -1 -c > '\(directory.file("in.gz"))'")
+        // Like `imgtool decompress ... --progress json | head -1`: the reader of the JSON
+        // lines is gone before the first line, so every write gets EPIPE.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: imgtoolBinary())
+        process.arguments = ["decompress", directory.file("in.gz"), directory.file("disk.raw"), "--progress", "json"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        try output.fileHandleForReading.close()
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit)
+        #expect(process.terminationStatus == 0)
+        #expect(try directory.names() == ["disk.raw", "in.gz"])
     }
 }

@@ -56,6 +56,10 @@ public struct SystemError: ImageError {
         case .noSpace: return "free space on that filesystem or choose another directory"
         case .permissionDenied, .notPermitted: return "check the permissions of the path and its directories"
         case .noEntry: return "check that the path and its parent directory exist"
+        case .notDirectory: return "check the path: a part of it before the last '/' is a file, not a directory"
+        case .readOnlyFileSystem: return "choose a directory on a writable filesystem, or remount this one read-write"
+        case .quotaExceeded: return "free space within the quota, raise the quota, or choose another directory"
+        case .nameTooLong: return "use a shorter name: at most 255 bytes per name and 4096 bytes per path"
         default: return nil
         }
     }

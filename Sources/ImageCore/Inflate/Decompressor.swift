@@ -3,7 +3,8 @@
 // Three levels, each built on the next:
 // - `decompress(source:destination:options:)` creates the RAW file: it refuses an
 //   existing target, writes a `TemporaryFile` in the target's directory and publishes it
-//   without replacing anything. Any error or cancellation removes the temporary file.
+//   without replacing anything. Any error or cancellation removes the temporary file,
+//   and temporary files for the same target left by killed processes are removed.
 // - `decompress(input:into:options:)` fills an already created `TemporaryFile` and does
 //   not publish it, so a caller can publish later (for example only after the
 //   download's SHA-256 has matched). It starts over when the input restarts.
@@ -59,10 +60,16 @@ public enum Decompressor {
     ///   untouched); `InflateError` for invalid input; `SystemError` for I/O failures;
     ///   `CancelledError` when cancelled. No file appears at `destination` on any error.
     public static func decompress(source: String, destination: String, options: DecompressOptions) throws -> DecompressSummary {
-        let input = try FileInput(path: source)
-        defer { input.close() }
+        // The target first: opening a FIFO source waits for its writer, and an existing
+        // target must be rejected at once.
         let file = try TemporaryFile(for: destination)
+        // A run killed by SIGKILL could not remove its temporary file, which may hold GiBs.
+        for path in TemporaryFile.removeStale(for: destination) {
+            Log.info("inflate", "removed '\(path)', left by an imgtool process that no longer runs")
+        }
         do {
+            let input = try FileInput(path: source)
+            defer { input.close() }
             let summary = try decompress(input: input, into: file, options: options)
             try file.publish()
             Log.info("inflate", "published '\(destination)': \(summary.bytesWritten) bytes, \(summary.allocatedBytes ?? 0) allocated")
@@ -116,6 +123,13 @@ public enum Decompressor {
         _ = try window.fill(minimum: CompressionFormat.detectionLength)
         let head = Array(window.available.prefix(CompressionFormat.detectionLength))
         guard let format = CompressionFormat.detect(head) else {
+            // A file shorter than the magic bytes that starts like them was cut short.
+            let magics = [GzipHeader.magic, CompressionFormat.xzMagic]
+            if !head.isEmpty, head.count < CompressionFormat.detectionLength,
+               magics.contains(where: { $0.count > head.count && $0.starts(with: head) }) {
+                throw InflateError.truncated(path: input.name, offset: Int64(head.count),
+                                             context: "inside the magic bytes that start a gzip or xz file")
+            }
             throw InflateError.unsupportedFormat(path: input.name, found: CompressionFormat.describeUnsupported(head))
         }
 

@@ -64,6 +64,8 @@ final class GzipDecoder {
         let start = window.offset
         var allZero = true
         repeat {
+            // Trailing data from a pipe can be endless (`cat a.gz /dev/zero`).
+            try cancellation?.check("inflate '\(path)'")
             if allZero, window.available.contains(where: { $0 != 0 }) { allZero = false }
             window.consume(window.count)
         } while try window.readMore()
@@ -131,10 +133,15 @@ final class GzipDecoder {
             } catch {
                 throw InflateError.corrupt(path: path, offset: memberOffset + Int64(error.offset), reason: error.reason)
             }
-            guard try window.readMore() else {
+            if window.reachedEnd {
                 throw InflateError.truncated(path: path, offset: window.offset + Int64(window.count),
                                              context: "inside the header of the gzip member at offset \(memberOffset)")
             }
+            // Parse again only once the bytes at hand have doubled (or filled the window)
+            // or the input has ended, so a long FNAME or FCOMMENT in small reads costs
+            // linear time.
+            let target = min(2 * window.count, InputWindow.maximumCapacity)
+            while try window.readMore(), window.count < target {}
         }
     }
 }

@@ -50,10 +50,12 @@ public final class TemporaryFile {
     ///   kind (file, link, device, directory) throws `TargetExistsError` before anything
     ///   is created.
     public init(for finalPath: String, mode: mode_t = 0o644, mustNotExist: Bool = true) throws {
-        let url = URL(fileURLWithPath: finalPath)
-        let directoryPath = url.deletingLastPathComponent().path
-        let name = url.lastPathComponent
-        guard !name.isEmpty, name != ".", name != "..", !finalPath.hasSuffix("/") else {
+        guard !finalPath.isEmpty else {
+            throw InvalidArgumentError(argument: "path", value: finalPath, reason: "it is empty",
+                                       remedy: "give the path of the file to create")
+        }
+        let (directoryPath, name) = Self.split(finalPath)
+        guard !name.isEmpty, name != ".", name != ".." else {
             throw InvalidArgumentError(argument: "path", value: finalPath, reason: "it names a directory, not a file",
                                        remedy: "give the path of the file to create")
         }
@@ -71,7 +73,7 @@ public final class TemporaryFile {
         var created: (FileDescriptor, String)?
         var lastError = Errno.exists
         for _ in 0..<16 where created == nil {
-            let candidate = ".\(name.prefix(160)).imgtool-\(getpid())-\(UInt32.random(in: .min ... .max)).tmp"
+            let candidate = ".\(Self.namePrefix(name)).imgtool-\(getpid())-\(UInt32.random(in: .min ... .max)).tmp"
             do {
                 let fd = try FileDescriptor.open(candidate, flags: O_RDWR | O_CREAT | O_EXCL, mode: mode,
                                                  relativeTo: directory)
@@ -161,6 +163,28 @@ public final class TemporaryFile {
         _ = unlinkat(directory.rawValue, temporaryName, 0)
     }
 
+    /// Splits `path` at its last slash into the directory and the name, exactly as given.
+    /// URL removes `..` and `.` from a relative path as text, which names another file
+    /// than the kernel does when the directory before `..` is missing or a link.
+    private static func split(_ path: String) -> (directory: String, name: String) {
+        guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+        let directory = String(path[..<slash])
+        return (directory.isEmpty ? "/" : directory, String(path[path.index(after: slash)...]))
+    }
+
+    /// Returns the start of `name` that goes into temporary names: at most 160 bytes of
+    /// UTF-8, so the temporary name stays within the 255-byte limit of a file name.
+    private static func namePrefix(_ name: String) -> String {
+        var prefix = ""
+        var byteCount = 0
+        for character in name {
+            byteCount += character.utf8.count
+            if byteCount > 160 { break }
+            prefix.append(character)
+        }
+        return prefix
+    }
+
     private static func status(of path: String) throws -> FileStatus? {
         do {
             return try linkStatus(path)
@@ -173,9 +197,8 @@ public final class TemporaryFile {
     /// example after SIGKILL). Returns the paths removed.
     @discardableResult
     public static func removeStale(for finalPath: String) -> [String] {
-        let url = URL(fileURLWithPath: finalPath)
-        let directoryPath = url.deletingLastPathComponent().path
-        let prefix = ".\(url.lastPathComponent.prefix(160)).imgtool-"
+        let (directoryPath, finalName) = split(finalPath)
+        let prefix = ".\(namePrefix(finalName)).imgtool-"
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directoryPath) else { return [] }
         var removed: [String] = []
         for name in names where name.hasPrefix(prefix) && name.hasSuffix(".tmp") {

@@ -37,6 +37,9 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
     public static let notPermitted = Errno(rawValue: EPERM)
     public static let isDirectory = Errno(rawValue: EISDIR)
     public static let notDirectory = Errno(rawValue: ENOTDIR)
+    public static let readOnlyFileSystem = Errno(rawValue: EROFS)
+    public static let quotaExceeded = Errno(rawValue: EDQUOT)
+    public static let nameTooLong = Errno(rawValue: ENAMETOOLONG)
 
     static let symbolicNames: [Int32: String] = [
         EPERM: "EPERM", ENOENT: "ENOENT", EINTR: "EINTR", EIO: "EIO", EBADF: "EBADF",

@@ -13,7 +13,7 @@ enum DecompressCommand: Command {
     RAW, a new file. Zero blocks are left as holes, so RAW allocates disk space only for
     its data. RAW must not exist: an existing file, link or device is never modified.
     The output is written to a temporary file beside RAW and renamed to RAW only when
-    complete; on any error, SIGINT or SIGTERM the temporary file is removed.
+    complete; on any error, SIGINT, SIGTERM or SIGHUP the temporary file is removed.
 
     gzip: every member is decoded (concatenated and BGZF files included) and each
     member's CRC-32 and length are checked. Zero bytes after the last member are
@@ -58,7 +58,7 @@ enum DecompressCommand: Command {
         var line = "imgtool: wrote '\(destination)': \(summary.bytesWritten) bytes (\(formatBytes(summary.bytesWritten)))"
         if let allocated = summary.allocatedBytes { line += ", \(formatBytes(allocated)) allocated" }
         line += String(format: ", %@ in %.2f s", summary.format.rawValue, summary.elapsed)
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        try? FileHandle.standardError.write(contentsOf: Data((line + "\n").utf8))
         return 0
     }
 }

@@ -198,3 +198,46 @@ final class RestartingInput: CompressedInput {
         return count
     }
 }
+
+/// A gzip member followed by zero bytes in 64 KiB reads, like `cat a.gz /dev/zero` through
+/// a pipe, that cancels `token` after `cancelAfter` reads and ends after `endAfter`.
+final class EndlessZerosInput: CompressedInput {
+    let name = "pipe"
+    let totalSize: Int64? = nil
+    private var pending: [UInt8]
+    private var reads = 0
+    private let token: CancellationToken
+    private let cancelAfter: Int
+    private let endAfter: Int
+
+    init(_ member: [UInt8], token: CancellationToken, cancelAfter: Int, endAfter: Int) {
+        pending = member
+        self.token = token
+        self.cancelAfter = cancelAfter
+        self.endAfter = endAfter
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        reads += 1
+        if reads == cancelAfter { token.cancel() }
+        if reads > endAfter { return 0 }
+        let count = min(buffer.count, 65536)
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        let copied = min(count, pending.count)
+        buffer.copyBytes(from: pending.prefix(copied))
+        pending.removeFirst(copied)
+        return count
+    }
+}
+
+@Suite struct TrailingDataCancellationTests {
+    @Test func cancelStopsTrailingZeros() throws {
+        let token = CancellationToken()
+        // Cancelled after 10 reads; the input ends after 200 so that a decoder that never
+        // checks the token returns (wrongly) instead of hanging.
+        let input = EndlessZerosInput(try gzip("abc"), token: token, cancelAfter: 10, endAfter: 200)
+        #expect(throws: CancelledError.self) {
+            _ = try Decompressor.decode(input: input, into: MemorySink(), options: DecompressOptions(cancellation: token))
+        }
+    }
+}

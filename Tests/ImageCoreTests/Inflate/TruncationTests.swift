@@ -88,3 +88,21 @@ import Testing
         }
     }
 }
+
+@Suite struct TruncatedMagicTests {
+    @Test(arguments: [[UInt8(0x1f)], [0xfd], [0xfd, 0x37, 0x7a], [0xfd, 0x37, 0x7a, 0x58, 0x5a]])
+    func cutMagicIsTruncated(prefix: [UInt8]) {
+        // A file cut inside the magic bytes is an incomplete download, not another format.
+        #expect(throws: InflateError.truncated(path: "memory.gz", offset: Int64(prefix.count),
+                                               context: "inside the magic bytes that start a gzip or xz file")) {
+            _ = try inflateInMemory(prefix)
+        }
+    }
+
+    @Test func otherShortFileIsUnsupported() {
+        #expect(throws: InflateError.unsupportedFormat(
+            path: "memory.gz", found: "found first bytes 1f 00, which are neither gzip (1f 8b) nor xz (fd 37 7a 58 5a 00)")) {
+            _ = try inflateInMemory([0x1f, 0x00])
+        }
+    }
+}

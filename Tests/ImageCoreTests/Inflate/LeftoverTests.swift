@@ -1,0 +1,32 @@
+// What a killed run leaves behind: SIGKILL cannot be caught, so its temporary file stays
+// in the target's directory until a later run for the same target removes it.
+
+import Foundation
+import Testing
+@testable import ImageCore
+
+@Suite struct LeftoverTests {
+    @Test func rerunRemovesKilledRunsFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = scratch.file("input.gz")
+        try writeFile(source, try gzip("abc"))
+        // Process 2147483647 cannot exist: Linux pids stay below pid_max, at most 2^22.
+        let leftover = scratch.file(".disk.raw.imgtool-2147483647-12345.tmp")
+        try writeFile(leftover, [UInt8](repeating: 0x41, count: 4096))
+        _ = try Decompressor.decompress(source: source, destination: scratch.file("disk.raw"), options: DecompressOptions())
+        #expect(try directoryNames(scratch.path) == ["disk.raw", "input.gz"])
+    }
+
+    @Test func rerunKeepsLiveProcessesFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = scratch.file("input.gz")
+        try writeFile(source, try gzip("abc"))
+        // Process 1 always runs, so its file may still be written.
+        let live = ".disk.raw.imgtool-1-12345.tmp"
+        try writeFile(scratch.file(live), [UInt8](repeating: 0x41, count: 4096))
+        _ = try Decompressor.decompress(source: source, destination: scratch.file("disk.raw"), options: DecompressOptions())
+        #expect(try directoryNames(scratch.path) == [live, "disk.raw", "input.gz"])
+    }
+}
