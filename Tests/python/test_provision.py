@@ -16,7 +16,9 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,54 @@ class Server:
     def stop(self):
         os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(timeout=10)
+
+
+class RestartingServer:
+    """A fault server of our own on 127.0.0.1: the first request for the image ends after
+    half of it; every later one ignores Range and sends the whole file with a new ETag, as
+    a server does whose file was replaced during the download."""
+
+    def __init__(self, directory):
+        image = (directory / "demo-rancher.img.gz").read_bytes()
+        sums = (directory / "SHA256SUMS").read_bytes()
+        requests = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *arguments):
+                pass
+
+            def do_GET(self):
+                if self.path.endswith("SHA256SUMS"):
+                    body, etag, length = sums, '"sums"', len(sums)
+                else:
+                    requests.append(self.path)
+                    first = len(requests) == 1
+                    body, etag = image, '"v1"' if first else '"v2"'
+                    length = len(image) // 2 if first else len(image)
+                self.send_response(200)
+                self.send_header("ETag", etag)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body[:length])
+                except OSError:
+                    pass
+                self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name):
+        return "http://127.0.0.1:%d/%s" % (self.port, name)
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -333,3 +383,19 @@ def test_checksum_mismatch_publishes_nothing(image, server, tmp_path):
     assert not raw.exists()
     assert site.leftovers() == []
     assert not (site.sharefs / "iso_files" / "demo-rancher.img.gz").exists()
+
+
+def test_progress_never_goes_back_when_the_download_restarts(image, tmp_path):
+    # The restart sends the download back to byte 0 and the inflation with it; the job's
+    # percent must still only grow, within 0...100.
+    restarting = RestartingServer(image["dir"])
+    try:
+        site = Site(tmp_path, image, restarting)
+        result = site.provision(site.vms / "demo.raw")
+    finally:
+        restarting.stop()
+    assert result.returncode == 0, result.stderr.decode()
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    percents = [line["percent"] for line in lines if "percent" in line]
+    assert all(0 <= percent <= 100 for percent in percents)
+    assert all(later >= earlier for earlier, later in zip(percents, percents[1:])), percents

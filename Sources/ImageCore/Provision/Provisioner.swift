@@ -323,6 +323,10 @@ final class ProvisionJob: Sendable {
     private let started = ContinuousClock.now
     private let handler: ProvisionProgressHandler?
     private let state = Mutex(State())
+    /// The highest percent handed to `handler`. A restarted download or a second
+    /// inflation lowers the computed percent, but a progress bar must never go back; the
+    /// lock also keeps the two reporting threads from delivering out of order.
+    private let delivered = Mutex(0.0)
 
     /// The share of the scale each part takes, in percent. Downloading and inflating
     /// overlap, so each has its own share; a job that reuses the image gives the
@@ -411,7 +415,12 @@ final class ProvisionJob: Sendable {
             return ProvisionProgress(step: state.step, percent: Self.percent(state), download: state.download,
                                      inflate: state.inflate, elapsed: now)
         }
-        if let snapshot { handler(snapshot) }
+        guard var snapshot else { return }
+        delivered.withLock { highest in
+            snapshot.percent = max(snapshot.percent, highest)
+            highest = snapshot.percent
+            handler(snapshot)
+        }
     }
 
     private static func percent(_ state: State) -> Double {
