@@ -399,3 +399,18 @@ def test_progress_never_goes_back_when_the_download_restarts(image, tmp_path):
     percents = [line["percent"] for line in lines if "percent" in line]
     assert all(0 <= percent <= 100 for percent in percents)
     assert all(later >= earlier for earlier, later in zip(percents, percents[1:])), percents
+
+
+def test_raw_that_appears_during_the_job_is_kept_and_no_configuration_remains(image, slow_server, tmp_path):
+    # Another process creates the RAW path while the image downloads: the job must fail
+    # at publication without replacing it, and must not leave a configuration whose
+    # device.map names a disk this job did not create.
+    site = Site(tmp_path, image, slow_server)
+    raw = site.vms / "demo.raw"
+    process = site.start(raw)
+    assert wait_for(lambda: any(site.vms.glob(".demo.raw.imgtool-*.tmp")))
+    raw.write_bytes(b"\xff" * 4096)
+    assert process.wait(timeout=600) == 73
+    assert raw.read_bytes() == b"\xff" * 4096
+    assert not (site.sharefs / "configs" / "1_demo").exists()
+    assert site.leftovers() == []

@@ -189,13 +189,23 @@ public final class Provisioner: Sendable {
 
             // 5. The guest's boot configuration names the final RAW path.
             job.begin("grub")
-            let grub = try GrubConfigurations(sharefs: active).write(vmID: request.vmID, vmName: request.vmName,
+            let configName = try Sharefs.configDirectoryName(vmID: request.vmID, vmName: request.vmName)
+            let createsConfiguration = try Self.status(of: "\(active.configsPath)/\(configName)") == nil
+            let grub: GrubWriteResult
+            do {
+                grub = try GrubConfigurations(sharefs: active).write(vmID: request.vmID, vmName: request.vmName,
                                                                      rawPath: request.deviceMapPath ?? request.rawPath,
                                                                      entry: entry, password: request.password)
 
-            // 6. Publish: the only moment the RAW path appears.
-            job.begin("publish")
-            try rawFile.publish()
+                // 6. Publish: the only moment the RAW path appears.
+                job.begin("publish")
+                try rawFile.publish()
+            } catch {
+                // A configuration this job created must not outlive it: if another process
+                // created the RAW path meanwhile, the guest would boot that file.
+                if createsConfiguration { Self.removeConfiguration(configName, in: active) }
+                throw error
+            }
             job.begin("done")
             Log.info("provision", "VM \(request.vmID): '\(request.rawPath)' ready from \(entry.reference)")
 
@@ -294,6 +304,16 @@ public final class Provisioner: Sendable {
                 job.end("inflate")
                 return (download, inflate, attempts)
             }
+        }
+    }
+
+    private static func removeConfiguration(_ name: String, in sharefs: ActiveSharefs) {
+        do {
+            let configs = try FileDescriptor.open(sharefs.configsPath, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+            defer { try? configs.close() }
+            try TreeRemoval.remove(name, in: configs)
+        } catch {
+            Log.warning("provision", "could not remove '\(sharefs.configsPath)/\(name)' of the failed job: \(error)")
         }
     }
 
