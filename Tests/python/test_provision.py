@@ -414,3 +414,27 @@ def test_raw_that_appears_during_the_job_is_kept_and_no_configuration_remains(im
     assert raw.read_bytes() == b"\xff" * 4096
     assert not (site.sharefs / "configs" / "1_demo").exists()
     assert site.leftovers() == []
+
+
+@pytest.fixture
+def full_filesystem(tmp_path):
+    """A 16 MiB tmpfs of our own, far too small for the image's 300 MB of data."""
+    mount_point = tmp_path / "full"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_full_filesystem_fails_without_inflating_again(image, server, tmp_path, full_filesystem):
+    # ENOSPC while writing the disk is not a bad stream: inflating the verified file
+    # again would only fill the filesystem a second time.
+    site = Site(tmp_path / "site", image, server)
+    raw = full_filesystem / "demo.raw"
+    result = site.provision(raw)
+    assert result.returncode == 1
+    assert b"ENOSPC" in result.stderr
+    assert b"inflating the verified file again" not in result.stderr
+    assert not raw.exists()
+    assert list(full_filesystem.iterdir()) == []

@@ -286,6 +286,11 @@ public final class Provisioner: Sendable {
             } catch let error as CancelledError {
                 _ = try? waitForDownload()
                 throw error
+            } catch let error as SystemError where [rawFile.finalPath, rawFile.temporaryPath].contains(error.path) {
+                // Writing the disk failed (no space, an I/O error): inflating the verified
+                // file again would fail the same way.
+                _ = try? waitForDownload()
+                throw error
             } catch {
                 // Inflating the stream failed; the verified file decides.
                 let download = try waitForDownload()
