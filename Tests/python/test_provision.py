@@ -438,3 +438,12 @@ def test_full_filesystem_fails_without_inflating_again(image, server, tmp_path, 
     assert b"inflating the verified file again" not in result.stderr
     assert not raw.exists()
     assert list(full_filesystem.iterdir()) == []
+
+
+def test_raw_in_missing_directory_is_refused_before_work(image, server, tmp_path):
+    site = Site(tmp_path, image, server)
+    result = site.provision(site.vms / "missing" / "demo.raw")
+    assert result.returncode == 1
+    assert b"No such file or directory" in result.stderr
+    # Refused before any work: no sharefs was activated, nothing was downloaded.
+    assert not site.sharefs.exists()

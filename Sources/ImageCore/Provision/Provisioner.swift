@@ -151,22 +151,23 @@ public final class Provisioner: Sendable {
         let removed = TemporaryFile.removeStale(for: request.rawPath)
         for path in removed { Log.info("provision", "removed '\(path)', left by an interrupted run") }
         try cancellation.check("provisioning of '\(request.rawPath)'")
-
-        // 2. The sharefs.
-        job.begin("sharefs")
-        // The sharefs is shared by every Docker VM, so an active one is kept; `pool` only
-        // chooses where to create one.
-        let active: ActiveSharefs
-        if let current = try sharefs.active() {
-            active = current
-        } else {
-            active = try sharefs.activate(pool: request.pool).sharefs
-        }
-        try cancellation.check("provisioning of '\(request.rawPath)'")
-
-        // 3. Download and inflate into the temporary RAW file.
+        // The RAW file's directory must take a new file (it exists, is writable) before the
+        // sharefs is activated or anything is downloaded.
         let rawFile = try TemporaryFile(for: request.rawPath)
         do {
+            // 2. The sharefs.
+            job.begin("sharefs")
+            // The sharefs is shared by every Docker VM, so an active one is kept; `pool` only
+            // chooses where to create one.
+            let active: ActiveSharefs
+            if let current = try sharefs.active() {
+                active = current
+            } else {
+                active = try sharefs.activate(pool: request.pool).sharefs
+            }
+            try cancellation.check("provisioning of '\(request.rawPath)'")
+
+            // 3. Download and inflate into the temporary RAW file.
             let (download, inflate, attempts) = try downloadAndInflate(entry: entry, sharefs: active, into: rawFile,
                                                                        request: request, force: force, job: job,
                                                                        cancellation: cancellation)
