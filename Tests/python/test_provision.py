@@ -447,3 +447,11 @@ def test_raw_in_missing_directory_is_refused_before_work(image, server, tmp_path
     assert b"No such file or directory" in result.stderr
     # Refused before any work: no sharefs was activated, nothing was downloaded.
     assert not site.sharefs.exists()
+
+
+def test_size_zero_is_refused_before_work(image, server, tmp_path):
+    site = Site(tmp_path, image, server)
+    result = site.provision(site.vms / "demo.raw", size="0")
+    assert result.returncode == 64
+    assert b"'0'" in result.stderr
+    assert not site.sharefs.exists()

@@ -148,6 +148,11 @@ public final class Provisioner: Sendable {
         }
         let entry = try catalog.resolve(request.image)
         try request.password.validate(for: PasswordPolicy(entry: entry))
+        // No image inflates to nothing: refuse before the download rather than after it.
+        if let size = request.size, size.bytes == 0 {
+            throw InvalidArgumentError(argument: "size", value: "0", reason: "a disk cannot be empty",
+                                       remedy: "give at least the inflated image's size, for example 20G")
+        }
         let removed = TemporaryFile.removeStale(for: request.rawPath)
         for path in removed { Log.info("provision", "removed '\(path)', left by an interrupted run") }
         try cancellation.check("provisioning of '\(request.rawPath)'")
