@@ -455,3 +455,11 @@ def test_size_zero_is_refused_before_work(image, server, tmp_path):
     assert result.returncode == 64
     assert b"'0'" in result.stderr
     assert not site.sharefs.exists()
+
+
+def test_invalid_vm_name_is_refused_before_work(image, server, tmp_path):
+    site = Site(tmp_path, image, server)
+    result = site.provision(site.vms / "demo.raw", name="a/b")
+    assert result.returncode == 64
+    assert b"'a/b'" in result.stderr
+    assert not site.sharefs.exists()

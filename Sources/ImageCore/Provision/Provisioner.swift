@@ -148,6 +148,7 @@ public final class Provisioner: Sendable {
         }
         let entry = try catalog.resolve(request.image)
         try request.password.validate(for: PasswordPolicy(entry: entry))
+        let configName = try Sharefs.configDirectoryName(vmID: request.vmID, vmName: request.vmName)
         // No image inflates to nothing: refuse before the download rather than after it.
         if let size = request.size, size.bytes == 0 {
             throw InvalidArgumentError(argument: "size", value: "0", reason: "a disk cannot be empty",
@@ -195,7 +196,6 @@ public final class Provisioner: Sendable {
 
             // 5. The guest's boot configuration names the final RAW path.
             job.begin("grub")
-            let configName = try Sharefs.configDirectoryName(vmID: request.vmID, vmName: request.vmName)
             let createsConfiguration = try Self.status(of: "\(active.configsPath)/\(configName)") == nil
             let grub: GrubWriteResult
             do {
