@@ -180,3 +180,14 @@ def test_create_container_abort_during_download(flow):
         time.sleep(0.05)
     tank = os.path.join(server.pools_root, "tank")
     assert not [name for name in os.listdir(tank) if "vm4" in name]
+
+
+def test_create_container_rejects_invalid_vm_name(flow):
+    # The name becomes the configuration directory configs/<id>_<name>: a '/' is refused
+    # by the call itself, before a job downloads anything.
+    server, _ = flow
+    ws = server.connect()
+    reply = call(ws, "vm.create_container", {"vm_id": 5, "vm_name": "a/b", "raw_path": "tank/vm5.raw",
+                                             "size": "1", "password": "pw"})
+    assert reply["error"]["data"]["extra"][0][0] == "vm_name"
+    assert result(ws, "core.get_jobs") == []
