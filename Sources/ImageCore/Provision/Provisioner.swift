@@ -186,7 +186,13 @@ public final class Provisioner: Sendable {
                 guard size.bytes >= inflate.bytesWritten else {
                     throw ProvisionSizeError(requested: size.bytes, imageSize: inflate.bytesWritten)
                 }
-                resized = try RawDisk.resize(path: rawFile.temporaryPath, to: size, preallocate: request.preallocate)
+                do {
+                    resized = try RawDisk.resize(path: rawFile.temporaryPath, to: size, preallocate: request.preallocate)
+                } catch var error as SystemError where error.path == rawFile.temporaryPath {
+                    // Name the disk the caller asked for; the temporary file is gone after the job.
+                    error.path = request.rawPath
+                    throw error
+                }
             } else {
                 resized = ResizeResult(path: rawFile.temporaryPath, oldSize: inflate.bytesWritten,
                                        newSize: inflate.bytesWritten, allocation: .unchanged, wasRounded: false,
