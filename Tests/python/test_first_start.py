@@ -194,7 +194,7 @@ def test_create_container_rejects_invalid_vm_name(flow):
 
 
 def test_create_container_error_names_the_callers_raw_path(flow):
-    # 8000 TiB passes the size parser but no filesystem here takes it (EFBIG); the job's
+    # 8000 TiB passes the size parser, but ext4 refuses such a file (EFBIG). The job's
     # error must name the raw_path the caller sent, not the service's internal path.
     server, _ = flow
     ws = server.connect()

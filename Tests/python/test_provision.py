@@ -81,9 +81,9 @@ class Server:
 
 
 class RestartingServer:
-    """A fault server of our own on 127.0.0.1: the first request for the image ends after
-    half of it; every later one ignores Range and sends the whole file with a new ETag, as
-    a server does whose file was replaced during the download."""
+    """A fault server of our own on 127.0.0.1, whose file is replaced during the download.
+    The first request for the image ends after half of it. Every later one ignores Range
+    and sends the whole file with a new ETag."""
 
     def __init__(self, directory):
         image = (directory / "demo-rancher.img.gz").read_bytes()
@@ -401,7 +401,7 @@ def test_progress_never_goes_back_when_the_download_restarts(image, tmp_path):
     assert all(later >= earlier for earlier, later in zip(percents, percents[1:])), percents
 
 
-def test_raw_that_appears_during_the_job_is_kept_and_no_configuration_remains(image, slow_server, tmp_path):
+def test_raw_appearing_during_job_is_kept_without_configuration(image, slow_server, tmp_path):
     # Another process creates the RAW path while the image downloads: the job must fail
     # at publication without replacing it, and must not leave a configuration whose
     # device.map names a disk this job did not create.

@@ -361,7 +361,7 @@ final class ProvisionJob: Sendable {
     private let handler: ProvisionProgressHandler?
     private let state = Mutex(State())
     /// The highest percent handed to `handler`. A restarted download or a second
-    /// inflation lowers the computed percent, but a progress bar must never go back; the
+    /// inflation lowers the computed percent, but a progress bar must never go back. The
     /// lock also keeps the two reporting threads from delivering out of order.
     private let delivered = Mutex(0.0)
 
