@@ -463,3 +463,20 @@ def test_invalid_vm_name_is_refused_before_work(image, server, tmp_path):
     assert result.returncode == 64
     assert b"'a/b'" in result.stderr
     assert not site.sharefs.exists()
+
+
+def test_size_the_filesystem_cannot_hold_is_refused_before_work(image, server, tmp_path):
+    # 8000 TiB passes the size parser, but ext4 caps a file at 16 TiB (EFBIG).
+    site = Site(tmp_path, image, server)
+    raw = site.vms / "demo.raw"
+    with open(tmp_path / "probe", "wb") as probe:
+        try:
+            probe.truncate(8000 * 1024 ** 4)
+            pytest.skip("this filesystem takes an 8000 TiB sparse file")
+        except OSError:
+            pass
+    result = site.provision(raw, size="8000T")
+    assert result.returncode == 1
+    assert b"EFBIG" in result.stderr
+    assert not site.sharefs.exists()
+    assert site.leftovers() == []

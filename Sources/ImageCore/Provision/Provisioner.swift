@@ -161,6 +161,17 @@ public final class Provisioner: Sendable {
         // sharefs is activated or anything is downloaded.
         let rawFile = try TemporaryFile(for: request.rawPath)
         do {
+            // So must the size: a filesystem that cannot hold it (EFBIG) says so now, not
+            // after the download. The file is sparse, so this allocates nothing.
+            if let size = request.size {
+                do {
+                    try rawFile.descriptor.truncate(to: size.bytes)
+                    try rawFile.descriptor.truncate(to: 0)
+                } catch {
+                    throw SystemError("set the size to \(size.bytes) bytes of", path: request.rawPath, errno: error)
+                }
+            }
+
             // 2. The sharefs.
             job.begin("sharefs")
             // The sharefs is shared by every Docker VM, so an active one is kept; `pool` only
