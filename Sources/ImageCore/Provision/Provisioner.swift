@@ -161,7 +161,7 @@ public final class Provisioner: Sendable {
         // sharefs is activated or anything is downloaded.
         let rawFile = try TemporaryFile(for: request.rawPath)
         do {
-            // So must the size: a filesystem that cannot hold it (EFBIG) says so now, not
+            // So must the size: a filesystem that cannot hold it (EFBIG) fails now, not
             // after the download. The file is sparse, so this allocates nothing.
             if let size = request.size {
                 do {
