@@ -180,3 +180,32 @@ def test_create_container_abort_during_download(flow):
         time.sleep(0.05)
     tank = os.path.join(server.pools_root, "tank")
     assert not [name for name in os.listdir(tank) if "vm4" in name]
+
+
+def test_create_container_rejects_invalid_vm_name(flow):
+    # The name becomes the configuration directory configs/<id>_<name>: a '/' is refused
+    # by the call itself, before a job downloads anything.
+    server, _ = flow
+    ws = server.connect()
+    reply = call(ws, "vm.create_container", {"vm_id": 5, "vm_name": "a/b", "raw_path": "tank/vm5.raw",
+                                             "size": "1", "password": "pw"})
+    assert reply["error"]["data"]["extra"][0][0] == "vm_name"
+    assert result(ws, "core.get_jobs") == []
+
+
+def test_create_container_error_names_the_callers_raw_path(flow):
+    # 8000 TiB passes the size parser, but ext4 refuses such a file (EFBIG). The job's
+    # error must name the raw_path the caller sent, not the service's internal path.
+    server, _ = flow
+    ws = server.connect()
+    job_id = result(ws, "vm.create_container", {"vm_id": 6, "vm_name": "big", "pool": "tank",
+                                                 "raw_path": "tank/vm6.raw", "size": "8000T", "password": "pw"})
+    deadline = time.monotonic() + 60
+    while (job := result(ws, "core.get_jobs", [["id", "=", job_id]], {"get": True}))["state"] not in ("FAILED",
+                                                                                                 "SUCCESS"):
+        assert time.monotonic() < deadline, job["state"]
+        time.sleep(0.05)
+    if job["state"] == "SUCCESS":
+        pytest.skip("this filesystem takes an 8000 TiB sparse file (ext4 refuses it with EFBIG)")
+    assert "tank/vm6.raw" in job["error"]
+    assert "/proc/self/fd" not in job["error"]

@@ -16,7 +16,9 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,54 @@ class Server:
     def stop(self):
         os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(timeout=10)
+
+
+class RestartingServer:
+    """A fault server of our own on 127.0.0.1, whose file is replaced during the download.
+    The first request for the image ends after half of it. Every later one ignores Range
+    and sends the whole file with a new ETag."""
+
+    def __init__(self, directory):
+        image = (directory / "demo-rancher.img.gz").read_bytes()
+        sums = (directory / "SHA256SUMS").read_bytes()
+        requests = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *arguments):
+                pass
+
+            def do_GET(self):
+                if self.path.endswith("SHA256SUMS"):
+                    body, etag, length = sums, '"sums"', len(sums)
+                else:
+                    requests.append(self.path)
+                    first = len(requests) == 1
+                    body, etag = image, '"v1"' if first else '"v2"'
+                    length = len(image) // 2 if first else len(image)
+                self.send_response(200)
+                self.send_header("ETag", etag)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body[:length])
+                except OSError:
+                    pass
+                self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name):
+        return "http://127.0.0.1:%d/%s" % (self.port, name)
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -345,3 +395,100 @@ def test_checksum_mismatch_publishes_nothing(image, server, tmp_path):
     assert not raw.exists()
     assert site.leftovers() == []
     assert not (site.sharefs / "iso_files" / "demo-rancher.img.gz").exists()
+
+
+def test_progress_never_goes_back_when_the_download_restarts(image, tmp_path):
+    # The restart sends the download back to byte 0 and the inflation with it; the job's
+    # percent must still only grow, within 0...100.
+    restarting = RestartingServer(image["dir"])
+    try:
+        site = Site(tmp_path, image, restarting)
+        result = site.provision(site.vms / "demo.raw")
+    finally:
+        restarting.stop()
+    assert result.returncode == 0, result.stderr.decode()
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    percents = [line["percent"] for line in lines if "percent" in line]
+    assert all(0 <= percent <= 100 for percent in percents)
+    assert all(later >= earlier for earlier, later in zip(percents, percents[1:])), percents
+
+
+def test_raw_appearing_during_job_is_kept_without_configuration(image, slow_server, tmp_path):
+    # Another process creates the RAW path while the image downloads: the job must fail
+    # at publication without replacing it, and must not leave a configuration whose
+    # device.map names a disk this job did not create.
+    site = Site(tmp_path, image, slow_server)
+    raw = site.vms / "demo.raw"
+    process = site.start(raw)
+    assert wait_for(lambda: any(site.vms.glob(".demo.raw.imgtool-*.tmp")))
+    raw.write_bytes(b"\xff" * 4096)
+    assert process.wait(timeout=600) == 73
+    assert raw.read_bytes() == b"\xff" * 4096
+    assert not (site.sharefs / "configs" / "1_demo").exists()
+    assert site.leftovers() == []
+
+
+@pytest.fixture
+def full_filesystem(tmp_path):
+    """A 16 MiB tmpfs of our own, far too small for the image's 300 MB of data."""
+    mount_point = tmp_path / "full"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_full_filesystem_fails_without_inflating_again(image, server, tmp_path, full_filesystem):
+    # ENOSPC while writing the disk is not a bad stream: inflating the verified file
+    # again would only fill the filesystem a second time.
+    site = Site(tmp_path / "site", image, server)
+    raw = full_filesystem / "demo.raw"
+    result = site.provision(raw)
+    assert result.returncode == 1
+    assert b"ENOSPC" in result.stderr
+    assert b"inflating the verified file again" not in result.stderr
+    assert not raw.exists()
+    assert list(full_filesystem.iterdir()) == []
+
+
+def test_raw_in_missing_directory_is_refused_before_work(image, server, tmp_path):
+    site = Site(tmp_path, image, server)
+    result = site.provision(site.vms / "missing" / "demo.raw")
+    assert result.returncode == 1
+    assert b"No such file or directory" in result.stderr
+    # Refused before any work: no sharefs was activated, nothing was downloaded.
+    assert not site.sharefs.exists()
+
+
+def test_size_zero_is_refused_before_work(image, server, tmp_path):
+    site = Site(tmp_path, image, server)
+    result = site.provision(site.vms / "demo.raw", size="0")
+    assert result.returncode == 64
+    assert b"'0'" in result.stderr
+    assert not site.sharefs.exists()
+
+
+def test_invalid_vm_name_is_refused_before_work(image, server, tmp_path):
+    site = Site(tmp_path, image, server)
+    result = site.provision(site.vms / "demo.raw", name="a/b")
+    assert result.returncode == 64
+    assert b"'a/b'" in result.stderr
+    assert not site.sharefs.exists()
+
+
+def test_size_the_filesystem_cannot_hold_is_refused_before_work(image, server, tmp_path):
+    # 8000 TiB passes the size parser, but ext4 caps a file at 16 TiB (EFBIG).
+    site = Site(tmp_path, image, server)
+    raw = site.vms / "demo.raw"
+    with open(tmp_path / "probe", "wb") as probe:
+        try:
+            probe.truncate(8000 * 1024 ** 4)
+            pytest.skip("this filesystem takes an 8000 TiB sparse file")
+        except OSError:
+            pass
+    result = site.provision(raw, size="8000T")
+    assert result.returncode == 1
+    assert b"EFBIG" in result.stderr
+    assert not site.sharefs.exists()
+    assert site.leftovers() == []

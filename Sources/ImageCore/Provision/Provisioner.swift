@@ -149,26 +149,43 @@ public final class Provisioner: Sendable {
         let entry = try catalog.resolve(request.image)
         try request.password.validate(for: PasswordPolicy(entry: entry))
         try GrubConfigurations.validateRawPath(request.deviceMapPath ?? request.rawPath)
-        _ = try Sharefs.configDirectoryName(vmID: request.vmID, vmName: request.vmName)
+        let configName = try Sharefs.configDirectoryName(vmID: request.vmID, vmName: request.vmName)
+        // No image inflates to nothing: refuse before the download rather than after it.
+        if let size = request.size, size.bytes == 0 {
+            throw InvalidArgumentError(argument: "size", value: "0", reason: "a disk cannot be empty",
+                                       remedy: "give at least the inflated image's size, for example 20G")
+        }
         let removed = TemporaryFile.removeStale(for: request.rawPath)
         for path in removed { Log.info("provision", "removed '\(path)', left by an interrupted run") }
         try cancellation.check("provisioning of '\(request.rawPath)'")
-
-        // 2. The sharefs.
-        job.begin("sharefs")
-        // The sharefs is shared by every Docker VM, so an active one is kept; `pool` only
-        // chooses where to create one.
-        let active: ActiveSharefs
-        if let current = try sharefs.active() {
-            active = current
-        } else {
-            active = try sharefs.activate(pool: request.pool).sharefs
-        }
-        try cancellation.check("provisioning of '\(request.rawPath)'")
-
-        // 3. Download and inflate into the temporary RAW file.
+        // The RAW file's directory must take a new file (it exists, is writable) before the
+        // sharefs is activated or anything is downloaded.
         let rawFile = try TemporaryFile(for: request.rawPath)
         do {
+            // So must the size: a filesystem that cannot hold it (EFBIG) fails now, not
+            // after the download. The file is sparse, so this allocates nothing.
+            if let size = request.size {
+                do {
+                    try rawFile.descriptor.truncate(to: size.bytes)
+                    try rawFile.descriptor.truncate(to: 0)
+                } catch {
+                    throw SystemError("set the size to \(size.bytes) bytes of", path: request.rawPath, errno: error)
+                }
+            }
+
+            // 2. The sharefs.
+            job.begin("sharefs")
+            // The sharefs is shared by every Docker VM, so an active one is kept; `pool` only
+            // chooses where to create one.
+            let active: ActiveSharefs
+            if let current = try sharefs.active() {
+                active = current
+            } else {
+                active = try sharefs.activate(pool: request.pool).sharefs
+            }
+            try cancellation.check("provisioning of '\(request.rawPath)'")
+
+            // 3. Download and inflate into the temporary RAW file.
             let (download, inflate, attempts) = try downloadAndInflate(entry: entry, sharefs: active, into: rawFile,
                                                                        request: request, force: force, job: job,
                                                                        cancellation: cancellation)
@@ -181,7 +198,13 @@ public final class Provisioner: Sendable {
                 guard size.bytes >= inflate.bytesWritten else {
                     throw ProvisionSizeError(requested: size.bytes, imageSize: inflate.bytesWritten)
                 }
-                resized = try RawDisk.resize(path: rawFile.temporaryPath, to: size, preallocate: request.preallocate)
+                do {
+                    resized = try RawDisk.resize(path: rawFile.temporaryPath, to: size, preallocate: request.preallocate)
+                } catch var error as SystemError where error.path == rawFile.temporaryPath {
+                    // Name the disk the caller asked for; the temporary file is gone after the job.
+                    error.path = request.rawPath
+                    throw error
+                }
             } else {
                 resized = ResizeResult(path: rawFile.temporaryPath, oldSize: inflate.bytesWritten,
                                        newSize: inflate.bytesWritten, allocation: .unchanged, wasRounded: false,
@@ -191,13 +214,22 @@ public final class Provisioner: Sendable {
 
             // 5. The guest's boot configuration names the final RAW path.
             job.begin("grub")
-            let grub = try GrubConfigurations(sharefs: active).write(vmID: request.vmID, vmName: request.vmName,
+            let createsConfiguration = try Self.status(of: "\(active.configsPath)/\(configName)") == nil
+            let grub: GrubWriteResult
+            do {
+                grub = try GrubConfigurations(sharefs: active).write(vmID: request.vmID, vmName: request.vmName,
                                                                      rawPath: request.deviceMapPath ?? request.rawPath,
                                                                      entry: entry, password: request.password)
 
-            // 6. Publish: the only moment the RAW path appears.
-            job.begin("publish")
-            try rawFile.publish()
+                // 6. Publish: the only moment the RAW path appears.
+                job.begin("publish")
+                try rawFile.publish()
+            } catch {
+                // A configuration this job created must not outlive it: if another process
+                // created the RAW path meanwhile, the guest would boot that file.
+                if createsConfiguration { Self.removeConfiguration(configName, in: active) }
+                throw error
+            }
             job.begin("done")
             Log.info("provision", "VM \(request.vmID): '\(request.rawPath)' ready from \(entry.reference)")
 
@@ -278,6 +310,11 @@ public final class Provisioner: Sendable {
             } catch let error as CancelledError {
                 _ = try? waitForDownload()
                 throw error
+            } catch let error as SystemError where [rawFile.finalPath, rawFile.temporaryPath].contains(error.path) {
+                // Writing the disk failed (no space, an I/O error): inflating the verified
+                // file again would fail the same way.
+                _ = try? waitForDownload()
+                throw error
             } catch {
                 // Inflating the stream failed; the verified file decides.
                 let download = try waitForDownload()
@@ -296,6 +333,16 @@ public final class Provisioner: Sendable {
                 job.end("inflate")
                 return (download, inflate, attempts)
             }
+        }
+    }
+
+    private static func removeConfiguration(_ name: String, in sharefs: ActiveSharefs) {
+        do {
+            let configs = try FileDescriptor.open(sharefs.configsPath, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+            defer { try? configs.close() }
+            try TreeRemoval.remove(name, in: configs)
+        } catch {
+            Log.warning("provision", "could not remove '\(sharefs.configsPath)/\(name)' of the failed job: \(error)")
         }
     }
 
@@ -325,6 +372,10 @@ final class ProvisionJob: Sendable {
     private let started = ContinuousClock.now
     private let handler: ProvisionProgressHandler?
     private let state = Mutex(State())
+    /// The highest percent handed to `handler`. A restarted download or a second
+    /// inflation lowers the computed percent, but a progress bar must never go back. The
+    /// lock also keeps the two reporting threads from delivering out of order.
+    private let delivered = Mutex(0.0)
 
     /// The share of the scale each part takes, in percent. Downloading and inflating
     /// overlap, so each has its own share; a job that reuses the image gives the
@@ -413,7 +464,12 @@ final class ProvisionJob: Sendable {
             return ProvisionProgress(step: state.step, percent: Self.percent(state), download: state.download,
                                      inflate: state.inflate, elapsed: now)
         }
-        if let snapshot { handler(snapshot) }
+        guard var snapshot else { return }
+        delivered.withLock { highest in
+            snapshot.percent = max(snapshot.percent, highest)
+            highest = snapshot.percent
+            handler(snapshot)
+        }
     }
 
     private static func percent(_ state: State) -> Double {

@@ -10,6 +10,11 @@ enum Provisioning {
     /// Checks the request, then starts the job; returns its id.
     static func submit(_ context: CallContext) throws -> Int64 {
         let request = try GuestRequest(context.parameters[0], service: context.service, needsSize: true)
+        do {
+            _ = try Sharefs.configDirectoryName(vmID: request.vmID, vmName: request.vmName)
+        } catch {
+            throw RPCError.invalidParameter("vm_name", error.reason)
+        }
         let destination = try context.service.paths.newFile(request.rawPath, argument: "raw_path")
         let service = context.service
         return service.jobs.submit(
