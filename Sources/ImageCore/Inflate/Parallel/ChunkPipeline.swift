@@ -1,0 +1,145 @@
+// ChunkPipeline: runs chunk decoders on worker threads and hands their output to one
+// consumer in chunk order.
+//
+// Threads and ownership: `threads` worker threads take chunks in order from a shared
+// counter. Each chunk writes pieces of output into its own `ChunkStream`; the consumer
+// (the caller of `run`) reads the streams in chunk order and is the only thread that
+// touches the sink. Memory is bounded: a stream holds at most `budget` bytes of pieces
+// and its worker blocks until the consumer drains them, so at most
+// `threads * (budget + one piece)` bytes of output wait in memory whatever the image
+// size. The chunk at the head of the order is always being drained, so a blocked
+// worker always gets unblocked.
+//
+// Cancellation: `ChunkStream.abandon` makes the worker's next `push` return false; the
+// worker then stops. `run` abandons every stream when it returns or throws.
+
+import Foundation
+import Synchronization
+
+/// One piece of a chunk's output, in order.
+enum OutputPiece: Sendable {
+    /// Output bytes and their CRC-32 (computed by the worker, so in parallel).
+    case data([UInt8], crc: UInt32)
+    /// `count` zero bytes that were never materialised.
+    case hole(Int64)
+    /// A member's trailer, reached at this point of the output: the CRC-32 and ISIZE it
+    /// stores, and the byte offset of the trailer in the input.
+    case memberEnd(crc: UInt32, size: UInt32, trailerOffset: Int64)
+}
+
+/// Where a chunk's decoding stopped.
+struct ChunkEnd: Sendable {
+    /// The byte offset in the input right after the last member trailer the chunk read,
+    /// or the bit offset it stopped at divided by 8 when it stopped inside a member.
+    var bitOffset: Int64
+    /// Bytes after the last member that are neither zeros nor a gzip member.
+    var trailingGarbage: Int64 = 0
+}
+
+/// A bounded queue of one chunk's output pieces, written by one worker and read by the
+/// consumer. Every field is protected by `condition`.
+final class ChunkStream: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var pieces: [OutputPiece] = []
+    private var bufferedBytes = 0
+    private var end: Result<ChunkEnd, any Error>?
+    private var abandoned = false
+    private let budget: Int
+
+    init(budget: Int) {
+        self.budget = budget
+    }
+
+    /// Adds a piece; blocks while more than `budget` bytes wait. Returns false when the
+    /// consumer abandoned the stream, in which case the worker must stop.
+    func push(_ piece: OutputPiece) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while bufferedBytes > budget && !abandoned { condition.wait() }
+        if abandoned { return false }
+        if case .data(let bytes, _) = piece { bufferedBytes += bytes.count }
+        pieces.append(piece)
+        condition.broadcast()
+        return true
+    }
+
+    /// Records how the chunk ended (successfully or with an error).
+    func finish(_ result: Result<ChunkEnd, any Error>) {
+        condition.lock()
+        end = result
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Takes all waiting pieces, blocking until there is at least one or the chunk
+    /// ended. Returns the pieces and, once every piece is taken, the end.
+    func take() -> ([OutputPiece], Result<ChunkEnd, any Error>?) {
+        condition.lock()
+        defer { condition.unlock() }
+        while pieces.isEmpty && end == nil { condition.wait() }
+        let taken = pieces
+        pieces.removeAll(keepingCapacity: true)
+        bufferedBytes = 0
+        condition.broadcast()
+        return (taken, end)
+    }
+
+    /// Tells the worker to stop and drops its pieces.
+    func abandon() {
+        condition.lock()
+        abandoned = true
+        pieces.removeAll()
+        bufferedBytes = 0
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    var isAbandoned: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return abandoned
+    }
+}
+
+/// Runs `decode(chunkNumber, stream)` for chunks 0..<count on `threads` worker threads.
+final class ChunkPipeline: Sendable {
+    typealias Decoder = @Sendable (Int, ChunkStream) throws -> ChunkEnd
+
+    let streams: [ChunkStream]
+    private let next = Atomic<Int>(0)
+    private let decode: Decoder
+    private let finishedWorkers = Atomic<Int>(0)
+    private let threads: Int
+
+    init(chunkCount: Int, threads: Int, budget: Int, decode: @escaping Decoder) {
+        streams = (0..<chunkCount).map { _ in ChunkStream(budget: budget) }
+        self.threads = max(1, min(threads, chunkCount))
+        self.decode = decode
+    }
+
+    /// Starts the worker threads; they exit when every chunk is taken.
+    func start() {
+        for number in 0..<threads {
+            let thread = Thread { [self] in work() }
+            thread.name = "imgtool-inflate-\(number)"
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    private func work() {
+        while true {
+            let chunk = next.add(1, ordering: .relaxed).oldValue
+            guard chunk < streams.count else { break }
+            let stream = streams[chunk]
+            if stream.isAbandoned { continue }
+            stream.finish(Result { try decode(chunk, stream) })
+        }
+        finishedWorkers.add(1, ordering: .relaxed)
+    }
+
+    /// Stops every worker at its next piece; call when the consumer stops early.
+    func abandonAll() {
+        for stream in streams { stream.abandon() }
+    }
+}
