@@ -54,7 +54,14 @@ struct SpanDecoder: Sendable {
         }
 
         var remaining: Int64 = .max
-        if case .afterOutput(let count, _) = stop { remaining = count }
+        // Without Z_BLOCK, zlib reads past a block's end into the next block's header and
+        // code tables while the output buffer is full, so a chunk that must end exactly at
+        // the next access point asks zlib to stop at every block boundary.
+        var stopsAtAccessPoint = false
+        if case .afterOutput(let count, _) = stop {
+            remaining = count
+            stopsAtAccessPoint = true
+        }
         var piece = [UInt8](repeating: 0, count: Self.pieceSize)
         var filled = 0
 
@@ -72,7 +79,7 @@ struct SpanDecoder: Sendable {
                 Result { () throws(DeflateDataError) in
                     try inflater.inflate(UnsafeRawBufferPointer(rebasing: input[position...]),
                                          into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<filled + room]),
-                                         stopAtBlocks: false)
+                                         stopAtBlocks: stopsAtAccessPoint)
                 }
             }
             let step = try checked(outcome, at: position)
@@ -116,6 +123,16 @@ struct SpanDecoder: Sendable {
 
             if case .afterOutput(_, let endBitOffset) = stop, remaining == 0 {
                 if !flush() { return ChunkEnd(bitOffset: Int64(position) * 8) }
+                // zlib restarts a block on the next call even with Z_BLOCK, so a stop at
+                // a boundary is checked here instead of by calling inflate again.
+                if step.atBlockBoundary {
+                    let bitOffset = Int64(position) * 8 - Int64(step.unusedBits)
+                    guard bitOffset == endBitOffset else {
+                        throw GzipDataError(offset: Int64(position),
+                                            reason: "a block ends at bit \(bitOffset), not at the index's access point at bit \(endBitOffset)")
+                    }
+                    return ChunkEnd(bitOffset: bitOffset)
+                }
                 return try finishAtAccessPoint(inflater, position: position, expected: endBitOffset, stream: stream)
             }
             if step.consumed == 0 && step.produced == 0 && position >= input.count {
