@@ -66,9 +66,10 @@ func referenceOutput(_ path: String) throws -> [UInt8] {
 }
 
 /// Decodes `path` in parallel into memory.
-func parallelOutput(_ path: String, threads: Int, index: GzipIndex? = nil, budget: Int = 1 << 20) throws
-    -> ([UInt8], ParallelInflateResult) {
+func parallelOutput(_ path: String, threads: Int, index: GzipIndex? = nil, budget: Int = 1 << 20,
+                    minimumChunkInput: Int = 4 << 20) throws -> ([UInt8], ParallelInflateResult) {
     let sink = MemorySink()
-    let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads, index: index, budget: budget)
+    let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads, index: index, budget: budget,
+                                                     minimumChunkInput: minimumChunkInput)
     return (sink.bytes, result)
 }

@@ -23,6 +23,10 @@ struct GzipMemberHeader {
     /// Parses the header at `offset`. Returns nil when the bytes there do not start with
     /// the gzip magic; throws when they do but the header is invalid or cut short.
     static func parse(_ input: UnsafeRawBufferPointer, at offset: Int) throws(GzipDataError) -> GzipMemberHeader? {
+        // A lone 0x1f at the very end is the first byte of a member cut short.
+        if offset + 1 == input.count, input[offset] == 0x1f {
+            throw GzipDataError(offset: Int64(offset), reason: "the gzip header is truncated")
+        }
         guard offset + 2 <= input.count, input[offset] == 0x1f, input[offset + 1] == 0x8b else { return nil }
         func need(_ count: Int, _ position: Int) throws(GzipDataError) {
             guard position + count <= input.count else {

@@ -39,11 +39,14 @@ public enum ParallelGzipInflater {
     /// - Parameters:
     ///   - index: a seek index of this file; its access points become the chunks.
     ///   - budget: the bytes of output each chunk may buffer (see `defaultChunkBudget`).
+    ///   - minimumChunkInput: the least compressed input per chunk when splitting at
+    ///     member boundaries.
     /// - Throws: `GzipDataError` for invalid or truncated data and CRC or size
     ///   mismatches, `GzipIndexError` for an index that does not fit the file,
     ///   `CancelledError`, and whatever the sink throws.
     public static func decompress(path: String, into sink: any ExtentSink, threads: Int, index: GzipIndex? = nil,
-                                  budget: Int = defaultChunkBudget, cancellation: CancellationToken? = nil,
+                                  budget: Int = defaultChunkBudget, minimumChunkInput: Int = 4 << 20,
+                                  cancellation: CancellationToken? = nil,
                                   progress: ProgressReporter? = nil) throws -> ParallelInflateResult {
         let file = try MappedFile(path: path)
         let input = file.bytes
@@ -59,7 +62,7 @@ public enum ParallelGzipInflater {
             plan = try ChunkPlan(index: index, fileSize: Int64(input.count), path: path)
         } else {
             do {
-                plan = try ChunkPlan(members: input, threads: threads)
+                plan = try ChunkPlan(members: input, threads: threads, minimumChunkInput: minimumChunkInput)
             } catch {
                 throw error.at(path: path)
             }
@@ -168,11 +171,11 @@ struct ChunkPlan {
     }
 
     /// Chunks at member boundaries: exact for BGZF, speculative for other files.
-    init(members input: UnsafeRawBufferPointer, threads: Int) throws(GzipDataError) {
+    init(members input: UnsafeRawBufferPointer, threads: Int, minimumChunkInput: Int) throws(GzipDataError) {
         let fileSize = input.count
-        // Four chunks per thread keep both cores busy when members differ in cost; at
-        // least 4 MiB of input per chunk keeps the per-chunk overhead small.
-        let target = max(4 << 20, fileSize / max(1, threads * 4))
+        // Four chunks per thread keep every core busy when members differ in cost; a
+        // minimum input per chunk (4 MiB by default) keeps the per-chunk overhead small.
+        let target = max(minimumChunkInput, fileSize / max(1, threads * 4))
         var starts: [Int] = [0]
         strategy = .members
         if let first = try GzipMemberHeader.parse(input, at: 0), first.bgzfMemberSize != nil {
