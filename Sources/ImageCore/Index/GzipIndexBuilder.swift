@@ -39,7 +39,7 @@ public enum GzipIndexBuilder {
         var points: [GzipAccessPoint] = []
         var total: Int64 = 0
         var lastPoint: Int64 = 0
-        let inflater = RawInflater()
+        let inflater = ChunkZlibInflater()
 
         var position = 0
         guard let firstHeader = try GzipMemberHeader.parse(input, at: 0) else {
@@ -77,7 +77,7 @@ public enum GzipIndexBuilder {
                                          into: UnsafeMutableRawBufferPointer(rebasing: bytes[filled...]), stopAtBlocks: true)
                 }
             }
-            let step: RawInflater.Step
+            let step: ChunkZlibInflater.Step
             switch outcome {
             case .success(let value): step = value
             case .failure(let error): throw GzipDataError(offset: Int64(position), reason: "invalid deflate data (\(error.reason))")

@@ -22,6 +22,11 @@ enum OutputPiece: Sendable {
     case data([UInt8], crc: UInt32)
     /// `count` zero bytes that were never materialised.
     case hole(Int64)
+    /// Output of a chunk that started without its window: values 0...255 are bytes,
+    /// 256 + i is byte i of the 32 KiB that precede the chunk.
+    case markers([UInt16])
+    /// The bit offset a speculative chunk started at; always its first piece.
+    case chunkStart(Int64)
     /// A member's trailer, reached at this point of the output: the CRC-32 and ISIZE it
     /// stores, and the byte offset of the trailer in the input.
     case memberEnd(crc: UInt32, size: UInt32, trailerOffset: Int64)
@@ -34,6 +39,8 @@ struct ChunkEnd: Sendable {
     var bitOffset: Int64
     /// Bytes after the last member that are neither zeros nor a gzip member.
     var trailingGarbage: Int64 = 0
+    /// False when a speculative chunk found no block boundary in its range.
+    var foundStart = true
 }
 
 /// A bounded queue of one chunk's output pieces, written by one worker and read by the
@@ -57,7 +64,11 @@ final class ChunkStream: @unchecked Sendable {
         defer { condition.unlock() }
         while bufferedBytes > budget && !abandoned { condition.wait() }
         if abandoned { return false }
-        if case .data(let bytes, _) = piece { bufferedBytes += bytes.count }
+        switch piece {
+        case .data(let bytes, _): bufferedBytes += bytes.count
+        case .markers(let values): bufferedBytes += values.count * 2
+        default: break
+        }
         pieces.append(piece)
         condition.broadcast()
         return true
@@ -82,6 +93,17 @@ final class ChunkStream: @unchecked Sendable {
         bufferedBytes = 0
         condition.broadcast()
         return (taken, end)
+    }
+
+    /// Waits for a speculative chunk's first piece and removes it. Returns the bit
+    /// offset the chunk started at, or nil when it found no start or failed before.
+    func waitForStart() -> Int64? {
+        condition.lock()
+        defer { condition.unlock() }
+        while pieces.isEmpty && end == nil { condition.wait() }
+        guard let first = pieces.first, case .chunkStart(let offset) = first else { return nil }
+        pieces.removeFirst()
+        return offset
     }
 
     /// Tells the worker to stop and drops its pieces.

@@ -18,7 +18,7 @@ import Foundation
 
 /// How the file was split.
 public enum ParallelStrategy: String, Sendable {
-    case index, bgzfMembers, members, singleChunk
+    case index, bgzfMembers, speculative, singleChunk
 }
 
 /// What a parallel decode found.
@@ -57,18 +57,41 @@ public enum ParallelGzipInflater {
             throw GzipDataError(path: path, offset: 0, reason: "it does not start with the gzip magic bytes 1f 8b")
         }
 
-        let plan: ChunkPlan
+        var writer = OrderedWriter(sink: sink, path: path, cancellation: cancellation, progress: progress,
+                                   compressedSize: Int64(input.count))
+        let trailingGarbage: Int64
+        let chunkCount: Int
+        let strategy: ParallelStrategy
         if let index {
-            plan = try ChunkPlan(index: index, fileSize: Int64(input.count), path: path)
-        } else {
+            let plan = try ChunkPlan(index: index, fileSize: Int64(input.count), path: path)
+            (trailingGarbage, chunkCount, strategy) = try runZlibPlan(plan, file: file, threads: threads, budget: budget,
+                                                                      writer: &writer)
+        } else if let first = try GzipMemberHeader.parse(input, at: 0), first.bgzfMemberSize != nil {
+            let plan: ChunkPlan
             do {
-                plan = try ChunkPlan(members: input, threads: threads, minimumChunkInput: minimumChunkInput)
+                plan = try ChunkPlan(bgzf: input, threads: threads, minimumChunkInput: minimumChunkInput)
             } catch {
                 throw error.at(path: path)
             }
+            (trailingGarbage, chunkCount, strategy) = try runZlibPlan(plan, file: file, threads: threads, budget: budget,
+                                                                      writer: &writer)
+        } else {
+            (trailingGarbage, chunkCount) = try runSpeculative(file: file, threads: threads, budget: budget,
+                                                               minimumChunkInput: minimumChunkInput, writer: &writer)
+            strategy = chunkCount > 1 ? .speculative : .singleChunk
         }
-        Log.debug("parallel inflate", "\(path): \(plan.chunks.count) chunks (\(plan.strategy.rawValue)), \(threads) threads")
+        try writer.finish()
+        if trailingGarbage > 0 {
+            Log.warning("inflate", "\(path): ignored \(trailingGarbage) bytes of trailing data after the last gzip member")
+        }
+        Log.debug("parallel inflate", "\(path): \(chunkCount) chunks (\(strategy.rawValue)), \(threads) threads")
+        return ParallelInflateResult(uncompressedSize: writer.written, members: writer.members, chunks: chunkCount,
+                                     strategy: strategy, trailingGarbage: trailingGarbage)
+    }
 
+    /// Runs chunks whose starts are known (index points, BGZF members) with zlib.
+    private static func runZlibPlan(_ plan: ChunkPlan, file: MappedFile, threads: Int, budget: Int,
+                                    writer: inout OrderedWriter) throws -> (Int64, Int, ParallelStrategy) {
         let decoder = SpanDecoder(file: file)
         let chunks = plan.chunks
         let pipeline = ChunkPipeline(chunkCount: chunks.count, threads: threads, budget: budget) { number, stream in
@@ -76,56 +99,68 @@ public enum ParallelGzipInflater {
         }
         pipeline.start()
         defer { pipeline.abandonAll() }
-
-        var writer = OrderedWriter(sink: sink, path: path, cancellation: cancellation, progress: progress,
-                                   compressedSize: Int64(input.count))
-        var expectedBitOffset = chunks.first?.start.bitOffset ?? 0
         var trailingGarbage: Int64 = 0
-        for (number, chunk) in chunks.enumerated() {
-            let stream = pipeline.streams[number]
-            if plan.isSpeculative {
-                if chunk.start.bitOffset < expectedBitOffset {
-                    stream.abandon()
-                    continue
-                }
-                if chunk.start.bitOffset > expectedBitOffset {
-                    // The previous chunk ended at a member end before this candidate: the
-                    // bytes between are decoded again on a helper thread, up to the
-                    // first member end at or after the candidate.
-                    stream.abandon()
-                    let gap = ChunkStart(bitOffset: expectedBitOffset, atMemberHeader: true, window: nil)
-                    let end = try writer.consume(runAlone(decoder, from: gap,
-                                                          until: .memberEndAtOrAfter(chunk.start.bitOffset / 8), budget: budget))
-                    expectedBitOffset = end.bitOffset
-                    trailingGarbage = end.trailingGarbage
-                    if expectedBitOffset != chunk.start.bitOffset { continue }
-                    let retry = ChunkStart(bitOffset: expectedBitOffset, atMemberHeader: true, window: nil)
-                    let retried = try writer.consume(runAlone(decoder, from: retry, until: chunk.stop, budget: budget))
-                    expectedBitOffset = retried.bitOffset
-                    trailingGarbage = retried.trailingGarbage
-                    continue
-                }
-            }
-            let end = try writer.consume(stream)
-            expectedBitOffset = end.bitOffset
-            trailingGarbage = end.trailingGarbage
+        for number in chunks.indices {
+            trailingGarbage = try writer.consume(pipeline.streams[number]).trailingGarbage
         }
-        try writer.finish()
-        if trailingGarbage > 0 {
-            Log.warning("inflate", "\(path): ignored \(trailingGarbage) bytes of trailing data after the last gzip member")
-        }
-        return ParallelInflateResult(uncompressedSize: writer.written, members: writer.members, chunks: chunks.count,
-                                     strategy: plan.strategy, trailingGarbage: trailingGarbage)
+        return (trailingGarbage, chunks.count, plan.strategy)
     }
 
-    /// Decodes one range on its own thread and returns its stream for the writer.
-    private static func runAlone(_ decoder: SpanDecoder, from start: ChunkStart, until stop: ChunkStop,
-                                 budget: Int) -> ChunkStream {
-        let stream = ChunkStream(budget: budget)
-        let thread = Thread {
-            stream.finish(Result { try decoder.decode(from: start, until: stop, into: stream) })
+    /// Runs the speculative plan: byte ranges of the input, each decoded from the first
+    /// block boundary the finder accepts; see `SpeculativeDecoder`.
+    private static func runSpeculative(file: MappedFile, threads: Int, budget: Int, minimumChunkInput: Int,
+                                       writer: inout OrderedWriter) throws -> (Int64, Int) {
+        let fileSize = Int64(file.count)
+        // Four ranges per thread even out differences in cost between ranges; a
+        // minimum range size keeps the search and marker overhead small.
+        let rangeSize = threads > 1 ? max(Int64(minimumChunkInput), fileSize / Int64(threads * 4)) : fileSize
+        let count = Int((fileSize + rangeSize - 1) / rangeSize)
+        let endOfData = fileSize * 8
+        let stops: [Int64] = (0..<count).map { $0 + 1 < count ? Int64($0 + 1) * rangeSize * 8 : .max }
+        let decoder = SpeculativeDecoder(file: file)
+        let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: budget) { number, stream in
+            let start: SpeculativeDecoder.Start = number == 0 ? .memberHeader(0) : .search(Int64(number) * rangeSize * 8)
+            return try decoder.decode(from: start, stopAt: stops[number], into: stream)
         }
-        thread.name = "imgtool-inflate-gap"
+        pipeline.start()
+        defer { pipeline.abandonAll() }
+
+        var expected: Int64 = 0
+        var trailingGarbage: Int64 = 0
+        var redone = 0
+        for number in 0..<count {
+            let stream = pipeline.streams[number]
+            if expected >= endOfData {
+                stream.abandon()
+                continue
+            }
+            let end: ChunkEnd
+            if number == 0 || stream.waitForStart() == expected {
+                end = try writer.consume(stream)
+            } else {
+                // The guess was wrong (or found nothing): decode the range again from the
+                // known end of the previous chunk, with the window the writer holds.
+                stream.abandon()
+                redone += 1
+                let window = writer.window
+                let start = expected
+                let stop = stops[number]
+                end = try writer.consume(runAlone(budget: budget) { stream in
+                    try decoder.decode(from: .known(bitOffset: start, window: window), stopAt: stop, into: stream)
+                })
+            }
+            expected = end.bitOffset
+            trailingGarbage = end.trailingGarbage
+        }
+        if redone > 0 { Log.debug("parallel inflate", "\(file.path): \(redone) of \(count) ranges decoded again") }
+        return (trailingGarbage, count)
+    }
+
+    /// Runs `body` on its own thread and returns its stream for the writer.
+    private static func runAlone(budget: Int, _ body: @escaping @Sendable (ChunkStream) throws -> ChunkEnd) -> ChunkStream {
+        let stream = ChunkStream(budget: budget)
+        let thread = Thread { stream.finish(Result { try body(stream) }) }
+        thread.name = "imgtool-inflate-again"
         thread.start()
         return stream
     }
@@ -140,8 +175,6 @@ struct ChunkPlan {
 
     var chunks: [Chunk]
     var strategy: ParallelStrategy
-    /// True when chunk starts are guesses that decoding must confirm.
-    var isSpeculative = false
 
     /// One chunk per access point of `index`.
     init(index: GzipIndex, fileSize: Int64, path: String) throws(GzipIndexError) {
@@ -170,57 +203,30 @@ struct ChunkPlan {
         strategy = .index
     }
 
-    /// Chunks at member boundaries: exact for BGZF, speculative for other files.
-    init(members input: UnsafeRawBufferPointer, threads: Int, minimumChunkInput: Int) throws(GzipDataError) {
+    /// Chunks of whole BGZF members, whose sizes their headers give.
+    init(bgzf input: UnsafeRawBufferPointer, threads: Int, minimumChunkInput: Int) throws(GzipDataError) {
         let fileSize = input.count
-        // Four chunks per thread keep every core busy when members differ in cost; a
-        // minimum input per chunk (4 MiB by default) keeps the per-chunk overhead small.
+        // Four chunks per thread even out members of different cost; a minimum input
+        // per chunk keeps the per-chunk overhead small.
         let target = max(minimumChunkInput, fileSize / max(1, threads * 4))
         var starts: [Int] = [0]
-        strategy = .members
-        if let first = try GzipMemberHeader.parse(input, at: 0), first.bgzfMemberSize != nil {
-            strategy = .bgzfMembers
-            var offset = 0
-            var chunkStart = 0
-            while offset < fileSize, let header = try? GzipMemberHeader.parse(input, at: offset),
-                  let size = header.bgzfMemberSize, size > header.length + GzipMemberHeader.trailerSize {
-                if offset - chunkStart >= target {
-                    starts.append(offset)
-                    chunkStart = offset
-                }
-                offset += size
+        var offset = 0
+        var chunkStart = 0
+        while offset < fileSize, let header = try? GzipMemberHeader.parse(input, at: offset),
+              let size = header.bgzfMemberSize, size > header.length + GzipMemberHeader.trailerSize {
+            if offset - chunkStart >= target {
+                starts.append(offset)
+                chunkStart = offset
             }
-        } else if threads > 1 {
-            isSpeculative = true
-            var offset = target
-            while offset < fileSize - 18 {
-                if let found = Self.findMemberHeader(input, from: offset, limit: min(fileSize, offset + target)) {
-                    starts.append(found)
-                }
-                offset += target
-            }
+            offset += size
         }
-        if starts.count == 1 { strategy = .singleChunk }
         chunks = []
         for (number, start) in starts.enumerated() {
             let end = number + 1 < starts.count ? Int64(starts[number + 1]) : Int64(fileSize)
             chunks.append(Chunk(start: ChunkStart(bitOffset: Int64(start) * 8, atMemberHeader: true, window: nil),
                                 stop: .memberEndAtOrAfter(end)))
         }
-    }
-
-    /// The first offset in `from..<limit` that holds a plausible member header: magic,
-    /// method 8, no reserved flag bits, and a header that parses.
-    private static func findMemberHeader(_ input: UnsafeRawBufferPointer, from start: Int, limit: Int) -> Int? {
-        var offset = start
-        while offset + 10 < limit {
-            if input[offset] == 0x1f, input[offset + 1] == 0x8b, input[offset + 2] == 8, input[offset + 3] & 0xe0 == 0,
-               (try? GzipMemberHeader.parse(input, at: offset)) != nil {
-                return offset
-            }
-            offset += 1
-        }
-        return nil
+        strategy = .bgzfMembers
     }
 }
 
@@ -235,6 +241,8 @@ struct OrderedWriter {
     private(set) var members = 0
     private var memberCRC: UInt32 = 0
     private var memberSize: Int64 = 0
+    /// The last 32 KiB written (fewer at the start), which markers refer to.
+    private(set) var window: [UInt8] = []
 
     init(sink: any ExtentSink, path: String, cancellation: CancellationToken?, progress: ProgressReporter?, compressedSize: Int64) {
         self.sink = sink
@@ -252,15 +260,36 @@ struct OrderedWriter {
             for piece in pieces {
                 switch piece {
                 case .data(let bytes, let crc):
-                    try bytes.withUnsafeBytes { try sink.write($0) }
-                    memberCRC = UInt32(crc32_combine(UInt(memberCRC), UInt(crc), Int(bytes.count)))
-                    memberSize += Int64(bytes.count)
-                    written += Int64(bytes.count)
+                    try writeData(bytes, crc: crc)
+                case .markers(let values):
+                    // Markers stand for bytes of the window before the chunk, which is
+                    // the end of what was written so far.
+                    var bytes = [UInt8](repeating: 0, count: values.count)
+                    let history = window.count
+                    for (index, value) in values.enumerated() {
+                        if value < 256 {
+                            bytes[index] = UInt8(value)
+                        } else {
+                            let windowIndex = Int(value) - 256 - (ByteOutput.history - history)
+                            guard windowIndex >= 0 else {
+                                throw GzipDataError(path: path, offset: 0, reason: "a match reaches before the start of the data")
+                            }
+                            bytes[index] = window[windowIndex]
+                        }
+                    }
+                    try writeData(bytes, crc: crc32Of(bytes))
+                case .chunkStart:
+                    break
                 case .hole(let count):
                     try sink.writeHole(count: count)
                     memberCRC = UInt32(crc32_combine(UInt(memberCRC), UInt(ZeroCRC.crc(ofZeros: count)), Int(count)))
                     memberSize += count
                     written += count
+                    if count >= Int64(ByteOutput.history) {
+                        window = [UInt8](repeating: 0, count: ByteOutput.history)
+                    } else {
+                        window = Array((window + repeatElement(0, count: Int(count))).suffix(ByteOutput.history))
+                    }
                 case .memberEnd(let crc, let size, let trailerOffset):
                     guard crc == memberCRC else {
                         throw GzipDataError(path: path, offset: trailerOffset, reason: String(
@@ -283,6 +312,18 @@ struct OrderedWriter {
                 case .failure(let error): throw error
                 }
             }
+        }
+    }
+
+    private mutating func writeData(_ bytes: [UInt8], crc: UInt32) throws {
+        try bytes.withUnsafeBytes { try sink.write($0) }
+        memberCRC = UInt32(crc32_combine(UInt(memberCRC), UInt(crc), Int(bytes.count)))
+        memberSize += Int64(bytes.count)
+        written += Int64(bytes.count)
+        if bytes.count >= ByteOutput.history {
+            window = Array(bytes.suffix(ByteOutput.history))
+        } else {
+            window = Array((window + bytes).suffix(ByteOutput.history))
         }
     }
 

@@ -38,7 +38,7 @@ struct SpanDecoder: Sendable {
     /// Decodes from `start` until `stop`, pushing pieces into `stream`. Returns where it
     /// stopped; returns early (with the position reached) when the stream is abandoned.
     func decode(from start: ChunkStart, until stop: ChunkStop, into stream: ChunkStream) throws(GzipDataError) -> ChunkEnd {
-        let inflater = RawInflater()
+        let inflater = ChunkZlibInflater()
         var position: Int
         if start.atMemberHeader {
             position = Int(start.bitOffset / 8)
@@ -144,7 +144,7 @@ struct SpanDecoder: Sendable {
     /// Checks that decoding, having produced all the output the index gives this chunk,
     /// sits at the next access point: the next thing in the stream must be the end of a
     /// block (or of the member), at `expected`.
-    private func finishAtAccessPoint(_ inflater: RawInflater, position start: Int, expected: Int64,
+    private func finishAtAccessPoint(_ inflater: ChunkZlibInflater, position start: Int, expected: Int64,
                                      stream: ChunkStream) throws(GzipDataError) -> ChunkEnd {
         var position = start
         var scratch: UInt8 = 0
@@ -182,7 +182,7 @@ struct SpanDecoder: Sendable {
         }
     }
 
-    private func checked(_ outcome: Result<RawInflater.Step, DeflateDataError>, at position: Int) throws(GzipDataError) -> RawInflater.Step {
+    private func checked(_ outcome: Result<ChunkZlibInflater.Step, DeflateDataError>, at position: Int) throws(GzipDataError) -> ChunkZlibInflater.Step {
         switch outcome {
         case .success(let step): return step
         case .failure(let error): throw GzipDataError(offset: Int64(position), reason: "invalid deflate data (\(error.reason))")

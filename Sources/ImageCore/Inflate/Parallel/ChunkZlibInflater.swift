@@ -1,4 +1,4 @@
-// RawInflater: zlib's inflate on a raw deflate stream (no zlib or gzip wrapper).
+// ChunkZlibInflater: zlib's inflate on a raw deflate stream (no zlib or gzip wrapper).
 //
 // zlib keeps a pointer to its own `z_stream`, so the stream lives in a heap allocation
 // that never moves. One inflater belongs to one thread at a time; it is not thread-safe.
@@ -6,7 +6,7 @@
 
 import CZlib
 
-final class RawInflater {
+final class ChunkZlibInflater {
     enum Status {
         /// Input or output ran out, or a block ended (with `Z_BLOCK`).
         case progressed
