@@ -8,4 +8,7 @@ static inline lzma_stream imgtool_lzma_stream_init(void) {
     lzma_stream stream = LZMA_STREAM_INIT;
     return stream;
 }
+
+/* Decoder flags are UINT32_C(...) macros, which Swift does not import. */
+static const uint32_t IMGTOOL_LZMA_CONCATENATED = LZMA_CONCATENATED;
 #endif

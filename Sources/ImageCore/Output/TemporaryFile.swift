@@ -118,7 +118,7 @@ public final class TemporaryFile {
             } else {
                 try renameWithoutReplacing()
             }
-        } catch let error as Errno {
+        } catch {
             if error == .exists {
                 let kind = (try? Self.status(of: finalPath))??.kindDescription ?? "file"
                 discard()

@@ -1,11 +1,64 @@
+// imgtool decompress SOURCE RAW: inflate a gzip or xz image into a new sparse RAW file.
+
+import Foundation
 import ImageCore
 
 enum DecompressCommand: Command {
     static let name = "decompress"
     static let summary = "Inflate a gzip or xz image into a new sparse RAW file."
-    static let help = "Usage: imgtool decompress (not built yet)"
+    static let help = """
+    Usage: imgtool decompress SOURCE RAW [--threads N] [--progress auto|bar|json|none]
+
+    Inflates SOURCE, a gzip or xz file (detected from its content, not its name), into
+    RAW, a new file. Zero blocks are left as holes, so RAW allocates disk space only for
+    its data. RAW must not exist: an existing file, link or device is never modified.
+    The output is written to a temporary file beside RAW and renamed to RAW only when
+    complete; on any error, SIGINT or SIGTERM the temporary file is removed.
+
+    gzip: every member is decoded (concatenated and BGZF files included) and each
+    member's CRC-32 and length are checked. Zero bytes after the last member are
+    accepted; other trailing data is ignored with a warning.
+    xz: every stream is decoded and its integrity checks verified.
+
+    Options:
+      --threads N        decoding threads for xz, from 1 to 256 (default: the number of
+                         CPUs); gzip uses one decoding thread and one writer thread
+      --progress MODE    auto (a bar when standard error is a terminal, the default),
+                         bar (a bar with rate and time left on standard error),
+                         json (one JSON object per line on standard output: bytes read
+                         of the total, bytes written, bytes per second, seconds left),
+                         none
+      -h, --help         show this help
+
+    On success a summary line goes to standard error: bytes written, bytes allocated,
+    the time taken and any warning.
+
+    \(exitCodeHelp)
+    """
 
     static func run(_ arguments: [String], context: CommandContext) async throws -> Int32 {
-        throw UsageError(message: "'imgtool decompress' is not built yet")
+        let parsed = try Arguments(arguments, options: ["--threads", "--progress"])
+        try parsed.requirePositionals(2...2, names: "SOURCE RAW")
+        let threads = try parsed.integer("--threads", in: 1...256) ?? ProcessInfo.processInfo.activeProcessorCount
+        let mode = try ProgressMode.parse(parsed.value("--progress"))
+        let source = parsed.positionals[0]
+        let destination = parsed.positionals[1]
+
+        let display = ProgressDisplay(mode)
+        let options = DecompressOptions(threads: threads, progress: display.handler, cancellation: context.cancellation)
+        let summary: DecompressSummary
+        do {
+            summary = try Decompressor.decompress(source: source, destination: destination, options: options)
+        } catch {
+            display.finish()
+            throw error
+        }
+        display.finish()
+
+        var line = "imgtool: wrote '\(destination)': \(summary.bytesWritten) bytes (\(formatBytes(summary.bytesWritten)))"
+        if let allocated = summary.allocatedBytes { line += ", \(formatBytes(allocated)) allocated" }
+        line += String(format: ", %@ in %.2f s", summary.format.rawValue, summary.elapsed)
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+        return 0
     }
 }

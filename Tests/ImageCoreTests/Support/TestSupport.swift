@@ -15,7 +15,7 @@ struct ScratchDirectory {
         var template = Array("\(NSTemporaryDirectory())/imgtool-test-\(safe.prefix(40))-XXXXXX".utf8CString)
         let created = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         guard created != nil else { throw POSIXError(.EIO) }
-        path = String(cString: template)
+        path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     func file(_ name: String) -> String { "\(path)/\(name)" }
@@ -47,14 +47,14 @@ func runProcess(_ executable: String, _ arguments: [String], input: Data? = nil,
     if let environment { process.environment = environment }
     let scratch = try ScratchDirectory("process")
     defer { scratch.remove() }
-    FileManager.default.createFile(atPath: scratch.file("out"), contents: nil)
-    FileManager.default.createFile(atPath: scratch.file("err"), contents: nil)
+    _ = FileManager.default.createFile(atPath: scratch.file("out"), contents: nil)
+    _ = FileManager.default.createFile(atPath: scratch.file("err"), contents: nil)
     let out = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.file("out")))
     let err = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.file("err")))
     process.standardOutput = out
     process.standardError = err
     if let input {
-        FileManager.default.createFile(atPath: scratch.file("in"), contents: input)
+        _ = FileManager.default.createFile(atPath: scratch.file("in"), contents: input)
         process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: scratch.file("in")))
     } else {
         process.standardInput = FileHandle.nullDevice

@@ -1,0 +1,148 @@
+// Decompressor: the entry points that turn a gzip or xz input into a RAW file.
+//
+// Three levels, each built on the next:
+// - `decompress(source:destination:options:)` creates the RAW file: it refuses an
+//   existing target, writes a `TemporaryFile` in the target's directory and publishes it
+//   without replacing anything. Any error or cancellation removes the temporary file.
+// - `decompress(input:into:options:)` fills an already created `TemporaryFile` and does
+//   not publish it, so a caller can publish later (for example only after the
+//   download's SHA-256 has matched). It starts over when the input restarts.
+// - `decode(input:into:options:)` decodes into any `ExtentSink`.
+//
+// The format comes from the content: gzip (1f 8b) or xz (fd 37 7a 58 5a 00).
+
+import Foundation
+
+/// How to inflate.
+public struct DecompressOptions: Sendable {
+    /// Decoding threads. xz uses up to this many; gzip decodes with one thread here (and
+    /// the writer thread runs beside it).
+    public var threads: Int
+    /// Receives progress: compressed bytes consumed of the input's size, and bytes written.
+    public var progress: ProgressHandler?
+    /// Stops decoding between pieces of work; the caller then sees `CancelledError`.
+    public var cancellation: CancellationToken?
+    /// The deflate implementation for gzip.
+    public var engine: DeflateEngine
+
+    public init(threads: Int = 1, progress: ProgressHandler? = nil, cancellation: CancellationToken? = nil,
+                engine: DeflateEngine = .isal) {
+        self.threads = threads
+        self.progress = progress
+        self.cancellation = cancellation
+        self.engine = engine
+    }
+}
+
+/// What an inflation did.
+public struct DecompressSummary: Sendable, Equatable {
+    public var format: CompressionFormat
+    /// Compressed bytes read from the input, trailing data included.
+    public var compressedBytesRead: Int64
+    /// The size of the output in bytes, zeros included.
+    public var bytesWritten: Int64
+    /// Bytes allocated on disk for the output (`st_blocks * 512`), or nil when the output
+    /// is not a file this call finished.
+    public var allocatedBytes: Int64?
+    /// gzip members decoded (0 for xz).
+    public var members: Int
+    /// Problems that did not stop decoding, for example trailing data after the last gzip
+    /// member. Each was also logged at warning level.
+    public var warnings: [String]
+    /// Seconds from start to the end of writing.
+    public var elapsed: Double
+}
+
+public enum Decompressor {
+    /// Inflates `source` into a new RAW file at `destination`.
+    /// - Throws: `TargetExistsError` when anything exists at `destination` (left
+    ///   untouched); `InflateError` for invalid input; `SystemError` for I/O failures;
+    ///   `CancelledError` when cancelled. No file appears at `destination` on any error.
+    public static func decompress(source: String, destination: String, options: DecompressOptions) throws -> DecompressSummary {
+        let input = try FileInput(path: source)
+        defer { input.close() }
+        let file = try TemporaryFile(for: destination)
+        do {
+            let summary = try decompress(input: input, into: file, options: options)
+            try file.publish()
+            Log.info("inflate", "published '\(destination)': \(summary.bytesWritten) bytes, \(summary.allocatedBytes ?? 0) allocated")
+            return summary
+        } catch {
+            file.discard()
+            throw error
+        }
+    }
+
+    /// Inflates `input` into `file`, which must be empty, and leaves it unpublished.
+    /// When `input` throws `CompressedInputRestarted`, the file is truncated to zero and
+    /// decoding starts over. On error the file is left for the caller to discard.
+    public static func decompress(input: any CompressedInput, into file: TemporaryFile,
+                                  options: DecompressOptions) throws -> DecompressSummary {
+        while true {
+            let writer = try SparseFileWriter(descriptor: file.descriptor, path: file.finalPath)
+            do {
+                var summary = try decode(input: input, into: writer, options: options)
+                try writer.finish()
+                // After fsync the filesystem has allocated every block (ext4 allocates
+                // lazily), so `st_blocks` is final; publishing then has nothing to flush.
+                do {
+                    try file.descriptor.sync()
+                    summary.allocatedBytes = try file.descriptor.status().allocatedBytes
+                } catch {
+                    throw SystemError("fsync", path: file.temporaryPath, errno: error)
+                }
+                return summary
+            } catch is CompressedInputRestarted {
+                writer.cancel()
+                Log.info("inflate", "'\(input.name)' restarted from byte 0; inflating again from the start")
+                do {
+                    try file.descriptor.truncate(to: 0)
+                } catch {
+                    throw SystemError("truncate", path: file.temporaryPath, errno: error)
+                }
+            } catch {
+                writer.cancel()
+                throw error
+            }
+        }
+    }
+
+    /// Decodes `input` into `sink`. The sink is not finished or flushed beyond the bytes
+    /// handed to it, and `allocatedBytes` in the result is nil.
+    public static func decode(input: any CompressedInput, into sink: any ExtentSink,
+                              options: DecompressOptions) throws -> DecompressSummary {
+        let started = ContinuousClock.now
+        let window = InputWindow(input: input)
+        _ = try window.fill(minimum: CompressionFormat.detectionLength)
+        let head = Array(window.available.prefix(CompressionFormat.detectionLength))
+        guard let format = CompressionFormat.detect(head) else {
+            throw InflateError.unsupportedFormat(path: input.name, found: CompressionFormat.describeUnsupported(head))
+        }
+
+        let output = DecodedOutput(sink: sink)
+        let reporter = ProgressReporter(step: "inflate", handler: options.progress)
+        let total = input.totalSize
+        let reportProgress = { reporter.update(completed: window.offset, total: total, written: output.count) }
+        reportProgress()
+        Log.debug("inflate", "'\(input.name)': \(format.rawValue), \(total.map(String.init) ?? "unknown") bytes, engine \(options.engine.rawValue)")
+
+        var members = 0
+        var warnings: [String] = []
+        switch format {
+        case .gzip:
+            let decoder = GzipDecoder(window: window, output: output, engine: options.engine,
+                                      cancellation: options.cancellation, reportProgress: reportProgress)
+            (members, warnings) = try decoder.decode()
+        case .xz:
+            let decoder = XzDecoder(window: window, output: output, threads: options.threads,
+                                    cancellation: options.cancellation, reportProgress: reportProgress)
+            try decoder.decode()
+        }
+        try output.flush()
+        reporter.finish(completed: window.offset, total: total, written: output.count)
+
+        return DecompressSummary(format: format, compressedBytesRead: window.offset, bytesWritten: output.count,
+                                 allocatedBytes: nil, members: members, warnings: warnings,
+                                 elapsed: (ContinuousClock.now - started).seconds)
+    }
+}

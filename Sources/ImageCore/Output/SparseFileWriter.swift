@@ -1,0 +1,313 @@
+// SparseFileWriter: writes decoded output into a new file, leaving holes for zero blocks.
+//
+// Design:
+// - The producer (a decoder, on its own thread) fills fixed buffers and hands each one to
+//   a writer thread through a bounded queue. Decoding and writing overlap, and memory is
+//   `bufferCount * bufferSize` however large the output is.
+// - The writer thread looks at each buffer in blocks aligned to file offsets (the
+//   filesystem's block size, at least 4 KiB). An all-zero block is not written; a run of
+//   non-zero blocks goes out in one `pwrite`. A run never spans two buffers, so a write
+//   is at most one buffer long (4 MiB by default).
+// - `finish` sets the exact size with `ftruncate`, so output that ends in zeros (which
+//   were never written) still has its full length.
+//
+// Skipping zero blocks is only correct in a file that held no data at those offsets: a
+// file this process just created, or one truncated to zero length. The caller
+// guarantees that.
+//
+// Threads: the public methods are called from one producer thread. `Shared` is the
+// only state the writer thread touches; its queues are guarded by `condition`, and each
+// buffer belongs to whoever holds its index (the free list, the producer, the filled
+// queue, or the writer thread).
+
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public final class SparseFileWriter: ExtentSink {
+    /// The path shown in error messages.
+    public let path: String
+    /// The granularity of zero detection in bytes.
+    public let blockSize: Int
+    /// The bytes appended so far, holes included.
+    public private(set) var size: Int64 = 0
+
+    private let shared: Shared
+    private let descriptor: FileDescriptor
+    /// The buffer the producer is filling: its index and the bytes filled so far.
+    private var current: (index: Int, count: Int)?
+    /// The output offset of the current buffer's first byte.
+    private var currentOffset: Int64 = 0
+    private var isRunning = true
+
+    /// Starts the writer thread for `descriptor`, which must be an empty file opened for
+    /// writing (see the file comment).
+    /// - Parameters:
+    ///   - path: the file's path, for error messages.
+    ///   - blockSize: the zero-detection block; by default the filesystem's block size
+    ///     (`st_blksize`) when it is a power of two from 4 KiB to 1 MiB, else 4 KiB.
+    ///   - bufferSize: the size of each queued buffer and the maximum `pwrite`.
+    ///   - bufferCount: the number of buffers; the queue holds at most this many.
+    public init(descriptor: FileDescriptor, path: String, blockSize: Int? = nil,
+                bufferSize: Int = 4 << 20, bufferCount: Int = 4) throws {
+        precondition(bufferCount >= 2 && bufferSize >= 4096, "Bug in imgtool: writer needs 2 buffers of 4 KiB or more")
+        var chosenBlockSize = 4096
+        if let blockSize {
+            chosenBlockSize = blockSize
+        } else if let status = try? descriptor.status() {
+            let reported = Int(status.blockSize)
+            if reported >= 4096, reported <= 1 << 20, reported & (reported - 1) == 0 { chosenBlockSize = reported }
+        }
+        precondition(chosenBlockSize > 0 && bufferSize % chosenBlockSize == 0,
+                     "Bug in imgtool: buffer size \(bufferSize) is not a multiple of block size \(chosenBlockSize)")
+        self.path = path
+        self.blockSize = chosenBlockSize
+        self.descriptor = descriptor
+        shared = Shared(descriptor: descriptor, path: path, blockSize: chosenBlockSize,
+                        bufferSize: bufferSize, bufferCount: bufferCount)
+        let shared = self.shared
+        let thread = Thread { shared.runWriter() }
+        thread.name = "imgtool-sparse-writer"
+        thread.start()
+    }
+
+    deinit {
+        if isRunning { cancel() }
+        shared.deallocateBuffers()
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var copied = 0
+        while copied < bytes.count {
+            let space = try writableSpace()
+            let chunk = min(space.count, bytes.count - copied)
+            space.baseAddress!.copyMemory(from: bytes.baseAddress! + copied, byteCount: chunk)
+            try commit(chunk)
+            copied += chunk
+        }
+    }
+
+    public func writeHole(count: Int64) throws {
+        precondition(count >= 0, "Bug in imgtool: hole of \(count) bytes")
+        try submitCurrent()
+        size += count
+    }
+
+    /// Free space at the end of the current buffer, taking a new buffer when it is full
+    /// (waiting while the writer thread holds all of them). Never empty. Fill a prefix
+    /// and call `commit` with its length; the space is valid until then.
+    func writableSpace() throws -> UnsafeMutableRawBufferPointer {
+        if let current, current.count < shared.bufferSize {
+            return UnsafeMutableRawBufferPointer(rebasing: shared.buffers[current.index][current.count...])
+        }
+        try submitCurrent()
+        let index = try shared.takeFreeBuffer()
+        current = (index, 0)
+        currentOffset = size
+        return shared.buffers[index]
+    }
+
+    /// Appends the first `count` bytes of the space `writableSpace` returned.
+    func commit(_ count: Int) throws {
+        guard count > 0 else { return }
+        guard var current else { preconditionFailure("Bug in imgtool: commit without writableSpace") }
+        precondition(current.count + count <= shared.bufferSize, "Bug in imgtool: commit past the buffer's end")
+        current.count += count
+        self.current = current
+        size += Int64(count)
+        if current.count == shared.bufferSize { try submitCurrent() }
+    }
+
+    /// Writes everything queued, waits for the writer thread, and sets the file's size.
+    /// - Returns: the file's size in bytes.
+    @discardableResult
+    public func finish() throws -> Int64 {
+        precondition(isRunning, "Bug in imgtool: SparseFileWriter finished twice or after cancel")
+        do {
+            try submitCurrent()
+        } catch {
+            cancel()
+            throw error
+        }
+        isRunning = false
+        try shared.closeAndWait()
+        do {
+            try descriptor.truncate(to: size)
+        } catch {
+            throw SystemError("set the size of", path: path, errno: error)
+        }
+        return size
+    }
+
+    /// Stops the writer thread without writing what is still queued; waits for it to
+    /// exit. The file's content is then undefined.
+    public func cancel() {
+        guard isRunning else { return }
+        isRunning = false
+        if let current { shared.returnBuffer(current.index) }
+        current = nil
+        shared.abandonAndWait()
+    }
+
+    private func submitCurrent() throws {
+        guard let current else { return }
+        self.current = nil
+        if current.count == 0 {
+            shared.returnBuffer(current.index)
+            return
+        }
+        try shared.submit(index: current.index, offset: currentOffset, count: current.count)
+    }
+}
+
+/// The state shared with the writer thread. `@unchecked Sendable` because the buffers
+/// are raw memory: the index protocol in the file comment keeps each one single-owner.
+private final class Shared: @unchecked Sendable {
+    struct Filled {
+        var index: Int
+        var offset: Int64
+        var count: Int
+    }
+
+    let descriptor: FileDescriptor
+    let path: String
+    let blockSize: Int
+    let bufferSize: Int
+    let buffers: [UnsafeMutableRawBufferPointer]
+    /// `blockSize` zero bytes to compare blocks against with `memcmp`, which glibc
+    /// vectorises; written once at init.
+    let zeroBlock: UnsafeMutableRawBufferPointer
+
+    let condition = NSCondition()
+    // Guarded by `condition`:
+    var free: [Int]
+    var filled: [Filled] = []
+    /// The producer has submitted its last buffer.
+    var closing = false
+    /// The producer gave up: drop queued work and exit.
+    var abandoned = false
+    /// The first write error; later buffers are returned unwritten.
+    var failure: (any Error)?
+    var writerExited = false
+
+    init(descriptor: FileDescriptor, path: String, blockSize: Int, bufferSize: Int, bufferCount: Int) {
+        self.descriptor = descriptor
+        self.path = path
+        self.blockSize = blockSize
+        self.bufferSize = bufferSize
+        buffers = (0..<bufferCount).map { _ in .allocate(byteCount: bufferSize, alignment: 4096) }
+        free = Array(0..<bufferCount)
+        zeroBlock = .allocate(byteCount: blockSize, alignment: 4096)
+        zeroBlock.initializeMemory(as: UInt8.self, repeating: 0)
+    }
+
+    func deallocateBuffers() {
+        for buffer in buffers { buffer.deallocate() }
+        zeroBlock.deallocate()
+    }
+
+    func takeFreeBuffer() throws -> Int {
+        condition.lock()
+        defer { condition.unlock() }
+        while free.isEmpty && failure == nil { condition.wait() }
+        if let failure { throw failure }
+        return free.removeLast()
+    }
+
+    func returnBuffer(_ index: Int) {
+        condition.lock()
+        free.append(index)
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func submit(index: Int, offset: Int64, count: Int) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        if let failure {
+            free.append(index)
+            throw failure
+        }
+        filled.append(Filled(index: index, offset: offset, count: count))
+        condition.broadcast()
+    }
+
+    func closeAndWait() throws {
+        condition.lock()
+        defer { condition.unlock() }
+        closing = true
+        condition.broadcast()
+        while !writerExited { condition.wait() }
+        if let failure { throw failure }
+    }
+
+    func abandonAndWait() {
+        condition.lock()
+        abandoned = true
+        condition.broadcast()
+        while !writerExited { condition.wait() }
+        condition.unlock()
+    }
+
+    /// The writer thread's loop: take a filled buffer, write its non-zero runs, return it.
+    func runWriter() {
+        while true {
+            condition.lock()
+            while filled.isEmpty && !closing && !abandoned { condition.wait() }
+            if abandoned || filled.isEmpty {
+                writerExited = true
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            let item = filled.removeFirst()
+            let skip = failure != nil
+            condition.unlock()
+
+            var error: (any Error)?
+            if !skip {
+                do {
+                    try writeNonZeroRuns(item)
+                } catch let caught {
+                    error = caught
+                }
+            }
+
+            condition.lock()
+            if let error, failure == nil { failure = error }
+            free.append(item.index)
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    private func writeNonZeroRuns(_ item: Filled) throws {
+        let buffer = UnsafeRawBufferPointer(buffers[item.index])
+        let block = Int64(blockSize)
+        var position = 0
+        var runStart: Int?
+        while position < item.count {
+            // Blocks are aligned to file offsets, so the first and last may be partial.
+            let intoBlock = Int((item.offset + Int64(position)) % block)
+            let blockEnd = min(item.count, position + blockSize - intoBlock)
+            let isZero = memcmp(buffer.baseAddress! + position, zeroBlock.baseAddress!, blockEnd - position) == 0
+            if isZero, let start = runStart {
+                try writeRun(buffer, from: start, to: position, at: item.offset)
+                runStart = nil
+            } else if !isZero, runStart == nil {
+                runStart = position
+            }
+            position = blockEnd
+        }
+        if let start = runStart { try writeRun(buffer, from: start, to: item.count, at: item.offset) }
+    }
+
+    private func writeRun(_ buffer: UnsafeRawBufferPointer, from start: Int, to end: Int, at offset: Int64) throws {
+        do {
+            try descriptor.writeAll(UnsafeRawBufferPointer(rebasing: buffer[start..<end]), at: offset + Int64(start))
+        } catch {
+            throw SystemError("write", path: path, errno: error)
+        }
+    }
+}

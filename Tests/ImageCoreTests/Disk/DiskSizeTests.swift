@@ -1,0 +1,99 @@
+import Testing
+@testable import ImageCore
+
+@Suite struct DiskSizeTests {
+    /// Text, exact bytes requested, bytes after rounding up to 512.
+    static let acceptedForms: [(String, Int64, Int64)] = [
+        ("0", 0, 0),
+        ("512", 512, 512),
+        ("1", 1, 512),                                  // one byte rounds up to one sector
+        ("1000", 1000, 1024),
+        ("10737418240", 10_737_418_240, 10_737_418_240),
+        ("1K", 1024, 1024),
+        ("1k", 1024, 1024),
+        ("1KiB", 1024, 1024),
+        ("1kib", 1024, 1024),
+        ("3M", 3 << 20, 3 << 20),
+        ("3MiB", 3 << 20, 3 << 20),
+        ("3mIb", 3 << 20, 3 << 20),
+        ("20G", 20 << 30, 20 << 30),
+        ("20g", 20 << 30, 20 << 30),
+        ("20GiB", 20 << 30, 20 << 30),
+        ("2T", 2 << 40, 2 << 40),
+        ("2tib", 2 << 40, 2 << 40),
+        ("4.5G", 4_831_838_208, 4_831_838_208),         // 4.5 * 2^30
+        ("0.5K", 512, 512),
+        ("0.1K", 103, 512),                             // 102.4 rounds up to 103 bytes, then 512
+        ("1.5", 2, 512),                                // 1.5 bytes rounds up to 2
+        ("1.250M", 1_310_720, 1_310_720),               // trailing zeros in the fraction carry no value
+        ("0.000000000000000001T", 1, 512),              // 2^40 / 10^18 rounds up to 1 byte
+        (" 8G ", 8 << 30, 8 << 30),                     // outer spaces are ignored
+        ("8388607T", 9_223_370_937_343_148_032, 9_223_370_937_343_148_032), // (2^23 - 1) * 2^40
+        ("9223372036854775296", 9_223_372_036_854_775_296, 9_223_372_036_854_775_296), // the largest multiple of 512
+    ]
+
+    @Test(arguments: acceptedForms)
+    func acceptedFormHasExactBytes(_ form: (String, Int64, Int64)) throws {
+        let size = try DiskSize(parsing: form.0)
+        #expect(size.requestedBytes == form.1)
+        #expect(size.bytes == form.2)
+        #expect(size.wasRounded == (form.1 != form.2))
+    }
+
+    /// Text and a word the reason must contain.
+    static let rejectedForms: [(String, String)] = [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("-1", "negative"),
+        ("-1G", "negative"),
+        ("20gG", "unknown unit 'gG'"),
+        ("1KB", "unknown unit 'KB'"),
+        ("1 G", "unknown unit ' G'"),
+        ("abc", "start with a digit"),
+        (".5G", "start with a digit"),
+        ("5.G", "decimal point"),
+        ("1.5.5", "unknown unit '.5'"),
+        ("0x10", "unknown unit 'x10'"),
+        ("1e9", "unknown unit 'e9'"),
+        ("+1G", "start with a digit"),
+        ("8388608T", "exceeds the maximum"),            // exactly 2^63
+        ("9223372036854775807", "rounded up"),          // Int64.max, but not after rounding to 512
+        ("99999999999999999999", "exceeds the maximum"),
+        ("1.0000000000000000001G", "18 decimal places"),
+    ]
+
+    @Test(arguments: rejectedForms)
+    func rejectedFormNamesReasonAndForms(_ form: (String, String)) {
+        #expect {
+            _ = try DiskSize(parsing: form.0)
+        } throws: { error in
+            guard let error = error as? InvalidArgumentError else { return false }
+            let message = error.description
+            return message.contains("'\(form.0)'") && message.contains(form.1) && message.contains(DiskSize.acceptedForms)
+        }
+    }
+
+    @Test func resizeRequestBareNumberIsGiB() throws {
+        let size = try #require(try DiskSize.parseResizeRequest("20"))
+        #expect(size.bytes == 20 << 30)
+    }
+
+    @Test func resizeRequestWithUnitIsExact() throws {
+        let size = try #require(try DiskSize.parseResizeRequest("512M"))
+        #expect(size.bytes == 512 << 20)
+    }
+
+    @Test func resizeRequestDecimalGiB() throws {
+        let size = try #require(try DiskSize.parseResizeRequest("1.5"))
+        #expect(size.bytes == 3 << 29)
+    }
+
+    @Test(arguments: ["0", "", "0G", "0.0", "  "])
+    func resizeRequestZeroKeepsSize(_ text: String) throws {
+        #expect(try DiskSize.parseResizeRequest(text) == nil)
+    }
+
+    @Test func resizeRequestNegativeIsRejected() {
+        #expect(throws: InvalidArgumentError.self) { _ = try DiskSize.parseResizeRequest("-5") }
+    }
+}

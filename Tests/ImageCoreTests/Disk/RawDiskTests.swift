@@ -1,0 +1,178 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+@testable import ImageCore
+
+/// Creates a sparse file of `size` bytes with `data` written at offset 0.
+private func makeDisk(_ path: String, size: Int64, data: [UInt8] = []) throws {
+    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o644)
+    guard fd >= 0 else { throw POSIXError(.EIO) }
+    defer { close(fd) }
+    if !data.isEmpty { _ = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } }
+    guard ftruncate(fd, off_t(size)) == 0 else { throw POSIXError(.EIO) }
+}
+
+@Suite struct RawDiskTests {
+    static let gibibyte: Int64 = 1 << 30
+    static let tebibyte: Int64 = 1 << 40
+
+    @Test func growOneGiBToOneTiBIsSparse() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let disk = scratch.file("disk.raw")
+        try makeDisk(disk, size: Self.gibibyte, data: Array(repeating: 0xAB, count: 1 << 20))
+        let allocatedBefore = allocatedBytes(disk)
+
+        let clock = ContinuousClock()
+        let started = clock.now
+        let result = try RawDisk.resize(path: disk, to: DiskSize(bytes: Self.tebibyte))
+        let elapsed = clock.now - started
+
+        #expect(result.oldSize == Self.gibibyte)
+        #expect(result.newSize == Self.tebibyte)
+        #expect(result.allocation == .sparse)
+        #expect(fileSize(disk) == Self.tebibyte)
+        #expect(allocatedBytes(disk) == allocatedBefore)
+        // ftruncate changes metadata only; one second is generous even on a loaded machine,
+        // while writing 1 TiB of zeros would take hours.
+        #expect(elapsed < .seconds(1))
+    }
+
+    @Test func growKeepsExistingData() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let disk = scratch.file("disk.raw")
+        try makeDisk(disk, size: 4096, data: Array("boot sector".utf8))
+        let hashBefore = try sha256sum(disk)
+        _ = try RawDisk.resize(path: disk, to: DiskSize(parsing: "1M"))
+        let prefix = try runProcess("/bin/sh", ["-c", "head -c 4096 '\(disk)' | sha256sum"]).outputText.prefix(64)
+        #expect(String(prefix) == hashBefore)
+    }
+
+    @Test func roundedSizeIsReported() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let disk = scratch.file("disk.raw")
+        try makeDisk(disk, size: 512)
+        let result = try RawDisk.resize(path: disk, to: DiskSize(parsing: "1000"))
+        #expect(result.wasRounded)
+        #expect(result.requestedBytes == 1000)
+        #expect(fileSize(disk) == 1024)
+    }
+
+    @Test func shrinkIsRejectedWithoutPermission() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let disk = scratch.file("disk.raw")
+        try makeDisk(disk, size: 2 << 20)
+        #expect(throws: DiskError.shrinkRejected(path: disk, currentSize: 2 << 20, requestedSize: 1 << 20)) {
+            _ = try RawDisk.resize(path: disk, to: DiskSize(parsing: "1M"))
+        }
+        #expect(fileSize(disk) == 2 << 20)
+    }
+
+    @Test func shrinkWithPermissionShrinks() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let disk = scratch.file("disk.raw")
+        try makeDisk(disk, size: 2 << 20)
+        let result = try RawDisk.resize(path: disk, to: DiskSize(parsing: "1M"), allowShrink: true)
+        #expect(result.shrank)
+        #expect(fileSize(disk) == 1 << 20)
+    }
+
+    @Test func sameSizeIsNoOp() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let disk = scratch.file("disk.raw")
+        try makeDisk(disk, size: 1 << 20)
+        let result = try RawDisk.resize(path: disk, to: DiskSize(parsing: "1M"), preallocate: true)
+        #expect(result.allocation == .unchanged)
+        #expect(allocatedBytes(disk) == 0)
+    }
+
+    @Test func directoryIsRejected() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        #expect(throws: DiskError.notRegularFile(path: scratch.path, kind: "directory")) {
+            _ = try RawDisk.resize(path: scratch.path, to: DiskSize(parsing: "1M"))
+        }
+    }
+
+    @Test func fifoIsRejected() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let fifo = scratch.file("pipe")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        #expect(throws: DiskError.notRegularFile(path: fifo, kind: "FIFO")) {
+            _ = try RawDisk.resize(path: fifo, to: DiskSize(parsing: "1M"))
+        }
+    }
+
+    @Test func missingFileNamesPath() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let disk = scratch.file("absent.raw")
+        #expect {
+            _ = try RawDisk.resize(path: disk, to: DiskSize(parsing: "1M"))
+        } throws: { error in
+            (error as? SystemError)?.errno == .noEntry && "\(error)".contains(disk)
+        }
+        #expect(!pathExists(disk))
+    }
+
+    @Test func lockedFileIsBusy() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let disk = scratch.file("disk.raw")
+        try makeDisk(disk, size: 512)
+        let holder = open(disk, O_RDONLY)
+        defer { close(holder) }
+        #expect(flock(holder, LOCK_EX) == 0)
+        #expect(throws: DiskError.busy(path: disk)) {
+            _ = try RawDisk.resize(path: disk, to: DiskSize(parsing: "1M"))
+        }
+        #expect(fileSize(disk) == 512)
+    }
+
+    @Test(.enabled(if: ScratchMount.isPossible, "mounting a tmpfs needs root with CAP_SYS_ADMIN"))
+    func preallocateReservesBlocks() throws {
+        let mount = try ScratchMount(type: "tmpfs", options: "size=16m")
+        defer { mount.unmount() }
+        let disk = mount.file("disk.raw")
+        try makeDisk(disk, size: 4096)
+        let result = try RawDisk.resize(path: disk, to: DiskSize(parsing: "8M"), preallocate: true)
+        #expect(result.allocation == .preallocated)
+        #expect(fileSize(disk) == 8 << 20)
+        #expect(allocatedBytes(disk) == 8 << 20)
+    }
+
+    @Test(.enabled(if: ScratchMount.isPossible, "mounting a tmpfs needs root with CAP_SYS_ADMIN"))
+    func noSpaceLeavesSizeUnchanged() throws {
+        let mount = try ScratchMount(type: "tmpfs", options: "size=1m")
+        defer { mount.unmount() }
+        let disk = mount.file("disk.raw")
+        try makeDisk(disk, size: 64 << 10, data: Array(repeating: 1, count: 4096))
+        #expect {
+            _ = try RawDisk.resize(path: disk, to: DiskSize(parsing: "8M"), preallocate: true)
+        } throws: { error in
+            (error as? SystemError)?.errno == .noSpace
+        }
+        #expect(fileSize(disk) == 64 << 10)
+    }
+
+    @Test(.enabled(if: ScratchMount.isPossible, "mounting a ramfs needs root with CAP_SYS_ADMIN"))
+    func preallocateFallsBackWhereUnsupported() throws {
+        // ramfs has no fallocate, so the kernel returns EOPNOTSUPP.
+        let mount = try ScratchMount(type: "ramfs")
+        defer { mount.unmount() }
+        let disk = mount.file("disk.raw")
+        try makeDisk(disk, size: 4096)
+        let result = try RawDisk.resize(path: disk, to: DiskSize(parsing: "64M"), preallocate: true)
+        #expect(result.allocation == .fellBackToSparse(.notSupported))
+        #expect(fileSize(disk) == 64 << 20)
+        #expect(allocatedBytes(disk) < 1 << 20)
+    }
+}

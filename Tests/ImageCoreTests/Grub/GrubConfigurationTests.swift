@@ -1,0 +1,367 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+@testable import ImageCore
+
+/// Catalog entries as the image catalog describes them.
+enum TestEntries {
+    static let rancherArguments = ["printk.devkmsg=on", "rancher.state.dev=LABEL=RANCHER_STATE", "rancher.state.wait",
+                                   "rancher.resize_device=/dev/sda"]
+
+    static func rancher(_ version: String, kernel: String) -> CatalogEntry {
+        CatalogEntry(name: "RancherOS", version: version,
+                     url: "http://download.freenas.org/bhyve-templates/rancheros-bhyve-\(version)/rancheros-bhyve-\(version).img.gz",
+                     kernel: kernel, initrd: "initrd-\(version)", kernelArguments: rancherArguments,
+                     passwordForm: .plain, splitsCommandLineOnSpaces: true)
+    }
+
+    static let v113 = rancher("v1.1.3", kernel: "vmlinuz-4.9.75-rancher")
+    static let v142 = rancher("v1.4.2", kernel: "vmlinuz-4.14.73-rancher")
+
+    /// An entry whose guest applies a SHA-512 crypt hash with `chpasswd -e`.
+    static let hashed: CatalogEntry = {
+        var entry = rancher("v1.4.2", kernel: "vmlinuz-4.14.73-rancher")
+        entry.passwordForm = .sha512Crypt
+        entry.splitsCommandLineOnSpaces = false
+        return entry
+    }()
+}
+
+/// An active sharefs in a scratch directory.
+struct GrubFixture {
+    let scratch: ScratchDirectory
+    let sharefs: ActiveSharefs
+    let configurations: GrubConfigurations
+
+    init(label: String = #function) throws {
+        scratch = try ScratchDirectory(label)
+        try FileManager.default.createDirectory(atPath: scratch.file("pools/tank"), withIntermediateDirectories: true)
+        let manager = Sharefs(configuration: SharefsConfiguration(poolsRoot: scratch.file("pools"),
+                                                                  stateDirectory: scratch.file("state")))
+        sharefs = try manager.activate().sharefs
+        configurations = GrubConfigurations(sharefs: sharefs)
+    }
+
+    func text(_ path: String) throws -> String { try String(contentsOfFile: path, encoding: .utf8) }
+    func bytes(_ path: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
+}
+
+/// Splits the first `linux` line of a grub.cfg with the test model of GRUB's lexer.
+func linuxLine(of config: [UInt8]) -> (tokens: [GrubToken], expanded: Bool)? {
+    for line in config.split(separator: UInt8(ascii: "\n")) {
+        let split = GrubModel.split(Array(line))
+        if split.tokens.first == .word(Array("linux".utf8)) { return split }
+    }
+    return nil
+}
+
+func grubScriptCheck(_ path: String) throws -> ProcessResult {
+    try runProcess("grub-script-check", [path])
+}
+
+@Suite struct GrubConfigurationTests {
+    static let key = Array("rancher.password=".utf8)
+
+    static let acceptedPlain = ["a&b", "a;reboot", "a|b", "a{b}", "a<b>", "a#b", "a'b", "x$6$salt$abc", "pässwörd", "12345"]
+
+    @Test(arguments: acceptedPlain)
+    func plainPasswordReachesGuestUnchanged(_ password: String) throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let result = try fixture.configurations.write(vmID: 1, vmName: "docker", rawPath: "/mnt/tank/docker.raw",
+                                                      entry: TestEntries.v113, password: GuestPassword(password))
+        let check = try grubScriptCheck(result.grubConfigPath)
+        #expect(check.status == 0, "grub-script-check: \(check.standardError)")
+
+        let line = try #require(linuxLine(of: try fixture.bytes(result.grubConfigPath)))
+        #expect(!line.expanded)
+        let words = line.tokens.compactMap { token -> [UInt8]? in
+            if case .word(let word) = token { return word }
+            return nil
+        }
+        #expect(words.count == line.tokens.count, "an operator token split the linux line")
+        #expect(words.count == 7)                        // linux, kernel, password, 4 arguments
+        #expect(words[2] == Self.key + Array(password.utf8))
+
+        let commandLine = GrubModel.kernelCommandLine(Array(words.dropFirst(2)))
+        let value = try #require(GrubModel.rancherPasswordValue(commandLine))
+        #expect(value == Array(password.utf8))
+        #expect(try GrubModel.yamlTexts([value]) == [password])
+    }
+
+    /// Password, and a phrase the rejection reason must contain.
+    static let rejectedPlain: [(String, String)] = [
+        ("", "empty"),
+        (String(repeating: "a", count: 257), "maximum is 256"),
+        ("a\nb", "line break"),
+        ("a\tb", "control character"),
+        ("a\u{7}b", "control character"),
+        ("a\\b", "backslash"),
+        ("a\"b", "double quote"),
+        ("a b", "space"),
+        ("#ab", "syntax"), ("&a", "syntax"), ("*a", "syntax"), ("!a", "syntax"), ("'a'", "syntax"),
+        ("|a", "syntax"), (">a", "syntax"), ("%a", "syntax"), ("@a", "syntax"), ("`a", "syntax"),
+        ("[a", "syntax"), ("{a", "syntax"), ("-a", "syntax"),
+        ("yes", "boolean or null"), ("off", "boolean or null"), ("true", "boolean or null"),
+        ("null", "boolean or null"), ("~", "boolean or null"),
+        ("0777", "number"), ("0x1f", "number"), ("1_000", "number"), ("+1", "number"), ("1.50", "number"),
+        ("1e5", "number"), (".inf", "number"),
+        ("ab:", "mapping"), ("2001-12-14", "date"),
+    ]
+
+    @Test(arguments: rejectedPlain)
+    func plainPasswordIsRejectedWithReason(_ example: (String, String)) throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        #expect {
+            try fixture.configurations.write(vmID: 1, vmName: "docker", rawPath: "/mnt/tank/docker.raw",
+                                             entry: TestEntries.v113, password: GuestPassword(example.0))
+        } throws: { error in
+            guard let error = error as? PasswordError else { return false }
+            return error.reason.contains(example.1)
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.sharefs.configsPath).isEmpty)
+    }
+
+    @Test func rejectionNeverQuotesPassword() throws {
+        // Reserved words are listed in their reason by category, so they are left out.
+        for (password, _) in Self.rejectedPlain
+        where password.count >= 3 && !PlainPasswordRules.reservedWords.contains(password.lowercased()) {
+            do {
+                try GuestPassword(password).validate(for: PasswordPolicy(entry: TestEntries.v113))
+                Issue.record("a rejected password was accepted")
+            } catch {
+                #expect(!error.description.contains(password))
+            }
+        }
+    }
+
+    @Test func spaceIsAcceptedWhenGuestDoesNotSplit() throws {
+        var entry = TestEntries.v142
+        entry.splitsCommandLineOnSpaces = false
+        try GuestPassword("correct horse").validate(for: PasswordPolicy(entry: entry))
+    }
+
+    @Test(arguments: [("a: b", "mapping"), ("a #b", "comment"), (" ab", "space"), ("ab ", "space")])
+    func spacedPasswordYAMLTrapIsRejected(_ example: (String, String)) {
+        var entry = TestEntries.v142
+        entry.splitsCommandLineOnSpaces = false
+        #expect {
+            try GuestPassword(example.0).validate(for: PasswordPolicy(entry: entry))
+        } throws: { error in
+            (error as? PasswordError)?.reason.contains(example.1) == true
+        }
+    }
+
+    static let hashedPasswords: [[UInt8]] = (acceptedPlain + [
+        "a b", "a\"b", "a\\b", "#ab", "0777", "yes", "a\tb", "$(reboot)", "'; reboot; '", String(repeating: "p", count: 256),
+    ]).map { Array($0.utf8) } + [[0xFF, 0xFE, 0x41]]
+
+    @Test(arguments: hashedPasswords)
+    func hashedPasswordWordIsCryptOutput(_ password: [UInt8]) throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let result = try fixture.configurations.write(vmID: 2, vmName: "guest", rawPath: "/mnt/tank/guest.raw",
+                                                      entry: TestEntries.hashed, password: GuestPassword(bytes: password))
+        let check = try grubScriptCheck(result.grubConfigPath)
+        #expect(check.status == 0, "grub-script-check: \(check.standardError)")
+
+        let config = try fixture.bytes(result.grubConfigPath)
+        let line = try #require(linuxLine(of: config))
+        #expect(!line.expanded)
+        guard line.tokens.count == 7, case .word(let word) = line.tokens[2] else {
+            Issue.record("the linux line does not have 7 words")
+            return
+        }
+        #expect(word.starts(with: Self.key))
+        let hash = String(decoding: word.dropFirst(Self.key.count), as: UTF8.self)
+        let fields = hash.split(separator: "$", omittingEmptySubsequences: false)
+        #expect(fields.count == 4)                           // "", "6", salt, hash
+        #expect(hash.hasPrefix("$6$"))
+
+        // openssl reads the password as one line from standard input.
+        let salt = String(fields[2])
+        let openssl = try runProcess("openssl", ["passwd", "-6", "-salt", salt, "-stdin"], input: Data(password))
+        #expect(openssl.outputText.trimmingCharacters(in: .newlines) == hash)
+        #expect(config.firstRange(of: password) == nil)
+    }
+
+    @Test func newlinePasswordHashVerifies() throws {
+        // openssl -stdin stops at a newline, so libxcrypt verifies this one.
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let password = GuestPassword("two\nlines")
+        let result = try fixture.configurations.write(vmID: 2, vmName: "guest", rawPath: "/mnt/tank/guest.raw",
+                                                      entry: TestEntries.hashed, password: password)
+        let line = try #require(linuxLine(of: try fixture.bytes(result.grubConfigPath)))
+        guard case .word(let word) = line.tokens[2] else {
+            Issue.record("no password word")
+            return
+        }
+        #expect(SHA512Crypt.verify(password, against: String(decoding: word.dropFirst(Self.key.count), as: UTF8.self)))
+    }
+
+    @Test(arguments: [GuestPassword(""), GuestPassword(String(repeating: "a", count: 257)), GuestPassword(bytes: [0x61, 0, 0x62])])
+    func hashedPasswordIsRejected(_ password: GuestPassword) throws {
+        #expect(throws: PasswordError.self) { try password.validate(for: PasswordPolicy(entry: TestEntries.hashed)) }
+    }
+
+    @Test func generatedConfigurationMatchesTemplate() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let result = try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: "/mnt/tank/vm/web.raw",
+                                                      entry: TestEntries.v142, password: GuestPassword("secret"))
+        let expected = """
+        set timeout=0
+        set default=RancherOS
+
+        menuentry "bhyve-image" --id RancherOS {
+        \tset root=(hd0,msdos1)
+        \tlinux /boot/vmlinuz-4.14.73-rancher rancher.password='secret' printk.devkmsg=on rancher.state.dev=LABEL=RANCHER_STATE rancher.state.wait rancher.resize_device=/dev/sda
+        \tinitrd /boot/initrd-v1.4.2
+        }
+
+        """
+        #expect(try fixture.text(result.grubConfigPath) == expected)
+        #expect(result.grubConfigPath == "\(fixture.sharefs.configsPath)/4_web/grub/grub.cfg")
+        #expect(result.outcome == .created)
+    }
+
+    @Test func deviceMapNamesRawDisk() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let result = try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: "/mnt/tank/vm/web disk.raw",
+                                                      entry: TestEntries.v142, password: GuestPassword("secret"))
+        #expect(try fixture.text(result.deviceMapPath) == "(hd0) /mnt/tank/vm/web disk.raw\n")
+        #expect(result.deviceMapPath == "\(fixture.sharefs.configsPath)/4_web/device.map")
+    }
+
+    @Test func filesAreOwnerOnly() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let result = try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: "/mnt/tank/web.raw",
+                                                      entry: TestEntries.v142, password: GuestPassword("secret"))
+        #expect(try linkStatus(result.grubConfigPath)!.mode & 0o777 == 0o600)
+        #expect(try linkStatus(result.deviceMapPath)!.mode & 0o777 == 0o600)
+        #expect(try linkStatus(result.directory)!.mode & 0o777 == 0o700)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: "\(result.directory)/grub")
+        #expect(leftovers == ["grub.cfg"])
+    }
+
+    @Test func relativeRawPathIsRejected() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        #expect(throws: GrubError.invalidRawPath(path: "web.raw", reason: "the path is not absolute")) {
+            try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: "web.raw", entry: TestEntries.v142,
+                                             password: GuestPassword("secret"))
+        }
+    }
+
+    @Test func rewriteChangesOnlyPassword() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let policy = PasswordPolicy(entry: TestEntries.v113)
+        let result = try fixture.configurations.write(vmID: 9, vmName: "old-guest", rawPath: "/mnt/tank/old.raw",
+                                                      entry: TestEntries.v113, password: GuestPassword("old"))
+        let before = try fixture.text(result.grubConfigPath).split(separator: "\n", omittingEmptySubsequences: false)
+
+        #expect(try fixture.configurations.setPassword(vmID: 9, password: GuestPassword("new&pw"), policy: policy))
+        let afterText = try fixture.text(result.grubConfigPath)
+        let after = afterText.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(after.count == before.count)
+        for (old, new) in zip(before, after) where !old.contains("linux ") {
+            #expect(old == new)
+        }
+        #expect(afterText.contains("\tlinux /boot/vmlinuz-4.9.75-rancher rancher.password='new&pw' printk.devkmsg=on"))
+        #expect(afterText.contains("\tinitrd /boot/initrd-v1.1.3\n"))
+        #expect(!afterText.contains("old"))
+        #expect(try grubScriptCheck(result.grubConfigPath).status == 0)
+
+        let bytesAfterFirst = try fixture.bytes(result.grubConfigPath)
+        #expect(try !fixture.configurations.setPassword(vmID: 9, password: GuestPassword("new&pw"), policy: policy))
+        #expect(try fixture.bytes(result.grubConfigPath) == bytesAfterFirst)
+    }
+
+    @Test func hashedRewriteTwiceIsIdentical() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let policy = PasswordPolicy(entry: TestEntries.hashed)
+        let result = try fixture.configurations.write(vmID: 9, vmName: "guest", rawPath: "/mnt/tank/g.raw",
+                                                      entry: TestEntries.hashed, password: GuestPassword("first"))
+        #expect(try fixture.configurations.setPassword(vmID: 9, password: GuestPassword("second"), policy: policy))
+        let once = try fixture.bytes(result.grubConfigPath)
+        #expect(try !fixture.configurations.setPassword(vmID: 9, password: GuestPassword("second"), policy: policy))
+        #expect(try fixture.bytes(result.grubConfigPath) == once)
+    }
+
+    @Test func existingConfigurationKeepsKernel() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        _ = try fixture.configurations.write(vmID: 5, vmName: "guest", rawPath: "/mnt/tank/g.raw",
+                                             entry: TestEntries.v113, password: GuestPassword("first"))
+        let result = try fixture.configurations.write(vmID: 5, vmName: "guest", rawPath: "/mnt/tank/g.raw",
+                                                      entry: TestEntries.v142, password: GuestPassword("second"))
+        let text = try fixture.text(result.grubConfigPath)
+        #expect(result.outcome == .passwordUpdated)
+        #expect(text.contains("linux /boot/vmlinuz-4.9.75-rancher rancher.password='second' "))
+        #expect(text.contains("initrd /boot/initrd-v1.1.3"))
+        #expect(!text.contains("first"))
+    }
+
+    @Test func setPasswordWithoutConfigurationFails() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        #expect(throws: GrubError.configurationNotFound(vmID: 3, configsPath: fixture.sharefs.configsPath)) {
+            try fixture.configurations.setPassword(vmID: 3, password: GuestPassword("pw"),
+                                                   policy: PasswordPolicy(entry: TestEntries.v113))
+        }
+    }
+
+    @Test func setPasswordNeedsNameWhenRenamed() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        for name in ["before", "after"] {
+            _ = try fixture.configurations.write(vmID: 3, vmName: name, rawPath: "/mnt/tank/g.raw",
+                                                 entry: TestEntries.v113, password: GuestPassword("pw1"))
+        }
+        #expect(throws: GrubError.self) {
+            try fixture.configurations.setPassword(vmID: 3, password: GuestPassword("pw2"),
+                                                   policy: PasswordPolicy(entry: TestEntries.v113))
+        }
+        #expect(try fixture.configurations.setPassword(vmID: 3, vmName: "after", password: GuestPassword("pw2"),
+                                                       policy: PasswordPolicy(entry: TestEntries.v113)))
+    }
+
+    @Test func passwordIsNeverLogged() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let lines = LockedLines()
+        let previousSink = Log.sink, previousLevel = Log.level
+        Log.sink = { _, _, message in lines.append(message) }
+        Log.level = .debug
+        defer {
+            Log.sink = previousSink
+            Log.level = previousLevel
+        }
+        _ = try fixture.configurations.write(vmID: 6, vmName: "guest", rawPath: "/mnt/tank/g.raw",
+                                             entry: TestEntries.v113, password: GuestPassword("hunter2&x"))
+        try fixture.configurations.setPassword(vmID: 6, password: GuestPassword("swordfish&y"),
+                                               policy: PasswordPolicy(entry: TestEntries.v113))
+        #expect(!lines.all.isEmpty)
+        #expect(!lines.all.contains { $0.contains("hunter2") || $0.contains("swordfish") })
+    }
+
+    @Test func passwordDescriptionIsHidden() {
+        #expect("\(GuestPassword("hunter2"))" == "(password hidden)")
+    }
+}
+
+/// Log lines collected from any thread.
+final class LockedLines: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func append(_ line: String) { lock.withLock { lines.append(line) } }
+    var all: [String] { lock.withLock { lines } }
+}

@@ -1,0 +1,236 @@
+// The inflation cases that real files contain and other decoders got wrong, each with
+// its exact expected result, through the file-to-file entry point.
+
+import Foundation
+import Testing
+@testable import ImageCore
+
+@Suite struct DecompressCasesTests {
+    /// Inflates `input` from a file into a new RAW file; returns the RAW path and summary.
+    private func inflate(_ input: [UInt8], in scratch: ScratchDirectory,
+                         engine: DeflateEngine = .isal) throws -> (raw: String, summary: DecompressSummary) {
+        let source = scratch.file("input")
+        let raw = scratch.file("disk.raw")
+        try writeFile(source, input)
+        let summary = try Decompressor.decompress(source: source, destination: raw,
+                                                  options: DecompressOptions(engine: engine))
+        return (raw, summary)
+    }
+
+    @Test(arguments: DeflateEngine.allCases)
+    func twoMembersGiveBothOutputs(engine: DeflateEngine) throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let (raw, summary) = try inflate(try gzip("foo") + gzip("bar"), in: scratch, engine: engine)
+        #expect(try readFile(raw) == Array("foobar".utf8))
+        #expect(summary.members == 2)
+    }
+
+    @Test(arguments: DeflateEngine.allCases)
+    func emptyMemberThenHello(engine: DeflateEngine) throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let input = bytes(hex: """
+            1f8b 0800 0000 0000 02ff 0300 0000 0000 0000 0000
+            1f8b 0800 0000 0000 02ff cb48 cdc9 c907 0086 a610 3605 0000 00
+            """)
+        #expect(input.count == 45)
+        let (raw, summary) = try inflate(input, in: scratch, engine: engine)
+        #expect(try readFile(raw) == Array("hello".utf8))
+        #expect(summary.members == 2)
+        #expect(summary.warnings.isEmpty)
+    }
+
+    @Test func emptyMembersInMiddleAndAtEnd() throws {
+        let input = try gzip("ab") + emptyGzipMember + gzip("cd") + emptyGzipMember
+        let (output, summary) = try inflateInMemory(input)
+        #expect(output == Array("abcd".utf8))
+        #expect(summary.members == 4)
+    }
+
+    @Test func trailingZeroPaddingIsAccepted() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let (raw, summary) = try inflate(try gzip("abc") + [UInt8](repeating: 0, count: 10), in: scratch)
+        #expect(try readFile(raw) == Array("abc".utf8))
+        #expect(summary.warnings.isEmpty)
+    }
+
+    @Test func trailingGarbageIsWarning() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let member = try gzip("abc")
+        let (raw, summary) = try inflate(member + Array("\n \n\n\n\n \n".utf8), in: scratch)
+        #expect(try readFile(raw) == Array("abc".utf8))
+        #expect(summary.warnings.count == 1)
+        // The 8 trailing bytes start right after the 23-byte member.
+        #expect(summary.warnings.first?.contains("8 bytes of trailing data at offset \(member.count)") == true)
+    }
+
+    @Test func bgzipFileGivesAllLines() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let input = try compress(Array((1...10).map { "\($0)\n" }.joined().utf8), with: "bgzip -c")
+        // bgzip ends every file with its 28-byte empty member.
+        #expect(Array(input.suffix(28)) == bytes(hex: """
+            1f8b 0804 0000 0000 00ff 0600 4243 0200 1b00 0300 0000 0000 0000 0000
+            """))
+        let (raw, summary) = try inflate(input, in: scratch)
+        #expect(try String(contentsOfFile: raw, encoding: .utf8) == "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n")
+        #expect(summary.members == 2)
+    }
+
+    @Test func emptyInputGivesEmptyFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let (raw, summary) = try inflate(try gzip(""), in: scratch)
+        #expect(fileSize(raw) == 0)
+        #expect(summary.bytesWritten == 0)
+    }
+
+    @Test func xzEmptyStreamAfterStream() throws {
+        let emptyStream = bytes(hex: """
+            fd37 7a58 5a00 0004 e6d6 b446 0000 0000 1cdf 4421 1fb6 f37d 0100 0000 0004 595a
+            """)
+        #expect(emptyStream.count == 32)
+        let first = try compress(Array("payload".utf8), with: "xz -c")
+        let (output, summary) = try inflateInMemory(first + emptyStream)
+        #expect(output == Array("payload".utf8))
+        #expect(summary.format == .xz)
+    }
+
+    @Test func xzFourPaddingBytesAccepted() throws {
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        let (output, _) = try inflateInMemory(stream + [0, 0, 0, 0])
+        #expect(output == Array("payload".utf8))
+    }
+
+    @Test func xzFivePaddingBytesRejected() throws {
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        #expect(throws: InflateError.self) { _ = try inflateInMemory(stream + [0, 0, 0, 0, 0]) }
+    }
+
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["IMGTOOL_LARGE_TESTS"] == "1"))
+    func zerosPast4GiBKeepTheirSize() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let size: Int64 = 4_294_967_301
+        let source = scratch.file("zeros.gz")
+        try shell("head -c \(size) /dev/zero | gzip -1 -c > '\(source)'")
+        // ISIZE is the length modulo 2^32: 4,294,967,301 - 4,294,967,296 = 5.
+        let trailer = Array(try readFile(source).suffix(4))
+        #expect(trailer == [5, 0, 0, 0])
+        let raw = scratch.file("disk.raw")
+        let summary = try Decompressor.decompress(source: source, destination: raw, options: DecompressOptions())
+        #expect(fileSize(raw) == size)
+        #expect(summary.bytesWritten == size)
+        // All zeros: nothing but metadata should be allocated.
+        #expect(allocatedBytes(raw) < 1 << 20)
+    }
+
+    @Test func reservedFlagBitsRejected() throws {
+        for bit: UInt8 in [0x20, 0x40, 0x80] {
+            var input = try gzip("abc")
+            input[3] |= bit
+            #expect(throws: InflateError.self) { _ = try inflateInMemory(input) }
+            do {
+                _ = try inflateInMemory(input)
+            } catch let error as InflateError {
+                #expect(error.description.contains("reserved bits"))
+            }
+        }
+    }
+
+    @Test func dataZerosDataIsSparse() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = [UInt8](repeating: 0xaa, count: 4096) + [UInt8](repeating: 0, count: 1 << 20)
+            + [UInt8](repeating: 0xbb, count: 4096)
+        let (raw, _) = try inflate(try compress(payload, with: "gzip -c"), in: scratch)
+        #expect(try readFile(raw) == payload)
+        // Two 4 KiB data blocks; a filesystem with larger blocks may round up once each.
+        #expect(allocatedBytes(raw) >= 8192)
+        #expect(allocatedBytes(raw) <= 2 * 65536)
+    }
+
+    @Test func trailingZerosKeepFullLength() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = [UInt8](repeating: 0x5a, count: 1 << 20) + [UInt8](repeating: 0, count: 1 << 20)
+        let (raw, _) = try inflate(try compress(payload, with: "gzip -c"), in: scratch)
+        #expect(fileSize(raw) == 2 << 20)
+        #expect(try readFile(raw) == payload)
+    }
+
+    @Test func existingTargetIsUnchanged() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = scratch.file("input.gz")
+        let raw = scratch.file("disk.raw")
+        try writeFile(source, try compress([UInt8](repeating: 0, count: 65536), with: "gzip -c"))
+        let original = [UInt8](repeating: 0xff, count: 65536)
+        try writeFile(raw, original)
+        #expect(throws: TargetExistsError.self) {
+            _ = try Decompressor.decompress(source: source, destination: raw, options: DecompressOptions())
+        }
+        #expect(try readFile(raw) == original)
+        #expect(try directoryNames(scratch.path) == ["disk.raw", "input.gz"])
+    }
+
+    @Test func existingSymbolicLinkIsRejected() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = scratch.file("input.gz")
+        try writeFile(source, try gzip("abc"))
+        try FileManager.default.createSymbolicLink(atPath: scratch.file("link.raw"), withDestinationPath: scratch.file("missing"))
+        #expect(throws: TargetExistsError.self) {
+            _ = try Decompressor.decompress(source: source, destination: scratch.file("link.raw"), options: DecompressOptions())
+        }
+        #expect(!pathExists(scratch.file("missing")))
+    }
+
+    @Test func unknownFormatNamesWhatWasFound() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = scratch.file("image.gz")
+        try writeFile(source, Array("BZh91AY&SY".utf8))
+        do {
+            _ = try Decompressor.decompress(source: source, destination: scratch.file("disk.raw"), options: DecompressOptions())
+            Issue.record("bzip2 data was accepted")
+        } catch let error as InflateError {
+            #expect(error.description.contains("bzip2"))
+            #expect(error.category == .invalidData)
+        }
+        #expect(try directoryNames(scratch.path) == ["image.gz"])
+    }
+
+    @Test func emptySourceIsRejected() throws {
+        #expect(throws: InflateError.unsupportedFormat(path: "memory.gz", found: "the file is empty")) {
+            _ = try inflateInMemory([])
+        }
+    }
+
+    @Test func corruptChecksumNamesMember() throws {
+        let first = try gzip("first")
+        var second = try gzip("second")
+        second[second.count - 8] ^= 0xff
+        #expect(throws: InflateError.self) { _ = try inflateInMemory(first + second) }
+        do {
+            _ = try inflateInMemory(first + second)
+        } catch let error as InflateError {
+            guard case .checksumMismatch(_, let memberOffset, _, _) = error else {
+                Issue.record("expected a checksum mismatch, got \(error)")
+                return
+            }
+            #expect(memberOffset == Int64(first.count))
+        }
+    }
+
+    @Test func wrongSizeIsRejected() throws {
+        var input = try gzip("abc")
+        input[input.count - 4] = 4
+        #expect(throws: InflateError.sizeMismatch(path: "memory.gz", memberOffset: 0, stored: 4, computed: 3)) {
+            _ = try inflateInMemory(input)
+        }
+    }
+}

@@ -1,0 +1,173 @@
+// Round trips: payloads mixing random data, text and zero runs, compressed by the real
+// tools, inflated into RAW files and compared by SHA-256 and by allocated size.
+
+import Foundation
+import Testing
+@testable import ImageCore
+
+@Suite struct RoundTripTests {
+    static let compressors = ["gzip -1 -c", "gzip -6 -c", "gzip -9 -c", "pigz -c -p 2", "bgzip -c", "xz -T2 -c"]
+
+    /// Named payloads; sizes stay small so the suite runs in seconds on a debug build.
+    static func payloads() -> [(name: String, bytes: [UInt8])] {
+        var generator = PayloadGenerator(seed: 42)
+        return [
+            ("empty", []),
+            ("all zeros", [UInt8](repeating: 0, count: 3 << 20)),
+            ("mixed", mixedPayload(seed: 1, size: 5 << 20)),
+            ("ends in zeros", generator.text(300_000) + [UInt8](repeating: 0, count: 2 << 20)),
+            ("starts with zeros", [UInt8](repeating: 0, count: 2 << 20) + generator.random(300_001)),
+            ("random", generator.random(1_000_003)),
+        ]
+    }
+
+    @Test(arguments: compressors)
+    func roundTripMatchesHashAndAllocation(compressor: String) throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        for (index, payload) in Self.payloads().enumerated() {
+            let original = scratch.file("original-\(index)")
+            try writeFile(original, payload.bytes)
+            let source = scratch.file("input-\(index)")
+            try shell("\(compressor) < '\(original)' > '\(source)'")
+            let raw = scratch.file("disk-\(index).raw")
+            let summary = try Decompressor.decompress(source: source, destination: raw, options: DecompressOptions(threads: 2))
+
+            #expect(try sha256sum(raw) == sha256sum(original), "\(payload.name) through \(compressor)")
+            #expect(summary.bytesWritten == Int64(payload.bytes.count), "\(payload.name) through \(compressor)")
+            // `cp --sparse=always` is the reference for "allocates only its data blocks".
+            let reference = scratch.file("reference-\(index)")
+            try shell("cp --sparse=always '\(original)' '\(reference)' && sync '\(reference)'")
+            #expect(allocatedBytes(raw) <= allocatedBytes(reference), "\(payload.name) through \(compressor)")
+            #expect(summary.allocatedBytes == allocatedBytes(raw), "\(payload.name) through \(compressor)")
+        }
+    }
+
+    @Test func isalAndZlibAgree() throws {
+        for payload in Self.payloads() {
+            for compressor in Self.compressors where !compressor.hasPrefix("xz") {
+                let input = try compress(payload.bytes, with: compressor)
+                let fromIsal = try inflateInMemory(input, engine: .isal)
+                let fromZlib = try inflateInMemory(input, engine: .zlib)
+                #expect(fromIsal.output == fromZlib.output, "\(payload.name) through \(compressor)")
+                #expect(fromIsal.output == payload.bytes, "\(payload.name) through \(compressor)")
+                #expect(fromIsal.summary.members == fromZlib.summary.members, "\(payload.name) through \(compressor)")
+            }
+        }
+    }
+
+    @Test(arguments: [1, 7, 4096])
+    func smallReadsGiveSameOutput(pieceSize: Int) throws {
+        // Reads of a few bytes put every member and trailer boundary across two reads,
+        // which checks how bytes ISA-L read ahead are given back to the trailer.
+        let payload = mixedPayload(seed: 3, size: 40_000)
+        var input: [UInt8] = []
+        for part in stride(from: 0, to: payload.count, by: 5_000) {
+            input += try compress(Array(payload[part..<min(payload.count, part + 5_000)]), with: "gzip -c")
+            input += emptyGzipMember
+        }
+        for engine in DeflateEngine.allCases {
+            let (output, summary) = try inflateInMemory(input, engine: engine, pieceSize: pieceSize)
+            #expect(output == payload, "\(engine) with \(pieceSize)-byte reads")
+            #expect(summary.members == 16, "\(engine) with \(pieceSize)-byte reads")
+        }
+    }
+
+    @Test func manySmallPigzBlocksDecode() throws {
+        // pigz -i resets its blocks every 32 KiB and emits empty stored blocks to align them.
+        let payload = mixedPayload(seed: 5, size: 1 << 20)
+        let input = try compress(payload, with: "pigz -i -b 32 -c")
+        let (output, _) = try inflateInMemory(input)
+        #expect(output == payload)
+    }
+
+    @Test func progressReportsCompressedBytes() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = scratch.file("input.gz")
+        let input = try compress(mixedPayload(seed: 6, size: 4 << 20), with: "gzip -c")
+        try writeFile(source, input)
+        let updates = ProgressLog()
+        let options = DecompressOptions(progress: { updates.append($0) })
+        _ = try Decompressor.decompress(source: source, destination: scratch.file("disk.raw"), options: options)
+        let last = try #require(updates.all.last)
+        #expect(last.completed == Int64(input.count))
+        #expect(last.total == Int64(input.count))
+        #expect(last.written == 4 << 20)
+        #expect(last.step == "inflate")
+    }
+
+    @Test func cancellationRemovesTemporaryFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = scratch.file("input.gz")
+        try writeFile(source, try compress(mixedPayload(seed: 6, size: 4 << 20), with: "gzip -c"))
+        let token = CancellationToken()
+        token.cancel()
+        #expect(throws: CancelledError.self) {
+            _ = try Decompressor.decompress(source: source, destination: scratch.file("disk.raw"),
+                                            options: DecompressOptions(cancellation: token))
+        }
+        #expect(try directoryNames(scratch.path) == ["input.gz"])
+    }
+
+    @Test func restartedInputStartsOver() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = mixedPayload(seed: 11, size: 2 << 20)
+        let input = RestartingInput(try compress(payload, with: "gzip -c"), restartAfter: 100_000)
+        let file = try TemporaryFile(for: scratch.file("disk.raw"))
+        let summary = try Decompressor.decompress(input: input, into: file, options: DecompressOptions())
+        #expect(!pathExists(scratch.file("disk.raw")))
+        try file.publish()
+        #expect(try readFile(scratch.file("disk.raw")) == payload)
+        #expect(summary.bytesWritten == Int64(payload.count))
+    }
+}
+
+/// Collects progress updates from any thread.
+final class ProgressLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var updates: [ProgressUpdate] = []
+
+    func append(_ update: ProgressUpdate) {
+        lock.lock()
+        updates.append(update)
+        lock.unlock()
+    }
+
+    var all: [ProgressUpdate] {
+        lock.lock()
+        defer { lock.unlock() }
+        return updates
+    }
+}
+
+/// An input that throws `CompressedInputRestarted` once after `restartAfter` bytes, as a
+/// download does when the server ignores a range request.
+final class RestartingInput: CompressedInput {
+    let name = "restarting.gz"
+    private let bytes: [UInt8]
+    private let restartAfter: Int
+    private var position = 0
+    private var restarted = false
+
+    init(_ bytes: [UInt8], restartAfter: Int) {
+        self.bytes = bytes
+        self.restartAfter = restartAfter
+    }
+
+    var totalSize: Int64? { Int64(bytes.count) }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if !restarted, position >= restartAfter {
+            restarted = true
+            position = 0
+            throw CompressedInputRestarted()
+        }
+        let count = min(buffer.count, 65536, bytes.count - position)
+        bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + position, byteCount: count) }
+        position += count
+        return count
+    }
+}

@@ -1,0 +1,93 @@
+// SparseFileWriter on its own: zero blocks become holes, holes and unaligned writes land
+// at the right offsets, and the final size is exact.
+
+import Foundation
+import Testing
+@testable import ImageCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite struct SparseFileWriterTests {
+    /// Opens a new file for a writer with small buffers, so a few KiB cross buffer edges.
+    private func makeWriter(_ path: String, bufferSize: Int = 16384) throws -> (SparseFileWriter, FileDescriptor) {
+        let descriptor = try FileDescriptor.open(path, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o644)
+        let writer = try SparseFileWriter(descriptor: descriptor, path: path, blockSize: 4096,
+                                          bufferSize: bufferSize, bufferCount: 2)
+        return (writer, descriptor)
+    }
+
+    @Test func zeroBlocksAreNotAllocated() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = scratch.file("out")
+        let (writer, descriptor) = try makeWriter(path)
+        defer { try? descriptor.close() }
+        let data = [UInt8](repeating: 7, count: 4096) + [UInt8](repeating: 0, count: 40960) + [UInt8](repeating: 9, count: 4096)
+        try data.withUnsafeBytes { try writer.write($0) }
+        #expect(try writer.finish() == Int64(data.count))
+        try descriptor.sync()
+        #expect(try readFile(path) == data)
+        // Two 4 KiB data blocks.
+        #expect(allocatedBytes(path) == 8192)
+    }
+
+    @Test func holesAndUnalignedWritesLandInPlace() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = scratch.file("out")
+        let (writer, descriptor) = try makeWriter(path)
+        defer { try? descriptor.close() }
+        var expected: [UInt8] = []
+        try [UInt8](repeating: 1, count: 5).withUnsafeBytes { try writer.write($0) }
+        expected += [UInt8](repeating: 1, count: 5)
+        try writer.writeHole(count: 10_000)
+        expected += [UInt8](repeating: 0, count: 10_000)
+        try [UInt8](repeating: 2, count: 20_000).withUnsafeBytes { try writer.write($0) }
+        expected += [UInt8](repeating: 2, count: 20_000)
+        try writer.writeHole(count: 3)
+        expected += [0, 0, 0]
+        #expect(try writer.finish() == Int64(expected.count))
+        #expect(try readFile(path) == expected)
+    }
+
+    @Test func trailingHoleSetsSize() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = scratch.file("out")
+        let (writer, descriptor) = try makeWriter(path)
+        defer { try? descriptor.close() }
+        try [UInt8](repeating: 0x5a, count: 100).withUnsafeBytes { try writer.write($0) }
+        // A hole larger than 4 GiB costs nothing and checks 64-bit sizes.
+        try writer.writeHole(count: 5 << 30)
+        try writer.finish()
+        #expect(fileSize(path) == 100 + (5 << 30))
+    }
+
+    @Test func cancelStopsWithoutFinishing() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = scratch.file("out")
+        let (writer, descriptor) = try makeWriter(path)
+        defer { try? descriptor.close() }
+        try [UInt8](repeating: 3, count: 100_000).withUnsafeBytes { try writer.write($0) }
+        writer.cancel()
+        // finish was never called, so the size was never set past what was written.
+        #expect(fileSize(path) <= 100_000)
+    }
+
+    @Test func writeErrorIsReported() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = scratch.file("out")
+        // /dev/full fails every write with ENOSPC, as a full filesystem does.
+        let descriptor = try FileDescriptor.open("/dev/full", flags: O_WRONLY)
+        defer { try? descriptor.close() }
+        let writer = try SparseFileWriter(descriptor: descriptor, path: path, blockSize: 4096,
+                                          bufferSize: 16384, bufferCount: 2)
+        #expect(throws: SystemError.self) {
+            try [UInt8](repeating: 1, count: 200_000).withUnsafeBytes { try writer.write($0) }
+            try writer.finish()
+        }
+    }
+}

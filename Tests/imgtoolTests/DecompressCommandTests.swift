@@ -1,0 +1,154 @@
+// Tests of `imgtool decompress` as a user runs it: help, exit codes, messages, progress
+// lines, and SIGINT/SIGTERM in the middle of inflation.
+
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A fresh directory for one test, removed by `remove()`.
+private struct TestDirectory {
+    let path: String
+
+    init() throws {
+        path = NSTemporaryDirectory() + "imgtool-cli-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    func file(_ name: String) -> String { "\(path)/\(name)" }
+    func names() throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: path).sorted() }
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// Runs `/bin/sh -c command` and returns its exit status.
+@discardableResult
+private func sh(_ command: String) throws -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/sh")
+    process.arguments = ["-c", command]
+    try process.run()
+    process.waitUntilExit()
+    return process.terminationStatus
+}
+
+@Suite struct DecompressCommandTests {
+    @Test func helpShowsUsageOptionsAndExitCodes() throws {
+        let result = try runImgtool(["decompress", "--help"])
+        #expect(result.status == 0)
+        #expect(result.output.hasPrefix("Usage: imgtool decompress SOURCE RAW [--threads N] [--progress auto|bar|json|none]"))
+        #expect(result.output.contains("--threads N"))
+        #expect(result.output.contains("73   the target already exists"))
+    }
+
+    @Test func inflatesAndPrintsSummary() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("printf 'hello' | gzip -c > '\(directory.file("in.gz"))'")
+        let result = try runImgtool(["decompress", directory.file("in.gz"), directory.file("disk.raw"), "--progress", "none"])
+        #expect(result.status == 0)
+        #expect(try String(contentsOfFile: directory.file("disk.raw"), encoding: .utf8) == "hello")
+        #expect(result.error.contains("wrote '\(directory.file("disk.raw"))': 5 bytes"))
+    }
+
+    @Test func existingTargetExits73Unchanged() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("printf 'hello' | gzip -c > '\(directory.file("in.gz"))'")
+        let original = Data(repeating: 0xff, count: 4096)
+        try original.write(to: URL(fileURLWithPath: directory.file("disk.raw")))
+        let result = try runImgtool(["decompress", directory.file("in.gz"), directory.file("disk.raw")])
+        #expect(result.status == 73)
+        #expect(result.error.contains("already exists (regular file); it was not modified"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: directory.file("disk.raw"))) == original)
+        #expect(try directory.names() == ["disk.raw", "in.gz"])
+    }
+
+    @Test func corruptInputExits2WithOffset() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        // A gzip file cut to 15 bytes ends inside its deflate data.
+        try sh("head -c 100000 /dev/urandom | gzip -c | head -c 15 > '\(directory.file("cut.gz"))'")
+        let result = try runImgtool(["decompress", directory.file("cut.gz"), directory.file("disk.raw")])
+        #expect(result.status == 2)
+        #expect(result.error.contains("the file ends at offset 15"))
+        #expect(result.error.contains("imgtool: hint: the file is incomplete"))
+        #expect(try directory.names() == ["cut.gz"])
+    }
+
+    @Test func unsupportedFormatExits2() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("printf 'plain text' > '\(directory.file("image.gz"))'")
+        let result = try runImgtool(["decompress", directory.file("image.gz"), directory.file("disk.raw")])
+        #expect(result.status == 2)
+        #expect(result.error.contains("not gzip or xz: found first bytes 70 6c 61 69 6e 20"))
+    }
+
+    @Test func missingSourceExits1() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let result = try runImgtool(["decompress", directory.file("missing.gz"), directory.file("disk.raw")])
+        #expect(result.status == 1)
+        #expect(result.error.contains("open '\(directory.file("missing.gz"))' failed"))
+        #expect(try directory.names() == [])
+    }
+
+    @Test(arguments: [["--threads", "0"], ["--progress", "fancy"], ["only-one-argument"]])
+    func invalidArgumentsExit64(arguments: [String]) throws {
+        let result = try runImgtool(["decompress"] + (arguments.count == 1 ? arguments : ["a.gz", "b.raw"] + arguments))
+        #expect(result.status == 64)
+    }
+
+    @Test func jsonProgressEndsAtTotal() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("head -c 3000000 /dev/urandom | gzip -1 -c > '\(directory.file("in.gz"))'")
+        let size = try FileManager.default.attributesOfItem(atPath: directory.file("in.gz"))[.size] as! Int
+        let result = try runImgtool(["decompress", directory.file("in.gz"), directory.file("disk.raw"), "--progress", "json"])
+        #expect(result.status == 0)
+        let lines = result.output.split(separator: "\n")
+        let last = try #require(lines.last)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        #expect(object["completed"] as? Int == size)
+        #expect(object["total"] as? Int == size)
+        #expect(object["written"] as? Int == 3_000_000)
+        #expect(object["step"] as? String == "inflate")
+    }
+
+    @Test(arguments: [SIGINT, SIGTERM])
+    func signalMidInflationLeavesNoFile(signalNumber: Int32) throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        // The source is a FIFO fed in two halves with a pause between, so the signal
+        // arrives while the temporary file exists and decoding has started.
+        try sh("head -c 6000000 /dev/urandom | gzip -1 -c > '\(directory.file("in.gz"))'"
+               + " && head -c 3000000 '\(directory.file("in.gz"))' > '\(directory.file("first"))'"
+               + " && tail -c +3000001 '\(directory.file("in.gz"))' > '\(directory.file("second"))'"
+               + " && mkfifo '\(directory.file("fifo"))'")
+        let feeder = Process()
+        feeder.executableURL = URL(fileURLWithPath: "/bin/sh")
+        feeder.arguments = ["-c", "(cat first; sleep 1; cat second) > fifo 2>/dev/null"]
+        feeder.currentDirectoryURL = URL(fileURLWithPath: directory.path)
+        try feeder.run()
+
+        let imgtool = Process()
+        imgtool.executableURL = URL(fileURLWithPath: imgtoolBinary())
+        imgtool.arguments = ["decompress", directory.file("fifo"), directory.file("disk.raw"), "--progress", "none"]
+        imgtool.standardError = FileHandle.nullDevice
+        try imgtool.run()
+
+        var sawTemporaryFile = false
+        for _ in 0..<100 where !sawTemporaryFile {
+            sawTemporaryFile = try directory.names().contains { $0.hasPrefix(".disk.raw.imgtool-") }
+            if !sawTemporaryFile { usleep(20_000) }
+        }
+        #expect(sawTemporaryFile)
+        kill(imgtool.processIdentifier, signalNumber)
+        imgtool.waitUntilExit()
+        feeder.waitUntilExit()
+
+        #expect(imgtool.terminationStatus == 128 + signalNumber)
+        #expect(try directory.names() == ["fifo", "first", "in.gz", "second"])
+    }
+}
