@@ -72,7 +72,7 @@ struct GzipIndexTests {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
         let payload = compressibleBytes(3 << 20)
-        let path = try compress(payload, with: "gzip -6", in: scratch, name: "text")
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "text")
         let sink = MemorySink()
         let index = try GzipIndexBuilder.build(path: path, spacing: 256 << 10, sink: sink)
         #expect(sink.bytes == payload)
@@ -94,7 +94,7 @@ struct GzipIndexTests {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
         let payload = compressibleBytes(2 << 20) + randomBytes(1 << 20) + [UInt8](repeating: 0, count: 2 << 20)
-        let path = try compress(payload, with: "gzip -6", in: scratch, name: "mixed")
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "mixed")
         let index = try GzipIndexBuilder.build(path: path, spacing: 512 << 10)
         try index.write(to: scratch.file("mixed.gzidx"))
         let result = try runProcess("rapidgzip", ["-d", "-c", "-P", "2", "--import-index", scratch.file("mixed.gzidx"), path])
@@ -108,7 +108,7 @@ struct GzipIndexTests {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
         let payload = compressibleBytes(6 << 20) + [UInt8](repeating: 0, count: 3 << 20) + randomBytes(3 << 20)
-        let path = try compress(payload, with: "gzip -6", in: scratch, name: "mixed")
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "mixed")
         let exported = scratch.file("rapid.gzidx")
         let result = try runProcess("rapidgzip", ["-P", "2", "--chunk-size", "512", "--export-index", exported, "-d", "-c", path])
         #expect(result.status == 0)
@@ -126,7 +126,7 @@ struct GzipIndexTests {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
         let payload = compressibleBytes(1 << 20)
-        let path = try compress(payload, with: "gzip -6", in: scratch, name: "cli")
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "cli")
         let imgtool = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(".build/debug/imgtool").path
         guard FileManager.default.isExecutableFile(atPath: imgtool) else { return }

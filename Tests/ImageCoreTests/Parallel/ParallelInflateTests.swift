@@ -5,11 +5,6 @@ import Testing
 /// The thread counts every correctness check runs at.
 private let threadCounts = [1, 2, 3, 4, 8]
 
-private func bytes(hex: String) -> [UInt8] {
-    let digits = Array(hex.filter { !$0.isWhitespace })
-    return stride(from: 0, to: digits.count, by: 2).map { UInt8(String(digits[$0...$0 + 1]), radix: 16)! }
-}
-
 /// A real gzip member holding `text`, made by `gzip -n`.
 private func gzipMember(_ text: String) throws -> [UInt8] {
     [UInt8](try runProcess("gzip", ["-n", "-c"], input: Data(text.utf8)).standardOutput)
@@ -75,14 +70,14 @@ struct ParallelInflateTests {
     func bgzf() throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
-        let small = try compress(Array((1...10).map { "\($0)\n" }.joined().utf8), with: "bgzip -c", in: scratch, name: "seq")
+        let small = try compressFile(Array((1...10).map { "\($0)\n" }.joined().utf8), with: "bgzip -c", in: scratch, name: "seq")
         for threads in threadCounts {
             #expect(try parallelOutput(small, threads: threads).0 == Array("1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n".utf8))
         }
         // bgzip writes members of at most 64 KiB of input: 3 MiB gives about 50 members,
         // which 64 KiB chunks of compressed input spread over several workers.
         let payload = compressibleBytes(3 << 20)
-        let large = try compress(payload, with: "bgzip -c", in: scratch, name: "large")
+        let large = try compressFile(payload, with: "bgzip -c", in: scratch, name: "large")
         for threads in threadCounts {
             let (output, result) = try parallelOutput(large, threads: threads, minimumChunkInput: 64 << 10)
             #expect(output == payload, "threads \(threads)")
@@ -104,7 +99,7 @@ struct ParallelInflateTests {
             var input = try gzipMember("abc")
             input[3] |= flag
             for (threads, result) in try decodeAtEveryThreadCount(input, name: "flags") {
-                #expect(throws: GzipDataError.self, "threads \(threads)") { try result.get() }
+                #expect(throws: InflateError.self, "threads \(threads)") { try result.get() }
             }
         }
     }
@@ -121,7 +116,7 @@ struct ParallelInflateTests {
             let path = scratch.file("cut-\(length).gz")
             try writeFile(path, Array(input[0..<length]))
             for threads in threadCounts {
-                #expect(throws: GzipDataError.self, "length \(length), threads \(threads)") {
+                #expect(throws: InflateError.self, "length \(length), threads \(threads)") {
                     try parallelOutput(path, threads: threads, minimumChunkInput: 16)
                 }
             }
@@ -142,7 +137,7 @@ struct ParallelInflateTests {
         let compressors = ["gzip -6", "gzip -1", "gzip -9", "pigz -p 2", "pigz -i -p 2", "bgzip -c", "igzip -0 -c", "igzip -3 -c"]
         for (name, payload) in payloads {
             for compressor in compressors {
-                let path = try compress(payload, with: compressor, in: scratch, name: name)
+                let path = try compressFile(payload, with: compressor, in: scratch, name: name)
                 #expect(try referenceOutput(path) == payload, "\(compressor) \(name)")
                 for threads in threadCounts {
                     let output = try parallelOutput(path, threads: threads, minimumChunkInput: 64 << 10).0
@@ -201,7 +196,7 @@ struct ParallelInflateTests {
         defer { scratch.remove() }
         let payload = compressibleBytes(2 << 20) + [UInt8](repeating: 0, count: 2 << 20) + randomBytes(512 << 10)
         for compressor in ["gzip -6", "igzip -0 -c", "pigz -p 2"] {
-            let path = try compress(payload, with: compressor, in: scratch, name: "indexed")
+            let path = try compressFile(payload, with: compressor, in: scratch, name: "indexed")
             let index = try GzipIndexBuilder.build(path: path, spacing: 128 << 10)
             for threads in threadCounts {
                 let (output, result) = try parallelOutput(path, threads: threads, index: index)
@@ -215,8 +210,8 @@ struct ParallelInflateTests {
     func mismatchedIndex() throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
-        let first = try compress(compressibleBytes(1 << 20), with: "gzip -6", in: scratch, name: "first")
-        let second = try compress(compressibleBytes(1 << 20, seed: 99), with: "gzip -6", in: scratch, name: "second")
+        let first = try compressFile(compressibleBytes(1 << 20), with: "gzip -6", in: scratch, name: "first")
+        let second = try compressFile(compressibleBytes(1 << 20, seed: 99), with: "gzip -6", in: scratch, name: "second")
         var index = try GzipIndexBuilder.build(path: first, spacing: 65536)
         index.compressedSize = fileSize(second)
         #expect(throws: (any Error).self) { try parallelOutput(second, threads: 2, index: index) }
@@ -227,7 +222,7 @@ struct ParallelInflateTests {
         var input = try gzipMember("checksum")
         input[input.count - 8] ^= 1
         for (threads, result) in try decodeAtEveryThreadCount(input, name: "crc") {
-            #expect(throws: GzipDataError.self, "threads \(threads)") { try result.get() }
+            #expect(throws: InflateError.self, "threads \(threads)") { try result.get() }
         }
     }
 }

@@ -3,19 +3,6 @@
 import Foundation
 @testable import ImageCore
 
-/// Collects output in memory; holes become zero bytes and are counted.
-final class MemorySink: ExtentSink {
-    var bytes: [UInt8] = []
-    var holeBytes: Int64 = 0
-
-    func write(_ buffer: UnsafeRawBufferPointer) throws { bytes += buffer }
-
-    func writeHole(count: Int64) throws {
-        holeBytes += count
-        bytes += repeatElement(0, count: Int(count))
-    }
-}
-
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 func randomBytes(_ count: Int, seed: UInt64 = 0x9e3779b97f4a7c15) -> [UInt8] {
     var state = seed
@@ -44,14 +31,9 @@ func compressibleBytes(_ count: Int, seed: UInt64 = 7) -> [UInt8] {
     return Array(result.prefix(count))
 }
 
-/// Writes `bytes` to `path`.
-func writeFile(_ path: String, _ bytes: [UInt8]) throws {
-    try Data(bytes).write(to: URL(fileURLWithPath: path))
-}
-
 /// Compresses `bytes` with a real tool (`gzip -6`, `pigz`, `bgzip`, `igzip -0`, ...)
 /// reading standard input; returns the path of the compressed file.
-func compress(_ bytes: [UInt8], with command: String, in scratch: ScratchDirectory, name: String) throws -> String {
+func compressFile(_ bytes: [UInt8], with command: String, in scratch: ScratchDirectory, name: String) throws -> String {
     let plain = scratch.file(name + ".raw")
     try writeFile(plain, bytes)
     let compressed = scratch.file(name + ".gz")

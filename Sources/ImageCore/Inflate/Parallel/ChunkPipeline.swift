@@ -95,14 +95,13 @@ final class ChunkStream: @unchecked Sendable {
         return (taken, end)
     }
 
-    /// Waits for a speculative chunk's first piece and removes it. Returns the bit
-    /// offset the chunk started at, or nil when it found no start or failed before.
+    /// Waits for a speculative chunk's first piece and returns the bit offset the chunk
+    /// started at, or nil when it found no start or failed before. The piece stays.
     func waitForStart() -> Int64? {
         condition.lock()
         defer { condition.unlock() }
         while pieces.isEmpty && end == nil { condition.wait() }
         guard let first = pieces.first, case .chunkStart(let offset) = first else { return nil }
-        pieces.removeFirst()
         return offset
     }
 

@@ -44,9 +44,18 @@ final class DeflateDecoder {
     /// True once the final block's header was read.
     var isFinalBlock = false
 
+    /// Copies of `DeflateConstants.lengthTable` and `distanceTable` (32 entries each; the
+    /// unused ones are 0), so the hot loops index plain memory.
+    private let lengthEntries = UnsafeMutablePointer<UInt32>.allocate(capacity: 32)
+    private let distanceEntries = UnsafeMutablePointer<UInt32>.allocate(capacity: 32)
+
     init(input: UnsafeRawBufferPointer) {
         self.input = input.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(bitPattern: 1)!
         inputCount = input.count
+        lengthEntries.initialize(repeating: 0, count: 32)
+        distanceEntries.initialize(repeating: 0, count: 32)
+        for (index, entry) in DeflateConstants.lengthTable.enumerated() { lengthEntries[index] = entry }
+        for (index, entry) in DeflateConstants.distanceTable.enumerated() { distanceEntries[index] = entry }
         lengths.initialize(repeating: 0, count: 320)
         for symbol in 0..<288 { lengths[symbol] = symbol < 144 ? 8 : symbol < 256 ? 9 : symbol < 280 ? 7 : 8 }
         _ = fixedLiterals.build(lengths, count: 288, allowsSingleCode: false)
@@ -56,7 +65,11 @@ final class DeflateDecoder {
         _ = fixedDistances.build(lengths, count: 32, allowsSingleCode: true)
     }
 
-    deinit { lengths.deallocate() }
+    deinit {
+        lengths.deallocate()
+        lengthEntries.deallocate()
+        distanceEntries.deallocate()
+    }
 
     // MARK: Bit reader
 
@@ -216,10 +229,12 @@ final class DeflateDecoder {
         let literals = usesFixedTables ? fixedLiterals : literalTable
         let distances = usesFixedTables ? fixedDistances : distanceTable
         let literalEntries = literals.entries, literalMask = literals.mask
-        let distanceEntries = distances.entries, distanceMask = distances.mask
+        let distanceCodes = distances.entries, distanceMask = distances.mask
+        let lengthTable = lengthEntries, distanceTable = distanceEntries
         var out = position
         defer { position = out }
-        let limit = capacity - 258
+        // Room for one match plus the 3-value overshoot of the 4-value copy steps.
+        let limit = capacity - 262
         while out <= limit {
             refill()
             let entry = literalEntries[Int(bitBuffer & literalMask)]
@@ -236,39 +251,42 @@ final class DeflateDecoder {
                 if isPastEnd { throw .truncated }
                 return .blockEnd
             }
-            let (length, distance) = try readMatch(symbol: symbol, distanceEntries: distanceEntries, distanceMask: distanceMask)
+            let lengthIndex = symbol - 257
+            guard lengthIndex < 29 else { throw .invalid("invalid literal/length code") }
+            let lengthEntry = lengthTable[lengthIndex]
+            let lengthExtra = Int(lengthEntry >> 16)
+            let length = Int(lengthEntry & 0xffff) + Int(bitBuffer & ((1 << UInt64(lengthExtra)) - 1))
+            bitBuffer >>= UInt64(lengthExtra)
+            bitCount -= lengthExtra
+            let distanceCode = distanceCodes[Int(bitBuffer & distanceMask)]
+            let distanceLength = Int(distanceCode >> 16)
+            let distanceSymbol = Int(distanceCode & 0xffff)
+            guard distanceLength > 0, distanceSymbol < 30 else { throw .invalid("invalid distance code") }
+            bitBuffer >>= UInt64(distanceLength)
+            bitCount -= distanceLength
+            let distanceEntry = distanceTable[distanceSymbol]
+            let distanceExtra = Int(distanceEntry >> 16)
+            let distance = Int(distanceEntry & 0xffff) + Int(bitBuffer & ((1 << UInt64(distanceExtra)) - 1))
+            bitBuffer >>= UInt64(distanceExtra)
+            bitCount -= distanceExtra
             guard distance <= out else { throw .invalid("invalid distance too far back") }
-            var source = out - distance
-            for _ in 0..<length {
-                output[out] = output[source]
-                out += 1
-                source += 1
+            let source = output + (out - distance)
+            let target = output + out
+            if distance >= 4 {
+                // 4-value (8-byte) steps; the room above `limit` takes the overshoot.
+                var offset = 0
+                while offset < length {
+                    UnsafeMutableRawPointer(target + offset).storeBytes(
+                        of: UnsafeRawPointer(source + offset).loadUnaligned(as: UInt64.self), as: UInt64.self)
+                    offset += 4
+                }
+            } else {
+                for index in 0..<length { target[index] = source[index] }
             }
+            out += length
         }
         if isPastEnd { throw .truncated }
         return .outputFull
-    }
-
-    @inline(__always)
-    private func readMatch(symbol: Int, distanceEntries: UnsafeMutablePointer<UInt32>, distanceMask: UInt64)
-        throws(DeflateError) -> (Int, Int) {
-        let lengthIndex = symbol - 257
-        guard lengthIndex < 29 else { throw .invalid("invalid literal/length code") }
-        let lengthEntry = DeflateConstants.lengthTable[lengthIndex]
-        let lengthExtra = Int(lengthEntry >> 16)
-        let length = Int(lengthEntry & 0xffff) + bits(lengthExtra)
-        consume(lengthExtra)
-        let entry = distanceEntries[Int(bitBuffer & distanceMask)]
-        let codeLength = Int(entry >> 16)
-        guard codeLength > 0 else { throw .invalid("invalid distance code") }
-        consume(codeLength)
-        let distanceSymbol = Int(entry & 0xffff)
-        guard distanceSymbol < 30 else { throw .invalid("invalid distance code") }
-        let distanceEntry = DeflateConstants.distanceTable[distanceSymbol]
-        let distanceExtra = Int(distanceEntry >> 16)
-        let distance = Int(distanceEntry & 0xffff) + bits(distanceExtra)
-        consume(distanceExtra)
-        return (length, distance)
     }
 
     /// Hands `count` bytes of the current stored block to `body`, then advances.
@@ -302,12 +320,13 @@ final class DeflateDecoder {
         let literals = usesFixedTables ? fixedLiterals : literalTable
         let distances = usesFixedTables ? fixedDistances : distanceTable
         let literalEntries = literals.entries, literalMask = literals.mask
-        let distanceEntries = distances.entries, distanceMask = distances.mask
+        let distanceCodes = distances.entries, distanceMask = distances.mask
+        let lengthTable = lengthEntries, distanceTable = distanceEntries
         let base = output.base
         var out = output.position
         var hole = output.hole
         var zeros = output.trailingZeros
-        let historyStart = output.historyStart
+        var historyStart = output.historyStart
         let flushMark = output.flushMark
         func store() {
             output.position = out
@@ -318,6 +337,7 @@ final class DeflateDecoder {
             out = output.position
             hole = output.hole
             zeros = output.trailingZeros
+            historyStart = output.historyStart
         }
         defer { store() }
         while out < flushMark {
@@ -352,7 +372,24 @@ final class DeflateDecoder {
                 if isPastEnd { throw .truncated }
                 return .blockEnd
             }
-            let (length, distance) = try readMatch(symbol: symbol, distanceEntries: distanceEntries, distanceMask: distanceMask)
+            let lengthIndex = symbol - 257
+            guard lengthIndex < 29 else { throw .invalid("invalid literal/length code") }
+            let lengthEntry = lengthTable[lengthIndex]
+            let lengthExtra = Int(lengthEntry >> 16)
+            let length = Int(lengthEntry & 0xffff) + Int(bitBuffer & ((1 << UInt64(lengthExtra)) - 1))
+            bitBuffer >>= UInt64(lengthExtra)
+            bitCount -= lengthExtra
+            let distanceCode = distanceCodes[Int(bitBuffer & distanceMask)]
+            let distanceLength = Int(distanceCode >> 16)
+            let distanceSymbol = Int(distanceCode & 0xffff)
+            guard distanceLength > 0, distanceSymbol < 30 else { throw .invalid("invalid distance code") }
+            bitBuffer >>= UInt64(distanceLength)
+            bitCount -= distanceLength
+            let distanceEntry = distanceTable[distanceSymbol]
+            let distanceExtra = Int(distanceEntry >> 16)
+            let distance = Int(distanceEntry & 0xffff) + Int(bitBuffer & ((1 << UInt64(distanceExtra)) - 1))
+            bitBuffer >>= UInt64(distanceExtra)
+            bitCount -= distanceExtra
             if zeros >= distance {
                 // The source is all zeros: the match adds zeros, kept as a hole.
                 hole += length
@@ -367,8 +404,16 @@ final class DeflateDecoder {
             guard distance <= out - historyStart else { throw .invalid("invalid distance too far back") }
             let source = base + (out - distance)
             let target = base + out
-            if distance >= length {
-                target.update(from: source, count: length)
+            if distance >= 8 {
+                // 8-byte steps may write up to 7 bytes past the match; the buffer has
+                // room above the flush mark, and later output overwrites them. Each step
+                // reads bytes at least 8 back, which earlier steps already wrote.
+                var offset = 0
+                while offset < length {
+                    UnsafeMutableRawPointer(target + offset).storeBytes(
+                        of: UnsafeRawPointer(source + offset).loadUnaligned(as: UInt64.self), as: UInt64.self)
+                    offset += 8
+                }
             } else {
                 for index in 0..<length { target[index] = source[index] }
             }

@@ -28,7 +28,15 @@ final class HuffmanTable {
     /// so are incomplete ones unless `allowsSingleCode` and only one code of length 1 is
     /// used (zlib accepts the same set). Returns false for an invalid code.
     func build(_ lengths: UnsafePointer<UInt8>, count: Int, allowsSingleCode: Bool) -> Bool {
-        var lengthCounts = [Int](repeating: 0, count: 16)
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 32) { scratch in
+            scratch.initialize(repeating: 0)
+            return build(lengths, count: count, allowsSingleCode: allowsSingleCode,
+                         lengthCounts: scratch.baseAddress!, nextCode: scratch.baseAddress! + 16)
+        }
+    }
+
+    private func build(_ lengths: UnsafePointer<UInt8>, count: Int, allowsSingleCode: Bool,
+                       lengthCounts: UnsafeMutablePointer<Int>, nextCode: UnsafeMutablePointer<Int>) -> Bool {
         var longest = 0
         for symbol in 0..<count {
             let length = Int(lengths[symbol])
@@ -53,7 +61,6 @@ final class HuffmanTable {
         bits = longest
         let size = 1 << longest
         if left > 0 { entries.update(repeating: 0, count: size) }
-        var nextCode = [Int](repeating: 0, count: 16)
         var code = 0
         for length in 1...15 {
             code = (code + lengthCounts[length - 1]) << 1
@@ -64,8 +71,7 @@ final class HuffmanTable {
             guard length > 0 else { continue }
             let assigned = nextCode[length]
             nextCode[length] += 1
-            var reversed = 0
-            for bit in 0..<length where assigned & (1 << bit) != 0 { reversed |= 1 << (length - 1 - bit) }
+            let reversed = Int(UInt16(truncatingIfNeeded: assigned).bitReversed >> (16 - length))
             let entry = UInt32(symbol) | UInt32(length) << 16
             var index = reversed
             while index < size {
@@ -92,4 +98,15 @@ enum DeflateConstants {
     /// Packed per length symbol: base in the low 16 bits, extra bits above.
     static let lengthTable: [UInt32] = (0..<29).map { UInt32(lengthBase[$0]) | UInt32(lengthExtra[$0]) << 16 }
     static let distanceTable: [UInt32] = (0..<30).map { UInt32(distanceBase[$0]) | UInt32(distanceExtra[$0]) << 16 }
+}
+
+extension UInt16 {
+    /// The bits in reverse order (bit 0 becomes bit 15).
+    var bitReversed: UInt16 {
+        var value = self
+        value = (value & 0x5555) << 1 | (value >> 1) & 0x5555
+        value = (value & 0x3333) << 2 | (value >> 2) & 0x3333
+        value = (value & 0x0f0f) << 4 | (value >> 4) & 0x0f0f
+        return value << 8 | value >> 8
+    }
 }

@@ -25,12 +25,12 @@ struct GzipMemberHeader {
     static func parse(_ input: UnsafeRawBufferPointer, at offset: Int) throws(GzipDataError) -> GzipMemberHeader? {
         // A lone 0x1f at the very end is the first byte of a member cut short.
         if offset + 1 == input.count, input[offset] == 0x1f {
-            throw GzipDataError(offset: Int64(offset), reason: "the gzip header is truncated")
+            throw GzipDataError(offset: Int64(offset), kind: .truncated, reason: "the gzip header is truncated")
         }
         guard offset + 2 <= input.count, input[offset] == 0x1f, input[offset + 1] == 0x8b else { return nil }
         func need(_ count: Int, _ position: Int) throws(GzipDataError) {
             guard position + count <= input.count else {
-                throw GzipDataError(offset: Int64(offset), reason: "the gzip header is truncated")
+                throw GzipDataError(offset: Int64(offset), kind: .truncated, reason: "the gzip header is truncated")
             }
         }
         try need(10, offset)
@@ -73,16 +73,30 @@ struct GzipMemberHeader {
     }
 }
 
-/// Invalid or truncated gzip data at a byte offset of the input.
-public struct GzipDataError: ImageError {
-    public var path: String
-    public var offset: Int64
-    public var reason: String
+/// Invalid or truncated gzip data at a byte offset of the input. Public entry points
+/// turn it into `InflateError` (`inflateError`), the error every gzip decoder throws.
+struct GzipDataError: Error {
+    enum Kind {
+        case corrupt, truncated
+    }
 
-    init(path: String = "", offset: Int64, reason: String) {
+    var path: String
+    var offset: Int64
+    var kind: Kind
+    var reason: String
+
+    init(path: String = "", offset: Int64, kind: Kind = .corrupt, reason: String) {
         self.path = path
         self.offset = offset
+        self.kind = kind
         self.reason = reason
+    }
+
+    var inflateError: InflateError {
+        switch kind {
+        case .corrupt: return .corrupt(path: path, offset: offset, reason: reason)
+        case .truncated: return .truncated(path: path, offset: offset, context: "(\(reason))")
+        }
     }
 
     func at(path: String) -> GzipDataError {
@@ -90,8 +104,4 @@ public struct GzipDataError: ImageError {
         copy.path = path
         return copy
     }
-
-    public var category: FailureCategory { .invalidData }
-    public var description: String { "'\(path)' is not valid gzip data at byte \(offset): \(reason)" }
-    public var remedy: String? { "download the file again, or check it with 'gzip -t'" }
 }

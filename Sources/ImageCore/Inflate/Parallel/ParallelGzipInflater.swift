@@ -41,13 +41,24 @@ public enum ParallelGzipInflater {
     ///   - budget: the bytes of output each chunk may buffer (see `defaultChunkBudget`).
     ///   - minimumChunkInput: the least compressed input per chunk when splitting at
     ///     member boundaries.
-    /// - Throws: `GzipDataError` for invalid or truncated data and CRC or size
+    /// - Throws: `InflateError` for invalid or truncated data and CRC or size
     ///   mismatches, `GzipIndexError` for an index that does not fit the file,
     ///   `CancelledError`, and whatever the sink throws.
     public static func decompress(path: String, into sink: any ExtentSink, threads: Int, index: GzipIndex? = nil,
                                   budget: Int = defaultChunkBudget, minimumChunkInput: Int = 4 << 20,
                                   cancellation: CancellationToken? = nil,
                                   progress: ProgressReporter? = nil) throws -> ParallelInflateResult {
+        do {
+            return try decompressChecked(path: path, into: sink, threads: threads, index: index, budget: budget,
+                                         minimumChunkInput: minimumChunkInput, cancellation: cancellation, progress: progress)
+        } catch let error as GzipDataError {
+            throw error.at(path: path).inflateError
+        }
+    }
+
+    private static func decompressChecked(path: String, into sink: any ExtentSink, threads: Int, index: GzipIndex?,
+                                          budget: Int, minimumChunkInput: Int, cancellation: CancellationToken?,
+                                          progress: ProgressReporter?) throws -> ParallelInflateResult {
         let file = try MappedFile(path: path)
         let input = file.bytes
         guard input.count > 0 else {
@@ -243,6 +254,8 @@ struct OrderedWriter {
     private var memberSize: Int64 = 0
     /// The last 32 KiB written (fewer at the start), which markers refer to.
     private(set) var window: [UInt8] = []
+    /// The window at the start of the current speculative chunk, which its markers use.
+    private var chunkWindow: [UInt8] = []
 
     init(sink: any ExtentSink, path: String, cancellation: CancellationToken?, progress: ProgressReporter?, compressedSize: Int64) {
         self.sink = sink
@@ -262,9 +275,9 @@ struct OrderedWriter {
                 case .data(let bytes, let crc):
                     try writeData(bytes, crc: crc)
                 case .markers(let values):
-                    // Markers stand for bytes of the window before the chunk, which is
-                    // the end of what was written so far.
+                    // Markers stand for bytes of the window before the chunk started.
                     var bytes = [UInt8](repeating: 0, count: values.count)
+                    let window = chunkWindow
                     let history = window.count
                     for (index, value) in values.enumerated() {
                         if value < 256 {
@@ -279,7 +292,7 @@ struct OrderedWriter {
                     }
                     try writeData(bytes, crc: crc32Of(bytes))
                 case .chunkStart:
-                    break
+                    chunkWindow = window
                 case .hole(let count):
                     try sink.writeHole(count: count)
                     memberCRC = UInt32(crc32_combine(UInt(memberCRC), UInt(ZeroCRC.crc(ofZeros: count)), Int(count)))
@@ -330,7 +343,7 @@ struct OrderedWriter {
     /// Checks that the data ended at a member boundary.
     func finish() throws {
         guard memberSize == 0 else {
-            throw GzipDataError(path: path, offset: compressedSize, reason: "the file ends inside a member (truncated)")
+            throw GzipDataError(path: path, offset: compressedSize, kind: .truncated, reason: "the file ends inside a member (truncated)")
         }
         progress?.finish(completed: written, total: nil, written: written)
     }

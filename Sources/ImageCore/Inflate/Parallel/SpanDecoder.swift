@@ -92,7 +92,7 @@ struct SpanDecoder: Sendable {
                 if !flush() { return ChunkEnd(bitOffset: Int64(position) * 8) }
                 let trailerOffset = position
                 guard position + GzipMemberHeader.trailerSize <= input.count else {
-                    throw GzipDataError(offset: Int64(position), reason: "the file ends inside a member's 8-byte trailer")
+                    throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the file ends inside a member's 8-byte trailer")
                 }
                 let crc = littleEndian32(at: position)
                 let size = littleEndian32(at: position + 4)
@@ -112,7 +112,7 @@ struct SpanDecoder: Sendable {
                     let rest = UnsafeRawBufferPointer(rebasing: input[position...])
                     let garbage = rest.contains(where: { $0 != 0 }) ? Int64(rest.count) : 0
                     if case .afterOutput = stop, remaining > 0 {
-                        throw GzipDataError(offset: Int64(position), reason: "the data ends \(remaining) bytes before the index says it does")
+                        throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the data ends \(remaining) bytes before the index says it does")
                     }
                     return ChunkEnd(bitOffset: Int64(input.count) * 8, trailingGarbage: garbage)
                 }
@@ -136,7 +136,7 @@ struct SpanDecoder: Sendable {
                 return try finishAtAccessPoint(inflater, position: position, expected: endBitOffset, stream: stream)
             }
             if step.consumed == 0 && step.produced == 0 && position >= input.count {
-                throw GzipDataError(offset: Int64(position), reason: "the file ends inside deflate data (truncated)")
+                throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the file ends inside deflate data (truncated)")
             }
         }
     }
@@ -161,7 +161,7 @@ struct SpanDecoder: Sendable {
             }
             if step.status == .streamEnd {
                 guard position + GzipMemberHeader.trailerSize <= input.count else {
-                    throw GzipDataError(offset: Int64(position), reason: "the file ends inside a member's 8-byte trailer")
+                    throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the file ends inside a member's 8-byte trailer")
                 }
                 let crc = littleEndian32(at: position)
                 let size = littleEndian32(at: position + 4)
@@ -177,7 +177,7 @@ struct SpanDecoder: Sendable {
                 return ChunkEnd(bitOffset: bitOffset)
             }
             if step.consumed == 0 && position >= input.count {
-                throw GzipDataError(offset: Int64(position), reason: "the file ends inside deflate data (truncated)")
+                throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the file ends inside deflate data (truncated)")
             }
         }
     }

@@ -42,7 +42,10 @@ enum BlockFinder {
         switch word & 7 {
         case 4:
             guard (word >> 3) & 31 <= 29, (word >> 8) & 31 <= 29 else { return false }
-            let codeLengthCount = Int((word >> 13) & 15) + 4
+            // `word` holds at least 57 valid bits: the lengths of the first 13 code-length
+            // codes. With more codes only over-subscription can be ruled out here.
+            let declared = Int((word >> 13) & 15) + 4
+            let codeLengthCount = min(declared, 13)
             var left = 0
             var counts = (0, 0, 0, 0, 0, 0, 0, 0)
             withUnsafeMutableBytes(of: &counts) { raw in
@@ -56,7 +59,7 @@ enum BlockFinder {
                     if left < 0 { return }
                 }
             }
-            return left == 0
+            return declared > 13 ? left >= 0 : left == 0
         case 0:
             let padding = Int((8 - (bitOffset + 3) % 8) % 8)
             return (word >> 3) & ((1 << UInt64(padding)) - 1) == 0
@@ -78,9 +81,6 @@ enum BlockFinder {
 /// Decodes chunks of one gzip file with the Swift decoder; one instance per call.
 struct SpeculativeDecoder: Sendable {
     let file: MappedFile
-    /// Output values a chunk may hold in marker mode before it gives up (the writer then
-    /// decodes its range from the known window).
-    static let markerLimit = 16 << 20
 
     enum Start {
         /// At a gzip member header (chunk 0).
@@ -111,17 +111,27 @@ struct SpeculativeDecoder: Sendable {
             return try decodeBytes(decoder, window: window, stopAt: stopAt, stream: stream)
         case .search(let from):
             var searchFrom = from
+            var markerValues = 0
             while let candidate = BlockFinder.find(in: decoder, from: searchFrom, before: stopAt) {
                 if stream.isAbandoned { return ChunkEnd(bitOffset: candidate) }
                 decoder.seek(toBit: candidate)
-                if let window = try? decodeMarkers(decoder, startingAt: candidate, stopAt: stopAt, stream: stream) {
-                    switch window {
-                    case .finished(let end): return end
-                    case .clean(let window): return try decodeBytes(decoder, window: window, stopAt: stopAt, stream: stream,
-                                                                     continuing: true)
-                    }
+                let outcome: MarkerOutcome
+                do {
+                    outcome = try decodeMarkers(decoder, startingAt: candidate, stopAt: stopAt, stream: stream, values: &markerValues)
+                } catch is SpeculationFailed {
+                    searchFrom = candidate + 1
+                    continue
                 }
-                searchFrom = candidate + 1
+                Log.debug("speculative", "range at bit \(from): start \(candidate) after \(candidate - from) bits, \(markerValues) marker-mode values")
+                switch outcome {
+                case .finished(let end):
+                    return end
+                case .clean(let window):
+                    return try decodeBytes(decoder, window: window, stopAt: stopAt, stream: stream, continuing: true)
+                case .cleanInsideBlock(let window):
+                    return try decodeBytes(decoder, window: window, stopAt: stopAt, stream: stream, continuing: true,
+                                           insideBlock: true)
+                }
             }
             var end = ChunkEnd(bitOffset: stopAt)
             end.foundStart = false
@@ -134,60 +144,102 @@ struct SpeculativeDecoder: Sendable {
         case finished(ChunkEnd)
         /// 32 KiB of marker-free output were reached at a block boundary: the window.
         case clean([UInt8])
+        /// The same inside a block, which byte mode must finish.
+        case cleanInsideBlock([UInt8])
     }
 
     private struct SpeculationFailed: Error {}
 
     /// Decodes in marker mode until the output is clean, the chunk ends, or an error
-    /// shows the start was false (thrown, nothing pushed yet).
+    /// shows the start was false (thrown). Output is handed on in pieces of markers, the
+    /// first one preceded by `.chunkStart`; an error after the first piece is real.
     private func decodeMarkers(_ decoder: DeflateDecoder, startingAt candidate: Int64, stopAt: Int64,
-                               stream: ChunkStream) throws -> MarkerOutcome {
+                               stream: ChunkStream, values: inout Int) throws -> MarkerOutcome {
         let history = ByteOutput.history
-        var capacity = 1 << 20
-        var output = UnsafeMutablePointer<UInt16>.allocate(capacity: capacity)
+        let capacity = history + SpanDecoder.pieceSize
+        let output = UnsafeMutablePointer<UInt16>.allocate(capacity: capacity)
         defer { output.deallocate() }
         for index in 0..<history { output[index] = UInt16(256 + index) }
         var position = history
+        var flushed = history
+        var started = false
         var first = true
 
-        while true {
-            if !first, decoder.bitPosition >= stopAt, BlockFinder.acceptsBoundary(decoder) {
-                let values = [UInt16](UnsafeBufferPointer(start: output + history, count: position - history))
-                guard stream.push(.chunkStart(candidate)), stream.push(.markers(values)) else {
-                    return .finished(ChunkEnd(bitOffset: decoder.bitPosition))
-                }
-                return .finished(ChunkEnd(bitOffset: decoder.bitPosition))
+        func flush() throws {
+            if !started {
+                guard stream.push(.chunkStart(candidate)) else { throw AbandonedError() }
+                started = true
             }
-            first = false
-            try decoder.readBlockHeader()
+            if position > flushed {
+                let piece = [UInt16](UnsafeBufferPointer(start: output + flushed, count: position - flushed))
+                guard stream.push(.markers(piece)) else { throw AbandonedError() }
+                values += piece.count
+            }
+            if position > history {
+                output.update(from: output + (position - history), count: history)
+                position = history
+            }
+            flushed = position
+        }
+
+        do {
             while true {
-                let progress = try decoder.decodeMarkers(into: output, position: &position, capacity: capacity)
-                if case .blockEnd = progress { break }
-                guard capacity < Self.markerLimit else { throw SpeculationFailed() }
-                let larger = UnsafeMutablePointer<UInt16>.allocate(capacity: capacity * 2)
-                larger.update(from: output, count: position)
-                output.deallocate()
-                output = larger
-                capacity *= 2
-            }
-            if decoder.isFinalBlock {
-                // The member ends: hand on the output and continue in byte mode, where
-                // the next member needs no history.
-                let values = [UInt16](UnsafeBufferPointer(start: output + history, count: position - history))
-                guard stream.push(.chunkStart(candidate)), stream.push(.markers(values)) else {
+                if !first, decoder.bitPosition >= stopAt, BlockFinder.acceptsBoundary(decoder) {
+                    try flush()
                     return .finished(ChunkEnd(bitOffset: decoder.bitPosition))
                 }
-                return .clean([])
-            }
-            let clean = position - history >= history
-                && !UnsafeBufferPointer(start: output + position - history, count: history).contains(where: { $0 > 255 })
-            if clean {
-                let values = [UInt16](UnsafeBufferPointer(start: output + history, count: position - history))
-                guard stream.push(.chunkStart(candidate)), stream.push(.markers(values)) else {
-                    return .finished(ChunkEnd(bitOffset: decoder.bitPosition))
+                first = false
+                do {
+                    try decoder.readBlockHeader()
+                    while case .outputFull = try decoder.decodeMarkers(into: output, position: &position, capacity: capacity) {
+                        // Blocks of zeros run to megabytes, so cleanness is also checked
+                        // inside a block; byte mode then finishes the block.
+                        if let window = cleanWindow(output, position: position) {
+                            try flush()
+                            return .cleanInsideBlock(window)
+                        }
+                        try flush()
+                    }
+                } catch let error as DeflateError {
+                    // Before any output was handed on, an error means a false start.
+                    if !started { throw SpeculationFailed() }
+                    throw Self.dataError(error, decoder: decoder, inputCount: file.count)
                 }
-                return .clean((0..<history).map { UInt8(truncatingIfNeeded: output[position - history + $0]) })
+                if decoder.isFinalBlock {
+                    // The member ends: the next member needs no history.
+                    try flush()
+                    return .clean([])
+                }
+                if let window = cleanWindow(output, position: position) {
+                    try flush()
+                    return .clean(window)
+                }
             }
+        } catch is AbandonedError {
+            return .finished(ChunkEnd(bitOffset: decoder.bitPosition))
+        }
+    }
+
+    private struct AbandonedError: Error {}
+
+    /// The last 32 KiB of marker-mode output as bytes when none of it is a marker.
+    private func cleanWindow(_ output: UnsafeMutablePointer<UInt16>, position: Int) -> [UInt8]? {
+        let history = ByteOutput.history
+        guard position >= 2 * history else { return nil }
+        let last = UnsafeBufferPointer(start: output + position - history, count: history)
+        var combined: UInt16 = 0
+        for value in last { combined |= value }
+        guard combined < 256 else { return nil }
+        return last.map { UInt8(truncatingIfNeeded: $0) }
+    }
+
+    static func dataError(_ error: DeflateError, decoder: DeflateDecoder, inputCount: Int) -> GzipDataError {
+        let offset = min(Int64(inputCount), decoder.bitPosition / 8)
+        switch error {
+        case .truncated:
+            return GzipDataError(offset: offset, kind: .truncated, reason: "the file ends inside deflate data (truncated)")
+        case .invalid(let reason):
+            return GzipDataError(offset: offset, reason: "invalid deflate data (\(reason))")
         }
     }
 
@@ -196,7 +248,7 @@ struct SpeculativeDecoder: Sendable {
     /// `continuing` is true when marker mode already decoded up to here and the final
     /// block of a member may just have ended.
     private func decodeBytes(_ decoder: DeflateDecoder, window: [UInt8], stopAt: Int64, stream: ChunkStream,
-                             continuing: Bool = false) throws -> ChunkEnd {
+                             continuing: Bool = false, insideBlock: Bool = false) throws -> ChunkEnd {
         let output = window.withUnsafeBufferPointer { buffer in
             ByteOutput(window: buffer, pieceSize: SpanDecoder.pieceSize) { piece throws(DeflateError) in
                 var piece = piece
@@ -207,7 +259,8 @@ struct SpeculativeDecoder: Sendable {
         }
         let input = file.bytes
         var first = !continuing
-        var memberEnded = continuing && decoder.isFinalBlock
+        var memberEnded = continuing && !insideBlock && decoder.isFinalBlock
+        var resumeBlock = insideBlock
         do {
             while true {
                 if memberEnded {
@@ -215,7 +268,7 @@ struct SpeculativeDecoder: Sendable {
                     // The trailer starts at the next byte boundary after the final block.
                     let trailer = Int((decoder.bitPosition + 7) / 8)
                     guard trailer + GzipMemberHeader.trailerSize <= input.count else {
-                        throw GzipDataError(offset: Int64(trailer), reason: "the file ends inside a member's 8-byte trailer")
+                        throw GzipDataError(offset: Int64(trailer), kind: .truncated, reason: "the file ends inside a member's 8-byte trailer")
                     }
                     let crc = readLittleEndian32(input, at: trailer)
                     let size = readLittleEndian32(input, at: trailer + 4)
@@ -233,12 +286,16 @@ struct SpeculativeDecoder: Sendable {
                     memberEnded = false
                     first = false
                 }
-                if !first, decoder.bitPosition >= stopAt, BlockFinder.acceptsBoundary(decoder) {
+                if !first, !resumeBlock, decoder.bitPosition >= stopAt, BlockFinder.acceptsBoundary(decoder) {
                     try output.finish()
                     return ChunkEnd(bitOffset: decoder.bitPosition)
                 }
                 first = false
-                try decoder.readBlockHeader()
+                if resumeBlock {
+                    resumeBlock = false
+                } else {
+                    try decoder.readBlockHeader()
+                }
                 while true {
                     let progress = try decoder.decodeBytes(into: output)
                     if case .blockEnd = progress { break }
@@ -248,13 +305,7 @@ struct SpeculativeDecoder: Sendable {
             }
         } catch let error as DeflateError {
             if stream.isAbandoned { return ChunkEnd(bitOffset: decoder.bitPosition) }
-            let offset = min(Int64(input.count), decoder.bitPosition / 8)
-            switch error {
-            case .truncated:
-                throw GzipDataError(offset: offset, reason: "the file ends inside deflate data (truncated)")
-            case .invalid(let reason):
-                throw GzipDataError(offset: offset, reason: "invalid deflate data (\(reason))")
-            }
+            throw Self.dataError(error, decoder: decoder, inputCount: input.count)
         }
     }
 
