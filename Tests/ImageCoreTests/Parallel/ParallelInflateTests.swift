@@ -128,9 +128,9 @@ struct ParallelInflateTests {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
         let payloads: [(String, [UInt8])] = [
-            ("text", compressibleBytes(2 << 20)),
-            ("random", randomBytes(1 << 20)),
-            ("zeros", [UInt8](repeating: 0, count: 3 << 20)),
+            ("text", compressibleBytes(512 << 10)),
+            ("random", randomBytes(256 << 10)),
+            ("zeros", [UInt8](repeating: 0, count: 2 << 20)),
             ("mixed", [UInt8](repeating: 0xaa, count: 4096) + [UInt8](repeating: 0, count: 1 << 20)
                 + [UInt8](repeating: 0xbb, count: 4096)),
         ]
@@ -140,7 +140,7 @@ struct ParallelInflateTests {
                 let path = try compressFile(payload, with: compressor, in: scratch, name: name)
                 #expect(try referenceOutput(path) == payload, "\(compressor) \(name)")
                 for threads in threadCounts {
-                    let output = try parallelOutput(path, threads: threads, minimumChunkInput: 64 << 10).0
+                    let output = try parallelOutput(path, threads: threads, minimumChunkInput: 16 << 10).0
                     #expect(output == payload, "\(compressor) \(name) threads \(threads)")
                 }
             }

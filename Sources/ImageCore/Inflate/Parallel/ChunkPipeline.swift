@@ -11,7 +11,8 @@
 // worker always gets unblocked.
 //
 // Cancellation: `ChunkStream.abandon` makes the worker's next `push` return false; the
-// worker then stops. `run` abandons every stream when it returns or throws.
+// worker then stops. The caller abandons every stream and waits for the workers
+// (`abandonAll`) before it returns or throws.
 
 import Foundation
 import Synchronization
@@ -129,8 +130,10 @@ final class ChunkPipeline: Sendable {
     let streams: [ChunkStream]
     private let next = Atomic<Int>(0)
     private let decode: Decoder
-    private let finishedWorkers = Atomic<Int>(0)
     private let threads: Int
+    /// Counts running workers; `waitForWorkers` waits on it.
+    private let running = NSCondition()
+    private nonisolated(unsafe) var runningCount = 0
 
     init(chunkCount: Int, threads: Int, budget: Int, decode: @escaping Decoder) {
         streams = (0..<chunkCount).map { _ in ChunkStream(budget: budget) }
@@ -140,6 +143,9 @@ final class ChunkPipeline: Sendable {
 
     /// Starts the worker threads; they exit when every chunk is taken.
     func start() {
+        running.lock()
+        runningCount = threads
+        running.unlock()
         for number in 0..<threads {
             let thread = Thread { [self] in work() }
             thread.name = "imgtool-inflate-\(number)"
@@ -156,11 +162,19 @@ final class ChunkPipeline: Sendable {
             if stream.isAbandoned { continue }
             stream.finish(Result { try decode(chunk, stream) })
         }
-        finishedWorkers.add(1, ordering: .relaxed)
+        running.lock()
+        runningCount -= 1
+        running.broadcast()
+        running.unlock()
     }
 
-    /// Stops every worker at its next piece; call when the consumer stops early.
+    /// Stops every worker at its next piece and waits until all have exited, so no
+    /// thread reads the input after the caller returns (the caller may then delete or
+    /// rewrite the file, and a mapped file truncated under a reader raises SIGBUS).
     func abandonAll() {
         for stream in streams { stream.abandon() }
+        running.lock()
+        while runningCount > 0 { running.wait() }
+        running.unlock()
     }
 }

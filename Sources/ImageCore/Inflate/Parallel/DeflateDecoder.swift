@@ -226,6 +226,37 @@ final class DeflateDecoder {
             }
             return .blockEnd
         }
+        // The bit reader's state lives in locals for the loop: class properties would
+        // cost an exclusivity check per access.
+        var bitBuffer = self.bitBuffer
+        var bitCount = self.bitCount
+        var nextByte = self.nextByte
+        let input = self.input
+        let inputCount = self.inputCount
+        defer {
+            self.bitBuffer = bitBuffer
+            self.bitCount = bitCount
+            self.nextByte = nextByte
+        }
+        func refillLocal() {
+            if nextByte + 8 <= inputCount {
+                let word = UInt64(littleEndian: UnsafeRawPointer(input + nextByte).loadUnaligned(as: UInt64.self))
+                bitBuffer |= word &<< UInt64(bitCount)
+                nextByte += (63 - bitCount) >> 3
+                bitCount |= 56
+            } else {
+                while bitCount <= 56 {
+                    if nextByte < inputCount { bitBuffer |= UInt64(input[nextByte]) &<< UInt64(bitCount) }
+                    nextByte += 1
+                    bitCount += 8
+                }
+            }
+        }
+        func consumeLocal(_ count: Int) {
+            bitBuffer >>= UInt64(count)
+            bitCount -= count
+        }
+        var isPastEndLocal: Bool { Int64(nextByte) * 8 - Int64(bitCount) > Int64(inputCount) * 8 }
         let literals = usesFixedTables ? fixedLiterals : literalTable
         let distances = usesFixedTables ? fixedDistances : distanceTable
         let literalEntries = literals.entries, literalMask = literals.mask
@@ -236,11 +267,11 @@ final class DeflateDecoder {
         // Room for one match plus the 3-value overshoot of the 4-value copy steps.
         let limit = capacity - 262
         while out <= limit {
-            refill()
+            refillLocal()
             let entry = literalEntries[Int(bitBuffer & literalMask)]
             let codeLength = Int(entry >> 16)
             guard codeLength > 0 else { throw .invalid("invalid literal/length code") }
-            consume(codeLength)
+            consumeLocal(codeLength)
             let symbol = Int(entry & 0xffff)
             if symbol < 256 {
                 output[out] = UInt16(symbol)
@@ -248,7 +279,7 @@ final class DeflateDecoder {
                 continue
             }
             if symbol == 256 {
-                if isPastEnd { throw .truncated }
+                if isPastEndLocal { throw .truncated }
                 return .blockEnd
             }
             let lengthIndex = symbol - 257
@@ -285,7 +316,7 @@ final class DeflateDecoder {
             }
             out += length
         }
-        if isPastEnd { throw .truncated }
+        if isPastEndLocal { throw .truncated }
         return .outputFull
     }
 
@@ -317,6 +348,37 @@ final class DeflateDecoder {
             }
             return .blockEnd
         }
+        // The bit reader's state lives in locals for the loop: class properties would
+        // cost an exclusivity check per access.
+        var bitBuffer = self.bitBuffer
+        var bitCount = self.bitCount
+        var nextByte = self.nextByte
+        let input = self.input
+        let inputCount = self.inputCount
+        defer {
+            self.bitBuffer = bitBuffer
+            self.bitCount = bitCount
+            self.nextByte = nextByte
+        }
+        func refillLocal() {
+            if nextByte + 8 <= inputCount {
+                let word = UInt64(littleEndian: UnsafeRawPointer(input + nextByte).loadUnaligned(as: UInt64.self))
+                bitBuffer |= word &<< UInt64(bitCount)
+                nextByte += (63 - bitCount) >> 3
+                bitCount |= 56
+            } else {
+                while bitCount <= 56 {
+                    if nextByte < inputCount { bitBuffer |= UInt64(input[nextByte]) &<< UInt64(bitCount) }
+                    nextByte += 1
+                    bitCount += 8
+                }
+            }
+        }
+        func consumeLocal(_ count: Int) {
+            bitBuffer >>= UInt64(count)
+            bitCount -= count
+        }
+        var isPastEndLocal: Bool { Int64(nextByte) * 8 - Int64(bitCount) > Int64(inputCount) * 8 }
         let literals = usesFixedTables ? fixedLiterals : literalTable
         let distances = usesFixedTables ? fixedDistances : distanceTable
         let literalEntries = literals.entries, literalMask = literals.mask
@@ -341,11 +403,11 @@ final class DeflateDecoder {
         }
         defer { store() }
         while out < flushMark {
-            refill()
+            refillLocal()
             let entry = literalEntries[Int(bitBuffer & literalMask)]
             let codeLength = Int(entry >> 16)
             guard codeLength > 0 else { throw .invalid("invalid literal/length code") }
-            consume(codeLength)
+            consumeLocal(codeLength)
             let symbol = Int(entry & 0xffff)
             if symbol < 256 {
                 if symbol == 0 {
@@ -369,7 +431,7 @@ final class DeflateDecoder {
                 continue
             }
             if symbol == 256 {
-                if isPastEnd { throw .truncated }
+                if isPastEndLocal { throw .truncated }
                 return .blockEnd
             }
             let lengthIndex = symbol - 257
@@ -426,7 +488,7 @@ final class DeflateDecoder {
                 zeros = count
             }
         }
-        if isPastEnd { throw .truncated }
+        if isPastEndLocal { throw .truncated }
         return .outputFull
     }
 }

@@ -29,6 +29,8 @@ public struct ParallelInflateResult: Sendable {
     public var strategy: ParallelStrategy
     /// Bytes after the last member that are neither zeros nor a member (ignored).
     public var trailingGarbage: Int64
+    /// Problems that did not stop decoding (trailing data), each also logged.
+    public var warnings: [String]
 }
 
 public enum ParallelGzipInflater {
@@ -92,12 +94,16 @@ public enum ParallelGzipInflater {
             strategy = chunkCount > 1 ? .speculative : .singleChunk
         }
         try writer.finish()
+        var warnings: [String] = []
         if trailingGarbage > 0 {
-            Log.warning("inflate", "\(path): ignored \(trailingGarbage) bytes of trailing data after the last gzip member")
+            let warning = "'\(path)': ignored \(trailingGarbage) bytes of trailing data at offset "
+                + "\(Int64(input.count) - trailingGarbage) after the last gzip member"
+            Log.warning("inflate", warning)
+            warnings.append(warning)
         }
         Log.debug("parallel inflate", "\(path): \(chunkCount) chunks (\(strategy.rawValue)), \(threads) threads")
         return ParallelInflateResult(uncompressedSize: writer.written, members: writer.members, chunks: chunkCount,
-                                     strategy: strategy, trailingGarbage: trailingGarbage)
+                                     strategy: strategy, trailingGarbage: trailingGarbage, warnings: warnings)
     }
 
     /// Runs chunks whose starts are known (index points, BGZF members) with zlib.
@@ -156,24 +162,18 @@ public enum ParallelGzipInflater {
                 let window = writer.window
                 let start = expected
                 let stop = stops[number]
-                end = try writer.consume(runAlone(budget: budget) { stream in
+                let again = ChunkPipeline(chunkCount: 1, threads: 1, budget: budget) { _, stream in
                     try decoder.decode(from: .known(bitOffset: start, window: window), stopAt: stop, into: stream)
-                })
+                }
+                again.start()
+                defer { again.abandonAll() }
+                end = try writer.consume(again.streams[0])
             }
             expected = end.bitOffset
             trailingGarbage = end.trailingGarbage
         }
         if redone > 0 { Log.debug("parallel inflate", "\(file.path): \(redone) of \(count) ranges decoded again") }
         return (trailingGarbage, count)
-    }
-
-    /// Runs `body` on its own thread and returns its stream for the writer.
-    private static func runAlone(budget: Int, _ body: @escaping @Sendable (ChunkStream) throws -> ChunkEnd) -> ChunkStream {
-        let stream = ChunkStream(budget: budget)
-        let thread = Thread { stream.finish(Result { try body(stream) }) }
-        thread.name = "imgtool-inflate-again"
-        thread.start()
-        return stream
     }
 }
 
@@ -250,6 +250,9 @@ struct OrderedWriter {
     let compressedSize: Int64
     private(set) var written: Int64 = 0
     private(set) var members = 0
+    /// Compressed bytes decoded: the end of the last finished chunk (progress moves in
+    /// steps of one chunk).
+    private var compressedDone: Int64 = 0
     private var memberCRC: UInt32 = 0
     private var memberSize: Int64 = 0
     /// The last 32 KiB written (fewer at the start), which markers refer to.
@@ -317,10 +320,12 @@ struct OrderedWriter {
                     memberSize = 0
                 }
             }
-            progress?.update(completed: written, total: nil, written: written)
+            progress?.update(completed: compressedDone, total: compressedSize, written: written)
             if pieces.isEmpty, let end {
                 switch end {
-                case .success(let value): return value
+                case .success(let value):
+                    compressedDone = min(compressedSize, max(compressedDone, value.bitOffset / 8))
+                    return value
                 case .failure(let error as GzipDataError): throw error.at(path: path)
                 case .failure(let error): throw error
                 }
@@ -345,7 +350,7 @@ struct OrderedWriter {
         guard memberSize == 0 else {
             throw GzipDataError(path: path, offset: compressedSize, kind: .truncated, reason: "the file ends inside a member (truncated)")
         }
-        progress?.finish(completed: written, total: nil, written: written)
+        progress?.finish(completed: compressedSize, total: compressedSize, written: written)
     }
 }
 
