@@ -72,7 +72,7 @@ public enum DiskError: ImageError, Equatable {
     public var remedy: String? {
         switch self {
         case .notRegularFile: return "give the path of a RAW disk file"
-        case .shrinkRejected: return "give a size at least as large as the current one, or pass --shrink if the data past the new end can be lost"
+        case .shrinkRejected: return "give a size at least as large as the current one, or allow shrinking (imgtool resize --shrink) if the data past the new end can be lost"
         case .busy: return "wait for the other resize to finish and try again"
         }
     }
@@ -161,6 +161,26 @@ public enum RawDisk {
         try sync(descriptor, path: path)
         Log.info("disk", "resized '\(path)' from \(oldSize) to \(size.bytes) bytes")
         return result
+    }
+
+    /// Applies the size argument of the middleware's `vm.raw_resize` (see
+    /// `DiskSize.parseResizeRequest`): a bare number counts GiB, and zero or empty text
+    /// keeps the current size. It never shrinks: a smaller size throws
+    /// `DiskError.shrinkRejected`.
+    public static func applyResizeRequest(path: String, request: String, preallocate: Bool = false) throws -> ResizeResult {
+        guard let size = try DiskSize.parseResizeRequest(request) else {
+            let current: FileStatus?
+            do {
+                current = try linkStatus(path)
+            } catch {
+                throw SystemError("inspect", path: path, errno: error)
+            }
+            guard let current else { throw SystemError("inspect", path: path, errno: .noEntry) }
+            guard current.isRegularFile else { throw DiskError.notRegularFile(path: path, kind: current.kindDescription) }
+            return ResizeResult(path: path, oldSize: current.size, newSize: current.size, allocation: .unchanged,
+                                wasRounded: false, requestedBytes: current.size)
+        }
+        return try resize(path: path, to: size, preallocate: preallocate, allowShrink: false)
     }
 
     private static func sync(_ descriptor: FileDescriptor, path: String) throws {

@@ -6,13 +6,13 @@ public enum CompressionFormat: String, Sendable, Codable, CaseIterable {
     case gzip
     case xz
 
-    /// The xz stream header magic: fd '7' 'z' 'X' 'Z' 00 (xz file format 1.0.4, 2.1.1.1).
+    /// The xz stream header magic: fd '7' 'z' 'X' 'Z' 00 (the .xz file format's Header Magic Bytes).
     public static let xzMagic: [UInt8] = [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]
 
     /// The number of leading bytes `detect` needs to decide.
     public static let detectionLength = 6
 
-    /// The format whose magic number starts `bytes`, or nil. `bytes` should hold
+    /// Returns the format whose magic number starts `bytes`, or nil. `bytes` should hold
     /// `detectionLength` bytes unless the input is shorter.
     public static func detect(_ bytes: [UInt8]) -> CompressionFormat? {
         if bytes.starts(with: GzipHeader.magic) { return .gzip }

@@ -105,16 +105,19 @@ public struct GrubConfigurations: Sendable {
         let grubConfigPath = "\(grubDirectory)/grub.cfg"
         let deviceMapPath = "\(directory)/device.map"
 
-        let existing = try Self.readConfiguration(grubConfigPath)
-        var newConfiguration: String?
-        if existing == nil {
-            // Render first, so a bad catalog entry leaves nothing behind.
-            newConfiguration = try GrubScript.configuration(entry: entry, passwordWord: try Self.passwordWord(password, policy: policy))
-        }
+        // Render once with a placeholder, so a bad catalog entry leaves nothing behind.
+        _ = try GrubScript.configuration(entry: entry, passwordWord: GrubScript.passwordWord(value: "x"))
 
         try requireDirectory(sharefs.configsPath)
         try Sharefs.makeDirectory(directory, mode: 0o700)
+        let lock = try Self.lockDirectory(directory)
+        defer { try? lock.close() }
         try Sharefs.makeDirectory(grubDirectory, mode: 0o700)
+
+        var newConfiguration: String?
+        if try Self.readConfiguration(grubConfigPath) == nil {
+            newConfiguration = try GrubScript.configuration(entry: entry, passwordWord: try Self.passwordWord(password, policy: policy))
+        }
 
         let deviceMap = "(hd0) \(rawPath)\n"
         if (try? Self.readConfiguration(deviceMapPath)) ?? nil != Array(deviceMap.utf8) {
@@ -152,6 +155,11 @@ public struct GrubConfigurations: Sendable {
             directory = only
         }
         let path = "\(directory)/grub/grub.cfg"
+        guard (try? linkStatus(directory)) ?? nil != nil else {
+            throw GrubError.configurationNotFound(vmID: vmID, configsPath: sharefs.configsPath)
+        }
+        let lock = try Self.lockDirectory(directory)
+        defer { try? lock.close() }
         guard try Self.readConfiguration(path) != nil else {
             throw GrubError.configurationNotFound(vmID: vmID, configsPath: sharefs.configsPath)
         }
@@ -268,6 +276,25 @@ public struct GrubConfigurations: Sendable {
         if path.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             throw GrubError.invalidRawPath(path: path, reason: "the path contains a control character")
         }
+    }
+
+    /// Opens a guest's configuration directory, refusing a symlink, and locks it with
+    /// flock(LOCK_EX) so that two writers never interleave their read-modify-write of
+    /// grub.cfg. The lock ends when the returned descriptor is closed.
+    private static func lockDirectory(_ path: String) throws -> FileDescriptor {
+        let descriptor: FileDescriptor
+        do {
+            descriptor = try FileDescriptor.open(path, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+        } catch {
+            throw SystemError("open", path: path, errno: error)
+        }
+        do {
+            try descriptor.lock(exclusive: true, wait: true)
+        } catch {
+            try? descriptor.close()
+            throw SystemError("lock", path: path, errno: error)
+        }
+        return descriptor
     }
 
     private func requireDirectory(_ path: String) throws {

@@ -42,7 +42,7 @@ public struct DecompressOptions: Sendable {
     }
 }
 
-/// What an inflation did.
+/// The result of one inflation.
 public struct DecompressSummary: Sendable, Equatable {
     public var format: CompressionFormat
     /// Compressed bytes read from the input, trailing data included.

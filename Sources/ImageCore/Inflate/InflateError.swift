@@ -5,7 +5,7 @@
 public enum InflateError: ImageError, Equatable {
     /// The content is neither gzip nor xz; `found` describes what it looks like.
     case unsupportedFormat(path: String, found: String)
-    /// The input ends before the stream does; `context` says where, for example
+    /// The input ends before the stream does; `context` describes where, for example
     /// "inside deflate data of the member at offset 0".
     case truncated(path: String, offset: Int64, context: String)
     /// The stream is invalid at `offset`.

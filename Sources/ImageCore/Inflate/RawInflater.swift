@@ -8,10 +8,10 @@
 import CIsal
 import CZlib
 
-/// Which deflate implementation inflates gzip members.
+/// A deflate implementation for gzip members.
 public enum DeflateEngine: String, Sendable, CaseIterable {
-    /// ISA-L's `isal_inflate` (libisal): the default, several times faster than zlib on
-    /// x86-64 in Benchmarks/decompress.sh.
+    /// ISA-L's `isal_inflate` (libisal), the default. In Benchmarks/decompress.sh on the
+    /// 4 GiB image, `igzip -dc` (ISA-L) took 6.4 s and zlib-based `pigz -dc` 18.0 s.
     case isal
     /// zlib's `inflate`: the reference implementation.
     case zlib
@@ -52,8 +52,8 @@ func makeRawInflater(_ engine: DeflateEngine) -> any RawInflater {
     }
 }
 
-/// ISA-L's inflater, told to keep a gzip CRC-32 of its output (`ISAL_GZIP_NO_HDR`), which
-/// it computes while the output is still in cache.
+/// ISA-L's inflater with `crc_flag` set to `ISAL_GZIP_NO_HDR`, so that it computes the
+/// gzip CRC-32 of its output while the output is still in cache.
 final class IsalInflater: RawInflater {
     private let state: UnsafeMutablePointer<inflate_state>
 

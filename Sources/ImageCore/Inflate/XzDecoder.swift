@@ -3,10 +3,10 @@
 // `lzma_stream_decoder_mt` decodes blocks in parallel when the encoder stored their
 // compressed sizes in the block headers (`xz -T2` and later do) and falls back to one
 // thread otherwise, or when `memlimit_threading` would be exceeded. With
-// LZMA_CONCATENATED it decodes every stream of the file and checks stream padding (a
-// multiple of four zero bytes between and after streams); it verifies each block's
-// integrity check (CRC32, CRC64 or SHA-256). Input is fed from the window in pieces of
-// at most its capacity, and liblzma copies what it keeps between calls.
+// LZMA_CONCATENATED it decodes every stream of the file and checks stream padding, which
+// must be a multiple of four zero bytes. It verifies each block's integrity check
+// (CRC32, CRC64 or SHA-256). Input is fed from the window in pieces of at most its
+// capacity, and liblzma copies what it keeps between calls.
 
 import CLzma
 #if canImport(Glibc)
@@ -36,8 +36,8 @@ final class XzDecoder {
         // lzma_physmem returns 0 when it cannot tell; 4 GiB is then assumed.
         let physical = lzma_physmem() == 0 ? UInt64(4) << 30 : lzma_physmem()
         threadingMemoryLimit = physical / 4
-        // Half of RAM, and never under 1 GiB so that `xz -9` streams (674 MiB to decode
-        // with one thread per the xz(1) manual of 5.4) stay decodable on small hosts.
+        // Half of RAM, and at least 1 GiB. This is an estimate that leaves room for
+        // several threads, each holding a dictionary of up to 64 MiB at `xz -9`.
         memoryLimit = max(physical / 2, UInt64(1) << 30)
     }
 

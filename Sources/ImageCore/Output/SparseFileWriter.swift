@@ -17,7 +17,7 @@
 //
 // Threads: the public methods are called from one producer thread. `Shared` is the
 // only state the writer thread touches; its queues are guarded by `condition`, and each
-// buffer belongs to whoever holds its index (the free list, the producer, the filled
+// buffer belongs to the owner of its index (the free list, the producer, the filled
 // queue, or the writer thread).
 
 import Foundation
@@ -95,7 +95,7 @@ public final class SparseFileWriter: ExtentSink {
     }
 
     /// Free space at the end of the current buffer, taking a new buffer when it is full
-    /// (waiting while the writer thread holds all of them). Never empty. Fill a prefix
+    /// (waiting while the writer thread owns all of them). Never empty. Fill a prefix
     /// and call `commit` with its length; the space is valid until then.
     func writableSpace() throws -> UnsafeMutableRawBufferPointer {
         if let current, current.count < shared.bufferSize {

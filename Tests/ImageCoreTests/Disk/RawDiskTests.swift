@@ -175,4 +175,34 @@ private func makeDisk(_ path: String, size: Int64, data: [UInt8] = []) throws {
         #expect(fileSize(disk) == 64 << 20)
         #expect(allocatedBytes(disk) < 1 << 20)
     }
+
+    @Test func resizeRequestZeroKeepsSize() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let disk = scratch.file("disk.raw")
+        try makeDisk(disk, size: 5 << 20)
+        let result = try RawDisk.applyResizeRequest(path: disk, request: "0")
+        #expect(result.allocation == .unchanged)
+        #expect(fileSize(disk) == 5 << 20)
+    }
+
+    @Test func resizeRequestSmallerIsRejected() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let disk = scratch.file("disk.raw")
+        try makeDisk(disk, size: 2 << 30)
+        #expect(throws: DiskError.shrinkRejected(path: disk, currentSize: 2 << 30, requestedSize: 1 << 30)) {
+            _ = try RawDisk.applyResizeRequest(path: disk, request: "1")
+        }
+        #expect(fileSize(disk) == 2 << 30)
+    }
+
+    @Test func resizeRequestGrowsInGiB() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let disk = scratch.file("disk.raw")
+        try makeDisk(disk, size: 1 << 30)
+        _ = try RawDisk.applyResizeRequest(path: disk, request: "20")
+        #expect(fileSize(disk) == 20 << 30)
+    }
 }

@@ -110,6 +110,12 @@ import Testing
         #expect(throws: InflateError.self) { _ = try inflateInMemory(stream + [0, 0, 0, 0, 0]) }
     }
 
+    @Test func xzTrailingGarbageRejected() throws {
+        // Unlike gzip, xz defines no trailing data: xz(1) rejects it, and so does imgtool.
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        #expect(throws: InflateError.self) { _ = try inflateInMemory(stream + Array("garbage!".utf8)) }
+    }
+
     @Test(.enabled(if: ProcessInfo.processInfo.environment["IMGTOOL_LARGE_TESTS"] == "1"))
     func zerosPast4GiBKeepTheirSize() throws {
         let scratch = try ScratchDirectory()
@@ -202,6 +208,30 @@ import Testing
             #expect(error.category == .invalidData)
         }
         #expect(try directoryNames(scratch.path) == ["image.gz"])
+    }
+
+    @Test func directorySourceIsRejected() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        #expect(throws: InvalidArgumentError.self) {
+            _ = try Decompressor.decompress(source: scratch.path, destination: scratch.file("disk.raw"), options: DecompressOptions())
+        }
+        #expect(try directoryNames(scratch.path) == [])
+    }
+
+    @Test func missingTargetDirectoryNamesPath() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = scratch.file("input.gz")
+        try writeFile(source, try gzip("abc"))
+        do {
+            _ = try Decompressor.decompress(source: source, destination: scratch.file("missing/disk.raw"), options: DecompressOptions())
+            Issue.record("a target in a missing directory was accepted")
+        } catch let error as SystemError {
+            #expect(error.path == scratch.file("missing"))
+            #expect(error.errno == .noEntry)
+            #expect(error.remedy != nil)
+        }
     }
 
     @Test func emptySourceIsRejected() throws {

@@ -43,6 +43,33 @@ import Testing
         }
     }
 
+    /// Sizes on both sides of 2^31 and 2^32, where 32-bit counters overflow.
+    static let largeSizes: [Int64] = [(1 << 31) - 1, (1 << 31) + 1, (1 << 32) - 1, (1 << 32) + 1]
+
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["IMGTOOL_LARGE_TESTS"] == "1"), arguments: largeSizes)
+    func largeRoundTripKeepsSize(size: Int64) throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        // 1 MiB of random data at each end and zeros between, so both ends are checked
+        // and the file stays cheap to build.
+        let original = scratch.file("original")
+        try shell("{ head -c 1048576 /dev/urandom; head -c \(size - 2 * 1_048_576) /dev/zero; "
+                  + "head -c 1048576 /dev/urandom; } > '\(original)'")
+        for compressor in ["gzip -1 -c", "xz -T2 -0 -c"] {
+            let source = scratch.file("input")
+            try shell("\(compressor) < '\(original)' > '\(source)'")
+            let raw = scratch.file("disk.raw")
+            let summary = try Decompressor.decompress(source: source, destination: raw, options: DecompressOptions(threads: 2))
+            #expect(summary.bytesWritten == size, "\(compressor)")
+            #expect(fileSize(raw) == size, "\(compressor)")
+            #expect(try sha256sum(raw) == sha256sum(original), "\(compressor)")
+            // Two 1 MiB data ends, plus at most a few blocks of filesystem metadata.
+            #expect(allocatedBytes(raw) < 3 << 20, "\(compressor)")
+            try FileManager.default.removeItem(atPath: raw)
+            try FileManager.default.removeItem(atPath: source)
+        }
+    }
+
     @Test func isalAndZlibAgree() throws {
         for payload in Self.payloads() {
             for compressor in Self.compressors where !compressor.hasPrefix("xz") {
