@@ -4,7 +4,7 @@ import Testing
 
 @Suite("GZIDX seek index")
 struct GzipIndexTests {
-    /// An index with a window-less first point, one windowed point at a bit offset that
+    /// Makes an index with a window-less first point, one windowed point at a bit offset that
     /// is not a byte boundary, and the end point.
     private func sampleIndex() -> GzipIndex {
         GzipIndex(compressedSize: 1000, uncompressedSize: 5000, spacing: 4096, points: [
@@ -23,7 +23,8 @@ struct GzipIndexTests {
         #expect(bytes[5] == 1)
         // Bit 3205 is bit 5 of byte 400: stored as byte 401 with 3 bits taken from byte 400.
         let second = 35 + 18
-        #expect(bytes[second] == 145 && bytes[second + 1] == 1)
+        #expect(bytes[second] == 145)
+        #expect(bytes[second + 1] == 1)
         #expect(bytes[second + 16] == 3)
         #expect(bytes[second + 17] == 1)
     }

@@ -2,9 +2,9 @@
 // consumer in chunk order.
 //
 // Threads and ownership: `threads` worker threads take chunks in order from a shared
-// counter. Each chunk writes pieces of output into its own `ChunkStream`; the consumer
-// (the caller of `run`) reads the streams in chunk order and is the only thread that
-// touches the sink. Memory is bounded: a stream holds at most `budget` bytes of pieces
+// counter. Each chunk writes pieces of output into its own `ChunkStream`. The consumer,
+// the thread that called `start`, reads the streams in chunk order and is the only
+// thread that touches the sink. Memory is bounded: a stream holds at most `budget` bytes of pieces
 // and its worker blocks until the consumer drains them, so at most
 // `threads * (budget + one piece)` bytes of output wait in memory whatever the image
 // size. The chunk at the head of the order is always being drained, so a blocked
@@ -33,7 +33,7 @@ enum OutputPiece: Sendable {
     case memberEnd(crc: UInt32, size: UInt32, trailerOffset: Int64)
 }
 
-/// Where a chunk's decoding stopped.
+/// The position where a chunk's decoding stopped.
 struct ChunkEnd: Sendable {
     /// The byte offset in the input right after the last member trailer the chunk read,
     /// or the bit offset it stopped at divided by 8 when it stopped inside a member.
@@ -169,8 +169,8 @@ final class ChunkPipeline: Sendable {
     }
 
     /// Stops every worker at its next piece and waits until all have exited, so no
-    /// thread reads the input after the caller returns (the caller may then delete or
-    /// rewrite the file, and a mapped file truncated under a reader raises SIGBUS).
+    /// thread reads the input after the caller returns. The caller may then rewrite the
+    /// file, and a mapped file truncated under a reader raises SIGBUS.
     func abandonAll() {
         for stream in streams { stream.abandon() }
         running.lock()

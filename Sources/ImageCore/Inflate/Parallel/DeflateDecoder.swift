@@ -12,7 +12,7 @@
 //     one table lookup per 258 bytes and are handed on as `hole` pieces.
 // One decoder belongs to one thread; it is not thread-safe.
 
-/// What a block-decoding call stopped at.
+/// The reason a block-decoding call returned.
 enum BlockProgress {
     /// The block's end-of-block code was read.
     case blockEnd
@@ -57,7 +57,11 @@ final class DeflateDecoder {
         for (index, entry) in DeflateConstants.lengthTable.enumerated() { lengthEntries[index] = entry }
         for (index, entry) in DeflateConstants.distanceTable.enumerated() { distanceEntries[index] = entry }
         lengths.initialize(repeating: 0, count: 320)
-        for symbol in 0..<288 { lengths[symbol] = symbol < 144 ? 8 : symbol < 256 ? 9 : symbol < 280 ? 7 : 8 }
+        // The fixed literal/length code (RFC 1951, section 3.2.6).
+        for symbol in 0..<144 { lengths[symbol] = 8 }
+        for symbol in 144..<256 { lengths[symbol] = 9 }
+        for symbol in 256..<280 { lengths[symbol] = 7 }
+        for symbol in 280..<288 { lengths[symbol] = 8 }
         _ = fixedLiterals.build(lengths, count: 288, allowsSingleCode: false)
         // 32 codes of 5 bits make the fixed distance code complete; symbols 30 and 31
         // have codes but are invalid, which `readMatch` checks.
@@ -593,7 +597,7 @@ final class ByteOutput {
         }
     }
 
-    /// The last 32 KiB of output (fewer at the start of a stream), for the next chunk.
+    /// Returns the last 32 KiB of output (fewer at the start of a stream).
     func window() -> [UInt8] {
         var result = [UInt8](UnsafeBufferPointer(start: base + historyStart, count: position - historyStart))
         if hole > 0 {

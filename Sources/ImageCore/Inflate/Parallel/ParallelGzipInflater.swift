@@ -1,27 +1,26 @@
 // ParallelGzipInflater: decodes a gzip file on several threads into an ExtentSink.
 //
-// The file is cut into chunks that can be decoded independently, and a `ChunkPipeline`
-// decodes them on worker threads while this thread writes their output in order and
-// checks every member's CRC-32 and ISIZE. Chunks come from, in order of preference:
-//   1. a seek index (GZIDX): one chunk per access point, started with its window;
-//   2. member boundaries: BGZF gives each member's size in its header; other
-//      multi-member files (concatenated gzip, `pigz --independent` is not one of them)
-//      are cut at candidate member headers found by scanning, which are speculative: a
-//      candidate counts only if the previous chunk's decoding ends exactly there;
-//   3. otherwise the whole file is one chunk, decoded on one worker.
-// The output equals sequential decoding byte for byte: chunks are written in order, a
-// chunk whose start turns out not to follow its predecessor's end is discarded and the
-// gap decoded again, and the CRC of every member is checked across chunk boundaries.
+// The file is cut into chunks, worker threads decode them (`ChunkPipeline`), and the
+// calling thread writes their output in order and checks every member's CRC-32 and
+// ISIZE across chunk boundaries. The chunks come from, in order of preference:
+//   1. a seek index (GZIDX): one chunk per access point, started by zlib with the
+//      point's window;
+//   2. BGZF: each member's size is in its header, so chunks are whole members (zlib);
+//   3. anything else: equal byte ranges decoded speculatively by the Swift decoder
+//      (`SpeculativeDecoder`), which finds a block header in each range and decodes
+//      with markers for the unknown window. A chunk counts only if it starts exactly
+//      where the previous chunk stopped. Otherwise its range is decoded again from the
+//      known window, so the output always equals sequential decoding byte for byte.
 
 import CZlib
 import Foundation
 
-/// How the file was split.
+/// The way the file was split into chunks.
 public enum ParallelStrategy: String, Sendable {
     case index, bgzfMembers, speculative, singleChunk
 }
 
-/// What a parallel decode found.
+/// The counts and warnings of one parallel decode.
 public struct ParallelInflateResult: Sendable {
     public var uncompressedSize: Int64
     public var members: Int
@@ -187,7 +186,7 @@ struct ChunkPlan {
     var chunks: [Chunk]
     var strategy: ParallelStrategy
 
-    /// One chunk per access point of `index`.
+    /// Makes one chunk per access point of `index`.
     init(index: GzipIndex, fileSize: Int64, path: String) throws(GzipIndexError) {
         guard index.compressedSize == fileSize else {
             throw GzipIndexError(path: path, reason: "it describes a file of \(index.compressedSize) bytes, but the input has \(fileSize)")
