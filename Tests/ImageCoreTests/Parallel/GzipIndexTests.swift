@@ -139,4 +139,39 @@ struct GzipIndexTests {
         let second = try runProcess(imgtool, ["index", path])
         #expect(second.status == 73)
     }
+
+    @Test("decompress writes and uses an index")
+    func decompressIndexOptions() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = compressibleBytes(1 << 20) + [UInt8](repeating: 0, count: 1 << 20)
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "image")
+        let imgtool = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(".build/debug/imgtool").path
+        guard FileManager.default.isExecutableFile(atPath: imgtool) else { return }
+
+        let index = scratch.file("image.gzidx")
+        let first = try runProcess(imgtool, ["decompress", "--progress", "none", "--index-out", index, path, scratch.file("one.raw")])
+        #expect(first.status == 0)
+        #expect(try sha256sum(scratch.file("one.raw")) == sha256sum(scratch.file("image.raw")))
+        #expect(pathExists(index))
+
+        let second = try runProcess(imgtool, ["decompress", "--progress", "none", "--threads", "2", "--index", index, path,
+                                              scratch.file("two.raw")])
+        #expect(second.status == 0)
+        #expect(try sha256sum(scratch.file("two.raw")) == sha256sum(scratch.file("image.raw")))
+
+        // An existing index path is never replaced, and no RAW file appears: exit 73.
+        let third = try runProcess(imgtool, ["decompress", "--progress", "none", "--index-out", index, path,
+                                             scratch.file("three.raw")])
+        #expect(third.status == 73)
+        #expect(!pathExists(scratch.file("three.raw")))
+
+        // An index of another file is rejected before anything is published.
+        let other = try compressFile(randomBytes(4096), with: "gzip -6", in: scratch, name: "other")
+        let fourth = try runProcess(imgtool, ["decompress", "--progress", "none", "--index", index, other,
+                                              scratch.file("four.raw")])
+        #expect(fourth.status == 2)
+        #expect(!pathExists(scratch.file("four.raw")))
+    }
 }
