@@ -4,11 +4,12 @@
 // Threads and ownership: `threads` worker threads take chunks in order from a shared
 // counter. Each chunk writes pieces of output into its own `ChunkStream`. The consumer,
 // the thread that called `start`, reads the streams in chunk order and is the only
-// thread that touches the sink. Memory is bounded: a stream holds at most `budget` bytes of pieces
-// and its worker blocks until the consumer drains them, so at most
-// `threads * (budget + one piece)` bytes of output wait in memory whatever the image
-// size. The chunk at the head of the order is always being drained, so a blocked
-// worker always gets unblocked.
+// thread that touches the sink. Memory is bounded: a stream holds at most `budget`
+// bytes of pieces and its worker blocks until the consumer drains them, and workers
+// start a chunk only within `2 * threads` chunks of the consumer. So at most
+// `2 * threads * (budget + one piece)` bytes of output wait in memory whatever the
+// image size. The chunk at the head of the order is always being drained, so a
+// blocked worker always gets unblocked.
 //
 // Cancellation: `ChunkStream.abandon` makes the worker's next `push` return false; the
 // worker then stops. The caller abandons every stream and waits for the workers
@@ -131,13 +132,20 @@ final class ChunkPipeline: Sendable {
     private let next = Atomic<Int>(0)
     private let decode: Decoder
     private let threads: Int
-    /// Counts running workers; `waitForWorkers` waits on it.
+    /// Protects `runningCount`, `consumedCount` and `stopped`.
     private let running = NSCondition()
     private nonisolated(unsafe) var runningCount = 0
+    /// Chunks the consumer has finished with; a worker takes chunk k only while
+    /// k < consumedCount + lookahead, so finished chunks waiting for the consumer
+    /// never hold more than `lookahead` budgets.
+    private nonisolated(unsafe) var consumedCount = 0
+    private nonisolated(unsafe) var stopped = false
+    private let lookahead: Int
 
     init(chunkCount: Int, threads: Int, budget: Int, decode: @escaping Decoder) {
         streams = (0..<chunkCount).map { _ in ChunkStream(budget: budget) }
         self.threads = max(1, min(threads, chunkCount))
+        lookahead = 2 * self.threads
         self.decode = decode
     }
 
@@ -158,6 +166,9 @@ final class ChunkPipeline: Sendable {
         while true {
             let chunk = next.add(1, ordering: .relaxed).oldValue
             guard chunk < streams.count else { break }
+            running.lock()
+            while chunk >= consumedCount + lookahead && !stopped { running.wait() }
+            running.unlock()
             let stream = streams[chunk]
             if stream.isAbandoned { continue }
             stream.finish(Result { try decode(chunk, stream) })
@@ -168,12 +179,23 @@ final class ChunkPipeline: Sendable {
         running.unlock()
     }
 
+    /// Records that the consumer is done with chunks 0...number, so workers may start
+    /// chunks further ahead.
+    func chunkConsumed(_ number: Int) {
+        running.lock()
+        consumedCount = max(consumedCount, number + 1)
+        running.broadcast()
+        running.unlock()
+    }
+
     /// Stops every worker at its next piece and waits until all have exited, so no
     /// thread reads the input after the caller returns. The caller may then rewrite the
     /// file, and a mapped file truncated under a reader raises SIGBUS.
     func abandonAll() {
         for stream in streams { stream.abandon() }
         running.lock()
+        stopped = true
+        running.broadcast()
         while runningCount > 0 { running.wait() }
         running.unlock()
     }

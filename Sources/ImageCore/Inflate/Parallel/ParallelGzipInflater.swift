@@ -75,9 +75,8 @@ public enum ParallelGzipInflater {
         let chunkCount: Int
         let strategy: ParallelStrategy
         if let index {
-            let plan = try ChunkPlan(index: index, fileSize: Int64(input.count), path: path)
-            (trailingGarbage, chunkCount, strategy) = try runZlibPlan(plan, file: file, threads: threads, budget: budget,
-                                                                      writer: &writer)
+            (trailingGarbage, chunkCount) = try runIndex(index, file: file, threads: threads, budget: budget, writer: &writer)
+            strategy = .index
         } else if let first = try GzipMemberHeader.parse(input, at: 0), first.bgzfMemberSize != nil {
             let plan: ChunkPlan
             do {
@@ -118,8 +117,54 @@ public enum ParallelGzipInflater {
         var trailingGarbage: Int64 = 0
         for number in chunks.indices {
             trailingGarbage = try writer.consume(pipeline.streams[number]).trailingGarbage
+            pipeline.chunkConsumed(number)
         }
         return (trailingGarbage, chunks.count, plan.strategy)
+    }
+
+    /// Runs one chunk per access point of `index` with the Swift decoder in byte mode
+    /// (so zero runs become holes), each started with its point's window. The writer
+    /// checks that every chunk ends at the next point and at its uncompressed offset.
+    private static func runIndex(_ index: GzipIndex, file: MappedFile, threads: Int, budget: Int,
+                                 writer: inout OrderedWriter) throws -> (Int64, Int) {
+        let fileSize = Int64(file.count)
+        guard index.compressedSize == fileSize else {
+            throw GzipIndexError(path: file.path, reason: "it describes a file of \(index.compressedSize) bytes, but the input has \(fileSize)")
+        }
+        var points = index.points.filter { $0.compressedBitOffset < fileSize * 8 }
+        if points.first?.uncompressedOffset != 0 {
+            points.insert(GzipAccessPoint(compressedBitOffset: 0, uncompressedOffset: 0, window: nil), at: 0)
+        }
+        let count = points.count
+        let stops: [Int64] = (0..<count).map { $0 + 1 < count ? points[$0 + 1].compressedBitOffset : .max }
+        let decoder = SpeculativeDecoder(file: file)
+        let starts: [SpeculativeDecoder.Start] = points.map { point in
+            point.compressedBitOffset == 0 ? .memberHeader(0) : .known(bitOffset: point.compressedBitOffset, window: point.window ?? [])
+        }
+        let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: budget) { number, stream in
+            try decoder.decode(from: starts[number], stopAt: stops[number], anyBoundary: true, into: stream)
+        }
+        pipeline.start()
+        defer { pipeline.abandonAll() }
+
+        var trailingGarbage: Int64 = 0
+        for number in 0..<count {
+            let end = try writer.consume(pipeline.streams[number])
+            pipeline.chunkConsumed(number)
+            trailingGarbage = end.trailingGarbage
+            if number + 1 < count {
+                let next = points[number + 1]
+                // A point at a member's deflate start follows the member's trailer and
+                // the next header, so only points inside a member must match exactly.
+                guard end.bitOffset == next.compressedBitOffset || next.window == nil else {
+                    throw GzipIndexError(path: file.path, reason: "point \(number + 1) at bit \(next.compressedBitOffset) is not where a block ends (bit \(end.bitOffset))")
+                }
+                guard writer.written == next.uncompressedOffset else {
+                    throw GzipIndexError(path: file.path, reason: "point \(number + 1) gives uncompressed offset \(next.uncompressedOffset), but decoding reaches it at \(writer.written)")
+                }
+            }
+        }
+        return (trailingGarbage, count)
     }
 
     /// Runs the speculative plan: byte ranges of the input, each decoded from the first
@@ -146,6 +191,7 @@ public enum ParallelGzipInflater {
         var redone = 0
         for number in 0..<count {
             let stream = pipeline.streams[number]
+            defer { pipeline.chunkConsumed(number) }
             if expected >= endOfData {
                 stream.abandon()
                 continue
@@ -185,33 +231,6 @@ struct ChunkPlan {
 
     var chunks: [Chunk]
     var strategy: ParallelStrategy
-
-    /// Makes one chunk per access point of `index`.
-    init(index: GzipIndex, fileSize: Int64, path: String) throws(GzipIndexError) {
-        guard index.compressedSize == fileSize else {
-            throw GzipIndexError(path: path, reason: "it describes a file of \(index.compressedSize) bytes, but the input has \(fileSize)")
-        }
-        var points = index.points.filter { $0.compressedBitOffset < fileSize * 8 }
-        if points.first?.uncompressedOffset != 0 {
-            points.insert(GzipAccessPoint(compressedBitOffset: 0, uncompressedOffset: 0, window: nil), at: 0)
-        }
-        chunks = []
-        for (number, point) in points.enumerated() {
-            // A point without a window starts a member's deflate data (or, for the first
-            // point at offset 0, the member header itself).
-            let atHeader = point.compressedBitOffset == 0
-            let start = ChunkStart(bitOffset: point.compressedBitOffset, atMemberHeader: atHeader, window: point.window)
-            let stop: ChunkStop
-            if number + 1 < points.count {
-                let next = points[number + 1]
-                stop = .afterOutput(next.uncompressedOffset - point.uncompressedOffset, endBitOffset: next.compressedBitOffset)
-            } else {
-                stop = .memberEndAtOrAfter(fileSize)
-            }
-            chunks.append(Chunk(start: start, stop: stop))
-        }
-        strategy = .index
-    }
 
     /// Chunks of whole BGZF members, whose sizes their headers give.
     init(bgzf input: UnsafeRawBufferPointer, threads: Int, minimumChunkInput: Int) throws(GzipDataError) {

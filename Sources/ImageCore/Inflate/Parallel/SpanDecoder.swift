@@ -1,9 +1,8 @@
 // SpanDecoder: decodes one chunk of a gzip file with zlib and streams its output.
 //
-// A chunk starts either at a member header (decoding needs no history) or at a deflate
-// block boundary with the 32 KiB window that precedes it (an index access point). It
-// decodes across member boundaries, reading each trailer and the next header, until
-// its stop rule holds. The worker computes each piece's CRC-32; the consumer combines
+// A chunk (a run of BGZF members) starts at a member header, where decoding needs no
+// history. It decodes across member boundaries, reading each trailer and the next
+// header, until its stop rule holds. The worker computes each piece's CRC-32; the consumer combines
 // them and checks every member's trailer.
 
 import CZlib
@@ -20,9 +19,6 @@ struct ChunkStart: Sendable {
 
 /// When a chunk stops.
 enum ChunkStop: Sendable {
-    /// After exactly `outputCount` bytes, which must end at a block boundary at
-    /// `endBitOffset` (the next access point), or at the end of a member.
-    case afterOutput(Int64, endBitOffset: Int64)
     /// At the first member end whose next byte is at or after `byteOffset`.
     case memberEndAtOrAfter(Int64)
 }
@@ -53,15 +49,6 @@ struct SpanDecoder: Sendable {
             position = inflater.start(at: start.bitOffset, in: input, window: start.window)
         }
 
-        var remaining: Int64 = .max
-        // Without Z_BLOCK, zlib reads past a block's end into the next block's header and
-        // code tables while the output buffer is full, so a chunk that must end exactly at
-        // the next access point asks zlib to stop at every block boundary.
-        var stopsAtAccessPoint = false
-        if case .afterOutput(let count, _) = stop {
-            remaining = count
-            stopsAtAccessPoint = true
-        }
         var piece = [UInt8](repeating: 0, count: Self.pieceSize)
         var filled = 0
 
@@ -74,18 +61,17 @@ struct SpanDecoder: Sendable {
         }
 
         while true {
-            let room = Int(min(Int64(piece.count - filled), remaining))
+            let room = piece.count - filled
             let outcome = piece.withUnsafeMutableBytes { buffer in
                 Result { () throws(DeflateDataError) in
                     try inflater.inflate(UnsafeRawBufferPointer(rebasing: input[position...]),
                                          into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<filled + room]),
-                                         stopAtBlocks: stopsAtAccessPoint)
+                                         stopAtBlocks: false)
                 }
             }
             let step = try checked(outcome, at: position)
             position += step.consumed
             filled += step.produced
-            remaining -= Int64(step.produced)
             if filled == piece.count, !flush() { return ChunkEnd(bitOffset: Int64(position) * 8) }
 
             if step.status == .streamEnd {
@@ -103,17 +89,11 @@ struct SpanDecoder: Sendable {
                 if case .memberEndAtOrAfter(let target) = stop, Int64(position) >= target {
                     return ChunkEnd(bitOffset: Int64(position) * 8)
                 }
-                if case .afterOutput = stop, remaining == 0 {
-                    return ChunkEnd(bitOffset: Int64(position) * 8)
-                }
                 // The next member, or the end of the data: zero padding is accepted
                 // silently, anything else ends the data with a warning from the caller.
                 guard let header = try GzipMemberHeader.parse(input, at: position) else {
                     let rest = UnsafeRawBufferPointer(rebasing: input[position...])
                     let garbage = rest.contains(where: { $0 != 0 }) ? Int64(rest.count) : 0
-                    if case .afterOutput = stop, remaining > 0 {
-                        throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the data ends \(remaining) bytes before the index says it does")
-                    }
                     return ChunkEnd(bitOffset: Int64(input.count) * 8, trailingGarbage: garbage)
                 }
                 position += header.length
@@ -121,62 +101,7 @@ struct SpanDecoder: Sendable {
                 continue
             }
 
-            if case .afterOutput(_, let endBitOffset) = stop, remaining == 0 {
-                if !flush() { return ChunkEnd(bitOffset: Int64(position) * 8) }
-                // zlib restarts a block on the next call even with Z_BLOCK, so a stop at
-                // a boundary is checked here instead of by calling inflate again.
-                if step.atBlockBoundary {
-                    let bitOffset = Int64(position) * 8 - Int64(step.unusedBits)
-                    guard bitOffset == endBitOffset else {
-                        throw GzipDataError(offset: Int64(position),
-                                            reason: "a block ends at bit \(bitOffset), not at the index's access point at bit \(endBitOffset)")
-                    }
-                    return ChunkEnd(bitOffset: bitOffset)
-                }
-                return try finishAtAccessPoint(inflater, position: position, expected: endBitOffset, stream: stream)
-            }
             if step.consumed == 0 && step.produced == 0 && position >= input.count {
-                throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the file ends inside deflate data (truncated)")
-            }
-        }
-    }
-
-    /// Checks that decoding, having produced all the output the index gives this chunk,
-    /// sits at the next access point: the next thing in the stream must be the end of a
-    /// block (or of the member), at `expected`.
-    private func finishAtAccessPoint(_ inflater: ChunkZlibInflater, position start: Int, expected: Int64,
-                                     stream: ChunkStream) throws(GzipDataError) -> ChunkEnd {
-        var position = start
-        var scratch: UInt8 = 0
-        while true {
-            let outcome = withUnsafeMutableBytes(of: &scratch) { buffer in
-                Result { () throws(DeflateDataError) in
-                    try inflater.inflate(UnsafeRawBufferPointer(rebasing: input[position...]), into: buffer, stopAtBlocks: true)
-                }
-            }
-            let step = try checked(outcome, at: position)
-            position += step.consumed
-            guard step.produced == 0 else {
-                throw GzipDataError(offset: Int64(position), reason: "the data continues past the index's access point at bit \(expected)")
-            }
-            if step.status == .streamEnd {
-                guard position + GzipMemberHeader.trailerSize <= input.count else {
-                    throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the file ends inside a member's 8-byte trailer")
-                }
-                let crc = littleEndian32(at: position)
-                let size = littleEndian32(at: position + 4)
-                _ = stream.push(.memberEnd(crc: crc, size: size, trailerOffset: Int64(position)))
-                return ChunkEnd(bitOffset: Int64(position + GzipMemberHeader.trailerSize) * 8)
-            }
-            if step.atBlockBoundary {
-                let bitOffset = Int64(position) * 8 - Int64(step.unusedBits)
-                guard bitOffset == expected else {
-                    throw GzipDataError(offset: Int64(position),
-                                        reason: "a block ends at bit \(bitOffset), not at the index's access point at bit \(expected)")
-                }
-                return ChunkEnd(bitOffset: bitOffset)
-            }
-            if step.consumed == 0 && position >= input.count {
                 throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the file ends inside deflate data (truncated)")
             }
         }

@@ -94,7 +94,10 @@ struct SpeculativeDecoder: Sendable {
     /// Decodes one chunk into `stream`; the first piece is `.chunkStart` with the bit
     /// offset decoding started at (omitted when no block boundary was found, in which
     /// case the end says `foundStart == false`).
-    func decode(from start: Start, stopAt: Int64, into stream: ChunkStream) throws -> ChunkEnd {
+    /// - Parameter anyBoundary: stop at the first block boundary at or after `stopAt`
+    ///   whatever block follows (index chunks, whose next point is such a boundary),
+    ///   instead of the first one the block finder would accept.
+    func decode(from start: Start, stopAt: Int64, anyBoundary: Bool = false, into stream: ChunkStream) throws -> ChunkEnd {
         let decoder = DeflateDecoder(input: file.bytes)
         switch start {
         case .memberHeader(let bitOffset):
@@ -104,11 +107,11 @@ struct SpeculativeDecoder: Sendable {
             }
             guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) }
             decoder.seek(toBit: Int64(position + header.length) * 8)
-            return try decodeBytes(decoder, window: [], stopAt: stopAt, stream: stream)
+            return try decodeBytes(decoder, window: [], stopAt: stopAt, anyBoundary: anyBoundary, stream: stream)
         case .known(let bitOffset, let window):
             guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) }
             decoder.seek(toBit: bitOffset)
-            return try decodeBytes(decoder, window: window, stopAt: stopAt, stream: stream)
+            return try decodeBytes(decoder, window: window, stopAt: stopAt, anyBoundary: anyBoundary, stream: stream)
         case .search(let from):
             var searchFrom = from
             var markerValues = 0
@@ -247,8 +250,8 @@ struct SpeculativeDecoder: Sendable {
     /// acceptable block boundary at or after `stopAt`, or the end of the data.
     /// `continuing` is true when marker mode already decoded up to here and the final
     /// block of a member may just have ended.
-    private func decodeBytes(_ decoder: DeflateDecoder, window: [UInt8], stopAt: Int64, stream: ChunkStream,
-                             continuing: Bool = false, insideBlock: Bool = false) throws -> ChunkEnd {
+    private func decodeBytes(_ decoder: DeflateDecoder, window: [UInt8], stopAt: Int64, anyBoundary: Bool = false,
+                             stream: ChunkStream, continuing: Bool = false, insideBlock: Bool = false) throws -> ChunkEnd {
         let output = window.withUnsafeBufferPointer { buffer in
             ByteOutput(window: buffer, pieceSize: SpanDecoder.pieceSize) { piece throws(DeflateError) in
                 var piece = piece
@@ -286,7 +289,7 @@ struct SpeculativeDecoder: Sendable {
                     memberEnded = false
                     first = false
                 }
-                if !first, !resumeBlock, decoder.bitPosition >= stopAt, BlockFinder.acceptsBoundary(decoder) {
+                if !first, !resumeBlock, decoder.bitPosition >= stopAt, anyBoundary || BlockFinder.acceptsBoundary(decoder) {
                     try output.finish()
                     return ChunkEnd(bitOffset: decoder.bitPosition)
                 }
