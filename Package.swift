@@ -27,7 +27,7 @@ let package = Package(
         ),
         .target(
             name: "ImageService",
-            dependencies: ["ImageCore", "CSystem"],
+            dependencies: ["ImageCore", "CSystem", "CCrypto"],
             swiftSettings: strict
         ),
         .executableTarget(

@@ -25,6 +25,14 @@ static inline int imgtool_fallocate(int fd, int mode, int64_t offset, int64_t le
     return (int)syscall(SYS_fallocate, fd, mode, (off_t)offset, (off_t)length);
 }
 
+/* sync_file_range(2) (Linux 2.6.17); SYNC_FILE_RANGE_WRITE starts writeback of the
+ * range's dirty pages without waiting for it. */
+#define IMGTOOL_SYNC_FILE_RANGE_WRITE 2u
+
+static inline int imgtool_sync_file_range(int fd, int64_t offset, int64_t length, unsigned int flags) {
+    return (int)syscall(SYS_sync_file_range, fd, (off_t)offset, (off_t)length, flags);
+}
+
 /* openat2(2) (Linux 5.6) with struct open_how laid out as in <linux/openat2.h>. */
 struct imgtool_open_how {
     uint64_t flags;

@@ -36,13 +36,27 @@ func printGeneralHelp() {
 /// Prints `imgtool: <error>` and the remedy to standard error.
 func report(_ error: any Error) -> Int32 {
     if let error = error as? any ImageError {
-        var line = "imgtool: \(error)\n"
-        if let remedy = error.remedy { line += "imgtool: hint: \(remedy)\n" }
+        var line = "imgtool: \(escapingControlCharacters("\(error)"))\n"
+        if let remedy = error.remedy { line += "imgtool: hint: \(escapingControlCharacters(remedy))\n" }
         FileHandle.standardError.write(Data(line.utf8))
         return error.category.rawValue
     }
-    FileHandle.standardError.write(Data("imgtool: \(error)\n".utf8))
+    FileHandle.standardError.write(Data("imgtool: \(escapingControlCharacters("\(error)"))\n".utf8))
     return FailureCategory.failure.rawValue
+}
+
+/// Writes each control character in `text` as a `\u{...}` escape, so that a value quoted
+/// in a message can neither break its line nor send escape sequences to the terminal.
+func escapingControlCharacters(_ text: String) -> String {
+    var result = ""
+    for scalar in text.unicodeScalars {
+        if scalar.properties.generalCategory == .control {
+            result += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
+        } else {
+            result.unicodeScalars.append(scalar)
+        }
+    }
+    return result
 }
 
 /// SIGINT and SIGTERM cancel the running operation, which removes its temporary files and

@@ -1,2 +1,277 @@
+// Unit tests of the service's building blocks: JSON, framing, UTF-8, the handshake,
+// job queries, redaction, path checks and the job manager. The protocol as clients see
+// it is tested end to end in Tests/python with real WebSocket clients.
+
+import Foundation
+import ImageCore
 import Testing
 @testable import ImageService
+
+/// A byte source over an in-memory buffer, for the frame reader.
+struct BufferSource: ByteSource {
+    var bytes: [UInt8]
+    var offset = 0
+
+    mutating func readExactly(_ count: Int) throws -> [UInt8] {
+        guard bytes.count - offset >= count else { throw EndOfStream() }
+        defer { offset += count }
+        return Array(bytes[offset..<offset + count])
+    }
+}
+
+@Suite("JSONValue")
+struct JSONValueTests {
+    @Test("number literals survive a round trip")
+    func numberLiterals() throws {
+        for literal in ["0", "-0", "1.0", "1e3", "9007199254740993", "-12.5E-3"] {
+            #expect(try JSONValue.parse(literal).description == literal)
+        }
+    }
+
+    @Test("strings with escapes and surrogate pairs")
+    func stringEscapes() throws {
+        let value = try JSONValue.parse(#""a\"b\\c\n\u00e9\ud83d\ude00""#)
+        #expect(value == .string("a\"b\\c\né😀"))
+        #expect(value.description == #""a\"b\\c\né😀""#)
+    }
+
+    @Test("invalid texts are rejected", arguments: ["", "{", "[1,]", "01", "1.", "\"\u{01}\"", "tru", "{\"a\" 1}", "1 2", "\"\\x\""])
+    func invalidTexts(text: String) {
+        #expect(throws: JSONParseError.self) { try JSONValue.parse(text) }
+    }
+
+    @Test("nesting deeper than the limit is rejected")
+    func nestingLimit() throws {
+        let deep = String(repeating: "[", count: JSONValue.maximumDepth + 1) + String(repeating: "]", count: JSONValue.maximumDepth + 1)
+        #expect(throws: JSONParseError.self) { try JSONValue.parse(deep) }
+        let allowed = String(repeating: "[", count: JSONValue.maximumDepth) + String(repeating: "]", count: JSONValue.maximumDepth)
+        #expect(try JSONValue.parse(allowed).arrayValue != nil)
+    }
+
+    @Test("integral accessors accept 5.0 and reject 5.5")
+    func integerAccessor() {
+        #expect(JSONValue.number("5.0").int64Value == 5)
+        #expect(JSONValue.number("5.5").int64Value == nil)
+        #expect(JSONValue.string("5").int64Value == nil)
+    }
+
+    @Test("dotted paths read nested members")
+    func dottedPaths() throws {
+        let value = try JSONValue.parse(#"{"progress":{"percent":50}}"#)
+        #expect(value.value(atPath: "progress.percent") == .number("50"))
+        #expect(value.value(atPath: "progress.missing") == nil)
+    }
+}
+
+@Suite("UTF8Validator")
+struct UTF8ValidatorTests {
+    @Test("a code point split across feeds is valid")
+    func splitCodePoint() {
+        var validator = UTF8Validator()
+        let firstAccepted = validator.feed([0xF0, 0x90])
+        #expect(firstAccepted)
+        #expect(!validator.isComplete)
+        let secondAccepted = validator.feed([0x80, 0x80])
+        #expect(secondAccepted)
+        #expect(validator.isComplete)
+    }
+
+    @Test("invalid sequences are rejected", arguments: [[0xC0, 0xAF], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0xFF], [0x80]] as [[UInt8]])
+    func invalidSequences(bytes: [UInt8]) {
+        #expect(!UTF8Validator.isValid(bytes))
+    }
+}
+
+@Suite("FrameReader")
+struct FrameReaderTests {
+    let reader = FrameReader(expectMasked: true, maximumPayload: 100_000)
+
+    @Test("a masked frame is unmasked")
+    func maskedFrame() throws {
+        var source = BufferSource(bytes: Frame(opcode: .text, payload: Array("hello".utf8)).encoded(mask: (1, 2, 3, 4)))
+        let frame = try reader.next(from: &source)
+        #expect(frame.payload == Array("hello".utf8))
+        #expect(frame.fin)
+    }
+
+    @Test("16-bit and 64-bit lengths are read")
+    func extendedLengths() throws {
+        for count in [70_000, 200] {
+            let payload = [UInt8](repeating: 0x41, count: count)
+            var source = BufferSource(bytes: Frame(opcode: .binary, payload: payload).encoded(mask: (9, 9, 9, 9)))
+            #expect(try reader.next(from: &source).payload.count == count)
+        }
+    }
+
+    @Test("an unmasked client frame is a protocol error")
+    func unmasked() {
+        var source = BufferSource(bytes: Frame(opcode: .text, payload: [0x31]).encoded())
+        #expect(throws: WebSocketProtocolError.self) { try reader.next(from: &source) }
+    }
+
+    @Test("a frame over the limit closes with 1009 before its payload is read")
+    func overLimit() {
+        // Only the header is present: the reader must reject on the length alone.
+        var source = BufferSource(bytes: [0x81, 0xFF, 0, 0, 0, 0, 0, 0x10, 0, 0])
+        do {
+            _ = try reader.next(from: &source)
+            Issue.record("expected an error")
+        } catch let error as WebSocketProtocolError {
+            #expect(error.closeCode == CloseCode.messageTooBig)
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+    }
+
+    @Test("close codes allowed on the wire")
+    func closeCodes() {
+        #expect(CloseCode.isValidOnWire(1000))
+        #expect(!CloseCode.isValidOnWire(1005))
+        #expect(!CloseCode.isValidOnWire(1006))
+        #expect(!CloseCode.isValidOnWire(999))
+        #expect(CloseCode.isValidOnWire(4000))
+    }
+}
+
+@Suite("MessageAssembler")
+struct MessageAssemblerTests {
+    @Test("a ping between fragments does not break the message")
+    func pingBetweenFragments() {
+        let assembler = MessageAssembler(maximumMessageBytes: 1000)
+        guard case .none = assembler.accept(Frame(fin: false, opcode: .text, payload: Array("Hel".utf8))) else {
+            Issue.record("first fragment should not complete a message")
+            return
+        }
+        guard case .ping(let payload) = assembler.accept(Frame(opcode: .ping, payload: [0x78])) else {
+            Issue.record("ping expected")
+            return
+        }
+        #expect(payload == [0x78])
+        guard case .message(let bytes, let isText) = assembler.accept(Frame(opcode: .continuation, payload: Array("lo".utf8))) else {
+            Issue.record("message expected")
+            return
+        }
+        #expect(bytes == Array("Hello".utf8))
+        #expect(isText)
+    }
+
+    @Test("total size over the limit closes with 1009")
+    func totalLimit() {
+        let assembler = MessageAssembler(maximumMessageBytes: 10)
+        _ = assembler.accept(Frame(fin: false, opcode: .text, payload: [UInt8](repeating: 0x20, count: 6)))
+        guard case .violation(let error) = assembler.accept(Frame(opcode: .continuation, payload: [UInt8](repeating: 0x20, count: 6))) else {
+            Issue.record("violation expected")
+            return
+        }
+        #expect(error.closeCode == 1009)
+    }
+
+    @Test("an empty close is echoed empty, a 1-byte close is 1002")
+    func closeFrames() {
+        let assembler = MessageAssembler(maximumMessageBytes: 10)
+        guard case .close(let code) = assembler.accept(Frame(opcode: .close, payload: [])) else {
+            Issue.record("close expected")
+            return
+        }
+        #expect(code == nil)
+        guard case .violation(let error) = assembler.accept(Frame(opcode: .close, payload: [3])) else {
+            Issue.record("violation expected")
+            return
+        }
+        #expect(error.closeCode == 1002)
+    }
+}
+
+@Suite("Handshake")
+struct HandshakeTests {
+    @Test("accept value matches the example in RFC 6455 section 1.3")
+    func acceptValue() {
+        #expect(Handshake.acceptValue(forKey: "dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    }
+
+    @Test("request without Upgrade is rejected with 426")
+    func missingUpgrade() throws {
+        let head = try #require(HTTPRequestHead.parse("GET /api/current HTTP/1.1\r\nHost: x\r\nConnection: Upgrade"))
+        #expect(throws: HandshakeError.self) { try Handshake.validate(head) }
+    }
+}
+
+@Suite("JobQuery")
+struct JobQueryTests {
+    let jobs: [JSONValue] = [
+        .object(["id": .integer(1), "state": .string("SUCCESS"), "method": .string("vm.fetch_image")]),
+        .object(["id": .integer(2), "state": .string("FAILED"), "method": .string("vm.decompress_gzip")]),
+        .object(["id": .integer(3), "state": .string("RUNNING"), "method": .string("vm.fetch_image")]),
+    ]
+
+    func ids(_ filters: String, _ options: String = "{}") throws -> [Int64] {
+        let query = try JobQuery(filters: try JSONValue.parse(filters), options: try JSONValue.parse(options))
+        return try query.apply(to: jobs).arrayValue?.compactMap { $0["id"]?.int64Value } ?? []
+    }
+
+    @Test("equality and prefix filters")
+    func filters() throws {
+        #expect(try ids(#"[["method","=","vm.fetch_image"]]"#) == [1, 3])
+        #expect(try ids(#"[["method","^","vm.dec"]]"#) == [2])
+        #expect(try ids(#"[["id","nin",[1,2]]]"#) == [3])
+    }
+
+    @Test("descending order, offset and limit")
+    func options() throws {
+        #expect(try ids("[]", #"{"order_by":["-id"],"offset":1,"limit":1}"#) == [2])
+    }
+
+    @Test("an unknown operator is a validation error")
+    func unknownOperator() {
+        #expect(throws: RPCError.self) { try JobQuery(filters: try! JSONValue.parse(#"[["id","like",1]]"#), options: nil) }
+    }
+}
+
+@Suite("Redaction")
+struct RedactionTests {
+    @Test("secret positions and secret member names are replaced")
+    func redaction() throws {
+        let redacted = redact([.string("vm"), .object(["password": .string("p&w"), "size": .string("20G")])], secretPositions: [0])
+        #expect(redacted == .array([.string("********"), .object(["password": .string("********"), "size": .string("20G")])]))
+    }
+}
+
+@Suite("PathGuard")
+struct PathGuardTests {
+    @Test("paths are taken relative to the root and '..' is rejected")
+    func relativePaths() throws {
+        let guardian = try PathGuard(root: "/tmp/")
+        #expect(try guardian.relativePath("/tmp/a/b", argument: "x") == "a/b")
+        #expect(try guardian.relativePath("a//b", argument: "x") == "a/b")
+        #expect(throws: RPCError.self) { try guardian.relativePath("a/../b", argument: "x") }
+        #expect(throws: RPCError.self) { try guardian.relativePath("/etc/passwd", argument: "x") }
+    }
+}
+
+@Suite("JobManager")
+struct JobManagerTests {
+    @Test("jobs under one lock run one after the other")
+    func lockSerialises() async throws {
+        let manager = JobManager()
+        let first = manager.submit(method: "a", arguments: .array([]), lock: "container") { _ in
+            usleep(100_000)
+            return .null
+        }
+        let second = manager.submit(method: "b", arguments: .array([]), lock: "container") { _ in .null }
+        #expect(first == 1)
+        #expect(second == 2)
+        #expect(manager.jobState(second) == .waiting)
+        while manager.jobState(second) != .success { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(manager.jobState(first) == .success)
+    }
+
+    @Test("only the last 3 finished jobs are kept with a limit of 3")
+    func retention() async throws {
+        let manager = JobManager(retainedJobs: 3)
+        for _ in 0..<5 { _ = manager.submit(method: "m", arguments: .array([])) { _ in .null } }
+        while manager.allJobs().contains(where: { $0["state"] != .string("SUCCESS") }) {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(manager.allJobs().compactMap { $0["id"]?.int64Value } == [3, 4, 5])
+    }
+}

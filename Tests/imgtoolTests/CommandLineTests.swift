@@ -11,10 +11,11 @@ func imgtoolBinary() -> String {
     return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
 }
 
-func runImgtool(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+func runImgtool(_ arguments: [String], in directory: URL? = nil) throws -> (status: Int32, output: String, error: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: imgtoolBinary())
     process.arguments = arguments
+    if let directory { process.currentDirectoryURL = directory }
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err

@@ -67,6 +67,33 @@ private func makeScratch() throws -> String {
         #expect(config.contains("rancher.password='hunter2&x' "))
     }
 
+    @Test func grubWriteUsesCatalogImage() throws {
+        let scratch = try makeScratch()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let environment = ["IMGTOOL_POOLS_ROOT": scratch + "/pools", "IMGTOOL_STATE_DIR": scratch + "/state"]
+        #expect(try runImgtool(["sharefs", "activate"], environment: environment).status == 0)
+        let result = try runImgtool(["grub", "write", "--vm-id", "4", "--vm-name", "old", "--raw", "/mnt/tank/old.raw",
+                                     "--image", "RancherOS@v1.1.3", "--password-file", "-"],
+                                    environment: environment, input: "a&b\n")
+        #expect(result.status == 0, "\(result.error)")
+        let config = try String(contentsOfFile: scratch + "/pools/tank/.bhyve_containers/configs/4_old/grub/grub.cfg",
+                                encoding: .utf8)
+        #expect(config.contains("linux /boot/vmlinuz-4.9.75-rancher rancher.password='a&b' "))
+        #expect(config.contains("initrd /boot/initrd-v1.1.3\n"))
+    }
+
+    @Test func grubWriteUnknownImageExits64() throws {
+        let scratch = try makeScratch()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let environment = ["IMGTOOL_POOLS_ROOT": scratch + "/pools", "IMGTOOL_STATE_DIR": scratch + "/state"]
+        #expect(try runImgtool(["sharefs", "activate"], environment: environment).status == 0)
+        let result = try runImgtool(["grub", "write", "--vm-id", "4", "--vm-name", "old", "--raw", "/mnt/tank/old.raw",
+                                     "--image", "RancherOS@v9", "--password-file", "-"],
+                                    environment: environment, input: "pw\n")
+        #expect(result.status == 64)
+        #expect(result.error.contains("unknown image 'RancherOS@v9'"))
+    }
+
     @Test func grubRejectedPasswordIsNotEchoed() throws {
         let scratch = try makeScratch()
         defer { try? FileManager.default.removeItem(atPath: scratch) }

@@ -131,6 +131,9 @@ public struct DiskSize: Sendable, Equatable, CustomStringConvertible {
 
     /// Returns the multiplier for a unit suffix, or nil for an unknown one.
     private static func multiplier(ofUnit unit: String, bareNumber: UInt64) -> UInt64? {
+        // lowercased() maps some non-ASCII letters to ASCII ones (the Kelvin sign U+212A
+        // to "k"), so only ASCII units reach it.
+        guard unit.utf8.allSatisfy({ $0 < 0x80 }) else { return nil }
         switch unit.lowercased() {
         case "": return bareNumber
         case "k", "kib": return 1 << 10

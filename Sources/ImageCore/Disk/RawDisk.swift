@@ -94,6 +94,14 @@ public enum RawDisk {
     ///   `SystemError` for a failed system call, after which the size is the old one.
     public static func resize(path: String, to size: DiskSize, preallocate: Bool = false,
                               allowShrink: Bool = false) throws -> ResizeResult {
+        // Check the type before opening: opening a device or a FIFO read-write has effects
+        // of its own (a FIFO's reader sees a writer come and go, a watchdog device starts
+        // its timer). The check after the open below catches a file swapped in between.
+        var info = stat()
+        if stat(path, &info) == 0, !FileStatus(info).isRegularFile {
+            throw DiskError.notRegularFile(path: path, kind: FileStatus(info).kindDescription)
+        }
+
         let descriptor: FileDescriptor
         do {
             // O_NONBLOCK keeps a FIFO from blocking the open; it has no effect on files.
@@ -169,13 +177,10 @@ public enum RawDisk {
     /// `DiskError.shrinkRejected`.
     public static func applyResizeRequest(path: String, request: String, preallocate: Bool = false) throws -> ResizeResult {
         guard let size = try DiskSize.parseResizeRequest(request) else {
-            let current: FileStatus?
-            do {
-                current = try linkStatus(path)
-            } catch {
-                throw SystemError("inspect", path: path, errno: error)
-            }
-            guard let current else { throw SystemError("inspect", path: path, errno: .noEntry) }
+            // stat(2), not lstat: resize follows a symlink to the disk, so this check does too.
+            var info = stat()
+            guard stat(path, &info) == 0 else { throw SystemError("inspect", path: path, errno: .current) }
+            let current = FileStatus(info)
             guard current.isRegularFile else { throw DiskError.notRegularFile(path: path, kind: current.kindDescription) }
             return ResizeResult(path: path, oldSize: current.size, newSize: current.size, allocation: .unchanged,
                                 wasRounded: false, requestedBytes: current.size)

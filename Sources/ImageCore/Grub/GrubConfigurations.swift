@@ -108,7 +108,7 @@ public struct GrubConfigurations: Sendable {
         // Render once with a placeholder, so a bad catalog entry leaves nothing behind.
         _ = try GrubScript.configuration(entry: entry, passwordWord: GrubScript.passwordWord(value: "x"))
 
-        try requireDirectory(sharefs.configsPath)
+        try requireSharefsDirectories()
         try Sharefs.makeDirectory(directory, mode: 0o700)
         let lock = try Self.lockDirectory(directory)
         defer { try? lock.close() }
@@ -143,6 +143,7 @@ public struct GrubConfigurations: Sendable {
     public func setPassword(vmID: Int, vmName: String? = nil, password: GuestPassword,
                             policy: PasswordPolicy) throws -> Bool {
         try password.validate(for: policy)
+        try requireSharefsDirectories()
         let directory: String
         if let vmName {
             directory = try sharefs.configDirectory(vmID: vmID, vmName: vmName)
@@ -160,6 +161,18 @@ public struct GrubConfigurations: Sendable {
         }
         let lock = try Self.lockDirectory(directory)
         defer { try? lock.close() }
+        // readConfiguration refuses a symlink only as the last component, and a grub/
+        // symlink could lead out of the sharefs.
+        let grubStatus: FileStatus?
+        do {
+            grubStatus = try linkStatus("\(directory)/grub")
+        } catch {
+            throw SystemError("inspect", path: "\(directory)/grub", errno: error)
+        }
+        guard let grubStatus else { throw GrubError.configurationNotFound(vmID: vmID, configsPath: sharefs.configsPath) }
+        guard grubStatus.isDirectory else {
+            throw SharefsError.notADirectory(path: "\(directory)/grub", kind: grubStatus.kindDescription)
+        }
         guard try Self.readConfiguration(path) != nil else {
             throw GrubError.configurationNotFound(vmID: vmID, configsPath: sharefs.configsPath)
         }
@@ -176,6 +189,12 @@ public struct GrubConfigurations: Sendable {
         guard vmID > 0 else {
             throw InvalidArgumentError(argument: "VM ID", value: String(vmID), reason: "a VM ID is a positive integer")
         }
+        do {
+            if try linkStatus(sharefs.configsPath) == nil { return [] }
+        } catch {
+            throw SystemError("inspect", path: sharefs.configsPath, errno: error)
+        }
+        try requireSharefsDirectories()
         let configs: FileDescriptor
         do {
             configs = try FileDescriptor.open(sharefs.configsPath, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
@@ -235,10 +254,15 @@ public struct GrubConfigurations: Sendable {
             let ranges = GrubScript.wordRanges(in: line)
             guard let first = ranges.first, GrubScript.unquote(line[first]) == Array("linux".utf8) else { continue }
             for range in ranges.dropFirst(2).reversed() {
-                guard let value = GrubScript.unquote(line[range]), value.starts(with: GrubScript.passwordKey.utf8) else { continue }
+                // The first implementation wrote the password unquoted, so a `$` in it makes
+                // the value depend on variables. Such a word is still the password word.
+                let value = GrubScript.unquote(line[range])
+                guard (value ?? Array(line[range])).starts(with: GrubScript.passwordKey.utf8) else { continue }
                 replacements += 1
-                let current = Array(value.dropFirst(GrubScript.passwordKey.utf8.count))
-                if Self.carries(current, password: password, policy: policy) { continue }
+                if let value, Self.carries(Array(value.dropFirst(GrubScript.passwordKey.utf8.count)), password: password,
+                                           policy: policy) {
+                    continue
+                }
                 if newWord == nil { newWord = Array(try Self.passwordWord(password, policy: policy).utf8) }
                 lines[lineIndex].replaceSubrange(range, with: newWord!)
             }
@@ -271,10 +295,22 @@ public struct GrubConfigurations: Sendable {
         }
     }
 
-    private static func validateRawPath(_ path: String) throws {
+    /// The longest RAW path grub-bhyve reads whole from device.map: it reads lines with
+    /// fgets into a 1024-byte buffer, so "(hd0) " and the path must fit in 1023 bytes.
+    static let maximumRawPathLength = 1023 - "(hd0) ".utf8.count
+
+    static func validateRawPath(_ path: String) throws {
         if !path.hasPrefix("/") { throw GrubError.invalidRawPath(path: path, reason: "the path is not absolute") }
         if path.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             throw GrubError.invalidRawPath(path: path, reason: "the path contains a control character")
+        }
+        // grub-bhyve's device.map reader (read_device_map in grub-core/kern/emu/hostdisk.c)
+        // ends the path at the first blank, so the guest would boot from another file.
+        if path.contains(" ") {
+            throw GrubError.invalidRawPath(path: path, reason: "the path contains a space, and grub-bhyve's device.map reader ends the path at the first space")
+        }
+        if path.utf8.count > maximumRawPathLength {
+            throw GrubError.invalidRawPath(path: path, reason: "the path is \(path.utf8.count) bytes long, and grub-bhyve reads at most \(maximumRawPathLength) from device.map")
         }
     }
 
@@ -295,6 +331,13 @@ public struct GrubConfigurations: Sendable {
             throw SystemError("lock", path: path, errno: error)
         }
         return descriptor
+    }
+
+    /// Checks that the sharefs and its configs/ are directories, not symlinks: activate
+    /// rejects a symlink there, and one swapped in later could lead out of the pool.
+    private func requireSharefsDirectories() throws {
+        try requireDirectory(sharefs.path)
+        try requireDirectory(sharefs.configsPath)
     }
 
     private func requireDirectory(_ path: String) throws {

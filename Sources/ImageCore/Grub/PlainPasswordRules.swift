@@ -17,6 +17,11 @@ enum PlainPasswordRules {
             if scalar == "\n" || scalar == "\r" {
                 return "the password contains a line break, which would give chpasswd a second line"
             }
+            // YAML 1.1 also breaks lines at U+2028 and U+2029: the guest's parser drops
+            // them at either end of the value and reads a `#` after one as a comment.
+            if scalar == "\u{2028}" || scalar == "\u{2029}" {
+                return "the password contains a Unicode line or paragraph separator, which the guest's YAML parser reads as a line break"
+            }
             if scalar.properties.generalCategory == .control {
                 return "the password contains a tab or another control character"
             }
@@ -49,6 +54,9 @@ enum PlainPasswordRules {
         if leadingIndicators.contains(first) {
             return "the password starts with a character that the guest's YAML parser reads as syntax (one of # & * ! ' \" | > % @ ` [ ] { } - ? : ,)"
         }
+        if text.unicodeScalars.first == "\u{FEFF}" {
+            return "the password starts with a byte order mark (U+FEFF), which the guest's YAML parser drops"
+        }
         if first == " " || last == " " {
             return "the password starts or ends with a space, which the guest's YAML parser drops"
         }
@@ -78,7 +86,10 @@ enum PlainPasswordRules {
     /// a point and parses as a number, as go-yaml v2 tries.
     static func looksLikeYAMLNumber(_ text: String) -> Bool {
         let patterns = [
-            #"[-+]?0b[01_]+"#,
+            // go-yaml v2 parses ints with strconv.ParseInt(text, 0, 64), which reads "0B101"
+            // and "0o17" too from Go 1.13 on.
+            #"[-+]?0[bB][01_]+"#,
+            #"[-+]?0[oO][0-7_]+"#,
             #"[-+]?0[0-7_]+"#,
             #"[-+]?(0|[1-9][0-9_]*)"#,
             #"[-+]?0x[0-9a-fA-F_]+"#,

@@ -53,6 +53,9 @@ public final class ProgressReporter: Sendable {
     private struct State {
         var lastSent: ContinuousClock.Instant?
         var finished = false
+        /// Where the rate is measured from; see `measureRate(from:)`.
+        var rateBaseCompleted: Int64 = 0
+        var rateBaseTime: ContinuousClock.Instant?
     }
 
     public let step: String
@@ -82,6 +85,16 @@ public final class ProgressReporter: Sendable {
         if send { handler(snapshot(completed: completed, total: total, written: written, at: now)) }
     }
 
+    /// Measures rate and time left from `completed` at this moment onwards, for work that
+    /// resumes part-way (a download that continues from a partial file) or starts over.
+    public func measureRate(from completed: Int64) {
+        let now = ContinuousClock.now
+        state.withLock { state in
+            state.rateBaseCompleted = completed
+            state.rateBaseTime = now
+        }
+    }
+
     /// Forwards the final position once, whatever the interval.
     public func finish(completed: Int64, total: Int64?, written: Int64? = nil) {
         guard let handler else { return }
@@ -94,7 +107,9 @@ public final class ProgressReporter: Sendable {
 
     private func snapshot(completed: Int64, total: Int64?, written: Int64?, at now: ContinuousClock.Instant) -> ProgressUpdate {
         let elapsed = (now - started).seconds
-        let rate = elapsed > 0 ? Double(completed) / elapsed : 0
+        let (baseCompleted, baseTime) = state.withLock { ($0.rateBaseCompleted, $0.rateBaseTime ?? started) }
+        let rateElapsed = (now - baseTime).seconds
+        let rate = rateElapsed > 0 ? max(0, Double(completed - baseCompleted) / rateElapsed) : 0
         var left: Double?
         if let total, rate > 0 { left = max(0, Double(total - completed) / rate) }
         return ProgressUpdate(step: step, completed: completed, total: total, written: written,

@@ -150,7 +150,7 @@ public struct Sharefs: Sendable {
             throw SystemError("list pools in", path: root, errno: error)
         }
         return names
-            .filter { !$0.hasPrefix(".") && !configuration.skippedPools.contains($0) }
+            .filter { !configuration.skippedPools.contains($0) && (try? Self.validatePoolName($0)) != nil }
             .filter { (try? linkStatus("\(root)/\($0)"))??.isDirectory == true }
             .sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
     }
@@ -192,12 +192,18 @@ public struct Sharefs: Sendable {
     /// - Throws: `SharefsError.invalidStateFile` when the state file cannot be decoded.
     public func active() throws -> ActiveSharefs? {
         let path = configuration.stateFile
-        guard let data = FileManager.default.contents(atPath: path) else {
-            return nil
-        }
+        guard let data = try Self.readStateFile(path) else { return nil }
         do {
             let sharefs = try JSONDecoder().decode(ActiveSharefs.self, from: data)
             guard sharefs.path.hasPrefix("/") else { throw SharefsError.invalidStateFile(path: path, reason: "the path is not absolute") }
+            // grub remove deletes under this path, so it must be a sharefs that activate
+            // could have made, not any directory a hand edit put there.
+            let components = sharefs.path.split(separator: "/")
+            guard (try? Self.validatePoolName(sharefs.pool)) != nil,
+                  components.suffix(2) == [Substring(sharefs.pool), Substring(Self.directoryName)],
+                  !components.contains(where: { $0 == "." || $0 == ".." }) else {
+                throw SharefsError.invalidStateFile(path: path, reason: "the path is not <pools root>/\(sharefs.pool)/\(Self.directoryName)")
+            }
             return sharefs
         } catch let error as SharefsError {
             throw error
@@ -210,6 +216,42 @@ public struct Sharefs: Sendable {
     public func requireActive() throws -> ActiveSharefs {
         guard let sharefs = try active() else { throw SharefsError.noActiveSharefs(stateFile: configuration.stateFile) }
         return sharefs
+    }
+
+    /// The largest state file read; a real one is under 200 bytes.
+    static let maximumStateFileSize: Int64 = 1 << 16
+
+    /// Reads the state file; nil only when it does not exist. A file that cannot be read
+    /// throws, so that an unreadable state is never taken for "no sharefs is active".
+    static func readStateFile(_ path: String) throws -> Data? {
+        let descriptor: FileDescriptor
+        do {
+            descriptor = try FileDescriptor.open(path, flags: O_RDONLY | O_NONBLOCK)
+        } catch {
+            if error == .noEntry { return nil }
+            throw SystemError("open", path: path, errno: error)
+        }
+        defer { try? descriptor.close() }
+        let status: FileStatus
+        do {
+            status = try descriptor.status()
+        } catch {
+            throw SystemError("inspect", path: path, errno: error)
+        }
+        guard status.isRegularFile else {
+            throw SharefsError.invalidStateFile(path: path, reason: "it is a \(status.kindDescription), not a regular file")
+        }
+        guard status.size <= maximumStateFileSize else {
+            throw SharefsError.invalidStateFile(path: path, reason: "it is \(status.size) bytes, too large for a state file")
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(status.size))
+        let count: Int
+        do {
+            count = try bytes.withUnsafeMutableBytes { try descriptor.readFully(into: $0, at: 0) }
+        } catch let error as Errno {
+            throw SystemError("read", path: path, errno: error)
+        }
+        return Data(bytes[..<count])
     }
 
     private func record(_ sharefs: ActiveSharefs) throws {

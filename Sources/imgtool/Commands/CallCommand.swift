@@ -1,11 +1,124 @@
+import Foundation
 import ImageCore
+import ImageService
 
 enum CallCommand: Command {
     static let name = "call"
     static let summary = "Call a middleware method on a running server, like midclt."
-    static let help = "Usage: imgtool call (not built yet)"
+    static let help = """
+    Usage: imgtool call [--socket PATH | --url URL] [--api-key KEY] [-j] METHOD [ARG ...]
+
+    Calls METHOD on a running 'imgtool serve' and prints the result: a string or number
+    as it is, anything else as JSON. Each ARG is parsed as JSON; an ARG that is not valid
+    JSON is sent as a string, so 'imgtool call vm.image_path RancherOS' works.
+
+    Options:
+      --socket PATH   the server's Unix socket (default \(ServiceConfiguration.defaultSocketPath)).
+      --url URL       a TCP endpoint instead, for example ws://127.0.0.1:6000/api/current.
+      --api-key KEY   log in with this API key first (also read from IMGTOOL_API_KEY).
+      -j              METHOD starts a job: follow it with a progress bar on standard
+                      error, print its result, and exit 1 when it ends FAILED or ABORTED.
+    """
 
     static func run(_ arguments: [String], context: CommandContext) async throws -> Int32 {
-        throw UsageError(message: "'imgtool call' is not built yet")
+        let parsed = try Arguments(arguments, options: ["--socket", "--url", "--api-key"], flags: ["-j"])
+        guard let method = parsed.positionals.first else { throw UsageError(message: "missing METHOD") }
+        if parsed.value("--socket") != nil, parsed.value("--url") != nil {
+            throw UsageError(message: "--socket and --url exclude each other; give one")
+        }
+        let parameters = parsed.positionals.dropFirst().map { text in (try? JSONValue.parse(text)) ?? .string(text) }
+
+        let client: RPCClient
+        if let url = parsed.value("--url") {
+            client = try RPCClient(url: url)
+        } else {
+            client = try RPCClient(socketPath: parsed.value("--socket") ?? ServiceConfiguration.defaultSocketPath)
+        }
+        if let key = parsed.value("--api-key") ?? ProcessInfo.processInfo.environment["IMGTOOL_API_KEY"] {
+            guard try client.call("auth.login_with_api_key", [.string(key)]) == .bool(true) else {
+                throw RPCClientError(message: "login failed: the server rejected the API key")
+            }
+        }
+
+        do {
+            if parsed.flag("-j") { return try followJob(client, method: method, parameters: Array(parameters)) }
+            printResult(try client.call(method, Array(parameters)))
+            return 0
+        } catch let error as RPCError {
+            throw RPCClientError(message: "\(method) failed: [\(error.errname)] \(error.reason)")
+        }
+    }
+
+    /// Calls a job method, then prints the job's progress until it ends.
+    private static func followJob(_ client: RPCClient, method: String, parameters: [JSONValue]) throws -> Int32 {
+        _ = try client.call("core.subscribe", [.string("core.get_jobs")])
+        var pending: [JSONValue] = []
+        let result = try client.call(method, parameters) { pending.append($0) }
+        guard let jobID = result.int64Value else {
+            throw RPCClientError(message: "\(method) did not start a job: it returned \(result)")
+        }
+        let display = JobProgressBar(enabled: isatty(STDERR_FILENO) == 1)
+        defer { display.finish() }
+
+        // The job may have ended before the call's reply arrived; read its current state
+        // once, then follow events.
+        var job = try client.call("core.get_jobs", [.array([.array([.string("id"), .string("="), .integer(jobID)])]),
+                                                     .object(["get": .bool(true)])]) { pending.append($0) }
+        while !(jobFinished(job)) {
+            let message = pending.isEmpty ? try client.receive() : pending.removeFirst()
+            guard message["method"]?.stringValue == "collection_update", let parameters = message["params"],
+                  parameters["id"]?.int64Value == jobID, let fields = parameters["fields"] else { continue }
+            job = fields
+            display.draw(job)
+        }
+
+        display.finish()
+        switch job["state"]?.stringValue {
+        case "SUCCESS":
+            printResult(job["result"] ?? .null)
+            return 0
+        default:
+            let state = job["state"]?.stringValue ?? "unknown"
+            let error = job["error"]?.stringValue ?? "no error message"
+            FileHandle.standardError.write(Data("imgtool: job \(jobID) \(method) ended \(state): \(error)\n".utf8))
+            return FailureCategory.failure.rawValue
+        }
+    }
+
+    private static func jobFinished(_ job: JSONValue) -> Bool {
+        ["SUCCESS", "FAILED", "ABORTED"].contains(job["state"]?.stringValue ?? "")
+    }
+
+    private static func printResult(_ result: JSONValue) {
+        switch result {
+        case .string(let text): print(text)
+        case .number(let text): print(text)
+        default: print(result.description)
+        }
+    }
+}
+
+/// A one-line bar on standard error for a job's `progress`: percent and description.
+final class JobProgressBar {
+    private let enabled: Bool
+    private var drew = false
+
+    init(enabled: Bool) { self.enabled = enabled }
+
+    func draw(_ job: JSONValue) {
+        guard enabled, let percent = job.value(atPath: "progress.percent")?.doubleValue else { return }
+        let description = job.value(atPath: "progress.description")?.stringValue ?? job["method"]?.stringValue ?? "job"
+        let width = 30
+        let filled = min(width, max(0, Int(percent / 100 * Double(width))))
+        let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
+        let line = "\r\u{1B}[K[\(bar)] " + String(format: "%5.1f%%", percent) + "  " + description
+        FileHandle.standardError.write(Data(line.utf8))
+        drew = true
+    }
+
+    /// Ends the bar's line so later output starts on a new line; safe to call twice.
+    func finish() {
+        if drew { FileHandle.standardError.write(Data("\n".utf8)) }
+        drew = false
     }
 }

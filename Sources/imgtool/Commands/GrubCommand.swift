@@ -8,9 +8,10 @@ enum GrubCommand: Command {
     static let summary = "Write, update or remove a guest's GRUB configuration."
     static let help = """
     Usage: imgtool grub write --vm-id N --vm-name NAME --raw PATH --password-file FILE|-
-                              (--image IMAGE | --kernel FILE --initrd FILE) [--password-form FORM]
+                              (--image IMAGE [--catalog FILE] | --kernel FILE --initrd FILE)
+                              [--kernel FILE] [--initrd FILE] [--password-form FORM]
            imgtool grub set-password --vm-id N [--vm-name NAME] --password-file FILE|-
-                              (--image IMAGE | --password-form FORM)
+                              (--image IMAGE [--catalog FILE] | --password-form FORM)
            imgtool grub remove --vm-id N
 
     The configuration lives in the active sharefs, in configs/<N>_<NAME>/: device.map
@@ -29,25 +30,29 @@ enum GrubCommand: Command {
       --vm-name NAME        The VM's name; set-password needs it only when the VM has
                             several configuration directories.
       --raw PATH            The absolute path of the VM's RAW disk file.
-      --image IMAGE         The catalog image, for example RancherOS@v1.4.2.
+      --image IMAGE         The catalog image, for example RancherOS@v1.4.2, or RancherOS
+                            for the newest version. Its entry gives the kernel, the initrd,
+                            the kernel arguments and the password form.
+      --catalog FILE        A catalog file to use instead of the default (or IMGTOOL_CATALOG).
       --kernel FILE         The kernel under the guest's /boot (overrides the image's).
       --initrd FILE         The initrd under the guest's /boot (overrides the image's).
       --password-form FORM  sha512-crypt (the guest applies a hash with chpasswd -e, the
                             default without --image) or plain (RancherOS 1.x applies the
                             clear password; spaces are then rejected, as RancherOS before
                             1.5.5 splits its command line on them).
-      --password-file FILE  Read the password from FILE, or from standard input with "-".
-                            One trailing newline is dropped. The password is never taken
-                            from the command line, which other users can read.
+      --password-file FILE  Read the password from FILE, or from standard input with "-"
+                            (on a terminal, a prompt reads one line without echo). One
+                            trailing newline is dropped. The password is never taken from
+                            the command line, which other users can read.
       --pools-root DIR, --state-dir DIR  As for 'imgtool sharefs'.
     """
 
     static let valueOptions: Set<String> = sharefsOptions.union([
-        "--vm-id", "--vm-name", "--raw", "--image", "--kernel", "--initrd", "--password-form", "--password-file",
+        "--vm-id", "--vm-name", "--raw", "--image", "--catalog", "--kernel", "--initrd", "--password-form", "--password-file",
     ])
 
-    /// The kernel arguments after the password for a RancherOS image given by --kernel and
-    /// --initrd, as the NAS middleware wrote them.
+    /// The kernel arguments after the password for an image given by --kernel and --initrd
+    /// without --image, as the NAS middleware wrote them for RancherOS.
     static let rancherKernelArguments = [
         "printk.devkmsg=on", "rancher.state.dev=LABEL=RANCHER_STATE", "rancher.state.wait", "rancher.resize_device=/dev/sda",
     ]
@@ -113,7 +118,7 @@ enum GrubCommand: Command {
     private static func catalogEntry(_ options: Arguments) throws -> CatalogEntry {
         var entry: CatalogEntry
         if let image = options.value("--image") {
-            entry = try resolveImage(image)
+            entry = try resolveImage(image, catalogPath: options.value("--catalog"))
         } else {
             guard let kernel = options.value("--kernel"), let initrd = options.value("--initrd") else {
                 throw UsageError(message: "missing option --image (or both --kernel and --initrd)")
@@ -132,10 +137,9 @@ enum GrubCommand: Command {
         return entry
     }
 
-    // TODO: resolve IMAGE through the image catalog once it is available; until then only
-    // --kernel and --initrd describe the image.
-    private static func resolveImage(_ image: String) throws -> CatalogEntry {
-        throw UsageError(message: "--image '\(image)' cannot be resolved yet: give --kernel and --initrd instead")
+    /// Looks IMAGE up in the catalog from --catalog, IMGTOOL_CATALOG or the default one.
+    private static func resolveImage(_ image: String, catalogPath: String?) throws -> CatalogEntry {
+        try ImageCatalog.load(path: catalogPath).resolve(image)
     }
 
     private static func readPassword(_ options: Arguments) throws -> GuestPassword {
@@ -143,8 +147,41 @@ enum GrubCommand: Command {
             throw UsageError(message: "missing option --password-file (a file, or - for standard input)")
         }
         if source == "-" {
+            if isatty(STDIN_FILENO) == 1 { return try readPasswordFromTerminal() }
             return try GuestPassword.read(from: FileDescriptor(rawValue: STDIN_FILENO), name: "standard input")
         }
         return try GuestPassword.read(fromFile: source)
+    }
+
+    /// Prompts on standard error and reads one line from the terminal with echo turned off.
+    private static func readPasswordFromTerminal() throws -> GuestPassword {
+        var saved = termios()
+        guard tcgetattr(STDIN_FILENO, &saved) == 0 else {
+            throw SystemError("read the terminal settings of", path: "standard input", errno: .current)
+        }
+        var silent = saved
+        silent.c_lflag &= ~tcflag_t(ECHO)
+        _ = tcsetattr(STDIN_FILENO, TCSANOW, &silent)
+        defer {
+            _ = tcsetattr(STDIN_FILENO, TCSANOW, &saved)
+            writeToStandardError("\n")
+        }
+        writeToStandardError("Password: ")
+        // In canonical mode one read returns one line, so the wait ends at Enter.
+        var line = [UInt8](repeating: 0, count: GuestPassword.maximumLength + 2)
+        let count = line.withUnsafeMutableBytes { Glibc.read(STDIN_FILENO, $0.baseAddress, $0.count) }
+        guard count >= 0 else { throw SystemError("read the password from", path: "standard input", errno: .current) }
+        // A line longer than the buffer leaves its end in the terminal's input queue, where
+        // the next reader (the shell) would take it as a command; discard it.
+        if count == line.count, line[count - 1] != UInt8(ascii: "\n") { _ = tcflush(STDIN_FILENO, TCIFLUSH) }
+        var bytes = Array(line[..<count])
+        for index in line.indices { line[index] = 0 }
+        if bytes.last == UInt8(ascii: "\n") { bytes.removeLast() }
+        return GuestPassword(bytes: bytes)
+    }
+
+    private static func writeToStandardError(_ text: String) {
+        var bytes = Array(text.utf8)
+        _ = bytes.withUnsafeMutableBytes { Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 }

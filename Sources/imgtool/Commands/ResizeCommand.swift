@@ -24,12 +24,23 @@ enum ResizeCommand: Command {
     """
 
     static func run(_ arguments: [String], context: CommandContext) async throws -> Int32 {
-        // "-1G" looks like an option to the parser; keep it as the SIZE so that the size
-        // parser rejects it with the accepted forms.
-        let negativeSizes = arguments.filter(looksLikeNegativeNumber)
-        let options = try Arguments(arguments.filter { !looksLikeNegativeNumber($0) },
-                                    flags: ["--preallocate", "--shrink"])
-        let positionals = options.positionals + negativeSizes
+        // "-1G" looks like an option to the parser; keep it as a positional, in its place,
+        // so that the size parser rejects it with the accepted forms. After "--" every
+        // argument is a positional.
+        var optionArguments: [String] = []
+        var positionalArguments: [String] = []
+        var afterSeparator = false
+        for argument in arguments {
+            if afterSeparator || !argument.hasPrefix("-") || argument == "-" || looksLikeNegativeNumber(argument) {
+                positionalArguments.append(argument)
+            } else if argument == "--" {
+                afterSeparator = true
+            } else {
+                optionArguments.append(argument)
+            }
+        }
+        let options = try Arguments(optionArguments + ["--"] + positionalArguments, flags: ["--preallocate", "--shrink"])
+        let positionals = options.positionals
         guard positionals.count == 2 else {
             if positionals.count < 2 { throw UsageError(message: "missing argument: expected RAW SIZE") }
             throw UsageError(message: "unexpected argument '\(positionals[2])': expected RAW SIZE")

@@ -60,6 +60,8 @@ import Testing
         ("9223372036854775807", "rounded up"),          // Int64.max, but not after rounding to 512
         ("99999999999999999999", "exceeds the maximum"),
         ("1.0000000000000000001G", "18 decimal places"),
+        ("10\u{212A}", "unknown unit"),                 // the Kelvin sign, which lowercases to "k"
+        ("10\u{212A}iB", "unknown unit"),
     ]
 
     @Test(arguments: rejectedForms)

@@ -111,6 +111,23 @@ private func makeDisk(_ path: String, size: Int64, data: [UInt8] = []) throws {
         }
     }
 
+    @Test func fifoIsNeverOpened() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let fifo = scratch.file("pipe")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let reader = open(fifo, O_RDONLY | O_NONBLOCK)
+        #expect(reader >= 0)
+        defer { close(reader) }
+
+        #expect(throws: DiskError.notRegularFile(path: fifo, kind: "FIFO")) {
+            _ = try RawDisk.resize(path: fifo, to: DiskSize(parsing: "1M"))
+        }
+        // Linux reports POLLHUP to a FIFO's reader once a writer has opened and closed it.
+        var request = pollfd(fd: reader, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&request, 1, 0) == 0)
+    }
+
     @Test func missingFileNamesPath() throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
@@ -184,6 +201,21 @@ private func makeDisk(_ path: String, size: Int64, data: [UInt8] = []) throws {
         let result = try RawDisk.applyResizeRequest(path: disk, request: "0")
         #expect(result.allocation == .unchanged)
         #expect(fileSize(disk) == 5 << 20)
+    }
+
+    @Test func resizeRequestZeroFollowsSymlink() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let disk = scratch.file("disk.raw")
+        try makeDisk(disk, size: 5 << 20)
+        let link = scratch.file("link.raw")
+        #expect(symlink(disk, link) == 0)
+
+        // "0" keeps the size, as "6M" through the same link grows it.
+        let kept = try RawDisk.applyResizeRequest(path: link, request: "0")
+        #expect(kept.newSize == 5 << 20)
+        let grown = try RawDisk.applyResizeRequest(path: link, request: "6M")
+        #expect(grown.newSize == 6 << 20)
     }
 
     @Test func resizeRequestSmallerIsRejected() throws {

@@ -107,9 +107,24 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
         ("yes", "boolean or null"), ("off", "boolean or null"), ("true", "boolean or null"),
         ("null", "boolean or null"), ("~", "boolean or null"),
         ("0777", "number"), ("0x1f", "number"), ("1_000", "number"), ("+1", "number"), ("1.50", "number"),
-        ("1e5", "number"), (".inf", "number"),
+        ("1e5", "number"), (".inf", "number"), ("0o17", "number"), ("0B101", "number"),
         ("ab:", "mapping"), ("2001-12-14", "date"),
+    ] + yamlBreakTraps
+
+    /// Passwords that survive GRUB and the kernel but that the guest's YAML parse changes:
+    /// U+2028 and U+2029 are YAML 1.1 line breaks, and a leading U+FEFF is a byte order mark.
+    static let yamlBreakTraps: [(String, String)] = [
+        ("\u{2028}ab", "separator"), ("ab\u{2029}", "separator"), ("a\u{2028}#b", "separator"),
+        ("\u{FEFF}ab", "byte order mark"),
     ]
+
+    @Test func yamlBreakTrapsChangeInGuest() throws {
+        let values = Self.yamlBreakTraps.map { Array($0.0.utf8) }
+        let texts = try GrubModel.yamlTexts(values)
+        for (text, example) in zip(texts, Self.yamlBreakTraps) {
+            #expect(text != example.0)
+        }
+    }
 
     @Test(arguments: rejectedPlain)
     func plainPasswordIsRejectedWithReason(_ example: (String, String)) throws {
@@ -229,12 +244,25 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
         #expect(result.outcome == .created)
     }
 
+    @Test(arguments: ImageCatalog.default.entries)
+    func catalogEntryConfigurationChecks(_ entry: CatalogEntry) throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let result = try fixture.configurations.write(vmID: 8, vmName: "guest", rawPath: "/mnt/tank/guest.raw",
+                                                      entry: entry, password: GuestPassword("a&b'c"))
+        let check = try grubScriptCheck(result.grubConfigPath)
+        #expect(check.status == 0, "grub-script-check: \(check.standardError)")
+        let text = try fixture.text(result.grubConfigPath)
+        #expect(text.contains("\tlinux /boot/\(entry.kernel) rancher.password="))
+        #expect(text.contains("\tinitrd /boot/\(entry.initrd)\n"))
+    }
+
     @Test func deviceMapNamesRawDisk() throws {
         let fixture = try GrubFixture()
         defer { fixture.scratch.remove() }
-        let result = try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: "/mnt/tank/vm/web disk.raw",
+        let result = try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: "/mnt/tank/vm/web-disk.raw",
                                                       entry: TestEntries.v142, password: GuestPassword("secret"))
-        #expect(try fixture.text(result.deviceMapPath) == "(hd0) /mnt/tank/vm/web disk.raw\n")
+        #expect(try fixture.text(result.deviceMapPath) == "(hd0) /mnt/tank/vm/web-disk.raw\n")
         #expect(result.deviceMapPath == "\(fixture.sharefs.configsPath)/4_web/device.map")
     }
 
@@ -248,6 +276,33 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
         #expect(try linkStatus(result.directory)!.mode & 0o777 == 0o700)
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: "\(result.directory)/grub")
         #expect(leftovers == ["grub.cfg"])
+    }
+
+    /// grub-bhyve reads device.map lines into a 1024-byte buffer and ends the path at the
+    /// first blank, so these paths would name another file.
+    @Test(arguments: [("/mnt/tank/vm/web disk.raw", "space"),
+                      ("/" + String(repeating: "d", count: 1017), "1018 bytes long")])
+    func unreadableRawPathIsRejected(_ example: (String, String)) throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        #expect {
+            try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: example.0, entry: TestEntries.v142,
+                                             password: GuestPassword("secret"))
+        } throws: { error in
+            guard case .invalidRawPath(_, let reason)? = error as? GrubError else { return false }
+            return reason.contains(example.1)
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.sharefs.configsPath).isEmpty)
+    }
+
+    @Test func longestReadableRawPathIsAccepted() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        // 1023 bytes in grub-bhyve's buffer minus the 6 of "(hd0) ".
+        let path = "/" + String(repeating: "d", count: 1016)
+        let result = try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: path, entry: TestEntries.v142,
+                                                      password: GuestPassword("secret"))
+        #expect(try fixture.text(result.deviceMapPath) == "(hd0) \(path)\n")
     }
 
     @Test func relativeRawPathIsRejected() throws {
@@ -317,6 +372,41 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
             try fixture.configurations.setPassword(vmID: 3, password: GuestPassword("pw"),
                                                    policy: PasswordPolicy(entry: TestEntries.v113))
         }
+    }
+
+    /// The first implementation wrote `rancher.password=<password>` unquoted, so a `$` in
+    /// an old password makes the word expand in GRUB. set-password must still replace it.
+    @Test func setPasswordReplacesUnquotedDollarWord() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let directory = "\(fixture.sharefs.configsPath)/3_guest"
+        try FileManager.default.createDirectory(atPath: "\(directory)/grub", withIntermediateDirectories: true)
+        let path = "\(directory)/grub/grub.cfg"
+        try "\tlinux /boot/vmlinuz-4.9.75-rancher rancher.password=old$pw printk.devkmsg=on\n"
+            .write(toFile: path, atomically: false, encoding: .utf8)
+
+        #expect(try fixture.configurations.setPassword(vmID: 3, password: GuestPassword("new&pw"),
+                                                       policy: PasswordPolicy(entry: TestEntries.v113)))
+        #expect(try fixture.text(path) == "\tlinux /boot/vmlinuz-4.9.75-rancher rancher.password='new&pw' printk.devkmsg=on\n")
+        #expect(try grubScriptCheck(path).status == 0)
+    }
+
+    @Test func setPasswordRejectsSymlinkedGrubDirectory() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let outside = fixture.scratch.file("outside")
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        let original = "\tlinux /boot/vmlinuz rancher.password=old\n"
+        try original.write(toFile: "\(outside)/grub.cfg", atomically: false, encoding: .utf8)
+        let directory = "\(fixture.sharefs.configsPath)/3_guest"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+        try FileManager.default.createSymbolicLink(atPath: "\(directory)/grub", withDestinationPath: outside)
+
+        #expect(throws: SharefsError.notADirectory(path: "\(directory)/grub", kind: "symbolic link")) {
+            try fixture.configurations.setPassword(vmID: 3, password: GuestPassword("new"),
+                                                   policy: PasswordPolicy(entry: TestEntries.v113))
+        }
+        #expect(try fixture.text("\(outside)/grub.cfg") == original)
     }
 
     @Test func setPasswordNeedsNameWhenRenamed() throws {

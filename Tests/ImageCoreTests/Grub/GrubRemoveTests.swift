@@ -71,8 +71,28 @@ import Glibc
         try FileManager.default.createDirectory(atPath: "\(outside)/5_victim", withIntermediateDirectories: true)
         try FileManager.default.removeItem(atPath: fixture.sharefs.configsPath)
         try FileManager.default.createSymbolicLink(atPath: fixture.sharefs.configsPath, withDestinationPath: outside)
-        #expect(throws: SystemError.self) { _ = try fixture.configurations.remove(vmID: 5) }
+        #expect(throws: SharefsError.notADirectory(path: fixture.sharefs.configsPath, kind: "symbolic link")) {
+            _ = try fixture.configurations.remove(vmID: 5)
+        }
         #expect(pathExists("\(outside)/5_victim"))
+    }
+
+    @Test func symlinkedSharefsIsNotFollowed() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let outside = fixture.scratch.file("outside")
+        try FileManager.default.createDirectory(atPath: "\(outside)/configs/5_victim", withIntermediateDirectories: true)
+        try FileManager.default.removeItem(atPath: fixture.sharefs.path)
+        try FileManager.default.createSymbolicLink(atPath: fixture.sharefs.path, withDestinationPath: outside)
+        let expected = SharefsError.notADirectory(path: fixture.sharefs.path, kind: "symbolic link")
+
+        #expect(throws: expected) { _ = try fixture.configurations.remove(vmID: 5) }
+        #expect(pathExists("\(outside)/configs/5_victim"))
+        #expect(throws: expected) {
+            _ = try fixture.configurations.write(vmID: 6, vmName: "web", rawPath: "/mnt/tank/web.raw",
+                                                 entry: TestEntries.v142, password: GuestPassword("secret"))
+        }
+        #expect(!pathExists("\(outside)/configs/6_web"))
     }
 
     @Test func invalidVMIDIsRejected() throws {

@@ -33,6 +33,15 @@ private struct SharefsFixture {
         #expect(activation.sharefs.path == "\(fixture.root)/Zeta/.bhyve_containers")
     }
 
+    @Test func poolWithControlCharacterIsSkipped() throws {
+        // "a\tb" sorts before "tank", but active() would reject it in the state file.
+        let fixture = try SharefsFixture(pools: ["a\tb", "tank"])
+        defer { fixture.scratch.remove() }
+        #expect(try fixture.sharefs.candidatePools() == ["tank"])
+        _ = try fixture.sharefs.activate()
+        #expect(try fixture.sharefs.active()?.pool == "tank")
+    }
+
     @Test func activationCreatesLayout() throws {
         let fixture = try SharefsFixture(pools: ["tank"])
         defer { fixture.scratch.remove() }
@@ -150,6 +159,34 @@ private struct SharefsFixture {
                                                 withIntermediateDirectories: true)
         try Data("not json".utf8).write(to: URL(fileURLWithPath: fixture.sharefs.configuration.stateFile))
         #expect(throws: SharefsError.self) { _ = try fixture.sharefs.active() }
+    }
+
+    @Test(arguments: [#"{"pool": "x", "path": "/etc"}"#,
+                      #"{"pool": "tank", "path": "/mnt/tank/../../etc/tank/.bhyve_containers"}"#,
+                      #"{"pool": "..", "path": "/mnt/../.bhyve_containers"}"#])
+    func stateFileOutsideSharefsIsRejected(_ state: String) throws {
+        let fixture = try SharefsFixture(pools: ["tank"])
+        defer { fixture.scratch.remove() }
+        try FileManager.default.createDirectory(atPath: fixture.sharefs.configuration.stateDirectory,
+                                                withIntermediateDirectories: true)
+        try Data(state.utf8).write(to: URL(fileURLWithPath: fixture.sharefs.configuration.stateFile))
+        #expect {
+            _ = try fixture.sharefs.active()
+        } throws: { error in
+            guard case .invalidStateFile(_, let reason)? = error as? SharefsError else { return false }
+            return reason.contains("not <pools root>/")
+        }
+    }
+
+    @Test func stateFileDirectoryIsReported() throws {
+        let fixture = try SharefsFixture(pools: ["tank"])
+        defer { fixture.scratch.remove() }
+        try FileManager.default.createDirectory(atPath: fixture.sharefs.configuration.stateFile,
+                                                withIntermediateDirectories: true)
+        #expect(throws: SharefsError.invalidStateFile(path: fixture.sharefs.configuration.stateFile,
+                                                      reason: "it is a directory, not a regular file")) {
+            _ = try fixture.sharefs.active()
+        }
     }
 
     @Test(arguments: [(7, "web", "7_web"), (12, "my vm", "12_my vm")])

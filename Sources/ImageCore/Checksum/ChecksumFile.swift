@@ -1,0 +1,123 @@
+// ChecksumFile: the GNU `sha256sum` output format, as published beside images.
+//
+// One entry per line:
+//
+//     <64 hex digits><space><space or '*'><file name>
+//
+// Two spaces mark text mode and " *" binary mode, which read the same bytes on Linux.
+// A single space before the name is accepted too, because some publishers write it. A line that starts
+// with '\' escapes "\\" and "\n" in the name (GNU coreutils 8.x and later). Also accepted:
+// the BSD form `SHA256 (name) = hex` that `sha256sum --tag` prints, a UTF-8 byte order
+// mark, CRLF line ends, blank lines, `#` comments, upper-case hex, and an OpenPGP
+// clear-signed wrapper (RFC 4880, section 7): only the signed text between the armour
+// header block and `-----BEGIN PGP SIGNATURE-----` is read, with "- " dash escapes
+// removed. The signature itself is not checked.
+
+import Foundation
+
+/// One line of a checksum file.
+public struct ChecksumEntry: Sendable, Equatable {
+    public var digest: SHA256Digest
+    /// The file name exactly as listed (a path when the publisher listed one).
+    public var fileName: String
+    /// True for the binary-mode marker `*`.
+    public var isBinary: Bool
+}
+
+/// The parsed entries of a checksum file.
+public struct ChecksumFile: Sendable {
+    public private(set) var entries: [ChecksumEntry] = []
+
+    /// Parses `text`. Lines that are not entries (comments, PGP armour, other digests) are
+    /// skipped, so a file that lists several kinds of checksum still works.
+    public init(parsing text: String) {
+        var body = Substring(text)
+        if body.hasPrefix("\u{FEFF}") { body = body.dropFirst() }
+        var lines = body.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+            .map { line -> Substring in line.hasSuffix("\r") ? line.dropLast() : line }
+        lines = Self.signedText(of: lines)
+        for line in lines {
+            if let entry = Self.entry(from: line) { entries.append(entry) }
+        }
+    }
+
+    /// Returns the entry whose file name is exactly `name`, or, failing that, whose last
+    /// path component is `name` (a file that lists `images/x.gz` for `x.gz`).
+    public func entry(named name: String) -> ChecksumEntry? {
+        if let exact = entries.first(where: { $0.fileName == name }) { return exact }
+        return entries.first { $0.fileName.split(separator: "/").last.map(String.init) == name }
+    }
+
+    /// The lines inside a PGP clear-signed message, or `lines` unchanged when there is no
+    /// such wrapper.
+    private static func signedText(of lines: [Substring]) -> [Substring] {
+        guard let start = lines.firstIndex(where: { $0 == "-----BEGIN PGP SIGNED MESSAGE-----" }) else {
+            return lines
+        }
+        var index = start + 1
+        // Armour headers ("Hash: SHA256") end at the first empty line.
+        while index < lines.count, !lines[index].isEmpty { index += 1 }
+        index += 1
+        var text: [Substring] = []
+        while index < lines.count, lines[index] != "-----BEGIN PGP SIGNATURE-----" {
+            let line = lines[index]
+            text.append(line.hasPrefix("- ") ? line.dropFirst(2) : line)
+            index += 1
+        }
+        return text
+    }
+
+    private static func entry(from rawLine: Substring) -> ChecksumEntry? {
+        var line = rawLine
+        while line.first == " " || line.first == "\t" { line = line.dropFirst() }
+        if line.isEmpty || line.hasPrefix("#") { return nil }
+        if line.hasPrefix("SHA256 (") { return taggedEntry(from: line) }
+
+        var escaped = false
+        if line.hasPrefix("\\") {
+            escaped = true
+            line = line.dropFirst()
+        }
+        guard line.utf8.count > 65 else { return nil }
+        let hexEnd = line.index(line.startIndex, offsetBy: 64)
+        guard let digest = SHA256Digest(hex: line[..<hexEnd]), line[hexEnd] == " " else { return nil }
+        var rest = line[line.index(after: hexEnd)...]
+        var isBinary = false
+        if rest.first == "*" {
+            isBinary = true
+            rest = rest.dropFirst()
+        } else if rest.first == " " {
+            rest = rest.dropFirst()
+        }
+        guard !rest.isEmpty else { return nil }
+        let name = escaped ? unescape(rest) : String(rest)
+        return ChecksumEntry(digest: digest, fileName: name, isBinary: isBinary)
+    }
+
+    /// `SHA256 (name) = hex`.
+    private static func taggedEntry(from line: Substring) -> ChecksumEntry? {
+        guard let separator = line.range(of: ") = ", options: .backwards) else { return nil }
+        let name = line[line.index(line.startIndex, offsetBy: 8)..<separator.lowerBound]
+        guard !name.isEmpty, let digest = SHA256Digest(hex: line[separator.upperBound...]) else { return nil }
+        return ChecksumEntry(digest: digest, fileName: String(name), isBinary: true)
+    }
+
+    private static func unescape(_ name: Substring) -> String {
+        var result = ""
+        var iterator = name.makeIterator()
+        while let character = iterator.next() {
+            guard character == "\\" else {
+                result.append(character)
+                continue
+            }
+            switch iterator.next() {
+            case "n": result.append("\n")
+            case "r": result.append("\r")
+            case "\\": result.append("\\")
+            case let other?: result.append("\\"); result.append(other)
+            case nil: result.append("\\")
+            }
+        }
+        return result
+    }
+}

@@ -1,0 +1,105 @@
+// The errors a download reports. Each names the URL or file and what to do next.
+
+/// The network or the server failed, after every retry when the failure was transient.
+public struct DownloadNetworkError: ImageError {
+    public var url: String
+    /// The last failure, in plain words ("connection closed after 1048576 of 5242880 bytes").
+    public var reason: String
+    /// Attempts made, the first one included.
+    public var attempts: Int
+    public var remedy: String?
+
+    public init(url: String, reason: String, attempts: Int, remedy: String? = nil) {
+        self.url = url
+        self.reason = reason
+        self.attempts = attempts
+        self.remedy = remedy
+    }
+
+    public var category: FailureCategory { .network }
+    public var description: String {
+        let tries = attempts == 1 ? "" : " (after \(attempts) attempts)"
+        return "download of \(url) failed\(tries): \(reason)"
+    }
+}
+
+/// An HTTP status that retrying will not change (404, 403, ...).
+public struct HTTPStatusError: ImageError {
+    public var url: String
+    public var statusCode: Int
+
+    public init(url: String, statusCode: Int) {
+        self.url = url
+        self.statusCode = statusCode
+    }
+
+    public var category: FailureCategory { .network }
+    public var description: String { "download of \(url) failed: the server responded with HTTP \(statusCode)" }
+    public var remedy: String? {
+        switch statusCode {
+        case 404, 410: return "check the URL; the file is not on that server"
+        case 401, 403: return "the server denies access to that URL; check the URL or the server's permissions"
+        default: return nil
+        }
+    }
+}
+
+/// The downloaded or existing file does not have the expected SHA-256.
+public struct ChecksumMismatchError: ImageError {
+    public var path: String
+    public var expected: SHA256Digest
+    public var actual: SHA256Digest
+    public var url: String?
+
+    public init(path: String, expected: SHA256Digest, actual: SHA256Digest, url: String? = nil) {
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+        self.url = url
+    }
+
+    public var category: FailureCategory { .invalidData }
+    public var description: String {
+        let source = url.map { " downloaded from \($0)" } ?? ""
+        return "checksum mismatch for '\(path)'\(source): expected SHA-256 \(expected.hex), got \(actual.hex)"
+    }
+    public var remedy: String? {
+        url == nil ? "the file is not the expected one; fetch it again with --force"
+            : "the server sent different bytes twice; check the URL and the published checksum"
+    }
+}
+
+/// A checksum file was read but lists no entry for the file.
+public struct ChecksumNotListedError: ImageError {
+    public var fileName: String
+    public var checksumURL: String
+    /// The file names the checksum file does list, for the message.
+    public var listed: [String]
+
+    public init(fileName: String, checksumURL: String, listed: [String]) {
+        self.fileName = fileName
+        self.checksumURL = checksumURL
+        self.listed = listed
+    }
+
+    public var category: FailureCategory { .invalidData }
+    public var description: String { "no checksum for \(fileName) in \(checksumURL)" }
+    public var remedy: String? {
+        if listed.isEmpty { return "that file lists no SHA-256 entries; check the checksum URL" }
+        let shown = listed.prefix(5).joined(separator: ", ")
+        return "it lists \(shown)\(listed.count > 5 ? ", ..." : ""); check the image URL or give --sha256"
+    }
+}
+
+/// The destination exists with other content, and `force` was not given.
+public struct DestinationMismatchError: ImageError {
+    public var path: String
+    public var expected: SHA256Digest
+    public var actual: SHA256Digest
+
+    public var category: FailureCategory { .targetExists }
+    public var description: String {
+        "'\(path)' already exists with SHA-256 \(actual.hex), not the expected \(expected.hex); it was not modified"
+    }
+    public var remedy: String? { "pass --force to download the image again and replace it, or choose another destination" }
+}

@@ -1,0 +1,505 @@
+// Downloader: resumable, verified downloads of one file over HTTP(S) with libcurl.
+//
+// Files beside the destination `DIR/NAME`:
+//
+//     NAME              appears only after its SHA-256 matched (atomic rename)
+//     NAME.part         the bytes received so far, always a contiguous prefix
+//     NAME.part.state   what NAME.part is: URL, final URL, ETag, Last-Modified, length
+//     NAME.lock         flock(2) target, so two processes never write NAME.part at once
+//     NAME.sha256       the verified hash, kept when it came from a checksum file
+//
+// One attempt sends `Range: bytes=N-` and `If-Range: <validator>` when N bytes are on disk,
+// and accepts the answer only when it fits the partial file:
+//
+//     206, Content-Range starts at S <= N, same validator  -> write from S
+//     206 with another validator or length, or S > N         -> discard, start over
+//     200                                                    -> the whole file: write from 0
+//     416 with `bytes */TOTAL` and TOTAL == N                -> complete: verify
+//     5xx, 408, 429, a dropped connection, a stall           -> retry with backoff, resume
+//     other statuses                                         -> fail; the body is never stored
+//
+// The SHA-256 is computed as bytes arrive; a resumed download first hashes the partial
+// file from disk. A mismatch discards everything and downloads once more from zero (a bad
+// splice may have caused it); a second mismatch fails.
+
+#if canImport(Glibc)
+import Glibc
+#endif
+import CCurl
+import CSystem
+import Foundation
+import Synchronization
+
+/// The source of the expected SHA-256 of a download.
+public enum ExpectedChecksum: Sendable, Equatable {
+    /// The hash itself.
+    case sha256(SHA256Digest)
+    /// A GNU `sha256sum`-format file at `url`, searched for `fileName` (the download's
+    /// file name when nil).
+    case checksumFile(url: String, fileName: String?)
+}
+
+/// Retry and timeout settings for `Downloader`.
+public struct DownloadOptions: Sendable {
+    /// An attempt that receives no byte for this long is abandoned and retried.
+    public var stallTimeout: Duration = .seconds(30)
+    /// Retries after the first attempt for transient failures (drops, stalls, 5xx).
+    public var retries: Int = 5
+    /// The delay before the first retry. It doubles for each further retry, up to
+    /// `maximumRetryDelay`, and each delay is scaled by a random factor in 0.5...1.
+    public var retryDelay: Duration = .seconds(1)
+    public var maximumRetryDelay: Duration = .seconds(60)
+    public var connectTimeout: Duration = .seconds(30)
+
+    public init(stallTimeout: Duration = .seconds(30), retries: Int = 5, retryDelay: Duration = .seconds(1),
+                maximumRetryDelay: Duration = .seconds(60), connectTimeout: Duration = .seconds(30)) {
+        self.stallTimeout = stallTimeout
+        self.retries = retries
+        self.retryDelay = retryDelay
+        self.maximumRetryDelay = maximumRetryDelay
+        self.connectTimeout = connectTimeout
+    }
+}
+
+/// A change to the partial file, for a caller that consumes it while it grows.
+public enum DownloadEvent: Sendable, Equatable {
+    /// `partPath` now contains `length` contiguous bytes from offset 0. They are not yet
+    /// checksummed, because only `published` confirms the whole file. `total` is
+    /// the file's length when the server sent it.
+    case wrote(partPath: String, length: Int64, total: Int64?)
+    /// The partial file was discarded and the download starts again from zero; anything
+    /// derived from earlier `wrote` events is invalid.
+    case restarted(partPath: String, reason: String)
+    /// The verified file is at `path`; `reused` when no download was needed.
+    case published(path: String, reused: Bool)
+}
+
+public typealias DownloadObserver = @Sendable (DownloadEvent) -> Void
+
+/// The result of a successful `fetch`.
+public struct DownloadSummary: Sendable {
+    public var path: String
+    public var sha256: SHA256Digest
+    /// The file's size in bytes.
+    public var size: Int64
+    /// True when an existing verified file was used and nothing was downloaded.
+    public var reused: Bool
+    /// Body bytes received from the network in this call.
+    public var bytesDownloaded: Int64
+    /// The size of the partial file this call resumed from (0 for a fresh download).
+    public var resumedFrom: Int64
+    /// HTTP requests made, for the file itself (the checksum file not included).
+    public var attempts: Int
+    /// Times the partial file was discarded and the download started over.
+    public var restarts: Int
+    /// The URL after redirects, or nil when reused.
+    public var finalURL: String?
+    public var elapsed: Duration
+}
+
+/// Downloads files with resume, retries and SHA-256 verification.
+///
+/// `fetch` blocks its calling thread for the whole download (libcurl's easy interface),
+/// so async callers run it on a thread of their own. Any number of fetches may run at
+/// once in one process or several; fetches of the same destination serialize on
+/// `NAME.lock`, and the later one reuses the file the first one verified.
+///
+/// To consume the file while it arrives (inflating during the download), pass an
+/// `observer`: after each write it receives `.wrote` with the `.part` path and the
+/// length that is contiguous from offset 0. Bytes below that length never change unless
+/// `.restarted` follows, which means the partial file was truncated to zero (a 200 answer
+/// to a range request, a changed ETag or Last-Modified, a 416 that does not fit, or the
+/// retry after a checksum mismatch) and the consumer must start over. `.published` comes
+/// last, after the SHA-256 matched and the file was renamed to its final name.
+public final class Downloader: Sendable {
+    public let options: DownloadOptions
+
+    public init(options: DownloadOptions = DownloadOptions()) {
+        self.options = options
+    }
+
+    /// Downloads `url` to `destination` and verifies it.
+    /// - Parameters:
+    ///   - expected: the SHA-256 the file must have, or a checksum file that lists it.
+    ///   - force: download again even when `destination` already has the expected hash,
+    ///     and replace a `destination` with other content (only after the new file verified).
+    /// - Throws: `DownloadNetworkError` or `HTTPStatusError` (`.network`),
+    ///   `ChecksumMismatchError` or `ChecksumNotListedError` (`.invalidData`),
+    ///   `DestinationMismatchError` or `TargetExistsError` (the destination is left as it was),
+    ///   `CancelledError`, `SystemError`. The partial file is kept for a later resume
+    ///   except after a checksum mismatch.
+    public func fetch(url: String, expected: ExpectedChecksum, to destination: String, force: Bool = false,
+                      progress: ProgressHandler? = nil, observer: DownloadObserver? = nil,
+                      cancellation: CancellationToken = CancellationToken()) throws -> DownloadSummary {
+        try Self.validate(url: url, argument: "URL")
+        let started = ContinuousClock.now
+        let paths = DownloadPaths(destination: destination)
+
+        let lock = try DownloadLock(path: paths.lock, cancellation: cancellation)
+        defer { lock.release() }
+
+        let digest = try expectedDigest(expected, url: url, paths: paths, force: force, cancellation: cancellation)
+        if !force, let reused = try reuseExisting(paths: paths, expected: digest, cancellation: cancellation) {
+            observer?(.published(path: destination, reused: true))
+            return DownloadSummary(path: destination, sha256: digest, size: reused, reused: true, bytesDownloaded: 0,
+                                   resumedFrom: 0, attempts: 0, restarts: 0, finalURL: nil,
+                                   elapsed: ContinuousClock.now - started)
+        }
+
+        let session = try DownloadSession(url: url, expected: digest, paths: paths, options: options, force: force,
+                                          progress: progress, observer: observer, cancellation: cancellation)
+        var summary: DownloadSummary
+        do {
+            summary = try session.run()
+        } catch {
+            // An empty partial file is not worth keeping for a resume.
+            if let status = try? linkStatus(paths.part), status.size == 0 {
+                unlink(paths.part)
+                unlink(paths.state)
+            }
+            throw error
+        }
+        try publish(paths: paths, force: force)
+        if case .checksumFile(let checksumURL, _) = expected {
+            try? "# from \(checksumURL)\n\(digest.hex)  \(paths.name)\n".write(toFile: paths.checksum, atomically: true, encoding: .utf8)
+        }
+        observer?(.published(path: destination, reused: false))
+        summary.elapsed = ContinuousClock.now - started
+        return summary
+    }
+
+    /// Downloads the image a catalog entry describes into `directory`.
+    public func fetch(_ entry: CatalogEntry, into directory: String, force: Bool = false,
+                      progress: ProgressHandler? = nil, observer: DownloadObserver? = nil,
+                      cancellation: CancellationToken = CancellationToken()) throws -> DownloadSummary {
+        let expected: ExpectedChecksum
+        if let hex = entry.sha256, let digest = SHA256Digest(hex: hex) {
+            expected = .sha256(digest)
+        } else if let checksumURL = entry.checksumURL {
+            expected = .checksumFile(url: checksumURL, fileName: entry.fileName)
+        } else {
+            throw InvalidArgumentError(argument: "image", value: entry.reference, reason: "the catalog gives no SHA-256 for it",
+                                       remedy: "add sha256 or checksumURL to its catalog entry")
+        }
+        let destination = (directory as NSString).appendingPathComponent(entry.fileName)
+        return try fetch(url: entry.url, expected: expected, to: destination, force: force, progress: progress,
+                         observer: observer, cancellation: cancellation)
+    }
+
+    static func validate(url: String, argument: String) throws {
+        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), ["http", "https"].contains(scheme),
+              parsed.host?.isEmpty == false else {
+            throw InvalidArgumentError(argument: argument, value: url, reason: "not an http or https URL with a host",
+                                       remedy: "give a URL such as https://example.org/image.img.gz")
+        }
+    }
+
+    // MARK: Expected checksum and reuse
+
+    private func expectedDigest(_ expected: ExpectedChecksum, url: String, paths: DownloadPaths, force: Bool,
+                                cancellation: CancellationToken) throws -> SHA256Digest {
+        switch expected {
+        case .sha256(let digest):
+            return digest
+        case .checksumFile(let checksumURL, let fileName):
+            try Self.validate(url: checksumURL, argument: "checksum URL")
+            let name = fileName ?? paths.name
+            // A file already verified against this checksum file is reused without network.
+            if !force, pathExistsNoFollow(paths.destination), let cached = try? String(contentsOfFile: paths.checksum, encoding: .utf8),
+               cached.hasPrefix("# from \(checksumURL)\n"), let entry = ChecksumFile(parsing: cached).entry(named: paths.name) {
+                return entry.digest
+            }
+            return try checksum(for: name, listedAt: checksumURL, cancellation: cancellation)
+        }
+    }
+
+    /// Downloads the checksum file at `checksumURL` (at most 4 MiB, with the same retries
+    /// as a download) and returns its entry for `fileName`.
+    /// - Throws: `ChecksumNotListedError` when the file has no entry for `fileName`,
+    ///   `DownloadNetworkError` or `HTTPStatusError` when it cannot be downloaded.
+    public func checksum(for fileName: String, listedAt checksumURL: String,
+                         cancellation: CancellationToken = CancellationToken()) throws -> SHA256Digest {
+        try Self.validate(url: checksumURL, argument: "checksum URL")
+        let text = try fetchSmallFile(url: checksumURL, cancellation: cancellation)
+        let file = ChecksumFile(parsing: text)
+        guard let entry = file.entry(named: fileName) else {
+            throw ChecksumNotListedError(fileName: fileName, checksumURL: checksumURL, listed: file.entries.map(\.fileName))
+        }
+        return entry.digest
+    }
+
+    /// Returns the size of `destination` when it exists and has the expected hash; nil
+    /// when it does not exist. Throws when it exists with other content.
+    private func reuseExisting(paths: DownloadPaths, expected: SHA256Digest, cancellation: CancellationToken) throws -> Int64? {
+        let status: FileStatus?
+        do {
+            status = try linkStatus(paths.destination)
+        } catch {
+            throw SystemError("inspect", path: paths.destination, errno: error)
+        }
+        guard let status else { return nil }
+        guard status.isRegularFile else {
+            throw TargetExistsError(path: paths.destination, kind: status.kindDescription)
+        }
+        let actual = try SHA256.hash(fileAt: paths.destination, cancellation: cancellation)
+        guard actual == expected else {
+            throw DestinationMismatchError(path: paths.destination, expected: expected, actual: actual)
+        }
+        Log.info("download", "reusing verified '\(paths.destination)' (SHA-256 \(actual.hex))")
+        return status.size
+    }
+
+    /// Fetches a small text file (a checksum list), with the same retries as a download.
+    private func fetchSmallFile(url: String, cancellation: CancellationToken) throws -> String {
+        var failures = 0
+        while true {
+            let collector = MemoryCollector(limit: 4 << 20, stallTimeout: options.stallTimeout, cancellation: cancellation)
+            let transfer = CurlTransfer(url: url, requestHeaders: [], connectTimeout: options.connectTimeout, delegate: collector)
+            let result = transfer.perform()
+            try cancellation.check("download of \(url)")
+            let status = transfer.responseCode
+            var failure: AttemptFailure
+            if collector.tooLarge {
+                throw DownloadNetworkError(url: url, reason: "the checksum file is larger than 4 MiB", attempts: failures + 1,
+                                           remedy: "check the checksum URL")
+            } else if result.isSuccess, status == 200 {
+                return String(decoding: collector.data, as: UTF8.self)
+            } else if result.isSuccess || result.code == CURLE_WRITE_ERROR {
+                if !Self.isRetryable(status: status) { throw HTTPStatusError(url: transfer.effectiveURL, statusCode: status) }
+                failure = AttemptFailure(reason: "the server responded with HTTP \(status)", retryable: true)
+            } else if collector.stalled {
+                failure = AttemptFailure(reason: "no data for \(options.stallTimeout.seconds) s", retryable: true)
+            } else {
+                failure = AttemptFailure.from(result, url: url)
+            }
+            failures += 1
+            guard failure.retryable, failures <= options.retries else {
+                throw DownloadNetworkError(url: url, reason: failure.reason, attempts: failures, remedy: failure.remedy)
+            }
+            try Self.sleepBeforeRetry(failures, options: options, cancellation: cancellation, url: url)
+        }
+    }
+
+    // MARK: Publication
+
+    private func publish(paths: DownloadPaths, force: Bool) throws {
+        let part: FileDescriptor
+        do {
+            part = try FileDescriptor.open(paths.part, flags: O_RDONLY)
+            try part.sync()
+            try? part.close()
+        } catch {
+            throw SystemError("fsync", path: paths.part, errno: error)
+        }
+        let result = force ? rename(paths.part, paths.destination)
+            : imgtool_renameat2(AT_FDCWD, paths.part, AT_FDCWD, paths.destination, IMGTOOL_RENAME_NOREPLACE)
+        if result != 0 {
+            let error = Errno.current
+            if error == .exists {
+                let kind = (try? linkStatus(paths.destination))??.kindDescription ?? "file"
+                throw TargetExistsError(path: paths.destination, kind: kind)
+            }
+            if !force, error == .invalidArgument || error == .noSystemCall {
+                // No RENAME_NOREPLACE on this filesystem: link(2) fails on an existing target too.
+                if link(paths.part, paths.destination) != 0 {
+                    throw SystemError("link to", path: paths.destination, errno: .current)
+                }
+                unlink(paths.part)
+            } else {
+                throw SystemError("rename to", path: paths.destination, errno: error)
+            }
+        }
+        unlink(paths.state)
+        if let directory = try? FileDescriptor.open(paths.directory, flags: O_RDONLY | O_DIRECTORY) {
+            try? directory.sync()
+            try? directory.close()
+        }
+    }
+
+    // MARK: Retry policy
+
+    static func isRetryable(status: Int) -> Bool {
+        status >= 500 || status == 408 || status == 429
+    }
+
+    /// Sleeps `retryDelay * 2^(failures-1)`, capped and scaled by a random 0.5...1, in
+    /// short steps so cancellation takes effect within 50 ms.
+    static func sleepBeforeRetry(_ failures: Int, options: DownloadOptions, cancellation: CancellationToken, url: String) throws {
+        let exponent = Double(min(failures - 1, 30))
+        let capped = min(options.retryDelay.seconds * pow(2, exponent), options.maximumRetryDelay.seconds)
+        let delay = capped * Double.random(in: 0.5...1)
+        Log.info("download", "retrying \(url) in \(String(format: "%.2f", delay)) s (retry \(failures) of \(options.retries))")
+        let deadline = ContinuousClock.now + .milliseconds(Int64(delay * 1000))
+        while ContinuousClock.now < deadline {
+            try cancellation.check("download of \(url)")
+            let left = deadline - ContinuousClock.now
+            Thread.sleep(forTimeInterval: min(0.05, max(0, left.seconds)))
+        }
+        try cancellation.check("download of \(url)")
+    }
+}
+
+/// The file names a download uses beside its destination.
+struct DownloadPaths {
+    let destination: String
+    let directory: String
+    let name: String
+    var part: String { destination + ".part" }
+    var state: String { destination + ".part.state" }
+    var lock: String { destination + ".lock" }
+    var checksum: String { destination + ".sha256" }
+
+    init(destination: String) {
+        self.destination = destination
+        let url = URL(fileURLWithPath: destination)
+        directory = url.deletingLastPathComponent().path
+        name = url.lastPathComponent
+    }
+}
+
+private func pathExistsNoFollow(_ path: String) -> Bool {
+    ((try? linkStatus(path)) ?? nil) != nil
+}
+
+/// An exclusive flock(2) on `NAME.lock`, polled so that cancellation can interrupt the wait.
+final class DownloadLock {
+    private let descriptor: FileDescriptor
+
+    init(path: String, cancellation: CancellationToken) throws {
+        do {
+            descriptor = try FileDescriptor.open(path, flags: O_RDWR | O_CREAT, mode: 0o644)
+        } catch {
+            throw SystemError("open lock file", path: path, errno: error)
+        }
+        var logged = false
+        while true {
+            do {
+                try descriptor.lock(exclusive: true, wait: false)
+                return
+            } catch let error where error == .wouldBlock {
+                if !logged {
+                    Log.info("download", "waiting for another process that holds '\(path)'")
+                    logged = true
+                }
+                do {
+                    try cancellation.check("wait for '\(path)'")
+                } catch {
+                    try? descriptor.close()
+                    throw error
+                }
+                Thread.sleep(forTimeInterval: 0.05)
+            } catch {
+                try? descriptor.close()
+                throw SystemError("lock", path: path, errno: error)
+            }
+        }
+    }
+
+    /// Releases the lock; the lock file stays, because removing it could let a third
+    /// process lock a new file while a second one still waits on the old one.
+    func release() {
+        try? descriptor.unlock()
+        try? descriptor.close()
+    }
+}
+
+/// The reason one attempt ended without the whole file.
+struct AttemptFailure: Error {
+    var reason: String
+    var retryable: Bool
+    var remedy: String? = nil
+
+    /// `from(_:url:)` for a raw `CURLcode` value, so tests need not import CCurl.
+    static func from(curlCode: UInt32, message: String, url: String) -> AttemptFailure {
+        from(CurlResult(code: CURLcode(rawValue: curlCode), message: message), url: url)
+    }
+
+    /// Plain words for a libcurl failure, naming the host for DNS and TLS problems.
+    static func from(_ result: CurlResult, url: String) -> AttemptFailure {
+        let host = URL(string: url)?.host ?? url
+        let detail = result.message
+        switch result.code {
+        case CURLE_COULDNT_RESOLVE_HOST:
+            return AttemptFailure(reason: "the host name '\(host)' could not be resolved (DNS lookup failed)", retryable: false,
+                                  remedy: "check the host name in the URL and the system's DNS settings")
+        case CURLE_COULDNT_RESOLVE_PROXY:
+            return AttemptFailure(reason: "the proxy host could not be resolved (DNS lookup failed): \(detail)", retryable: false,
+                                  remedy: "check the proxy settings (http_proxy, https_proxy)")
+        case CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_CERTPROBLEM, CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+            return AttemptFailure(reason: "the TLS certificate of '\(host)' could not be verified (\(detail))", retryable: false,
+                                  remedy: "check the URL's host name and the system's CA certificates; the server may not be who it claims")
+        case CURLE_SSL_CONNECT_ERROR:
+            return AttemptFailure(reason: "the TLS handshake with '\(host)' failed (\(detail))", retryable: true)
+        case CURLE_UNSUPPORTED_PROTOCOL, CURLE_URL_MALFORMAT:
+            return AttemptFailure(reason: "the URL cannot be fetched (\(detail))", retryable: false,
+                                  remedy: "give an http or https URL; redirects to other protocols are not followed")
+        case CURLE_TOO_MANY_REDIRECTS:
+            return AttemptFailure(reason: "more than 10 redirects (\(detail))", retryable: false)
+        case CURLE_COULDNT_CONNECT:
+            return AttemptFailure(reason: "could not connect to '\(host)' (\(detail))", retryable: true)
+        case CURLE_OPERATION_TIMEDOUT:
+            return AttemptFailure(reason: "timed out (\(detail))", retryable: true)
+        default:
+            return AttemptFailure(reason: detail, retryable: true)
+        }
+    }
+}
+
+/// Collects a small response body in memory, for checksum files.
+private final class MemoryCollector: CurlTransferDelegate {
+    private(set) var data = Data()
+    private(set) var tooLarge = false
+    private(set) var stalled = false
+    private let limit: Int
+    private let stallTimeout: Duration
+    private let cancellation: CancellationToken
+    private var lastData = ContinuousClock.now
+
+    init(limit: Int, stallTimeout: Duration, cancellation: CancellationToken) {
+        self.limit = limit
+        self.stallTimeout = stallTimeout
+        self.cancellation = cancellation
+    }
+
+    func transferShouldAcceptBody(_ transfer: CurlTransfer) -> Bool {
+        transfer.headers.statusCode == 200
+    }
+
+    func transfer(_ transfer: CurlTransfer, received bytes: UnsafeRawBufferPointer) -> Bool {
+        lastData = .now
+        guard data.count + bytes.count <= limit else {
+            tooLarge = true
+            return false
+        }
+        data.append(contentsOf: bytes)
+        return true
+    }
+
+    func transferShouldContinue(_ transfer: CurlTransfer) -> Bool {
+        if cancellation.isCancelled { return false }
+        if ContinuousClock.now - lastData > stallTimeout {
+            stalled = true
+            return false
+        }
+        return true
+    }
+}
+
+extension Downloader {
+    /// Runs the blocking `fetch` on a thread of its own, so that the caller's task (and
+    /// Swift's cooperative thread pool) is not blocked for the whole download.
+    public func fetch(url: String, expected: ExpectedChecksum, to destination: String, force: Bool = false,
+                      progress: ProgressHandler? = nil, observer: DownloadObserver? = nil,
+                      cancellation: CancellationToken = CancellationToken()) async throws -> DownloadSummary {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread {
+                continuation.resume(with: Result {
+                    try self.fetch(url: url, expected: expected, to: destination, force: force, progress: progress,
+                                   observer: observer, cancellation: cancellation)
+                })
+            }
+            thread.name = "imgtool download"
+            thread.start()
+        }
+    }
+}

@@ -1,0 +1,122 @@
+// The core.* and auth.* methods: session options, jobs, subscriptions, login.
+
+import Foundation
+import ImageCore
+
+enum CoreMethods {
+    static func register(in table: inout MethodTable) {
+        table.register(MethodSpec("core.ping", requiresAuthentication: false) { _ in .value(.string("pong")) })
+
+        table.register(MethodSpec("core.set_options", requiresAuthentication: false) { context in
+            try context.parameters.expectAtMost(1)
+            guard let options = context.parameters[0]?.objectValue else {
+                throw RPCError.invalidParameter("options", "expected an object such as {\"legacy_jobs\": false}")
+            }
+            for (name, value) in options {
+                switch name {
+                case "legacy_jobs":
+                    guard let flag = value.boolValue else { throw RPCError.invalidParameter("options.legacy_jobs", "expected true or false") }
+                    context.session.setLegacyJobs(flag)
+                case "private_methods", "py_exceptions":
+                    // Accepted for the middleware's clients; they change nothing here.
+                    guard value.boolValue != nil else { throw RPCError.invalidParameter("options.\(name)", "expected true or false") }
+                default:
+                    throw RPCError.invalidParameter("options.\(name)", "unknown option; expected legacy_jobs, private_methods or py_exceptions")
+                }
+            }
+            return .value(.null)
+        })
+
+        table.register(MethodSpec("core.get_jobs") { context in
+            try context.parameters.expectAtMost(2)
+            let query = try JobQuery(filters: context.parameters[0], options: context.parameters[1])
+            return .value(try query.apply(to: context.service.jobs.allJobs()))
+        })
+
+        table.register(MethodSpec("core.job_abort") { context in
+            try context.parameters.expectAtMost(1)
+            let id = try context.parameters.integer(0, "id")
+            try context.service.jobs.abort(id)
+            return .value(.null)
+        })
+
+        table.register(MethodSpec("core.subscribe") { context in
+            try context.parameters.expectAtMost(1)
+            let event = try context.parameters.string(0, "event")
+            return .value(.string(try context.session.subscribe(event)))
+        })
+
+        table.register(MethodSpec("core.unsubscribe") { context in
+            try context.parameters.expectAtMost(1)
+            let id = try context.parameters.string(0, "id")
+            guard context.session.unsubscribe(id) else {
+                throw RPCError.invalidParameter("id", "no subscription '\(id)' on this connection")
+            }
+            return .value(.null)
+        })
+
+        table.register(MethodSpec("auth.login_with_api_key", requiresAuthentication: false, secretPositions: [0]) { context in
+            try context.parameters.expectAtMost(1)
+            let key = try context.parameters.string(0, "api_key")
+            return .value(.bool(login(context, key: key)))
+        })
+
+        table.register(MethodSpec("auth.login_ex", requiresAuthentication: false, secretPositions: [0]) { context in
+            try context.parameters.expectAtMost(1)
+            guard let request = context.parameters[0]?.objectValue else {
+                throw RPCError.invalidParameter("login_data", "expected an object with mechanism, username and api_key")
+            }
+            guard let mechanism = request["mechanism"]?.stringValue else {
+                throw RPCError.invalidParameter("login_data.mechanism", "missing; expected \"API_KEY_PLAIN\"")
+            }
+            guard mechanism == "API_KEY_PLAIN" else {
+                throw RPCError.invalidParameter("login_data.mechanism", "'\(mechanism)' is not supported; use API_KEY_PLAIN")
+            }
+            guard let key = request["api_key"]?.stringValue else {
+                throw RPCError.invalidParameter("login_data.api_key", "missing; expected the key as a string")
+            }
+            let succeeded = login(context, key: key)
+            return .value(.object(["response_type": .string(succeeded ? "SUCCESS" : "AUTH_ERR")]))
+        })
+
+        table.register(MethodSpec("auth.logout", requiresAuthentication: false) { _ in .value(.null) })
+    }
+
+    private static func login(_ context: CallContext, key: String) -> Bool {
+        guard let record = context.service.keys.verify(key) else {
+            Log.warning("service", "connection \(context.session.connection.id): login with an invalid API key")
+            return false
+        }
+        context.session.authenticate(as: "API key \(record.id) (\(record.name))")
+        return true
+    }
+}
+
+/// Methods that exist only with `enableTestMethods`, for the test suites.
+enum TestMethods {
+    static func register(in table: inout MethodTable) {
+        // test.sleep seconds [options]: a job that sleeps in 10 ms steps, reports progress
+        // and stops at once when aborted. Options: lock (a lock name), fail (end FAILED),
+        // password (redacted from the job's arguments).
+        table.register(MethodSpec("test.sleep") { context in
+            let seconds = context.parameters[0]?.doubleValue ?? 1
+            let options = context.parameters[1]?.objectValue ?? [:]
+            let fail = options["fail"]?.boolValue ?? false
+            let id = context.service.jobs.submit(
+                method: context.method, arguments: redact(context.parameters.values, secretPositions: []),
+                description: "sleep \(seconds) s", lock: options["lock"]?.stringValue, messageIDs: context.messageIDs
+            ) { job in
+                let steps = max(1, Int(seconds * 100))
+                for step in 0..<steps {
+                    try job.cancellation.check("test.sleep")
+                    usleep(10_000)
+                    job.setProgress(percent: Double(step + 1) * 100 / Double(steps), description: "sleeping",
+                                    extra: .object(["step": .integer(step + 1), "steps": .integer(steps)]))
+                }
+                if fail { throw InvalidArgumentError(argument: "fail", value: "true", reason: "the caller asked the job to fail") }
+                return .string("slept")
+            }
+            return .job(id)
+        })
+    }
+}

@@ -1,0 +1,70 @@
+// vm.create_container: the whole first start of a Docker VM as one job with one progress
+// scale. It runs ImageCore's `Provisioner`, the same job as `imgtool provision`: sharefs,
+// download with verification while inflating, resize, GRUB, and publication of the RAW
+// file only after everything succeeded.
+
+import Foundation
+import ImageCore
+
+enum Provisioning {
+    /// Checks the request, then starts the job; returns its id.
+    static func submit(_ context: CallContext) throws -> Int64 {
+        let request = try GuestRequest(context.parameters[0], service: context.service, needsSize: true)
+        let destination = try context.service.paths.newFile(request.rawPath, argument: "raw_path")
+        let service = context.service
+        return service.jobs.submit(
+            method: context.method, arguments: redact(context.parameters.values, secretPositions: []),
+            description: "create VM \(request.vmID) (\(request.vmName)) from \(request.entry.reference)",
+            messageIDs: context.messageIDs
+        ) { job in
+            try run(request, destination: destination, service: service, job: job)
+        }
+    }
+
+    private static func run(_ request: GuestRequest, destination: CheckedPath, service: Service, job: JobContext) throws -> JSONValue {
+        job.setProgress(percent: 0, description: "Checking the request")
+        let size: DiskSize?
+        do {
+            size = try DiskSize.parseResizeRequest(request.sizeText)
+        } catch {
+            throw RPCError.invalidParameter("size", "'\(request.sizeText)': \(error.reason)")
+        }
+        let provisioner = Provisioner(catalog: ImageCatalog(entries: [request.entry]), sharefs: service.sharefs)
+        let provisionRequest = ProvisionRequest(
+            image: request.entry.reference, rawPath: destination.usablePath, size: size, vmID: request.vmID,
+            vmName: request.vmName, pool: request.pool, password: request.password,
+            deviceMapPath: service.paths.absolutePath(of: destination))
+        let fileName = request.entry.fileName
+
+        let summary: ProvisionSummary
+        do {
+            summary = try provisioner.run(provisionRequest, progress: { progress in
+                job.setProgress(percent: progress.percent, description: describe(progress.step, fileName: fileName),
+                                extra: progress.download.map(JobContext.downloadCounts) ?? .null)
+            }, cancellation: job.cancellation)
+        } catch {
+            throw TranslatedError.wrap(error, destination)
+        }
+        return .object([
+            "raw_path": .string(destination.displayPath),
+            "image": .string(summary.imagePath),
+            "sharefs": .string(summary.sharefs.path),
+            "grub_config": .string(summary.grub.grubConfigPath),
+            "size": .integer(summary.resize.newSize),
+        ])
+    }
+
+    /// The job's `progress.description` for a provisioning step.
+    private static func describe(_ step: String, fileName: String) -> String {
+        switch step {
+        case "check": return "Checking the request"
+        case "sharefs": return "Preparing the sharefs"
+        case "download+inflate": return "Downloading and inflating \(fileName)"
+        case "inflate": return "Inflating \(fileName)"
+        case "resize": return "Growing the disk"
+        case "grub": return "Writing the boot configuration"
+        case "publish": return "Publishing the disk"
+        default: return "Done"
+        }
+    }
+}

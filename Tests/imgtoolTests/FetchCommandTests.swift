@@ -1,0 +1,83 @@
+// `imgtool images`, `imgtool verify` and the argument checks of `imgtool fetch`. None of
+// these tests touches the network; downloads are tested against nginx in ImageCoreTests.
+
+import Foundation
+import Testing
+
+@Suite struct FetchCommandTests {
+    static let emptyHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+    @Test func imagesMarksNewest() throws {
+        let result = try runImgtool(["images"])
+        #expect(result.status == 0)
+        #expect(result.output.contains("RancherOS@v1.4.2 (newest)"))
+        #expect(result.output.contains("RancherOS@v1.1.3 "))
+    }
+
+    @Test func imagesJSONParses() throws {
+        let result = try runImgtool(["images", "--json"])
+        let object = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+        let images = object?["images"] as? [[String: Any]]
+        #expect(images?.count == 4)
+        #expect(images?.first?["passwordForm"] as? String == "plain")
+    }
+
+    @Test func imagesRejectsInvalidCatalog() throws {
+        let path = NSTemporaryDirectory() + "/imgtool-catalog-\(getpid()).json"
+        try "{\"images\": 5}".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+
+        let result = try runImgtool(["images", "--catalog", path])
+
+        #expect(result.status == 64)
+        #expect(result.error.contains("invalid catalog '\(path)'"))
+    }
+
+    @Test func verifyMatchExitsZero() throws {
+        let path = NSTemporaryDirectory() + "/imgtool-verify-\(getpid())-empty"
+        FileManager.default.createFile(atPath: path, contents: Data())
+        defer { try? FileManager.default.removeItem(atPath: path) }
+
+        let result = try runImgtool(["verify", path, "--sha256", Self.emptyHash.uppercased()])
+
+        #expect(result.status == 0)
+        #expect(result.output == "\(path): OK (SHA-256 \(Self.emptyHash))\n")
+    }
+
+    @Test func verifyMismatchExitsTwo() throws {
+        let path = NSTemporaryDirectory() + "/imgtool-verify-\(getpid())-x"
+        FileManager.default.createFile(atPath: path, contents: Data("x".utf8))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+
+        let result = try runImgtool(["verify", path, "--sha256", Self.emptyHash])
+
+        #expect(result.status == 2)
+        #expect(result.error.contains("expected SHA-256 \(Self.emptyHash), got "))
+    }
+
+    @Test func fetchURLWithoutHashIsRejected() throws {
+        let result = try runImgtool(["fetch", "http://127.0.0.1:9/x.img.gz"])
+        #expect(result.status == 64)
+        #expect(result.error.contains("no expected SHA-256 for http://127.0.0.1:9/x.img.gz"))
+    }
+
+    @Test func fetchUnknownImageListsChoices() throws {
+        let result = try runImgtool(["fetch", "RancherOS@v0.1"])
+        #expect(result.status == 64)
+        #expect(result.error.contains("unknown image 'RancherOS@v0.1'"))
+        #expect(result.error.contains("RancherOS@v1.4.2"))
+    }
+
+    @Test func fetchInvalidHashIsRejected() throws {
+        let result = try runImgtool(["fetch", "http://127.0.0.1:9/x", "--sha256", "abc"])
+        #expect(result.status == 64)
+        #expect(result.error.contains("invalid --sha256 'abc': expected 64 hex digits"))
+    }
+
+    @Test func fetchHelpNamesOptions() throws {
+        let result = try runImgtool(["fetch", "--help"])
+        #expect(result.status == 0)
+        #expect(result.output.contains("--stall-timeout SECONDS"))
+        #expect(result.output.contains("--sha256-url URL"))
+    }
+}

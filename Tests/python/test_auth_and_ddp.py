@@ -1,0 +1,143 @@
+"""Authentication rules and the DDP-like protocol at /websocket."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import IMGTOOL, call, result
+
+
+def test_root_on_unix_socket_is_trusted(server):
+    ws = server.connect()
+    assert isinstance(result(ws, "core.get_jobs"), list)
+
+
+def test_tcp_peer_not_authenticated(server):
+    ws = server.connect(tcp=True)
+    reply = call(ws, "core.get_jobs")
+    assert reply["error"]["code"] == -32001
+    assert reply["error"]["data"]["error"] == 207
+    assert reply["error"]["data"]["errname"] == "ENOTAUTHENTICATED"
+
+
+def test_ping_and_set_options_before_login(server):
+    ws = server.connect(tcp=True)
+    assert result(ws, "core.ping") == "pong"
+    assert result(ws, "core.set_options", {"legacy_jobs": True}) is None
+
+
+def test_login_with_api_key(server):
+    key = server.create_api_key()
+    ws = server.connect(tcp=True)
+    assert result(ws, "auth.login_with_api_key", key) is True
+    assert isinstance(result(ws, "core.get_jobs"), list)
+
+
+def test_login_with_wrong_key_fails(server):
+    key = server.create_api_key()
+    ws = server.connect(tcp=True)
+    wrong = key[:-1] + ("A" if key[-1] != "A" else "B")
+    assert result(ws, "auth.login_with_api_key", wrong) is False
+    assert call(ws, "core.get_jobs")["error"]["data"]["errname"] == "ENOTAUTHENTICATED"
+
+
+def test_login_ex_api_key_plain(server):
+    key = server.create_api_key()
+    ws = server.connect(tcp=True)
+    reply = result(ws, "auth.login_ex", {"mechanism": "API_KEY_PLAIN", "username": "root", "api_key": key})
+    assert reply["response_type"] == "SUCCESS"
+    assert isinstance(result(ws, "core.get_jobs"), list)
+
+
+def test_login_ex_rejects_unknown_mechanism(server):
+    ws = server.connect(tcp=True)
+    reply = call(ws, "auth.login_ex", {"mechanism": "PASSWORD_PLAIN", "username": "root", "password": "x"})
+    assert reply["error"]["code"] == -32602
+
+
+def test_key_stored_hashed_and_never_logged(server):
+    key = server.create_api_key()
+    ws = server.connect(tcp=True)
+    result(ws, "auth.login_with_api_key", key)
+    with open(server.keys_path) as handle:
+        store = handle.read()
+    secret = key.split("-", 1)[1]
+    assert secret not in store
+    assert secret not in server.log_text()
+    assert oct(os.stat(server.keys_path).st_mode & 0o777) == "0o600"
+
+
+def test_revoked_key_rejected_by_running_server(server):
+    key = server.create_api_key()
+    first = server.connect(tcp=True)
+    assert result(first, "auth.login_with_api_key", key) is True
+    subprocess.run([IMGTOOL, "apikey", "revoke", key.split("-", 1)[0], "--api-keys", server.keys_path], check=True)
+    second = server.connect(tcp=True)
+    assert result(second, "auth.login_with_api_key", key) is False
+
+
+NON_ROOT_CLIENT = r"""
+import json, os, socket, sys, websocket
+os.setgid(65534); os.setuid(65534)
+sock = socket.socket(socket.AF_UNIX); sock.connect(sys.argv[1])
+ws = websocket.WebSocket(); ws.connect("ws://localhost/api/current", socket=sock)
+ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "core.get_jobs", "params": []}))
+print(ws.recv())
+"""
+
+
+def test_non_root_unix_peer_must_log_in(server):
+    output = subprocess.run([sys.executable, "-c", NON_ROOT_CLIENT, server.socket_path],
+                            capture_output=True, text=True, check=True).stdout
+    assert json.loads(output)["error"]["data"]["errname"] == "ENOTAUTHENTICATED"
+
+
+def ddp(ws, message):
+    ws.send(json.dumps(message))
+    return json.loads(ws.recv())
+
+
+def test_ddp_connect_and_method(server):
+    ws = server.connect("/websocket")
+    connected = ddp(ws, {"msg": "connect", "version": "1", "support": ["1"]})
+    assert connected["msg"] == "connected"
+    reply = ddp(ws, {"msg": "method", "id": "a1", "method": "core.ping", "params": []})
+    assert reply == {"msg": "result", "id": "a1", "result": "pong"}
+
+
+def test_ddp_method_before_connect_fails(server):
+    ws = server.connect("/websocket")
+    assert ddp(ws, {"msg": "method", "id": "a1", "method": "core.ping", "params": []})["msg"] == "failed"
+
+
+def test_ddp_error_shape(server):
+    ws = server.connect("/websocket", tcp=True)
+    ddp(ws, {"msg": "connect", "version": "1", "support": ["1"]})
+    reply = ddp(ws, {"msg": "method", "id": "b", "method": "core.get_jobs", "params": []})
+    assert reply["error"]["error"] == 207
+    assert reply["error"]["errname"] == "ENOTAUTHENTICATED"
+
+
+def test_ddp_sub_ready_added_changed(server):
+    ws = server.connect("/websocket")
+    ddp(ws, {"msg": "connect", "version": "1", "support": ["1"]})
+    ready = ddp(ws, {"msg": "sub", "id": "s1", "name": "core.get_jobs"})
+    assert ready == {"msg": "ready", "subs": ["s1"]}
+    ws.send(json.dumps({"msg": "method", "id": "m", "method": "test.sleep", "params": [0.05]}))
+    messages = []
+    while True:
+        message = json.loads(ws.recv())
+        messages.append(message)
+        if message.get("msg") == "changed" and message["fields"]["state"] == "SUCCESS":
+            break
+    kinds = [m["msg"] for m in messages if m["msg"] in ("added", "changed")]
+    assert kinds[0] == "added"
+    assert messages[-1]["collection"] == "core.get_jobs"
+    assert {"msg": "result", "id": "m", "result": 1} in messages
+
+
+def test_ddp_ping_pong(server):
+    ws = server.connect("/websocket")
+    ddp(ws, {"msg": "connect", "version": "1", "support": ["1"]})
+    assert ddp(ws, {"msg": "ping", "id": "p"}) == {"msg": "pong", "id": "p"}

@@ -1,0 +1,52 @@
+"""`imgtool call`, the midclt-like client, against a running server."""
+
+import json
+import subprocess
+
+from conftest import IMGTOOL
+
+
+def imgtool_call(server, *arguments, socket=True):
+    prefix = ["--socket", server.socket_path] if socket else []
+    return subprocess.run([IMGTOOL, "call", *prefix, *arguments], capture_output=True, text=True, timeout=60)
+
+
+def test_plain_string_result_printed_as_is(server):
+    completed = imgtool_call(server, "core.ping")
+    assert completed.returncode == 0
+    assert completed.stdout == "pong\n"
+
+
+def test_json_result_printed_as_json(server):
+    completed = imgtool_call(server, "core.get_jobs", "[]", '{"count": true}')
+    assert completed.stdout == "0\n"
+    completed = imgtool_call(server, "core.get_jobs")
+    assert json.loads(completed.stdout) == []
+
+
+def test_follow_job_prints_result(server):
+    completed = imgtool_call(server, "-j", "test.sleep", "0.1")
+    assert completed.returncode == 0
+    assert completed.stdout == "slept\n"
+
+
+def test_follow_failed_job_exits_nonzero(server):
+    completed = imgtool_call(server, "-j", "test.sleep", "0.01", '{"fail": true}')
+    assert completed.returncode == 1
+    assert "FAILED" in completed.stderr
+
+
+def test_call_error_names_method_and_reason(server):
+    completed = imgtool_call(server, "vm.raw_resize", "/etc/passwd", "1")
+    assert completed.returncode == 1
+    assert "vm.raw_resize failed" in completed.stderr
+    assert "outside the pools root" in completed.stderr
+
+
+def test_tcp_with_api_key(server):
+    key = server.create_api_key()
+    url = f"ws://127.0.0.1:{server.port}/api/current"
+    completed = imgtool_call(server, "--url", url, "--api-key", key, "core.get_jobs", socket=False)
+    assert completed.returncode == 0, completed.stderr
+    rejected = imgtool_call(server, "--url", url, "core.get_jobs", socket=False)
+    assert "ENOTAUTHENTICATED" in rejected.stderr

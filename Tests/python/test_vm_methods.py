@@ -1,0 +1,169 @@
+"""The vm.* methods on real files: sharefs, inflation as a job (with a subscriber that
+checks every state change, and an abort), resize, and configuration removal."""
+
+import gzip
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import call, result
+
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+def make_pool(server, name="tank"):
+    path = os.path.join(server.pools_root, name)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def make_image(path, size, data_at=()):
+    """Writes a sparse RAW image of `size` bytes with 4 KiB of pattern at each offset in
+    `data_at`, and gzips it with the real gzip tool; returns the .gz path."""
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+        for offset in data_at:
+            handle.seek(offset)
+            handle.write(bytes(range(256)) * 16)
+    subprocess.run(["gzip", "-1", "-k", path], check=True)
+    return path + ".gz"
+
+
+def wait_for_job(ws, job_id, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = result(ws, "core.get_jobs", [["id", "=", job_id]], {"get": True})
+        if job["state"] in ("SUCCESS", "FAILED", "ABORTED"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_sharefs_activation(server):
+    make_pool(server, "tank")
+    make_pool(server, "alpha")
+    ws = server.connect()
+    assert result(ws, "vm.get_sharefs") is False
+    assert result(ws, "vm.activate_sharefs") is True
+    # Without a pool name the first pool by name is chosen.
+    expected = os.path.join(server.pools_root, "alpha", ".bhyve_containers")
+    assert result(ws, "vm.get_sharefs") == expected
+    assert os.path.isdir(os.path.join(expected, "iso_files"))
+    assert result(ws, "vm.activate_sharefs", "tank") is True
+    assert result(ws, "vm.get_sharefs") == os.path.join(server.pools_root, "tank", ".bhyve_containers")
+
+
+def test_activate_unknown_pool_fails(server):
+    ws = server.connect()
+    reply = call(ws, "vm.activate_sharefs", "nosuchpool")
+    assert reply["error"]["code"] == -32001
+    assert "nosuchpool" in reply["error"]["data"]["reason"]
+
+
+def test_decompress_job_with_subscriber(server):
+    tank = make_pool(server)
+    image = make_image(os.path.join(tank, "image.raw"), 64 * MIB, data_at=(0, 40 * MIB))
+    ws = server.connect()
+    watcher = server.connect()
+    result(watcher, "core.subscribe", "core.get_jobs")
+    job_id = result(ws, "vm.decompress_gzip", image, "tank/disk.raw")
+    states = []
+    while True:
+        message = json.loads(watcher.recv())
+        if message.get("method") != "collection_update" or message["params"]["id"] != job_id:
+            continue
+        states.append(message["params"]["fields"]["state"])
+        if states[-1] in ("SUCCESS", "FAILED", "ABORTED"):
+            final = message["params"]["fields"]
+            break
+    assert states[0] == "WAITING"
+    assert "RUNNING" in states
+    assert states[-1] == "SUCCESS", final
+    assert final["result"]["bytes_written"] == 64 * MIB
+    assert final["result"]["path"] == "tank/disk.raw"
+    assert final["progress"]["percent"] == 100
+    assert subprocess.run(["cmp", os.path.join(tank, "image.raw"), os.path.join(tank, "disk.raw")]).returncode == 0
+
+
+def test_decompress_error_names_caller_path(server):
+    tank = make_pool(server)
+    with open(os.path.join(tank, "broken.gz"), "wb") as handle:
+        handle.write(b"\x1f\x8b\x08\x00" + b"\x00" * 6 + b"garbage")
+    ws = server.connect()
+    job = wait_for_job(ws, result(ws, "vm.decompress_gzip", "tank/broken.gz", "tank/out.raw"))
+    assert job["state"] == "FAILED"
+    assert "/proc/self/fd" not in job["error"]
+    assert not os.path.exists(os.path.join(tank, "out.raw"))
+
+
+def test_abort_inflation_removes_temporary_file(server):
+    tank = make_pool(server)
+    # 64 gzip members of 64 MiB of zeros each: a valid 4 GiB stream built in a second.
+    member = gzip.compress(bytes(64 * MIB), compresslevel=1)
+    with open(os.path.join(tank, "big.raw.gz"), "wb") as handle:
+        for _ in range(64):
+            handle.write(member)
+    ws = server.connect()
+    job_id = result(ws, "vm.decompress_gzip", "tank/big.raw.gz", "tank/disk.raw")
+    while result(ws, "core.get_jobs", [["id", "=", job_id]], {"get": True})["progress"]["percent"] in (None, 0):
+        time.sleep(0.02)
+    started = time.monotonic()
+    result(ws, "core.job_abort", job_id)
+    job = wait_for_job(ws, job_id)
+    assert job["state"] == "ABORTED"
+    assert time.monotonic() - started < 3
+    assert sorted(os.listdir(tank)) == ["big.raw.gz"]
+
+
+def test_raw_resize_rules(server):
+    tank = make_pool(server)
+    disk = os.path.join(tank, "disk.raw")
+    with open(disk, "wb") as handle:
+        handle.truncate(MIB)
+    ws = server.connect()
+    # A bare number counts GiB, as the NAS UI sends it.
+    assert result(ws, "vm.raw_resize", "tank/disk.raw", "2") is True
+    assert os.path.getsize(disk) == 2 * GIB
+    # "0", an empty string or no size keep the current size.
+    for size in ("0", ""):
+        assert result(ws, "vm.raw_resize", disk, size) is True
+        assert os.path.getsize(disk) == 2 * GIB
+    # A smaller size is rejected and the disk keeps its size.
+    reply = call(ws, "vm.raw_resize", disk, "1")
+    assert "error" in reply
+    assert os.path.getsize(disk) == 2 * GIB
+    reply = call(ws, "vm.raw_resize", disk, "12 parsecs")
+    assert reply["error"]["code"] == -32602
+    assert reply["error"]["data"]["extra"][0][0] == "size"
+
+
+def test_rm_container_conf(server):
+    tank = make_pool(server)
+    ws = server.connect()
+    result(ws, "vm.activate_sharefs", "tank")
+    configs = os.path.join(tank, ".bhyve_containers", "configs")
+    os.makedirs(os.path.join(configs, "7_web", "grub"))
+    os.makedirs(os.path.join(configs, "17_other"))
+    assert result(ws, "vm.rm_container_conf", 7) is True
+    assert os.listdir(configs) == ["17_other"]
+    assert call(ws, "vm.rm_container_conf", -1)["error"]["code"] == -32602
+
+
+def test_sigterm_during_inflation_leaves_no_file(server):
+    tank = make_pool(server)
+    member = gzip.compress(bytes(64 * MIB), compresslevel=1)
+    with open(os.path.join(tank, "big.raw.gz"), "wb") as handle:
+        for _ in range(64):
+            handle.write(member)
+    ws = server.connect()
+    job_id = result(ws, "vm.decompress_gzip", "tank/big.raw.gz", "tank/disk.raw")
+    while result(ws, "core.get_jobs", [["id", "=", job_id]], {"get": True})["progress"]["percent"] in (None, 0):
+        time.sleep(0.02)
+    server.stop()
+    assert server.process.returncode == 0
+    assert sorted(os.listdir(tank)) == ["big.raw.gz"]
+    assert "stopped" in server.log_text()
