@@ -35,6 +35,12 @@ let package = Package(
             dependencies: ["ImageCore", "ImageService"],
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "parallel-engine",
+            dependencies: ["ImageCore"],
+            path: "Benchmarks/parallel-engine",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ImageCoreTests",
             dependencies: ["ImageCore", "CZlib"],

@@ -16,8 +16,9 @@ import Foundation
 
 /// How to inflate.
 public struct DecompressOptions: Sendable {
-    /// Decoding threads. xz uses up to this many; gzip decodes with one thread here (and
-    /// the writer thread runs beside it).
+    /// Decoding threads. xz uses up to this many. A gzip file with more than one thread,
+    /// or with `index` or `indexOutput`, goes to `ParallelGzipInflater`; otherwise one
+    /// thread decodes it (and the writer thread runs beside it).
     public var threads: Int
     /// Receives progress: compressed bytes consumed of the input's size, and bytes written.
     public var progress: ProgressHandler?
@@ -25,13 +26,20 @@ public struct DecompressOptions: Sendable {
     public var cancellation: CancellationToken?
     /// The deflate implementation for gzip.
     public var engine: DeflateEngine
+    /// A seek index of a gzip source: its access points become parallel chunks.
+    public var index: GzipIndex?
+    /// Where to write a seek index of a gzip source, built while decoding in one pass
+    /// on one thread; an existing file there is never replaced.
+    public var indexOutput: String?
 
     public init(threads: Int = 1, progress: ProgressHandler? = nil, cancellation: CancellationToken? = nil,
-                engine: DeflateEngine = .isal) {
+                engine: DeflateEngine = .isal, index: GzipIndex? = nil, indexOutput: String? = nil) {
         self.threads = threads
         self.progress = progress
         self.cancellation = cancellation
         self.engine = engine
+        self.index = index
+        self.indexOutput = indexOutput
     }
 }
 
@@ -143,6 +151,26 @@ public enum Decompressor {
         var members = 0
         var warnings: [String] = []
         switch format {
+        case .gzip where input is FileInput && input.totalSize != nil
+            && (options.threads > 1 || options.index != nil || options.indexOutput != nil):
+            let progress = ProgressReporter(step: "inflate", handler: options.progress)
+            if let indexOutput = options.indexOutput {
+                let index = try GzipIndexBuilder.build(path: input.name, sink: sink, cancellation: options.cancellation,
+                                                       progress: progress)
+                try index.write(to: indexOutput)
+                // The builder marks each member's start, and the end of the file, with a
+                // point without a window.
+                return DecompressSummary(format: format, compressedBytesRead: index.compressedSize,
+                                         bytesWritten: index.uncompressedSize, allocatedBytes: nil,
+                                         members: index.points.count(where: { $0.window == nil }) - 1, warnings: [],
+                                         elapsed: (ContinuousClock.now - started).seconds)
+            }
+            let result = try ParallelGzipInflater.decompress(path: input.name, into: sink, threads: options.threads,
+                                                             index: options.index, cancellation: options.cancellation,
+                                                             progress: progress)
+            return DecompressSummary(format: format, compressedBytesRead: total ?? 0, bytesWritten: result.uncompressedSize,
+                                     allocatedBytes: nil, members: result.members, warnings: result.warnings,
+                                     elapsed: (ContinuousClock.now - started).seconds)
         case .gzip:
             let decoder = GzipDecoder(window: window, output: output, engine: options.engine,
                                       cancellation: options.cancellation, reportProgress: reportProgress)

@@ -8,6 +8,7 @@ enum DecompressCommand: Command {
     static let summary = "Inflate a gzip or xz image into a new sparse RAW file."
     static let help = """
     Usage: imgtool decompress SOURCE RAW [--threads N] [--progress auto|bar|json|none]
+                              [--index FILE | --index-out FILE]
 
     Inflates SOURCE, a gzip or xz file (detected from its content, not its name), into
     RAW, a new file. Zero blocks are left as holes, so RAW allocates disk space only for
@@ -21,8 +22,14 @@ enum DecompressCommand: Command {
     xz: every stream is decoded and its integrity checks verified.
 
     Options:
-      --threads N        decoding threads for xz, from 1 to 256 (default: the number of
-                         CPUs); gzip uses one decoding thread and one writer thread
+      --threads N        decoding threads, from 1 to 256 (default: the number of CPUs);
+                         a gzip file is split into chunks decoded in parallel, with runs
+                         of zeros kept as holes, and the output is identical to
+                         sequential decoding
+      --index FILE       a seek index of SOURCE (GZIDX, from 'imgtool index' or
+                         'rapidgzip --export-index'): each access point starts a chunk
+      --index-out FILE   also write a seek index of SOURCE to FILE, which must not
+                         exist; decoding then runs on one thread in a single pass
       --progress MODE    auto (a bar when standard error is a terminal, the default),
                          bar (a bar with rate and time left on standard error),
                          json (one JSON object per line on standard output: bytes read
@@ -37,15 +44,25 @@ enum DecompressCommand: Command {
     """
 
     static func run(_ arguments: [String], context: CommandContext) async throws -> Int32 {
-        let parsed = try Arguments(arguments, options: ["--threads", "--progress"])
+        let parsed = try Arguments(arguments, options: ["--threads", "--progress", "--index", "--index-out"])
         try parsed.requirePositionals(2...2, names: "SOURCE RAW")
         let threads = try parsed.integer("--threads", in: 1...256) ?? ProcessInfo.processInfo.activeProcessorCount
         let mode = try ProgressMode.parse(parsed.value("--progress"))
         let source = parsed.positionals[0]
         let destination = parsed.positionals[1]
 
+        if parsed.value("--index") != nil, parsed.value("--index-out") != nil {
+            throw UsageError(message: "--index and --index-out cannot be combined: an index is either used or written")
+        }
+        let index = try parsed.value("--index").map { try GzipIndex(contentsOf: $0) }
+        let indexOutput = parsed.value("--index-out")
+        if let indexOutput, let existing = try? linkStatus(indexOutput) {
+            throw TargetExistsError(path: indexOutput, kind: existing.kindDescription)
+        }
+
         let display = ProgressDisplay(mode)
-        let options = DecompressOptions(threads: threads, progress: display.handler, cancellation: context.cancellation)
+        let options = DecompressOptions(threads: threads, progress: display.handler, cancellation: context.cancellation,
+                                        index: index, indexOutput: indexOutput)
         let summary: DecompressSummary
         do {
             summary = try Decompressor.decompress(source: source, destination: destination, options: options)

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Times imgtool's parallel gzip inflation against the fastest peers on disk images, side
+# by side in one run, and prints Markdown tables plus a throughput-versus-threads table.
+#
+# Usage: Benchmarks/parallel.sh [--work DIR] [--max-threads N] [--plot FILE.png]
+#
+# Images (built with scripts/make-disk-image, compressed with gzip -6 as one stream):
+#   realistic   4 GiB disk, 700 MiB of real files from /usr, the rest zeros
+#   data-heavy  1400 MiB disk, 1024 MiB of real files, few zeros
+# Commands per image, each writing a sparse RAW file that is compared with cmp:
+#   imgtool decompress --threads 1          (the sequential ISA-L path)
+#   imgtool decompress --threads N          (speculative parallel decoding, N = 2..max)
+#   imgtool decompress --threads N --index  (index from `imgtool index`, N = 1..max)
+#   rapidgzip -d -P 2, igzip -dc, pigz -dc, libdeflate-gunzip -c, each piped into
+#   cp --sparse=always so that every tool writes the same sparse file
+# Every imgtool run fsyncs its output before the rename; the peers' cp does not.
+# Reported: wall seconds and CPU seconds (user + system, GNU time) and peak resident
+# memory. The page cache is warmed before each run; nothing is dropped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+work="${TMPDIR:-/tmp}/imgtool-parallel-bench"
+max_threads=$(nproc)
+plot=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --work) work="$2"; shift 2 ;;
+        --max-threads) max_threads="$2"; shift 2 ;;
+        --plot) plot="$2"; shift 2 ;;
+        *) echo "parallel.sh: unknown argument '$1'" >&2; exit 64 ;;
+    esac
+done
+
+swift build -c release --product imgtool >/dev/null
+imgtool="$(swift build -c release --show-bin-path)/imgtool"
+mkdir -p "$work"
+results="$work/results.tsv"
+: > "$results"
+
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, kernel $(uname -r)"
+echo "filesystem of $work: $(stat -f -c %T "$work")"
+echo "imgtool $("$imgtool" --version | cut -d' ' -f2), $(date -u +%Y-%m-%dT%H:%MZ)"
+echo
+
+# run IMAGE LABEL THREADS COMMAND: times COMMAND (OUT stands for the output path).
+run() {
+    local image="$1" label="$2" threads="$3" command="$4"
+    local output="$work/out.raw"
+    rm -f "$output"
+    cat "$image.gz" > /dev/null
+    local verdict="ok"
+    if ! /usr/bin/time -o "$work/time.txt" -f "%e %U %S %M" sh -c "${command//OUT/$output}" >/dev/null 2>"$work/err.txt"; then
+        verdict="FAILED: $(tail -1 "$work/err.txt")"
+    fi
+    local wall user system peak
+    read -r wall user system peak < <(tail -1 "$work/time.txt")
+    [ "$verdict" = ok ] && { cmp -s "$output" "$image" || verdict="OUTPUT DIFFERS"; }
+    local allocated=$(( $(stat -c %b "$output" 2>/dev/null || echo 0) * 512 >> 20 ))
+    printf '%s\t%s\t%s\t%s\t%.2f\t%d\t%d\t%s\n' "$(basename "$image")" "$label" "$threads" "$wall" \
+        "$(echo "$user + $system" | bc)" $((peak >> 10)) "$allocated" "$verdict" >> "$results"
+    rm -f "$output"
+}
+
+for spec in "realistic 4G 700" "data-heavy 1400M 1024"; do
+    read -r name size data_mb <<< "$spec"
+    image="$work/$name.img"
+    if [ ! -f "$image.gz" ]; then
+        rm -f "$image"
+        scripts/make-disk-image "$image" --size "$size" --data-mb "$data_mb" >/dev/null
+        gzip -6 -c "$image" > "$image.gz"
+    fi
+    [ -f "$image" ] || gzip -dc "$image.gz" > "$image"
+    rm -f "$image.gzidx"
+    "$imgtool" index "$image.gz" -o "$image.gzidx"
+
+    run "$image" "imgtool decompress --threads 1 (ISA-L, sequential)" 1 "$imgtool decompress --progress none --threads 1 $image.gz OUT"
+    for threads in $(seq 2 "$max_threads"); do
+        run "$image" "imgtool decompress --threads $threads" "$threads" "$imgtool decompress --progress none --threads $threads $image.gz OUT"
+    done
+    for threads in $(seq 1 "$max_threads"); do
+        run "$image" "imgtool decompress --threads $threads --index" "$threads" \
+            "$imgtool decompress --progress none --threads $threads --index $image.gzidx $image.gz OUT"
+    done
+    run "$image" "rapidgzip -d -P 2 | cp --sparse=always" 2 "rapidgzip -d -P 2 -c $image.gz | cp --sparse=always /dev/stdin OUT"
+    run "$image" "igzip -dc | cp --sparse=always" 1 "igzip -dc $image.gz | cp --sparse=always /dev/stdin OUT"
+    run "$image" "pigz -dc | cp --sparse=always" 1 "pigz -dc $image.gz | cp --sparse=always /dev/stdin OUT"
+    run "$image" "libdeflate-gunzip -c | cp --sparse=always" 1 "libdeflate-gunzip -c $image.gz | cp --sparse=always /dev/stdin OUT"
+done
+
+for name in realistic data-heavy; do
+    image="$work/$name.img"
+    echo "### $name: $(( $(stat -c %s "$image") >> 20 )) MiB image, $(( $(stat -c %s "$image.gz") >> 20 )) MiB gzip -6"
+    echo
+    echo "| command | threads | wall s | CPU s | peak MiB | allocated MiB | output |"
+    echo "|---|---|---|---|---|---|---|"
+    awk -F'\t' -v image="$name.img" '$1 == image { printf "| %s | %s | %s | %s | %s | %s | %s |\n", $2, $3, $4, $5, $6, $7, $8 }' "$results"
+    echo
+done
+
+if [ -n "$plot" ]; then
+    python3 - "$results" "$plot" <<'PYTHON'
+import sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
+figure, axis = plt.subplots(figsize=(7, 4.5))
+for image, style in (("realistic.img", "-"), ("data-heavy.img", "--")):
+    sizes = {"realistic.img": 4096, "data-heavy.img": 1400}
+    for prefix, marker in (("imgtool decompress --threads", "o"), ("index", "s")):
+        points = []
+        for row in rows:
+            if row[0] != image or not row[1].startswith("imgtool") or "ISA-L" in row[1]:
+                continue
+            if (prefix == "index") != row[1].endswith("--index"):
+                continue
+            points.append((int(row[2]), sizes[image] / float(row[3])))
+        points.sort()
+        if points:
+            label = f"{image[:-4]}, {'with index' if prefix == 'index' else 'no index'}"
+            axis.plot([p[0] for p in points], [p[1] for p in points], style, marker=marker, label=label)
+axis.set_xlabel("threads")
+axis.set_ylabel("output MiB/s (wall)")
+axis.set_title("imgtool decompress throughput, gzip -6 single stream")
+axis.grid(True, alpha=0.3)
+axis.legend()
+figure.tight_layout()
+figure.savefig(sys.argv[2], dpi=100)
+PYTHON
+    echo "plot written to $plot"
+fi

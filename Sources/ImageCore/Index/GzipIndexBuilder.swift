@@ -1,0 +1,133 @@
+// GzipIndexBuilder: decodes a gzip file once, sequentially, and records access points.
+//
+// zlib's `Z_BLOCK` flush makes inflate stop at every deflate block boundary; where at
+// least `spacing` bytes of output have passed since the last point, the builder records
+// the boundary's bit offset and the 32 KiB of output before it. Each member's deflate
+// start becomes a point without a window, and a last point marks the end of the file,
+// as rapidgzip writes them. The output can go to a sink at the same time, so
+// `decompress --index-out` costs one pass.
+
+import CZlib
+
+public enum GzipIndexBuilder {
+    /// The default distance between access points: 4 MiB of output, rapidgzip's default
+    /// chunk size, so each point is one worker's unit of work.
+    public static let defaultSpacing = 4 << 20
+
+    /// Builds the index of the gzip file at `path`, writing the output to `sink` when
+    /// one is given. Checks every member's CRC-32 and ISIZE.
+    public static func build(path: String, spacing: Int = defaultSpacing, sink: (any ExtentSink)? = nil,
+                             cancellation: CancellationToken? = nil, progress: ProgressReporter? = nil) throws -> GzipIndex {
+        let file = try MappedFile(path: path)
+        do {
+            return try build(file: file, spacing: spacing, sink: sink, cancellation: cancellation, progress: progress)
+        } catch let error as GzipDataError {
+            throw error.at(path: path).inflateError
+        }
+    }
+
+    private static func build(file: MappedFile, spacing: Int, sink: (any ExtentSink)?, cancellation: CancellationToken?,
+                              progress: ProgressReporter?) throws -> GzipIndex {
+        let input = file.bytes
+        let window = GzipIndex.windowSize
+        let pieceSize = 1 << 20
+        // The buffer keeps the last 32 KiB of output in front of each new piece, so the
+        // window of any block boundary is the 32 KiB before the write position.
+        var buffer = [UInt8](repeating: 0, count: window + pieceSize)
+        var filled = 0
+        var unwritten = 0
+        var points: [GzipAccessPoint] = []
+        var total: Int64 = 0
+        var lastPoint: Int64 = 0
+        let inflater = ChunkZlibInflater()
+
+        var position = 0
+        guard let firstHeader = try GzipMemberHeader.parse(input, at: 0) else {
+            throw GzipDataError(offset: 0, reason: "it does not start with the gzip magic bytes 1f 8b")
+        }
+        position = firstHeader.length
+        points.append(GzipAccessPoint(compressedBitOffset: Int64(position) * 8, uncompressedOffset: 0, window: nil))
+        var memberCRC: UInt = 0
+        var memberSize: Int64 = 0
+
+        func flushOutput() throws {
+            guard filled > unwritten else { return }
+            try buffer.withUnsafeBytes { bytes in
+                let piece = UnsafeRawBufferPointer(rebasing: bytes[unwritten..<filled])
+                memberCRC = crc32(memberCRC, piece.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt32(piece.count))
+                try sink?.write(piece)
+            }
+            unwritten = filled
+        }
+
+        while true {
+            if filled == buffer.count {
+                try flushOutput()
+                try cancellation?.check("index")
+                progress?.update(completed: Int64(position), total: Int64(input.count), written: total)
+                buffer.withUnsafeMutableBytes { bytes in
+                    bytes.baseAddress!.copyMemory(from: bytes.baseAddress! + filled - window, byteCount: window)
+                }
+                filled = window
+                unwritten = window
+            }
+            let outcome = buffer.withUnsafeMutableBytes { bytes in
+                Result { () throws(DeflateDataError) in
+                    try inflater.inflate(UnsafeRawBufferPointer(rebasing: input[position...]),
+                                         into: UnsafeMutableRawBufferPointer(rebasing: bytes[filled...]), stopAtBlocks: true)
+                }
+            }
+            let step: ChunkZlibInflater.Step
+            switch outcome {
+            case .success(let value): step = value
+            case .failure(let error): throw GzipDataError(offset: Int64(position), reason: "invalid deflate data (\(error.reason))")
+            }
+            position += step.consumed
+            filled += step.produced
+            total += Int64(step.produced)
+            memberSize += Int64(step.produced)
+
+            if step.status == .streamEnd {
+                try flushOutput()
+                guard position + GzipMemberHeader.trailerSize <= input.count else {
+                    throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the file ends inside a member's 8-byte trailer")
+                }
+                let storedCRC = readLittleEndian32(input, at: position)
+                let storedSize = readLittleEndian32(input, at: position + 4)
+                guard storedCRC == UInt32(memberCRC) else {
+                    throw GzipDataError(offset: Int64(position), reason: "CRC-32 mismatch: the trailer stores \(storedCRC), the data gives \(memberCRC)")
+                }
+                guard storedSize == UInt32(truncatingIfNeeded: memberSize) else {
+                    throw GzipDataError(offset: Int64(position + 4), reason: "length mismatch: the trailer stores \(storedSize), the member holds \(memberSize) bytes")
+                }
+                position += GzipMemberHeader.trailerSize
+                memberCRC = 0
+                memberSize = 0
+                guard let header = try GzipMemberHeader.parse(input, at: position) else { break }
+                position += header.length
+                inflater.reset()
+                points.append(GzipAccessPoint(compressedBitOffset: Int64(position) * 8, uncompressedOffset: total, window: nil))
+                lastPoint = total
+                continue
+            }
+            if step.atBlockBoundary, !step.inFinalBlock, total - lastPoint >= Int64(spacing) {
+                let windowStart = max(0, filled - window)
+                let bitOffset = Int64(position) * 8 - Int64(step.unusedBits)
+                points.append(GzipAccessPoint(compressedBitOffset: bitOffset, uncompressedOffset: total,
+                                              window: Array(buffer[windowStart..<filled])))
+                lastPoint = total
+            }
+            if step.consumed == 0 && step.produced == 0 && position >= input.count {
+                throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the file ends inside deflate data (truncated)")
+            }
+        }
+        points.append(GzipAccessPoint(compressedBitOffset: Int64(input.count) * 8, uncompressedOffset: total, window: nil))
+        progress?.finish(completed: Int64(input.count), total: Int64(input.count), written: total)
+        return GzipIndex(compressedSize: Int64(input.count), uncompressedSize: total, spacing: UInt32(clamping: spacing),
+                         points: points)
+    }
+
+    private static func readLittleEndian32(_ input: UnsafeRawBufferPointer, at offset: Int) -> UInt32 {
+        UInt32(input[offset]) | UInt32(input[offset + 1]) << 8 | UInt32(input[offset + 2]) << 16 | UInt32(input[offset + 3]) << 24
+    }
+}

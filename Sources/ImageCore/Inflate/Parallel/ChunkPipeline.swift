@@ -1,0 +1,202 @@
+// ChunkPipeline: runs chunk decoders on worker threads and hands their output to one
+// consumer in chunk order.
+//
+// Threads and ownership: `threads` worker threads take chunks in order from a shared
+// counter. Each chunk writes pieces of output into its own `ChunkStream`. The consumer,
+// the thread that called `start`, reads the streams in chunk order and is the only
+// thread that touches the sink. Memory is bounded: a stream holds at most `budget`
+// bytes of pieces and its worker blocks until the consumer drains them, and workers
+// start a chunk only within `2 * threads` chunks of the consumer. So at most
+// `2 * threads * (budget + one piece)` bytes of output wait in memory whatever the
+// image size. The chunk at the head of the order is always being drained, so a
+// blocked worker always gets unblocked.
+//
+// Cancellation: `ChunkStream.abandon` makes the worker's next `push` return false; the
+// worker then stops. The caller abandons every stream and waits for the workers
+// (`abandonAll`) before it returns or throws.
+
+import Foundation
+import Synchronization
+
+/// One piece of a chunk's output, in order.
+enum OutputPiece: Sendable {
+    /// Output bytes and their CRC-32 (computed by the worker, so in parallel).
+    case data([UInt8], crc: UInt32)
+    /// `count` zero bytes that were never materialised.
+    case hole(Int64)
+    /// Output of a chunk that started without its window: values 0...255 are bytes,
+    /// 256 + i is byte i of the 32 KiB that precede the chunk.
+    case markers([UInt16])
+    /// The bit offset a speculative chunk started at; always its first piece.
+    case chunkStart(Int64)
+    /// A member's trailer, reached at this point of the output: the CRC-32 and ISIZE it
+    /// stores, and the byte offset of the trailer in the input.
+    case memberEnd(crc: UInt32, size: UInt32, trailerOffset: Int64)
+}
+
+/// The position where a chunk's decoding stopped.
+struct ChunkEnd: Sendable {
+    /// The byte offset in the input right after the last member trailer the chunk read,
+    /// or the bit offset it stopped at divided by 8 when it stopped inside a member.
+    var bitOffset: Int64
+    /// Bytes after the last member that are neither zeros nor a gzip member.
+    var trailingGarbage: Int64 = 0
+    /// False when a speculative chunk found no block boundary in its range.
+    var foundStart = true
+}
+
+/// A bounded queue of one chunk's output pieces, written by one worker and read by the
+/// consumer. Every field is protected by `condition`.
+final class ChunkStream: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var pieces: [OutputPiece] = []
+    private var bufferedBytes = 0
+    private var end: Result<ChunkEnd, any Error>?
+    private var abandoned = false
+    private let budget: Int
+
+    init(budget: Int) {
+        self.budget = budget
+    }
+
+    /// Adds a piece; blocks while more than `budget` bytes wait. Returns false when the
+    /// consumer abandoned the stream, in which case the worker must stop.
+    func push(_ piece: OutputPiece) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while bufferedBytes > budget && !abandoned { condition.wait() }
+        if abandoned { return false }
+        switch piece {
+        case .data(let bytes, _): bufferedBytes += bytes.count
+        case .markers(let values): bufferedBytes += values.count * 2
+        default: break
+        }
+        pieces.append(piece)
+        condition.broadcast()
+        return true
+    }
+
+    /// Records how the chunk ended (successfully or with an error).
+    func finish(_ result: Result<ChunkEnd, any Error>) {
+        condition.lock()
+        end = result
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Takes all waiting pieces, blocking until there is at least one or the chunk
+    /// ended. Returns the pieces and, once every piece is taken, the end.
+    func take() -> ([OutputPiece], Result<ChunkEnd, any Error>?) {
+        condition.lock()
+        defer { condition.unlock() }
+        while pieces.isEmpty && end == nil { condition.wait() }
+        let taken = pieces
+        pieces.removeAll(keepingCapacity: true)
+        bufferedBytes = 0
+        condition.broadcast()
+        return (taken, end)
+    }
+
+    /// Waits for a speculative chunk's first piece and returns the bit offset the chunk
+    /// started at, or nil when it found no start or failed before. The piece stays.
+    func waitForStart() -> Int64? {
+        condition.lock()
+        defer { condition.unlock() }
+        while pieces.isEmpty && end == nil { condition.wait() }
+        guard let first = pieces.first, case .chunkStart(let offset) = first else { return nil }
+        return offset
+    }
+
+    /// Tells the worker to stop and drops its pieces.
+    func abandon() {
+        condition.lock()
+        abandoned = true
+        pieces.removeAll()
+        bufferedBytes = 0
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    var isAbandoned: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return abandoned
+    }
+}
+
+/// Runs `decode(chunkNumber, stream)` for chunks 0..<count on `threads` worker threads.
+final class ChunkPipeline: Sendable {
+    typealias Decoder = @Sendable (Int, ChunkStream) throws -> ChunkEnd
+
+    let streams: [ChunkStream]
+    private let next = Atomic<Int>(0)
+    private let decode: Decoder
+    private let threads: Int
+    /// Protects `runningCount`, `consumedCount` and `stopped`.
+    private let running = NSCondition()
+    private nonisolated(unsafe) var runningCount = 0
+    /// Chunks the consumer has finished with; a worker takes chunk k only while
+    /// k < consumedCount + lookahead, so finished chunks waiting for the consumer
+    /// never hold more than `lookahead` budgets.
+    private nonisolated(unsafe) var consumedCount = 0
+    private nonisolated(unsafe) var stopped = false
+    private let lookahead: Int
+
+    init(chunkCount: Int, threads: Int, budget: Int, decode: @escaping Decoder) {
+        streams = (0..<chunkCount).map { _ in ChunkStream(budget: budget) }
+        self.threads = max(1, min(threads, chunkCount))
+        lookahead = 2 * self.threads
+        self.decode = decode
+    }
+
+    /// Starts the worker threads; they exit when every chunk is taken.
+    func start() {
+        running.lock()
+        runningCount = threads
+        running.unlock()
+        for number in 0..<threads {
+            let thread = Thread { [self] in work() }
+            thread.name = "imgtool-inflate-\(number)"
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    private func work() {
+        while true {
+            let chunk = next.add(1, ordering: .relaxed).oldValue
+            guard chunk < streams.count else { break }
+            running.lock()
+            while chunk >= consumedCount + lookahead && !stopped { running.wait() }
+            running.unlock()
+            let stream = streams[chunk]
+            if stream.isAbandoned { continue }
+            stream.finish(Result { try decode(chunk, stream) })
+        }
+        running.lock()
+        runningCount -= 1
+        running.broadcast()
+        running.unlock()
+    }
+
+    /// Records that the consumer is done with chunks 0...number, so workers may start
+    /// chunks further ahead.
+    func chunkConsumed(_ number: Int) {
+        running.lock()
+        consumedCount = max(consumedCount, number + 1)
+        running.broadcast()
+        running.unlock()
+    }
+
+    /// Stops every worker at its next piece and waits until all have exited, so no
+    /// thread reads the input after the caller returns. The caller may then rewrite the
+    /// file, and a mapped file truncated under a reader raises SIGBUS.
+    func abandonAll() {
+        for stream in streams { stream.abandon() }
+        running.lock()
+        stopped = true
+        running.broadcast()
+        while runningCount > 0 { running.wait() }
+        running.unlock()
+    }
+}

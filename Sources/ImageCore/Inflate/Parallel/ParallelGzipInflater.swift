@@ -1,0 +1,399 @@
+// ParallelGzipInflater: decodes a gzip file on several threads into an ExtentSink.
+//
+// The file is cut into chunks, worker threads decode them (`ChunkPipeline`), and the
+// calling thread writes their output in order and checks every member's CRC-32 and
+// ISIZE across chunk boundaries. The chunks come from, in order of preference:
+//   1. a seek index (GZIDX): one chunk per access point, started by zlib with the
+//      point's window;
+//   2. BGZF: each member's size is in its header, so chunks are whole members (zlib);
+//   3. anything else: equal byte ranges decoded speculatively by the Swift decoder
+//      (`SpeculativeDecoder`), which finds a block header in each range and decodes
+//      with markers for the unknown window. A chunk counts only if it starts exactly
+//      where the previous chunk stopped. Otherwise its range is decoded again from the
+//      known window, so the output always equals sequential decoding byte for byte.
+
+import CZlib
+import Foundation
+
+/// The way the file was split into chunks.
+public enum ParallelStrategy: String, Sendable {
+    case index, bgzfMembers, speculative, singleChunk
+}
+
+/// The counts and warnings of one parallel decode.
+public struct ParallelInflateResult: Sendable {
+    public var uncompressedSize: Int64
+    public var members: Int
+    public var chunks: Int
+    public var strategy: ParallelStrategy
+    /// Bytes after the last member that are neither zeros nor a member (ignored).
+    public var trailingGarbage: Int64
+    /// Problems that did not stop decoding (trailing data), each also logged.
+    public var warnings: [String]
+}
+
+public enum ParallelGzipInflater {
+    /// Output bytes a chunk may hold in memory before its worker waits for the writer.
+    public static let defaultChunkBudget = 16 << 20
+
+    /// Decodes the gzip file at `path` into `sink` with `threads` workers.
+    /// - Parameters:
+    ///   - index: a seek index of this file; its access points become the chunks.
+    ///   - budget: the bytes of output each chunk may buffer (see `defaultChunkBudget`).
+    ///   - minimumChunkInput: the least compressed input per chunk when splitting at
+    ///     member boundaries.
+    /// - Throws: `InflateError` for invalid or truncated data and CRC or size
+    ///   mismatches, `GzipIndexError` for an index that does not fit the file,
+    ///   `CancelledError`, and whatever the sink throws.
+    public static func decompress(path: String, into sink: any ExtentSink, threads: Int, index: GzipIndex? = nil,
+                                  budget: Int = defaultChunkBudget, minimumChunkInput: Int = 4 << 20,
+                                  cancellation: CancellationToken? = nil,
+                                  progress: ProgressReporter? = nil) throws -> ParallelInflateResult {
+        do {
+            return try decompressChecked(path: path, into: sink, threads: threads, index: index, budget: budget,
+                                         minimumChunkInput: minimumChunkInput, cancellation: cancellation, progress: progress)
+        } catch let error as GzipDataError {
+            throw error.at(path: path).inflateError
+        }
+    }
+
+    private static func decompressChecked(path: String, into sink: any ExtentSink, threads: Int, index: GzipIndex?,
+                                          budget: Int, minimumChunkInput: Int, cancellation: CancellationToken?,
+                                          progress: ProgressReporter?) throws -> ParallelInflateResult {
+        let file = try MappedFile(path: path)
+        let input = file.bytes
+        guard input.count > 0 else {
+            throw GzipDataError(path: path, offset: 0, reason: "the file is empty, not a gzip member")
+        }
+        guard try GzipMemberHeader.parse(input, at: 0) != nil else {
+            throw GzipDataError(path: path, offset: 0, reason: "it does not start with the gzip magic bytes 1f 8b")
+        }
+
+        var writer = OrderedWriter(sink: sink, path: path, cancellation: cancellation, progress: progress,
+                                   compressedSize: Int64(input.count))
+        let trailingGarbage: Int64
+        let chunkCount: Int
+        let strategy: ParallelStrategy
+        if let index {
+            (trailingGarbage, chunkCount) = try runIndex(index, file: file, threads: threads, budget: budget, writer: &writer)
+            strategy = .index
+        } else if let first = try GzipMemberHeader.parse(input, at: 0), first.bgzfMemberSize != nil {
+            let plan: ChunkPlan
+            do {
+                plan = try ChunkPlan(bgzf: input, threads: threads, minimumChunkInput: minimumChunkInput)
+            } catch {
+                throw error.at(path: path)
+            }
+            (trailingGarbage, chunkCount, strategy) = try runZlibPlan(plan, file: file, threads: threads, budget: budget,
+                                                                      writer: &writer)
+        } else {
+            (trailingGarbage, chunkCount) = try runSpeculative(file: file, threads: threads, budget: budget,
+                                                               minimumChunkInput: minimumChunkInput, writer: &writer)
+            strategy = chunkCount > 1 ? .speculative : .singleChunk
+        }
+        try writer.finish()
+        var warnings: [String] = []
+        if trailingGarbage > 0 {
+            let warning = "'\(path)': ignored \(trailingGarbage) bytes of trailing data at offset "
+                + "\(Int64(input.count) - trailingGarbage) after the last gzip member"
+            Log.warning("inflate", warning)
+            warnings.append(warning)
+        }
+        Log.debug("parallel inflate", "\(path): \(chunkCount) chunks (\(strategy.rawValue)), \(threads) threads")
+        return ParallelInflateResult(uncompressedSize: writer.written, members: writer.members, chunks: chunkCount,
+                                     strategy: strategy, trailingGarbage: trailingGarbage, warnings: warnings)
+    }
+
+    /// Runs chunks whose starts are known (index points, BGZF members) with zlib.
+    private static func runZlibPlan(_ plan: ChunkPlan, file: MappedFile, threads: Int, budget: Int,
+                                    writer: inout OrderedWriter) throws -> (Int64, Int, ParallelStrategy) {
+        let decoder = SpanDecoder(file: file)
+        let chunks = plan.chunks
+        let pipeline = ChunkPipeline(chunkCount: chunks.count, threads: threads, budget: budget) { number, stream in
+            try decoder.decode(from: chunks[number].start, until: chunks[number].stop, into: stream)
+        }
+        pipeline.start()
+        defer { pipeline.abandonAll() }
+        var trailingGarbage: Int64 = 0
+        for number in chunks.indices {
+            trailingGarbage = try writer.consume(pipeline.streams[number]).trailingGarbage
+            pipeline.chunkConsumed(number)
+        }
+        return (trailingGarbage, chunks.count, plan.strategy)
+    }
+
+    /// Runs one chunk per access point of `index` with the Swift decoder in byte mode
+    /// (so zero runs become holes), each started with its point's window. The writer
+    /// checks that every chunk ends at the next point and at its uncompressed offset.
+    private static func runIndex(_ index: GzipIndex, file: MappedFile, threads: Int, budget: Int,
+                                 writer: inout OrderedWriter) throws -> (Int64, Int) {
+        let fileSize = Int64(file.count)
+        guard index.compressedSize == fileSize else {
+            throw GzipIndexError(path: file.path, reason: "it describes a file of \(index.compressedSize) bytes, but the input has \(fileSize)")
+        }
+        var points = index.points.filter { $0.compressedBitOffset < fileSize * 8 }
+        if points.first?.uncompressedOffset != 0 {
+            points.insert(GzipAccessPoint(compressedBitOffset: 0, uncompressedOffset: 0, window: nil), at: 0)
+        }
+        let count = points.count
+        let stops: [Int64] = (0..<count).map { $0 + 1 < count ? points[$0 + 1].compressedBitOffset : .max }
+        let decoder = SpeculativeDecoder(file: file)
+        let starts: [SpeculativeDecoder.Start] = points.map { point in
+            point.compressedBitOffset == 0 ? .memberHeader(0) : .known(bitOffset: point.compressedBitOffset, window: point.window ?? [])
+        }
+        let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: budget) { number, stream in
+            try decoder.decode(from: starts[number], stopAt: stops[number], anyBoundary: true, into: stream)
+        }
+        pipeline.start()
+        defer { pipeline.abandonAll() }
+
+        var trailingGarbage: Int64 = 0
+        for number in 0..<count {
+            let end = try writer.consume(pipeline.streams[number])
+            pipeline.chunkConsumed(number)
+            trailingGarbage = end.trailingGarbage
+            if number + 1 < count {
+                let next = points[number + 1]
+                // A point at a member's deflate start follows the member's trailer and
+                // the next header, so only points inside a member must match exactly.
+                guard end.bitOffset == next.compressedBitOffset || next.window == nil else {
+                    throw GzipIndexError(path: file.path, reason: "point \(number + 1) at bit \(next.compressedBitOffset) is not where a block ends (bit \(end.bitOffset))")
+                }
+                guard writer.written == next.uncompressedOffset else {
+                    throw GzipIndexError(path: file.path, reason: "point \(number + 1) gives uncompressed offset \(next.uncompressedOffset), but decoding reaches it at \(writer.written)")
+                }
+            }
+        }
+        return (trailingGarbage, count)
+    }
+
+    /// Runs the speculative plan: byte ranges of the input, each decoded from the first
+    /// block boundary the finder accepts; see `SpeculativeDecoder`.
+    private static func runSpeculative(file: MappedFile, threads: Int, budget: Int, minimumChunkInput: Int,
+                                       writer: inout OrderedWriter) throws -> (Int64, Int) {
+        let fileSize = Int64(file.count)
+        // Four ranges per thread even out differences in cost between ranges; a
+        // minimum range size keeps the search and marker overhead small.
+        let rangeSize = threads > 1 ? max(Int64(minimumChunkInput), fileSize / Int64(threads * 4)) : fileSize
+        let count = Int((fileSize + rangeSize - 1) / rangeSize)
+        let endOfData = fileSize * 8
+        let stops: [Int64] = (0..<count).map { $0 + 1 < count ? Int64($0 + 1) * rangeSize * 8 : .max }
+        let decoder = SpeculativeDecoder(file: file)
+        let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: budget) { number, stream in
+            let start: SpeculativeDecoder.Start = number == 0 ? .memberHeader(0) : .search(Int64(number) * rangeSize * 8)
+            return try decoder.decode(from: start, stopAt: stops[number], into: stream)
+        }
+        pipeline.start()
+        defer { pipeline.abandonAll() }
+
+        var expected: Int64 = 0
+        var trailingGarbage: Int64 = 0
+        var redone = 0
+        for number in 0..<count {
+            let stream = pipeline.streams[number]
+            defer { pipeline.chunkConsumed(number) }
+            if expected >= endOfData {
+                stream.abandon()
+                continue
+            }
+            let end: ChunkEnd
+            if number == 0 || stream.waitForStart() == expected {
+                end = try writer.consume(stream)
+            } else {
+                // The guess was wrong (or found nothing): decode the range again from the
+                // known end of the previous chunk, with the window the writer holds.
+                stream.abandon()
+                redone += 1
+                let window = writer.window
+                let start = expected
+                let stop = stops[number]
+                let again = ChunkPipeline(chunkCount: 1, threads: 1, budget: budget) { _, stream in
+                    try decoder.decode(from: .known(bitOffset: start, window: window), stopAt: stop, into: stream)
+                }
+                again.start()
+                defer { again.abandonAll() }
+                end = try writer.consume(again.streams[0])
+            }
+            expected = end.bitOffset
+            trailingGarbage = end.trailingGarbage
+        }
+        if redone > 0 { Log.debug("parallel inflate", "\(file.path): \(redone) of \(count) ranges decoded again") }
+        return (trailingGarbage, count)
+    }
+}
+
+/// The chunks of one decode and where each starts and stops.
+struct ChunkPlan {
+    struct Chunk: Sendable {
+        var start: ChunkStart
+        var stop: ChunkStop
+    }
+
+    var chunks: [Chunk]
+    var strategy: ParallelStrategy
+
+    /// Chunks of whole BGZF members, whose sizes their headers give.
+    init(bgzf input: UnsafeRawBufferPointer, threads: Int, minimumChunkInput: Int) throws(GzipDataError) {
+        let fileSize = input.count
+        // Four chunks per thread even out members of different cost; a minimum input
+        // per chunk keeps the per-chunk overhead small.
+        let target = max(minimumChunkInput, fileSize / max(1, threads * 4))
+        var starts: [Int] = [0]
+        var offset = 0
+        var chunkStart = 0
+        while offset < fileSize, let header = try? GzipMemberHeader.parse(input, at: offset),
+              let size = header.bgzfMemberSize, size > header.length + GzipMemberHeader.trailerSize {
+            if offset - chunkStart >= target {
+                starts.append(offset)
+                chunkStart = offset
+            }
+            offset += size
+        }
+        chunks = []
+        for (number, start) in starts.enumerated() {
+            let end = number + 1 < starts.count ? Int64(starts[number + 1]) : Int64(fileSize)
+            chunks.append(Chunk(start: ChunkStart(bitOffset: Int64(start) * 8, atMemberHeader: true, window: nil),
+                                stop: .memberEndAtOrAfter(end)))
+        }
+        strategy = .bgzfMembers
+    }
+}
+
+/// The consumer side: writes pieces to the sink in order and checks member trailers.
+struct OrderedWriter {
+    let sink: any ExtentSink
+    let path: String
+    let cancellation: CancellationToken?
+    let progress: ProgressReporter?
+    let compressedSize: Int64
+    private(set) var written: Int64 = 0
+    private(set) var members = 0
+    /// Compressed bytes decoded: the end of the last finished chunk (progress moves in
+    /// steps of one chunk).
+    private var compressedDone: Int64 = 0
+    private var memberCRC: UInt32 = 0
+    private var memberSize: Int64 = 0
+    /// The last 32 KiB written (fewer at the start), which markers refer to.
+    private(set) var window: [UInt8] = []
+    /// The window at the start of the current speculative chunk, which its markers use.
+    private var chunkWindow: [UInt8] = []
+
+    init(sink: any ExtentSink, path: String, cancellation: CancellationToken?, progress: ProgressReporter?, compressedSize: Int64) {
+        self.sink = sink
+        self.path = path
+        self.cancellation = cancellation
+        self.progress = progress
+        self.compressedSize = compressedSize
+    }
+
+    /// Writes every piece of `stream` and returns the chunk's end, or throws its error.
+    mutating func consume(_ stream: ChunkStream) throws -> ChunkEnd {
+        while true {
+            try cancellation?.check("inflate")
+            let (pieces, end) = stream.take()
+            for piece in pieces {
+                switch piece {
+                case .data(let bytes, let crc):
+                    try writeData(bytes, crc: crc)
+                case .markers(let values):
+                    // Markers stand for bytes of the window before the chunk started.
+                    var bytes = [UInt8](repeating: 0, count: values.count)
+                    let window = chunkWindow
+                    let history = window.count
+                    for (index, value) in values.enumerated() {
+                        if value < 256 {
+                            bytes[index] = UInt8(value)
+                        } else {
+                            let windowIndex = Int(value) - 256 - (ByteOutput.history - history)
+                            guard windowIndex >= 0 else {
+                                throw GzipDataError(path: path, offset: 0, reason: "a match reaches before the start of the data")
+                            }
+                            bytes[index] = window[windowIndex]
+                        }
+                    }
+                    try writeData(bytes, crc: crc32Of(bytes))
+                case .chunkStart:
+                    chunkWindow = window
+                case .hole(let count):
+                    try sink.writeHole(count: count)
+                    memberCRC = UInt32(crc32_combine(UInt(memberCRC), UInt(ZeroCRC.crc(ofZeros: count)), Int(count)))
+                    memberSize += count
+                    written += count
+                    if count >= Int64(ByteOutput.history) {
+                        window = [UInt8](repeating: 0, count: ByteOutput.history)
+                    } else {
+                        window = Array((window + repeatElement(0, count: Int(count))).suffix(ByteOutput.history))
+                    }
+                case .memberEnd(let crc, let size, let trailerOffset):
+                    guard crc == memberCRC else {
+                        throw GzipDataError(path: path, offset: trailerOffset, reason: String(
+                            format: "CRC-32 mismatch: the trailer stores %08x, the data gives %08x", crc, memberCRC))
+                    }
+                    guard size == UInt32(truncatingIfNeeded: memberSize) else {
+                        throw GzipDataError(path: path, offset: trailerOffset + 4, reason:
+                            "length mismatch: the trailer stores \(size), the member holds \(memberSize) bytes (\(UInt32(truncatingIfNeeded: memberSize)) modulo 2^32)")
+                    }
+                    members += 1
+                    memberCRC = 0
+                    memberSize = 0
+                }
+            }
+            progress?.update(completed: compressedDone, total: compressedSize, written: written)
+            if pieces.isEmpty, let end {
+                switch end {
+                case .success(let value):
+                    compressedDone = min(compressedSize, max(compressedDone, value.bitOffset / 8))
+                    return value
+                case .failure(let error as GzipDataError): throw error.at(path: path)
+                case .failure(let error): throw error
+                }
+            }
+        }
+    }
+
+    private mutating func writeData(_ bytes: [UInt8], crc: UInt32) throws {
+        try bytes.withUnsafeBytes { try sink.write($0) }
+        memberCRC = UInt32(crc32_combine(UInt(memberCRC), UInt(crc), Int(bytes.count)))
+        memberSize += Int64(bytes.count)
+        written += Int64(bytes.count)
+        if bytes.count >= ByteOutput.history {
+            window = Array(bytes.suffix(ByteOutput.history))
+        } else {
+            window = Array((window + bytes).suffix(ByteOutput.history))
+        }
+    }
+
+    /// Checks that the data ended at a member boundary.
+    func finish() throws {
+        guard memberSize == 0 else {
+            throw GzipDataError(path: path, offset: compressedSize, kind: .truncated, reason: "the file ends inside a member (truncated)")
+        }
+        progress?.finish(completed: compressedSize, total: compressedSize, written: written)
+    }
+}
+
+/// CRC-32 of runs of zero bytes without reading any: crc(zeros(2n)) is crc(zeros(n))
+/// combined with itself, so `crc(ofZeros:)` takes O(log n) `crc32_combine` calls.
+enum ZeroCRC {
+    static func crc(ofZeros count: Int64) -> UInt32 {
+        var result: UInt = 0
+        var resultLength: Int64 = 0
+        var power: UInt = 0
+        var zero: UInt8 = 0
+        power = crc32(0, &zero, 1)
+        var powerLength: Int64 = 1
+        var remaining = count
+        while remaining > 0 {
+            if remaining & 1 == 1 {
+                result = resultLength == 0 ? power : crc32_combine(result, power, Int(powerLength))
+                resultLength += powerLength
+            }
+            remaining >>= 1
+            if remaining > 0 {
+                power = crc32_combine(power, power, Int(powerLength))
+                powerLength *= 2
+            }
+        }
+        return UInt32(result)
+    }
+}

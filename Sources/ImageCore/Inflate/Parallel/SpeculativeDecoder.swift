@@ -1,0 +1,334 @@
+// SpeculativeDecoder: decodes one chunk of a single gzip stream without an index.
+//
+// The file is cut into byte ranges. The worker for range i (i > 0) searches from the
+// range's first bit for a deflate block header (`BlockFinder`) and decodes from there
+// in marker mode, with the unknown 32 KiB window as markers. A header that turns out to
+// be false (a decode error before 32 KiB of marker-free output) moves the search on by
+// one bit. Once the last 32 KiB of output hold no marker, the rest of the chunk is
+// decoded in byte mode, with zero runs as holes. Every chunk stops at the first block
+// boundary at or after the next range's first bit whose header the finder would accept,
+// so a correct guess by worker i + 1 starts exactly where worker i stops. The writer
+// checks that, replaces the markers with the bytes they stand for, and decodes a range
+// again from the known window when the guess was wrong.
+
+/// A block boundary where a chunk may stop: the next block is one the finder searches
+/// for (not final; dynamic, or stored with zero padding).
+enum BlockFinder {
+    /// The first bit offset in `from..<limit` where a plausible non-final dynamic or
+    /// stored block header starts; the header, its code lengths and its tables must
+    /// all be valid.
+    static func find(in decoder: DeflateDecoder, from start: Int64, before limit: Int64) -> Int64? {
+        let input = decoder.input
+        let count = decoder.inputCount
+        var offset = max(0, start)
+        let end = min(limit, Int64(count - 8) * 8)
+        while offset < end {
+            let byte = Int(offset >> 3)
+            let word = UInt64(littleEndian: UnsafeRawPointer(input + byte).loadUnaligned(as: UInt64.self)) >> UInt64(offset & 7)
+            if quickCheck(word, bitOffset: offset) {
+                decoder.seek(toBit: offset)
+                if (try? decoder.readBlockHeader()) != nil, !decoder.isFinalBlock { return offset }
+            }
+            offset += 1
+        }
+        return nil
+    }
+
+    /// Rejects most bit offsets from the first 57 bits alone: BFINAL 0, BTYPE 2 with
+    /// HLIT <= 29, HDIST <= 29 and a code-length code that is neither over-subscribed
+    /// nor incomplete, or BTYPE 0 with zero padding.
+    @inline(__always)
+    static func quickCheck(_ word: UInt64, bitOffset: Int64) -> Bool {
+        switch word & 7 {
+        case 4:
+            guard (word >> 3) & 31 <= 29, (word >> 8) & 31 <= 29 else { return false }
+            // `word` holds at least 57 valid bits: the lengths of the first 13 code-length
+            // codes. With more codes only over-subscription can be ruled out here.
+            let declared = Int((word >> 13) & 15) + 4
+            let codeLengthCount = min(declared, 13)
+            var left = 0
+            var counts = (0, 0, 0, 0, 0, 0, 0, 0)
+            withUnsafeMutableBytes(of: &counts) { raw in
+                let slots = raw.bindMemory(to: Int.self)
+                for index in 0..<codeLengthCount {
+                    slots[Int((word >> UInt64(17 + 3 * index)) & 7)] += 1
+                }
+                left = 1
+                for length in 1...7 {
+                    left = left * 2 - slots[length]
+                    if left < 0 { return }
+                }
+            }
+            return declared > 13 ? left >= 0 : left == 0
+        case 0:
+            let padding = Int((8 - (bitOffset + 3) % 8) % 8)
+            return (word >> 3) & ((1 << UInt64(padding)) - 1) == 0
+        default:
+            return false
+        }
+    }
+
+    /// True when a block that may start a chunk begins at the decoder's position.
+    static func acceptsBoundary(_ decoder: DeflateDecoder) -> Bool {
+        let offset = decoder.bitPosition
+        guard offset >= 0, Int(offset >> 3) + 8 <= decoder.inputCount else { return false }
+        let word = UInt64(littleEndian: UnsafeRawPointer(decoder.input + Int(offset >> 3)).loadUnaligned(as: UInt64.self))
+            >> UInt64(offset & 7)
+        return quickCheck(word, bitOffset: offset)
+    }
+}
+
+/// Decodes chunks of one gzip file with the Swift decoder; one instance per call.
+struct SpeculativeDecoder: Sendable {
+    let file: MappedFile
+
+    enum Start {
+        /// At a gzip member header (chunk 0).
+        case memberHeader(Int64)
+        /// At a block boundary with the window known (a range decoded again).
+        case known(bitOffset: Int64, window: [UInt8])
+        /// Somewhere at or after this bit offset, found by searching.
+        case search(Int64)
+    }
+
+    /// Decodes one chunk into `stream`; the first piece is `.chunkStart` with the bit
+    /// offset decoding started at (omitted when no block boundary was found, in which
+    /// case the end says `foundStart == false`).
+    /// - Parameter anyBoundary: stop at the first block boundary at or after `stopAt`
+    ///   whatever block follows (index chunks, whose next point is such a boundary),
+    ///   instead of the first one the block finder would accept.
+    func decode(from start: Start, stopAt: Int64, anyBoundary: Bool = false, into stream: ChunkStream) throws -> ChunkEnd {
+        let decoder = DeflateDecoder(input: file.bytes)
+        switch start {
+        case .memberHeader(let bitOffset):
+            let position = Int(bitOffset / 8)
+            guard let header = try GzipMemberHeader.parse(file.bytes, at: position) else {
+                throw GzipDataError(offset: Int64(position), reason: "no gzip member starts here")
+            }
+            guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) }
+            decoder.seek(toBit: Int64(position + header.length) * 8)
+            return try decodeBytes(decoder, window: [], stopAt: stopAt, anyBoundary: anyBoundary, stream: stream)
+        case .known(let bitOffset, let window):
+            guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) }
+            decoder.seek(toBit: bitOffset)
+            return try decodeBytes(decoder, window: window, stopAt: stopAt, anyBoundary: anyBoundary, stream: stream)
+        case .search(let from):
+            var searchFrom = from
+            var markerValues = 0
+            while let candidate = BlockFinder.find(in: decoder, from: searchFrom, before: stopAt) {
+                if stream.isAbandoned { return ChunkEnd(bitOffset: candidate) }
+                decoder.seek(toBit: candidate)
+                let outcome: MarkerOutcome
+                do {
+                    outcome = try decodeMarkers(decoder, startingAt: candidate, stopAt: stopAt, stream: stream, values: &markerValues)
+                } catch is SpeculationFailed {
+                    searchFrom = candidate + 1
+                    continue
+                }
+                Log.debug("speculative", "range at bit \(from): start \(candidate) after \(candidate - from) bits, \(markerValues) marker-mode values")
+                switch outcome {
+                case .finished(let end):
+                    return end
+                case .clean(let window):
+                    return try decodeBytes(decoder, window: window, stopAt: stopAt, stream: stream, continuing: true)
+                case .cleanInsideBlock(let window):
+                    return try decodeBytes(decoder, window: window, stopAt: stopAt, stream: stream, continuing: true,
+                                           insideBlock: true)
+                }
+            }
+            var end = ChunkEnd(bitOffset: stopAt)
+            end.foundStart = false
+            return end
+        }
+    }
+
+    private enum MarkerOutcome {
+        /// The chunk ended while still in marker mode.
+        case finished(ChunkEnd)
+        /// 32 KiB of marker-free output were reached at a block boundary: the window.
+        case clean([UInt8])
+        /// The same inside a block, which byte mode must finish.
+        case cleanInsideBlock([UInt8])
+    }
+
+    private struct SpeculationFailed: Error {}
+
+    /// Decodes in marker mode until the output is clean, the chunk ends, or an error
+    /// shows the start was false (thrown). Output is handed on in pieces of markers, the
+    /// first one preceded by `.chunkStart`; an error after the first piece is real.
+    private func decodeMarkers(_ decoder: DeflateDecoder, startingAt candidate: Int64, stopAt: Int64,
+                               stream: ChunkStream, values: inout Int) throws -> MarkerOutcome {
+        let history = ByteOutput.history
+        let capacity = history + SpanDecoder.pieceSize
+        let output = UnsafeMutablePointer<UInt16>.allocate(capacity: capacity)
+        defer { output.deallocate() }
+        for index in 0..<history { output[index] = UInt16(256 + index) }
+        var position = history
+        var flushed = history
+        var started = false
+        var first = true
+
+        func flush() throws {
+            if !started {
+                guard stream.push(.chunkStart(candidate)) else { throw AbandonedError() }
+                started = true
+            }
+            if position > flushed {
+                let piece = [UInt16](UnsafeBufferPointer(start: output + flushed, count: position - flushed))
+                guard stream.push(.markers(piece)) else { throw AbandonedError() }
+                values += piece.count
+            }
+            if position > history {
+                output.update(from: output + (position - history), count: history)
+                position = history
+            }
+            flushed = position
+        }
+
+        do {
+            while true {
+                if !first, decoder.bitPosition >= stopAt, BlockFinder.acceptsBoundary(decoder) {
+                    try flush()
+                    return .finished(ChunkEnd(bitOffset: decoder.bitPosition))
+                }
+                first = false
+                do {
+                    try decoder.readBlockHeader()
+                    while case .outputFull = try decoder.decodeMarkers(into: output, position: &position, capacity: capacity) {
+                        // Blocks of zeros run to megabytes, so cleanness is also checked
+                        // inside a block; byte mode then finishes the block.
+                        if let window = cleanWindow(output, position: position) {
+                            try flush()
+                            return .cleanInsideBlock(window)
+                        }
+                        try flush()
+                    }
+                } catch let error as DeflateError {
+                    // Before any output was handed on, an error means a false start.
+                    if !started { throw SpeculationFailed() }
+                    throw Self.dataError(error, decoder: decoder, inputCount: file.count)
+                }
+                if decoder.isFinalBlock {
+                    // The member ends: the next member needs no history.
+                    try flush()
+                    return .clean([])
+                }
+                if let window = cleanWindow(output, position: position) {
+                    try flush()
+                    return .clean(window)
+                }
+            }
+        } catch is AbandonedError {
+            return .finished(ChunkEnd(bitOffset: decoder.bitPosition))
+        }
+    }
+
+    private struct AbandonedError: Error {}
+
+    /// The last 32 KiB of marker-mode output as bytes when none of it is a marker.
+    private func cleanWindow(_ output: UnsafeMutablePointer<UInt16>, position: Int) -> [UInt8]? {
+        let history = ByteOutput.history
+        guard position >= 2 * history else { return nil }
+        let last = UnsafeBufferPointer(start: output + position - history, count: history)
+        var combined: UInt16 = 0
+        for value in last { combined |= value }
+        guard combined < 256 else { return nil }
+        return last.map { UInt8(truncatingIfNeeded: $0) }
+    }
+
+    static func dataError(_ error: DeflateError, decoder: DeflateDecoder, inputCount: Int) -> GzipDataError {
+        let offset = min(Int64(inputCount), decoder.bitPosition / 8)
+        switch error {
+        case .truncated:
+            return GzipDataError(offset: offset, kind: .truncated, reason: "the file ends inside deflate data (truncated)")
+        case .invalid(let reason):
+            return GzipDataError(offset: offset, reason: "invalid deflate data (\(reason))")
+        }
+    }
+
+    /// Decodes in byte mode with holes from the decoder's position until the first
+    /// acceptable block boundary at or after `stopAt`, or the end of the data.
+    /// `continuing` is true when marker mode already decoded up to here and the final
+    /// block of a member may just have ended.
+    private func decodeBytes(_ decoder: DeflateDecoder, window: [UInt8], stopAt: Int64, anyBoundary: Bool = false,
+                             stream: ChunkStream, continuing: Bool = false, insideBlock: Bool = false) throws -> ChunkEnd {
+        let output = window.withUnsafeBufferPointer { buffer in
+            ByteOutput(window: buffer, pieceSize: SpanDecoder.pieceSize) { piece throws(DeflateError) in
+                var piece = piece
+                if case .data(let bytes, _) = piece { piece = .data(bytes, crc: crc32Of(bytes)) }
+                guard stream.push(piece) else { throw .invalid("abandoned") }
+                return
+            }
+        }
+        let input = file.bytes
+        var first = !continuing
+        var memberEnded = continuing && !insideBlock && decoder.isFinalBlock
+        var resumeBlock = insideBlock
+        do {
+            while true {
+                if memberEnded {
+                    try output.finish()
+                    // The trailer starts at the next byte boundary after the final block.
+                    let trailer = Int((decoder.bitPosition + 7) / 8)
+                    guard trailer + GzipMemberHeader.trailerSize <= input.count else {
+                        throw GzipDataError(offset: Int64(trailer), kind: .truncated, reason: "the file ends inside a member's 8-byte trailer")
+                    }
+                    let crc = readLittleEndian32(input, at: trailer)
+                    let size = readLittleEndian32(input, at: trailer + 4)
+                    guard stream.push(.memberEnd(crc: crc, size: size, trailerOffset: Int64(trailer))) else {
+                        return ChunkEnd(bitOffset: decoder.bitPosition)
+                    }
+                    let next = trailer + GzipMemberHeader.trailerSize
+                    guard let header = try GzipMemberHeader.parse(input, at: next) else {
+                        let rest = UnsafeRawBufferPointer(rebasing: input[next...])
+                        return ChunkEnd(bitOffset: Int64(input.count) * 8,
+                                        trailingGarbage: rest.contains(where: { $0 != 0 }) ? Int64(rest.count) : 0)
+                    }
+                    decoder.seek(toBit: Int64(next + header.length) * 8)
+                    output.resetHistory()
+                    memberEnded = false
+                    first = false
+                }
+                if !first, !resumeBlock, decoder.bitPosition >= stopAt, anyBoundary || BlockFinder.acceptsBoundary(decoder) {
+                    try output.finish()
+                    return ChunkEnd(bitOffset: decoder.bitPosition)
+                }
+                first = false
+                if resumeBlock {
+                    resumeBlock = false
+                } else {
+                    try decoder.readBlockHeader()
+                }
+                while true {
+                    let progress = try decoder.decodeBytes(into: output)
+                    if case .blockEnd = progress { break }
+                    try output.flush()
+                }
+                memberEnded = decoder.isFinalBlock
+            }
+        } catch let error as DeflateError {
+            if stream.isAbandoned { return ChunkEnd(bitOffset: decoder.bitPosition) }
+            throw Self.dataError(error, decoder: decoder, inputCount: input.count)
+        }
+    }
+
+    private func readLittleEndian32(_ input: UnsafeRawBufferPointer, at offset: Int) -> UInt32 {
+        UInt32(input[offset]) | UInt32(input[offset + 1]) << 8 | UInt32(input[offset + 2]) << 16 | UInt32(input[offset + 3]) << 24
+    }
+}
+
+import CZlib
+
+/// CRC-32 of `bytes` with zlib.
+func crc32Of(_ bytes: [UInt8]) -> UInt32 {
+    bytes.withUnsafeBytes { buffer in
+        var crc: UInt = 0
+        var offset = 0
+        while offset < buffer.count {
+            let count = min(buffer.count - offset, 1 << 30)
+            crc = crc32(crc, buffer.baseAddress!.assumingMemoryBound(to: UInt8.self) + offset, UInt32(count))
+            offset += count
+        }
+        return UInt32(crc)
+    }
+}

@@ -1,0 +1,177 @@
+import Foundation
+import Testing
+@testable import ImageCore
+
+@Suite("GZIDX seek index")
+struct GzipIndexTests {
+    /// Makes an index with a window-less first point, one windowed point at a bit offset that
+    /// is not a byte boundary, and the end point.
+    private func sampleIndex() -> GzipIndex {
+        GzipIndex(compressedSize: 1000, uncompressedSize: 5000, spacing: 4096, points: [
+            GzipAccessPoint(compressedBitOffset: 10 * 8, uncompressedOffset: 0, window: nil),
+            GzipAccessPoint(compressedBitOffset: 400 * 8 + 5, uncompressedOffset: 4100, window: randomBytes(32768)),
+            GzipAccessPoint(compressedBitOffset: 1000 * 8, uncompressedOffset: 5000, window: nil),
+        ])
+    }
+
+    @Test("serialized layout")
+    func serializedLayout() throws {
+        let bytes = sampleIndex().serialized()
+        // 35 header bytes, 3 points of 18 bytes, one 32 KiB window.
+        #expect(bytes.count == 35 + 3 * 18 + 32768)
+        #expect(Array(bytes[0..<5]) == Array("GZIDX".utf8))
+        #expect(bytes[5] == 1)
+        // Bit 3205 is bit 5 of byte 400: stored as byte 401 with 3 bits taken from byte 400.
+        let second = 35 + 18
+        #expect(bytes[second] == 145)
+        #expect(bytes[second + 1] == 1)
+        #expect(bytes[second + 16] == 3)
+        #expect(bytes[second + 17] == 1)
+    }
+
+    @Test("round trip keeps every field")
+    func roundTrip() throws {
+        let index = sampleIndex()
+        let parsed = try GzipIndex(parsing: index.serialized(), path: "sample.gzidx")
+        #expect(parsed == index)
+    }
+
+    @Test("truncated index is rejected")
+    func truncated() throws {
+        let bytes = sampleIndex().serialized()
+        for length in [0, 4, 34, 35 + 17, 35 + 3 * 18 + 100, bytes.count - 1] {
+            #expect(throws: GzipIndexError.self) { try GzipIndex(parsing: Array(bytes[0..<length]), path: "cut.gzidx") }
+        }
+    }
+
+    @Test("bad magic, window size and order are rejected")
+    func invalidFields() throws {
+        var bytes = sampleIndex().serialized()
+        bytes[0] = 0x47 ^ 0xff
+        #expect(throws: GzipIndexError.self) { try GzipIndex(parsing: bytes, path: "magic.gzidx") }
+
+        bytes = sampleIndex().serialized()
+        // The window size field (offset 27, little-endian) becomes 0x4000 = 16384.
+        bytes[28] = 0x40
+        #expect(throws: GzipIndexError.self) { try GzipIndex(parsing: bytes, path: "window.gzidx") }
+
+        var unsorted = sampleIndex()
+        unsorted.points.swapAt(0, 1)
+        #expect(throws: GzipIndexError.self) { try GzipIndex(parsing: unsorted.serialized(), path: "order.gzidx") }
+
+        // A point count of 0x0fffffff needs 4.5 GiB of points, far more than the file holds.
+        var huge = sampleIndex().serialized()
+        huge[31] = 0xff
+        huge[32] = 0xff
+        huge[33] = 0xff
+        huge[34] = 0x0f
+        #expect(throws: GzipIndexError.self) { try GzipIndex(parsing: huge, path: "count.gzidx") }
+    }
+
+    @Test("built index matches the file")
+    func builtIndex() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = compressibleBytes(3 << 20)
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "text")
+        let sink = MemorySink()
+        let index = try GzipIndexBuilder.build(path: path, spacing: 256 << 10, sink: sink)
+        #expect(sink.bytes == payload)
+        #expect(index.uncompressedSize == Int64(payload.count))
+        #expect(index.compressedSize == fileSize(path))
+        // 3 MiB at one point per 256 KiB or more: between 3 and 13 points with the
+        // first and the end point.
+        #expect(index.points.count >= 3)
+        #expect(index.points.count <= 14)
+        for point in index.points where point.window != nil {
+            let offset = Int(point.uncompressedOffset)
+            #expect(point.window! == Array(payload[max(0, offset - 32768)..<offset]))
+        }
+    }
+
+    @Test("rapidgzip imports imgtool's index")
+    func rapidgzipImports() throws {
+        guard toolAvailable("rapidgzip") else { return }
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = compressibleBytes(2 << 20) + randomBytes(1 << 20) + [UInt8](repeating: 0, count: 2 << 20)
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "mixed")
+        let index = try GzipIndexBuilder.build(path: path, spacing: 512 << 10)
+        try index.write(to: scratch.file("mixed.gzidx"))
+        let result = try runProcess("rapidgzip", ["-d", "-c", "-P", "2", "--import-index", scratch.file("mixed.gzidx"), path])
+        #expect(result.status == 0)
+        #expect([UInt8](result.standardOutput) == payload)
+    }
+
+    @Test("imgtool decodes with rapidgzip's index")
+    func rapidgzipExports() throws {
+        guard toolAvailable("rapidgzip") else { return }
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = compressibleBytes(6 << 20) + [UInt8](repeating: 0, count: 3 << 20) + randomBytes(3 << 20)
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "mixed")
+        let exported = scratch.file("rapid.gzidx")
+        let result = try runProcess("rapidgzip", ["-P", "2", "--chunk-size", "512", "--export-index", exported, "-d", "-c", path])
+        #expect(result.status == 0)
+        let index = try GzipIndex(contentsOf: exported)
+        #expect(index.points.count > 3)
+        for threads in [1, 2, 4] {
+            let (output, decoded) = try parallelOutput(path, threads: threads, index: index)
+            #expect(output == payload, "threads \(threads)")
+            #expect(decoded.strategy == .index)
+        }
+    }
+
+    @Test("index command writes a usable index")
+    func indexCommand() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = compressibleBytes(1 << 20)
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "cli")
+        let imgtool = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(".build/debug/imgtool").path
+        guard FileManager.default.isExecutableFile(atPath: imgtool) else { return }
+        let first = try runProcess(imgtool, ["index", path, "--spacing", "65536"])
+        #expect(first.status == 0)
+        let index = try GzipIndex(contentsOf: path + ".gzidx")
+        #expect(index.uncompressedSize == Int64(payload.count))
+        // A second run must not replace the index: exit code 73.
+        let second = try runProcess(imgtool, ["index", path])
+        #expect(second.status == 73)
+    }
+
+    @Test("decompress writes and uses an index")
+    func decompressIndexOptions() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = compressibleBytes(1 << 20) + [UInt8](repeating: 0, count: 1 << 20)
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "image")
+        let imgtool = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(".build/debug/imgtool").path
+        guard FileManager.default.isExecutableFile(atPath: imgtool) else { return }
+
+        let index = scratch.file("image.gzidx")
+        let first = try runProcess(imgtool, ["decompress", "--progress", "none", "--index-out", index, path, scratch.file("one.raw")])
+        #expect(first.status == 0)
+        #expect(try sha256sum(scratch.file("one.raw")) == sha256sum(scratch.file("image.raw")))
+        #expect(pathExists(index))
+
+        let second = try runProcess(imgtool, ["decompress", "--progress", "none", "--threads", "2", "--index", index, path,
+                                              scratch.file("two.raw")])
+        #expect(second.status == 0)
+        #expect(try sha256sum(scratch.file("two.raw")) == sha256sum(scratch.file("image.raw")))
+
+        // An existing index path is never replaced, and no RAW file appears: exit 73.
+        let third = try runProcess(imgtool, ["decompress", "--progress", "none", "--index-out", index, path,
+                                             scratch.file("three.raw")])
+        #expect(third.status == 73)
+        #expect(!pathExists(scratch.file("three.raw")))
+
+        // An index of another file is rejected before anything is published.
+        let other = try compressFile(randomBytes(4096), with: "gzip -6", in: scratch, name: "other")
+        let fourth = try runProcess(imgtool, ["decompress", "--progress", "none", "--index", index, other,
+                                              scratch.file("four.raw")])
+        #expect(fourth.status == 2)
+        #expect(!pathExists(scratch.file("four.raw")))
+    }
+}
