@@ -3,6 +3,7 @@ the `container` lock and `legacy_jobs: false`. The jobs are `test.sleep`, a job 
 server registers with --enable-test-methods."""
 
 import json
+import os
 import time
 
 import pytest
@@ -148,6 +149,22 @@ def test_get_jobs_invalid_filter_names_it(server):
     reply = call(ws, "core.get_jobs", [["id", "like", 1]])
     assert reply["error"]["code"] == -32602
     assert reply["error"]["data"]["extra"][0][0] == "filters"
+
+
+def test_get_jobs_regex_that_backtracks_is_stopped(server):
+    # The job's description names the caller's file: "inflate aaa...a.img into x.raw".
+    # Against 40 a's, "(a+)+b" backtracks through about 2^40 ways to split them.
+    source = "a" * 40 + ".img"
+    with open(os.path.join(server.pools_root, source), "wb") as handle:
+        handle.write(b"not gzip")
+    ws = server.connect(timeout=30)
+    job_id = result(ws, "vm.decompress_gzip", source, "x.raw")
+    wait_for_state(ws, job_id, ["FAILED"])
+    started = time.monotonic()
+    reply = call(ws, "core.get_jobs", [["description", "~", "inflate (a+)+b"]])
+    assert time.monotonic() - started < 5
+    assert reply["error"]["code"] == -32602
+    assert "took longer" in reply["error"]["data"]["extra"][0][1]
 
 
 def test_abort_running_job_ends_aborted(server):

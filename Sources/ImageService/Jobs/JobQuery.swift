@@ -30,6 +30,9 @@ public struct JobQuery: Sendable {
     var orderBy: [Ordering] = []
     var select: [String]?
 
+    /// Seconds that the `~` matches of one query may take in total.
+    static let regexTimeLimit: TimeInterval = 1
+
     static let operators: Set<String> = ["=", "!=", "<", "<=", ">", ">=", "in", "nin", "^", "$", "~", "!^", "!$"]
 
     /// Parses `filters` and `options` as a call sends them; either may be null or absent.
@@ -73,7 +76,14 @@ public struct JobQuery: Sendable {
 
     /// Applies the query to `items`: the matching list, one object (`get`) or a count.
     public func apply(to items: [JSONValue]) throws(RPCError) -> JSONValue {
-        var matched = items.filter { item in filters.allSatisfy { JobQuery.matches(item, $0) } }
+        // A pattern such as `(a+)+b` backtracks exponentially in the length of the text,
+        // and job texts carry caller paths; all `~` matches of one query share this budget.
+        let deadline = Date(timeIntervalSinceNow: JobQuery.regexTimeLimit)
+        var slowPattern: String?
+        var matched = items.filter { item in filters.allSatisfy { JobQuery.matches(item, $0, deadline, &slowPattern) } }
+        if let slowPattern {
+            throw RPCError.invalidParameter("filters", "regular expression '\(slowPattern)' took longer than \(Int(JobQuery.regexTimeLimit)) s to match; give a simpler one")
+        }
         if !orderBy.isEmpty {
             matched.sort { left, right in
                 for ordering in orderBy {
@@ -157,10 +167,11 @@ public struct JobQuery: Sendable {
 
     // MARK: Matching
 
-    private static func matches(_ item: JSONValue, _ filter: Filter) -> Bool {
+    private static func matches(_ item: JSONValue, _ filter: Filter, _ deadline: Date, _ slowPattern: inout String?) -> Bool {
+        if slowPattern != nil { return false }
         switch filter {
         case .any(let alternatives):
-            return alternatives.contains { matches(item, $0) }
+            return alternatives.contains { matches(item, $0, deadline, &slowPattern) }
         case .compare(let field, let op, let expected):
             let actual = item.value(atPath: field) ?? .null
             switch op {
@@ -180,7 +191,20 @@ public struct JobQuery: Sendable {
                 guard let text = actual.stringValue, let pattern = expected.stringValue,
                       let regex = try? NSRegularExpression(pattern: pattern) else { return false }
                 let range = NSRange(text.startIndex..., in: text)
-                return regex.firstMatch(in: text, options: [.anchored], range: range) != nil
+                var found = false
+                var timedOut = false
+                // With .reportProgress the block also runs periodically during a long match.
+                regex.enumerateMatches(in: text, options: [.anchored, .reportProgress], range: range) { match, _, stop in
+                    if match != nil {
+                        found = true
+                        stop.pointee = true
+                    } else if Date() > deadline {
+                        timedOut = true
+                        stop.pointee = true
+                    }
+                }
+                if timedOut { slowPattern = pattern }
+                return found
             default: return false
             }
         }
