@@ -221,10 +221,16 @@ public final class Session: Sendable {
             }
             do {
                 let subscription = try subscribe(name)
-                state.withLock { state in
+                let replaced = state.withLock { state -> UInt64? in
                     // The client names DDP subscriptions; keep its id for `unsub`.
-                    if let token = state.subscriptions.removeValue(forKey: subscription) { state.subscriptions[id] = token }
+                    guard let token = state.subscriptions.removeValue(forKey: subscription) else { return nil }
+                    defer { state.subscriptions[id] = token }
+                    return state.subscriptions[id]
                 }
+                // A repeated id replaces its earlier subscription. Without this, the earlier
+                // observer would no longer be in the table, so neither unsub nor the
+                // connection's end would remove it.
+                if let replaced { service.jobs.removeObserver(replaced) }
                 connection.send(.object(["msg": .string("ready"), "subs": .array([.string(id)])]))
             } catch {
                 connection.send(.object(["msg": .string("nosub"), "id": .string(id), "error": error.dataObject]))
