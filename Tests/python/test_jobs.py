@@ -68,8 +68,10 @@ def test_failed_job_fills_error_fields(server):
 def test_events_added_changed_and_final(server):
     ws = server.connect()
     result(ws, "core.subscribe", "core.get_jobs")
-    job_id = result(ws, "test.sleep", 1.0)
-    events = collect_events(ws, job_id)
+    # `added` may arrive before the call's reply, and `result` skips notifications. The
+    # first job of a new server has id 1.
+    ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "test.sleep", "params": [1.0]}))
+    events = collect_events(ws, 1)
     assert events[0]["msg"] == "added"
     assert all(event["msg"] == "changed" for event in events[1:])
     assert events[-1]["fields"]["state"] == "SUCCESS"
