@@ -60,6 +60,12 @@ public final class Connection: Sendable {
         enqueue(Frame(opcode: .text, payload: message.encoded).encoded())
     }
 
+    /// Queues a text frame that is already encoded.
+    @discardableResult
+    func send(frame: [UInt8]) -> Bool {
+        enqueue(frame)
+    }
+
     /// Queues a close frame; nothing is sent after it.
     func sendClose(code: UInt16?, reason: String = "") {
         enqueue(Frame.close(code: code, reason: reason).encoded(), closing: true)

@@ -84,15 +84,17 @@ public final class Session: Sendable {
         let id = UUID().uuidString
         let kind = self.kind
         let token = service.jobs.addObserver { [connection] event in
-            let body: [String: JSONValue] = ["msg": .string(event.kind.rawValue), "collection": .string("core.get_jobs"),
-                                             "id": .integer(event.id), "fields": event.fields]
-            switch kind {
-            case .jsonRPC:
-                connection.send(.object(["jsonrpc": .string("2.0"), "method": .string("collection_update"),
-                                         "params": .object(body)]))
-            case .ddp:
-                connection.send(.object(body))
+            let frame = event.frames.frame(for: kind) {
+                let body: [String: JSONValue] = ["msg": .string(event.kind.rawValue), "collection": .string("core.get_jobs"),
+                                                 "id": .integer(event.id), "fields": event.fields]
+                switch kind {
+                case .jsonRPC:
+                    return .object(["jsonrpc": .string("2.0"), "method": .string("collection_update"), "params": .object(body)])
+                case .ddp:
+                    return .object(body)
+                }
             }
+            connection.send(frame: frame)
         }
         let ended = state.withLock { state -> Bool in
             if !state.ended { state.subscriptions[id] = token }
