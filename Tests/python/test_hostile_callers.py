@@ -223,3 +223,12 @@ def test_calls_over_limit_get_ebusy(make_server):
     time.sleep(0.2)
     reply = call(ws, "core.ping", id="fast")
     assert reply["error"]["data"]["errname"] == "EBUSY"
+
+
+def test_subscriptions_per_connection_bounded(server):
+    # Each subscription costs memory and work on every job event; a connection gets 64.
+    ws = server.connect()
+    for _ in range(64):
+        result(ws, "core.subscribe", "core.get_jobs")
+    reply = call(ws, "core.subscribe", "core.get_jobs")
+    assert reply["error"]["data"]["errname"] == "EBUSY"

@@ -42,6 +42,10 @@ public final class Session: Sendable {
 
     private let state = Mutex(State())
 
+    /// Subscriptions one connection may hold. Clients need a few; each one costs memory
+    /// and work on every job event.
+    static let maximumSubscriptions = 64
+
     init(kind: ProtocolKind, connection: Connection, service: Service) {
         self.kind = kind
         self.connection = connection
@@ -83,6 +87,10 @@ public final class Session: Sendable {
         }
         let id = UUID().uuidString
         let kind = self.kind
+        if state.withLock({ $0.subscriptions.count }) >= Session.maximumSubscriptions {
+            Log.warning("service", "connection \(connection.id): subscription to \(event) rejected: \(Session.maximumSubscriptions) already open")
+            throw RPCError.call(EBUSY, "EBUSY", "too many subscriptions on this connection (limit \(Session.maximumSubscriptions)); unsubscribe first")
+        }
         let token = service.jobs.addObserver { [connection] event in
             let frame = event.frames.frame(for: kind) {
                 let body: [String: JSONValue] = ["msg": .string(event.kind.rawValue), "collection": .string("core.get_jobs"),
