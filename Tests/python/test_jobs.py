@@ -169,6 +169,18 @@ def test_get_jobs_regex_that_backtracks_is_stopped(server):
     assert "took longer" in reply["error"]["data"]["extra"][0][1]
 
 
+def test_get_jobs_regex_compiled_once(server):
+    ws = server.connect(timeout=60)
+    for index in range(1000):
+        ws.send(json.dumps({"jsonrpc": "2.0", "id": index, "method": "test.sleep", "params": [0]}))
+        ws.recv()
+    # A 300 KB character class takes about 10 ms to compile: 10 s when compiled per job.
+    pattern = "[" + "a-z" * 100000 + "]"
+    started = time.monotonic()
+    assert result(ws, "core.get_jobs", [["description", "~", pattern]], {"count": True}) == 1000
+    assert time.monotonic() - started < 3
+
+
 def test_abort_running_job_ends_aborted(server):
     ws = server.connect()
     job_id = result(ws, "test.sleep", 30)

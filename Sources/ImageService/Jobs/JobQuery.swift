@@ -12,7 +12,8 @@ import Foundation
 
 public struct JobQuery: Sendable {
     indirect enum Filter: Sendable {
-        case compare(field: String, operator: String, value: JSONValue)
+        /// `regex` is the compiled pattern of a `~` filter, compiled once per query.
+        case compare(field: String, operator: String, value: JSONValue, regex: NSRegularExpression?)
         case any([Filter])
     }
 
@@ -130,10 +131,12 @@ public struct JobQuery: Sendable {
         if ["^", "$", "~", "!^", "!$"].contains(op), parts[2].stringValue == nil {
             throw RPCError.invalidParameter("filters", "operator '\(op)' needs a string value")
         }
-        if op == "~", let pattern = parts[2].stringValue, (try? NSRegularExpression(pattern: pattern)) == nil {
-            throw RPCError.invalidParameter("filters", "invalid regular expression '\(pattern)'")
+        var regex: NSRegularExpression?
+        if op == "~", let pattern = parts[2].stringValue {
+            regex = try? NSRegularExpression(pattern: pattern)
+            if regex == nil { throw RPCError.invalidParameter("filters", "invalid regular expression '\(pattern)'") }
         }
-        return .compare(field: field, operator: op, value: parts[2])
+        return .compare(field: field, operator: op, value: parts[2], regex: regex)
     }
 
     private static func parseOrdering(_ value: JSONValue) throws(RPCError) -> Ordering {
@@ -172,7 +175,7 @@ public struct JobQuery: Sendable {
         switch filter {
         case .any(let alternatives):
             return alternatives.contains { matches(item, $0, deadline, &slowPattern) }
-        case .compare(let field, let op, let expected):
+        case .compare(let field, let op, let expected, let regex):
             let actual = item.value(atPath: field) ?? .null
             switch op {
             case "=": return equal(actual, expected)
@@ -188,8 +191,7 @@ public struct JobQuery: Sendable {
             case "$": return actual.stringValue.map { $0.hasSuffix(expected.stringValue!) } ?? false
             case "!$": return !(actual.stringValue.map { $0.hasSuffix(expected.stringValue!) } ?? false)
             case "~":
-                guard let text = actual.stringValue, let pattern = expected.stringValue,
-                      let regex = try? NSRegularExpression(pattern: pattern) else { return false }
+                guard let text = actual.stringValue, let pattern = expected.stringValue, let regex else { return false }
                 let range = NSRange(text.startIndex..., in: text)
                 var found = false
                 var timedOut = false
