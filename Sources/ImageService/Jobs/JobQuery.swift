@@ -40,13 +40,13 @@ public struct JobQuery: Sendable {
     public init(filters: JSONValue?, options: JSONValue?) throws(RPCError) {
         if let filters, !filters.isNull {
             guard let list = filters.arrayValue else {
-                throw RPCError.invalidParameter("filters", "expected a list of [field, operator, value], got a \(filters.typeName)")
+                throw RPCError.invalidParameter("filters", "expected a list of [field, operator, value], got \(filters.typeDescription)")
             }
             self.filters = try list.map { entry throws(RPCError) in try JobQuery.parseFilter(entry) }
         }
         guard let options, !options.isNull else { return }
         guard let members = options.objectValue else {
-            throw RPCError.invalidParameter("options", "expected an object, got a \(options.typeName)")
+            throw RPCError.invalidParameter("options", "expected an object, got \(options.typeDescription)")
         }
         for (key, value) in members {
             switch key {
@@ -111,7 +111,7 @@ public struct JobQuery: Sendable {
 
     private static func parseFilter(_ entry: JSONValue) throws(RPCError) -> Filter {
         guard let parts = entry.arrayValue else {
-            throw RPCError.invalidParameter("filters", "each filter must be a list, got a \(entry.typeName)")
+            throw RPCError.invalidParameter("filters", "each filter must be a list, got \(entry.typeDescription)")
         }
         if parts.count == 2, parts[0].stringValue == "OR" {
             guard let alternatives = parts[1].arrayValue, !alternatives.isEmpty else {

@@ -344,11 +344,11 @@ struct JSONRPCRequest {
 
     init(_ message: JSONValue) throws(RPCError) {
         guard let members = message.objectValue else {
-            throw RPCError.invalidRequest("a request must be a JSON object, got a \(message.typeName)")
+            throw RPCError.invalidRequest("a request must be a JSON object, got \(message.typeDescription)")
         }
         if let id = members["id"] {
             guard JSONRPCRequest.isValidID(id) else {
-                throw RPCError.invalidRequest("'id' must be a string, a number or null, got a \(id.typeName)")
+                throw RPCError.invalidRequest("'id' must be a string, a number or null, got \(id.typeDescription)")
             }
             self.id = id
         }
@@ -366,7 +366,7 @@ struct JSONRPCRequest {
             // Structurally a valid request (JSON-RPC allows by-name params), so a
             // notification of this kind still gets no reply.
             parameters = []
-            parameterError = RPCError.invalidParameter("params", "expected an array of positional parameters, got a \(other.typeName)")
+            parameterError = RPCError.invalidParameter("params", "expected an array of positional parameters, got \(other.typeDescription)")
         }
     }
 
