@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import websocket
+
 from conftest import IMGTOOL, call, result
 
 
@@ -135,6 +137,24 @@ def test_ddp_sub_ready_added_changed(server):
     assert kinds[0] == "added"
     assert messages[-1]["collection"] == "core.get_jobs"
     assert {"msg": "result", "id": "m", "result": 1} in messages
+
+
+def test_ddp_sub_repeated_id_then_unsub(server):
+    ws = server.connect("/websocket")
+    ddp(ws, {"msg": "connect", "version": "1", "support": ["1"]})
+    ddp(ws, {"msg": "sub", "id": "s1", "name": "core.get_jobs"})
+    ddp(ws, {"msg": "sub", "id": "s1", "name": "core.get_jobs"})
+    assert ddp(ws, {"msg": "unsub", "id": "s1"}) == {"msg": "nosub", "id": "s1"}
+    ws.send(json.dumps({"msg": "method", "id": "m", "method": "test.sleep", "params": [0]}))
+    # The job ends at once; collect what arrives within a second after it starts.
+    ws.settimeout(1)
+    kinds = []
+    try:
+        while True:
+            kinds.append(json.loads(ws.recv())["msg"])
+    except websocket.WebSocketTimeoutException:
+        pass
+    assert kinds == ["result"]
 
 
 def test_ddp_ping_pong(server):

@@ -43,6 +43,12 @@ def test_call_error_names_method_and_reason(server):
     assert "outside the pools root" in completed.stderr
 
 
+def test_call_validation_error_names_errno_once(server):
+    # A validation reason already starts with "[EINVAL]", as the middleware's do.
+    completed = imgtool_call(server, "vm.raw_resize", "/etc/passwd", "1")
+    assert completed.stderr.count("[EINVAL]") == 1
+
+
 def test_tcp_with_api_key(server):
     key = server.create_api_key()
     url = f"ws://127.0.0.1:{server.port}/api/current"

@@ -126,6 +126,32 @@ def test_oversized_http_head_rejected(server):
     assert sock.recv(100).startswith(b"HTTP/1.1 431")
 
 
+def test_slow_http_head_is_dropped(server):
+    # One byte every 2 s never trips a per-receive timeout; the head as a whole has 10 s.
+    sock = server.unix_socket()
+    sock.sendall(b"GET /api/current HTTP/1.1\r\n")
+    started = time.monotonic()
+    closed = False
+    while time.monotonic() - started < 20:
+        try:
+            sock.sendall(b"X")
+        except OSError:
+            closed = True
+            break
+        sock.settimeout(2)
+        try:
+            if sock.recv(100) == b"":
+                closed = True
+                break
+        except socket.timeout:
+            pass
+        except OSError:
+            closed = True
+            break
+    assert closed
+    assert time.monotonic() - started < 14
+
+
 def test_unknown_endpoint_gets_404(server):
     sock = server.unix_socket()
     sock.sendall(b"GET /nope HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -196,4 +222,13 @@ def test_calls_over_limit_get_ebusy(make_server):
     ws.send(json.dumps({"jsonrpc": "2.0", "id": "slow", "method": "test.sleep", "params": [2]}))
     time.sleep(0.2)
     reply = call(ws, "core.ping", id="fast")
+    assert reply["error"]["data"]["errname"] == "EBUSY"
+
+
+def test_subscriptions_per_connection_bounded(server):
+    # Each subscription costs memory and work on every job event; a connection gets 64.
+    ws = server.connect()
+    for _ in range(64):
+        result(ws, "core.subscribe", "core.get_jobs")
+    reply = call(ws, "core.subscribe", "core.get_jobs")
     assert reply["error"]["data"]["errname"] == "EBUSY"

@@ -73,3 +73,24 @@ def test_hundred_connections_during_inflation(server):
     assert server.memory_kib() - memory_before < 64 * 1024
     for ws in connections:
         ws.close()
+
+
+def test_idle_subscribers_keep_events_prompt(server):
+    # 20 subscribers that never read, while 2000 short jobs produce about 6000 events.
+    idle = [server.connect(timeout=60) for _ in range(20)]
+    for ws in idle:
+        result(ws, "core.subscribe", "core.get_jobs")
+    worker = server.connect(timeout=60)
+    for index in range(2000):
+        worker.send(json.dumps({"jsonrpc": "2.0", "id": index, "method": "test.sleep", "params": [0]}))
+        worker.recv()
+
+    # A new job's `added` event must not wait behind a backlog of older events.
+    watcher = server.connect(timeout=60)
+    result(watcher, "core.subscribe", "core.get_jobs")
+    started = time.monotonic()
+    watcher.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "test.sleep", "params": [0]}))
+    while json.loads(watcher.recv()).get("method") != "collection_update":
+        pass
+    assert time.monotonic() - started < 1
+    assert server.memory_kib() < 200 * 1024

@@ -70,6 +70,14 @@ def test_params_object_gets_invalid_params(ws):
     assert reply["error"]["code"] == -32602
 
 
+def test_validation_messages_name_types_in_english(ws):
+    # auth.* runs before login, so the TCP case needs no key.
+    reply = call(ws, "auth.login_with_api_key", {"key": "x"})
+    assert reply["error"]["data"]["extra"][0][1] == "expected a string, got an object"
+    reply = call(ws, "auth.login_with_api_key", "x", 2)
+    assert reply["error"]["data"]["extra"][0][1] == "expected at most 1 parameter, got 2"
+
+
 def test_unknown_method_gets_method_not_found(ws):
     reply = call(ws, "no.such_method")
     assert reply["error"]["code"] == -32601

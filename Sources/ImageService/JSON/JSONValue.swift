@@ -78,6 +78,15 @@ public enum JSONValue: Sendable, Equatable, Hashable {
         return current
     }
 
+    /// The JSON type's name with its article, for messages: "a string", "an object", "null".
+    public var typeDescription: String {
+        switch self {
+        case .null: return "null"
+        case .array, .object: return "an \(typeName)"
+        default: return "a \(typeName)"
+        }
+    }
+
     /// The JSON type's name, for validation messages.
     public var typeName: String {
         switch self {

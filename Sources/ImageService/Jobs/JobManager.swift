@@ -29,6 +29,23 @@ public struct JobEvent: Sendable {
     public var id: Int64
     /// The whole job object: events carry full objects, so a client never merges fields.
     public var fields: JSONValue
+    /// The event's frame per protocol, encoded by the first subscriber that needs it.
+    let frames = EncodedFrames()
+}
+
+/// Frames encoded once and then shared: with many subscribers, encoding each event
+/// once per subscriber made event delivery fall behind, and the undelivered events piled
+/// up in memory without bound.
+final class EncodedFrames: Sendable {
+    private let frames = Mutex<[Session.ProtocolKind: [UInt8]]>([:])
+
+    /// Returns the frame for `kind`, encoding `message()` on first use.
+    func frame(for kind: Session.ProtocolKind, _ message: () -> JSONValue) -> [UInt8] {
+        if let frame = frames.withLock({ $0[kind] }) { return frame }
+        let frame = Frame(opcode: .text, payload: message().encoded).encoded()
+        frames.withLock { $0[kind] = frame }
+        return frame
+    }
 }
 
 /// The code a job runs; its return value becomes the job's `result`.

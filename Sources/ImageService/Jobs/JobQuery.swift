@@ -12,7 +12,8 @@ import Foundation
 
 public struct JobQuery: Sendable {
     indirect enum Filter: Sendable {
-        case compare(field: String, operator: String, value: JSONValue)
+        /// `regex` is the compiled pattern of a `~` filter, compiled once per query.
+        case compare(field: String, operator: String, value: JSONValue, regex: NSRegularExpression?)
         case any([Filter])
     }
 
@@ -30,19 +31,22 @@ public struct JobQuery: Sendable {
     var orderBy: [Ordering] = []
     var select: [String]?
 
+    /// Seconds that the `~` matches of one query may take in total.
+    static let regexTimeLimit: TimeInterval = 1
+
     static let operators: Set<String> = ["=", "!=", "<", "<=", ">", ">=", "in", "nin", "^", "$", "~", "!^", "!$"]
 
     /// Parses `filters` and `options` as a call sends them; either may be null or absent.
     public init(filters: JSONValue?, options: JSONValue?) throws(RPCError) {
         if let filters, !filters.isNull {
             guard let list = filters.arrayValue else {
-                throw RPCError.invalidParameter("filters", "expected a list of [field, operator, value], got a \(filters.typeName)")
+                throw RPCError.invalidParameter("filters", "expected a list of [field, operator, value], got \(filters.typeDescription)")
             }
             self.filters = try list.map { entry throws(RPCError) in try JobQuery.parseFilter(entry) }
         }
         guard let options, !options.isNull else { return }
         guard let members = options.objectValue else {
-            throw RPCError.invalidParameter("options", "expected an object, got a \(options.typeName)")
+            throw RPCError.invalidParameter("options", "expected an object, got \(options.typeDescription)")
         }
         for (key, value) in members {
             switch key {
@@ -73,7 +77,14 @@ public struct JobQuery: Sendable {
 
     /// Applies the query to `items`: the matching list, one object (`get`) or a count.
     public func apply(to items: [JSONValue]) throws(RPCError) -> JSONValue {
-        var matched = items.filter { item in filters.allSatisfy { JobQuery.matches(item, $0) } }
+        // A pattern such as `(a+)+b` backtracks exponentially in the length of the text,
+        // and job texts carry caller paths; all `~` matches of one query share this budget.
+        let deadline = Date(timeIntervalSinceNow: JobQuery.regexTimeLimit)
+        var slowPattern: String?
+        var matched = items.filter { item in filters.allSatisfy { JobQuery.matches(item, $0, deadline, &slowPattern) } }
+        if let slowPattern {
+            throw RPCError.invalidParameter("filters", "regular expression '\(slowPattern)' took longer than \(Int(JobQuery.regexTimeLimit)) s to match; give a simpler one")
+        }
         if !orderBy.isEmpty {
             matched.sort { left, right in
                 for ordering in orderBy {
@@ -100,7 +111,7 @@ public struct JobQuery: Sendable {
 
     private static func parseFilter(_ entry: JSONValue) throws(RPCError) -> Filter {
         guard let parts = entry.arrayValue else {
-            throw RPCError.invalidParameter("filters", "each filter must be a list, got a \(entry.typeName)")
+            throw RPCError.invalidParameter("filters", "each filter must be a list, got \(entry.typeDescription)")
         }
         if parts.count == 2, parts[0].stringValue == "OR" {
             guard let alternatives = parts[1].arrayValue, !alternatives.isEmpty else {
@@ -120,10 +131,12 @@ public struct JobQuery: Sendable {
         if ["^", "$", "~", "!^", "!$"].contains(op), parts[2].stringValue == nil {
             throw RPCError.invalidParameter("filters", "operator '\(op)' needs a string value")
         }
-        if op == "~", let pattern = parts[2].stringValue, (try? NSRegularExpression(pattern: pattern)) == nil {
-            throw RPCError.invalidParameter("filters", "invalid regular expression '\(pattern)'")
+        var regex: NSRegularExpression?
+        if op == "~", let pattern = parts[2].stringValue {
+            regex = try? NSRegularExpression(pattern: pattern)
+            if regex == nil { throw RPCError.invalidParameter("filters", "invalid regular expression '\(pattern)'") }
         }
-        return .compare(field: field, operator: op, value: parts[2])
+        return .compare(field: field, operator: op, value: parts[2], regex: regex)
     }
 
     private static func parseOrdering(_ value: JSONValue) throws(RPCError) -> Ordering {
@@ -157,11 +170,12 @@ public struct JobQuery: Sendable {
 
     // MARK: Matching
 
-    private static func matches(_ item: JSONValue, _ filter: Filter) -> Bool {
+    private static func matches(_ item: JSONValue, _ filter: Filter, _ deadline: Date, _ slowPattern: inout String?) -> Bool {
+        if slowPattern != nil { return false }
         switch filter {
         case .any(let alternatives):
-            return alternatives.contains { matches(item, $0) }
-        case .compare(let field, let op, let expected):
+            return alternatives.contains { matches(item, $0, deadline, &slowPattern) }
+        case .compare(let field, let op, let expected, let regex):
             let actual = item.value(atPath: field) ?? .null
             switch op {
             case "=": return equal(actual, expected)
@@ -177,10 +191,22 @@ public struct JobQuery: Sendable {
             case "$": return actual.stringValue.map { $0.hasSuffix(expected.stringValue!) } ?? false
             case "!$": return !(actual.stringValue.map { $0.hasSuffix(expected.stringValue!) } ?? false)
             case "~":
-                guard let text = actual.stringValue, let pattern = expected.stringValue,
-                      let regex = try? NSRegularExpression(pattern: pattern) else { return false }
+                guard let text = actual.stringValue, let pattern = expected.stringValue, let regex else { return false }
                 let range = NSRange(text.startIndex..., in: text)
-                return regex.firstMatch(in: text, options: [.anchored], range: range) != nil
+                var found = false
+                var timedOut = false
+                // With .reportProgress the block also runs periodically during a long match.
+                regex.enumerateMatches(in: text, options: [.anchored, .reportProgress], range: range) { match, _, stop in
+                    if match != nil {
+                        found = true
+                        stop.pointee = true
+                    } else if Date() > deadline {
+                        timedOut = true
+                        stop.pointee = true
+                    }
+                }
+                if timedOut { slowPattern = pattern }
+                return found
             default: return false
             }
         }

@@ -124,7 +124,7 @@ struct GuestRequest {
         case .string(let text)?: sizeText = text
         case .number(let text)?: sizeText = text
         case nil, .null?: sizeText = ""
-        case let other?: throw RPCError.invalidParameter("size", "expected a string or a number, got a \(other.typeName)")
+        case let other?: throw RPCError.invalidParameter("size", "expected a string or a number, got \(other.typeDescription)")
         }
         if needsSize {
             do {

@@ -49,14 +49,14 @@ public struct Parameters: Sendable {
     /// Rejects calls with more than `count` parameters.
     public func expectAtMost(_ count: Int) throws(RPCError) {
         if values.count > count {
-            throw RPCError.invalidParameter(method, "expected at most \(count) parameters, got \(values.count)")
+            throw RPCError.invalidParameter(method, "expected at most \(count) parameter\(count == 1 ? "" : "s"), got \(values.count)")
         }
     }
 
     public func string(_ index: Int, _ name: String) throws(RPCError) -> String {
         guard let value = self[index] else { throw RPCError.invalidParameter(name, "missing; expected a string") }
         guard let text = value.stringValue else {
-            throw RPCError.invalidParameter(name, "expected a string, got a \(value.typeName)")
+            throw RPCError.invalidParameter(name, "expected a string, got \(value.typeDescription)")
         }
         return text
     }
@@ -64,7 +64,7 @@ public struct Parameters: Sendable {
     public func optionalString(_ index: Int, _ name: String) throws(RPCError) -> String? {
         guard let value = self[index], !value.isNull else { return nil }
         guard let text = value.stringValue else {
-            throw RPCError.invalidParameter(name, "expected a string or null, got a \(value.typeName)")
+            throw RPCError.invalidParameter(name, "expected a string or null, got \(value.typeDescription)")
         }
         return text
     }
@@ -72,7 +72,7 @@ public struct Parameters: Sendable {
     public func integer(_ index: Int, _ name: String) throws(RPCError) -> Int64 {
         guard let value = self[index] else { throw RPCError.invalidParameter(name, "missing; expected an integer") }
         guard let number = value.int64Value else {
-            throw RPCError.invalidParameter(name, "expected an integer, got \(value.typeName == "number" ? value.description : "a " + value.typeName)")
+            throw RPCError.invalidParameter(name, "expected an integer, got \(value.typeName == "number" ? value.description : value.typeDescription)")
         }
         return number
     }
@@ -80,7 +80,7 @@ public struct Parameters: Sendable {
     public func optionalBool(_ index: Int, _ name: String, default fallback: Bool) throws(RPCError) -> Bool {
         guard let value = self[index], !value.isNull else { return fallback }
         guard let flag = value.boolValue else {
-            throw RPCError.invalidParameter(name, "expected true or false, got a \(value.typeName)")
+            throw RPCError.invalidParameter(name, "expected true or false, got \(value.typeDescription)")
         }
         return flag
     }

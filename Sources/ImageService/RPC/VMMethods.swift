@@ -53,7 +53,7 @@ enum VMMethods {
             case .string(let text)?: sizeText = text
             case .number(let text)?: sizeText = text
             case nil, .null?: sizeText = ""
-            case let other?: throw RPCError.invalidParameter("size", "expected a string or a number, got a \(other.typeName)")
+            case let other?: throw RPCError.invalidParameter("size", "expected a string or a number, got \(other.typeDescription)")
             }
             // "0", an empty string or no size keeps the current size, as the NAS UI expects.
             guard let size = try DiskSize.parseResizeRequest(sizeText) else { return .value(.bool(true)) }

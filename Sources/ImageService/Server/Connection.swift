@@ -60,6 +60,12 @@ public final class Connection: Sendable {
         enqueue(Frame(opcode: .text, payload: message.encoded).encoded())
     }
 
+    /// Queues a text frame that is already encoded.
+    @discardableResult
+    func send(frame: [UInt8]) -> Bool {
+        enqueue(frame)
+    }
+
     /// Queues a close frame; nothing is sent after it.
     func sendClose(code: UInt16?, reason: String = "") {
         enqueue(Frame.close(code: code, reason: reason).encoded(), closing: true)
@@ -195,9 +201,7 @@ public final class Connection: Sendable {
     }
 
     private func performHandshake(_ reader: inout SocketReader) throws -> Session.ProtocolKind {
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(socket.descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let text = try reader.readHTTPHead(limit: Handshake.maximumHeadBytes)
+        let text = try reader.readHTTPHead(limit: Handshake.maximumHeadBytes, timeLimit: Handshake.headTimeLimit)
         guard let request = HTTPRequestHead.parse(text) else {
             throw HandshakeError(status: 400, reason: "malformed HTTP request")
         }
@@ -209,7 +213,7 @@ public final class Connection: Sendable {
         }
         let key = try Handshake.validate(request)
         try socket.sendAll(Array(Handshake.switchingProtocols(key: key).utf8))
-        timeout = timeval(tv_sec: 0, tv_usec: 0)
+        var timeout = timeval(tv_sec: 0, tv_usec: 0)
         setsockopt(socket.descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         return kind
     }

@@ -42,6 +42,10 @@ public final class Session: Sendable {
 
     private let state = Mutex(State())
 
+    /// Subscriptions one connection may hold. Clients need a few; each one costs memory
+    /// and work on every job event.
+    static let maximumSubscriptions = 64
+
     init(kind: ProtocolKind, connection: Connection, service: Service) {
         self.kind = kind
         self.connection = connection
@@ -83,16 +87,22 @@ public final class Session: Sendable {
         }
         let id = UUID().uuidString
         let kind = self.kind
+        if state.withLock({ $0.subscriptions.count }) >= Session.maximumSubscriptions {
+            Log.warning("service", "connection \(connection.id): subscription to \(event) rejected: \(Session.maximumSubscriptions) already open")
+            throw RPCError.call(EBUSY, "EBUSY", "too many subscriptions on this connection (limit \(Session.maximumSubscriptions)); unsubscribe first")
+        }
         let token = service.jobs.addObserver { [connection] event in
-            let body: [String: JSONValue] = ["msg": .string(event.kind.rawValue), "collection": .string("core.get_jobs"),
-                                             "id": .integer(event.id), "fields": event.fields]
-            switch kind {
-            case .jsonRPC:
-                connection.send(.object(["jsonrpc": .string("2.0"), "method": .string("collection_update"),
-                                         "params": .object(body)]))
-            case .ddp:
-                connection.send(.object(body))
+            let frame = event.frames.frame(for: kind) {
+                let body: [String: JSONValue] = ["msg": .string(event.kind.rawValue), "collection": .string("core.get_jobs"),
+                                                 "id": .integer(event.id), "fields": event.fields]
+                switch kind {
+                case .jsonRPC:
+                    return .object(["jsonrpc": .string("2.0"), "method": .string("collection_update"), "params": .object(body)])
+                case .ddp:
+                    return .object(body)
+                }
             }
+            connection.send(frame: frame)
         }
         let ended = state.withLock { state -> Bool in
             if !state.ended { state.subscriptions[id] = token }
@@ -221,10 +231,16 @@ public final class Session: Sendable {
             }
             do {
                 let subscription = try subscribe(name)
-                state.withLock { state in
+                let replaced = state.withLock { state -> UInt64? in
                     // The client names DDP subscriptions; keep its id for `unsub`.
-                    if let token = state.subscriptions.removeValue(forKey: subscription) { state.subscriptions[id] = token }
+                    guard let token = state.subscriptions.removeValue(forKey: subscription) else { return nil }
+                    defer { state.subscriptions[id] = token }
+                    return state.subscriptions[id]
                 }
+                // A repeated id replaces its earlier subscription. Without this, the earlier
+                // observer would no longer be in the table, so neither unsub nor the
+                // connection's end would remove it.
+                if let replaced { service.jobs.removeObserver(replaced) }
                 connection.send(.object(["msg": .string("ready"), "subs": .array([.string(id)])]))
             } catch {
                 connection.send(.object(["msg": .string("nosub"), "id": .string(id), "error": error.dataObject]))
@@ -328,11 +344,11 @@ struct JSONRPCRequest {
 
     init(_ message: JSONValue) throws(RPCError) {
         guard let members = message.objectValue else {
-            throw RPCError.invalidRequest("a request must be a JSON object, got a \(message.typeName)")
+            throw RPCError.invalidRequest("a request must be a JSON object, got \(message.typeDescription)")
         }
         if let id = members["id"] {
             guard JSONRPCRequest.isValidID(id) else {
-                throw RPCError.invalidRequest("'id' must be a string, a number or null, got a \(id.typeName)")
+                throw RPCError.invalidRequest("'id' must be a string, a number or null, got \(id.typeDescription)")
             }
             self.id = id
         }
@@ -350,7 +366,7 @@ struct JSONRPCRequest {
             // Structurally a valid request (JSON-RPC allows by-name params), so a
             // notification of this kind still gets no reply.
             parameters = []
-            parameterError = RPCError.invalidParameter("params", "expected an array of positional parameters, got a \(other.typeName)")
+            parameterError = RPCError.invalidParameter("params", "expected an array of positional parameters, got \(other.typeDescription)")
         }
     }
 

@@ -91,6 +91,13 @@ public final class Socket: Sendable {
         _ = setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
     }
 
+    /// Sets SO_RCVTIMEO: a receive that gets no byte for `duration` fails with EAGAIN.
+    public func setReceiveTimeout(_ duration: Duration) {
+        let microseconds = max(duration.components.attoseconds / 1_000_000_000_000, 1)
+        var value = timeval(tv_sec: Int(duration.components.seconds), tv_usec: Int(microseconds))
+        _ = setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
+    }
+
     /// Reads the peer's credentials (SO_PEERCRED); returns nil on sockets other than Unix ones.
     public func peerCredentials() -> PeerCredentials? {
         var credentials = imgtool_peer_credentials()
@@ -343,8 +350,11 @@ public struct SocketReader: ByteSource {
     }
 
     /// Reads up to and including the blank line that ends an HTTP head; returns the head
-    /// without it. Throws `HandshakeError` 431 past `limit` bytes.
-    public mutating func readHTTPHead(limit: Int) throws -> String {
+    /// without it. Throws `HandshakeError` 431 past `limit` bytes, and 408 when the head
+    /// is not complete `timeLimit` after the call, however slowly its bytes trickle in.
+    /// A time limit leaves SO_RCVTIMEO set, so the caller resets it.
+    public mutating func readHTTPHead(limit: Int, timeLimit: Duration? = nil) throws -> String {
+        let deadline = timeLimit.map { ContinuousClock.now + $0 }
         let terminator: [UInt8] = [13, 10, 13, 10]
         var searched = start
         while true {
@@ -365,6 +375,13 @@ public struct SocketReader: ByteSource {
                 searched = buffer.count
             }
             if available > limit { throw HandshakeError(status: 431, reason: "request head longer than \(limit) bytes") }
+            if let deadline, let timeLimit {
+                let remaining = deadline - ContinuousClock.now
+                guard remaining > .zero else {
+                    throw HandshakeError(status: 408, reason: "request head not complete after \(timeLimit.components.seconds) s")
+                }
+                socket.setReceiveTimeout(remaining)
+            }
             try fill()
         }
     }

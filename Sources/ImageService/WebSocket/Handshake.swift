@@ -62,6 +62,8 @@ public struct HandshakeError: Error, CustomStringConvertible, Sendable {
 public enum Handshake {
     /// The largest request head the server reads before it answers 431.
     public static let maximumHeadBytes = 16 * 1024
+    /// The time a client has to send its whole request head.
+    public static let headTimeLimit: Duration = .seconds(10)
 
     /// Computes Sec-WebSocket-Accept for a client's Sec-WebSocket-Key.
     public static func acceptValue(forKey key: String) -> String {
@@ -101,7 +103,7 @@ public enum Handshake {
 
     /// A short plain-text error response that closes the connection.
     public static func errorResponse(status: Int, reason: String) -> String {
-        let phrases = [400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 426: "Upgrade Required",
+        let phrases = [400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 426: "Upgrade Required",
                        431: "Request Header Fields Too Large", 503: "Service Unavailable"]
         let body = reason + "\n"
         var response = "HTTP/1.1 \(status) \(phrases[status] ?? "Error")\r\nContent-Type: text/plain; charset=utf-8\r\n"

@@ -45,7 +45,10 @@ enum CallCommand: Command {
             printResult(try client.call(method, Array(parameters)))
             return 0
         } catch let error as RPCError {
-            throw RPCClientError(message: "\(method) failed: [\(error.errname)] \(error.reason)")
+            // Validation reasons already start with the errno name, as the middleware's do.
+            let prefix = "[\(error.errname)]"
+            let reason = error.reason.hasPrefix(prefix) ? error.reason : "\(prefix) \(error.reason)"
+            throw RPCClientError(message: "\(method) failed: \(reason)")
         }
     }
 
