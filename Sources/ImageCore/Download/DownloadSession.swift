@@ -78,7 +78,11 @@ final class DownloadSession: CurlTransferDelegate {
         self.cancellation = cancellation
         self.reporter = ProgressReporter(step: "download", handler: progress)
         do {
-            part = try FileDescriptor.open(paths.part, flags: O_RDWR | O_CREAT, mode: 0o644)
+            // O_NOFOLLOW: a symbolic link at NAME.part would make the truncation and the
+            // writes land in whatever file it points to.
+            part = try FileDescriptor.open(paths.part, flags: O_RDWR | O_CREAT | O_NOFOLLOW, mode: 0o644)
+        } catch let error where error == .tooManyLinks {
+            throw TargetExistsError(path: paths.part, kind: "symbolic link")
         } catch {
             throw SystemError("open", path: paths.part, errno: error, remedy: SystemError.defaultRemedy(for: error))
         }
