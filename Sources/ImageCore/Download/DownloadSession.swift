@@ -30,6 +30,8 @@ final class DownloadSession: CurlTransferDelegate {
     }
 
     private let url: String
+    /// `url` without its password, for messages and logs.
+    private let shownURL: String
     private let expected: SHA256Digest
     private let paths: DownloadPaths
     private let options: DownloadOptions
@@ -71,6 +73,7 @@ final class DownloadSession: CurlTransferDelegate {
     init(url: String, expected: SHA256Digest, paths: DownloadPaths, options: DownloadOptions, force: Bool,
          progress: ProgressHandler?, observer: DownloadObserver?, cancellation: CancellationToken) throws {
         self.url = url
+        self.shownURL = redactingPassword(in: url)
         self.expected = expected
         self.paths = paths
         self.options = options
@@ -122,18 +125,18 @@ final class DownloadSession: CurlTransferDelegate {
         }
         guard keep, let saved else {
             if size > 0 {
-                Log.info("download", "discarding '\(paths.part)' (\(size) bytes): it is not a partial download of \(url) with SHA-256 \(expected.hex)")
+                Log.info("download", "discarding '\(paths.part)' (\(size) bytes): it is not a partial download of \(shownURL) with SHA-256 \(expected.hex)")
             }
             try truncatePart()
             return
         }
         state = saved
-        try cancellation.check("download of \(url)")
+        try cancellation.check("download of \(shownURL)")
         try hasher.update(file: part, path: paths.part, length: size, cancellation: cancellation)
         partLength = size
         resumedFrom = size
         reporter.measureRate(from: size)
-        Log.info("download", "resuming \(url) at byte \(size) from '\(paths.part)'")
+        Log.info("download", "resuming \(shownURL) at byte \(size) from '\(paths.part)'")
     }
 
     // MARK: The attempt loop
@@ -143,7 +146,7 @@ final class DownloadSession: CurlTransferDelegate {
         var failures = 0
         var checksumRetried = false
         while true {
-            try cancellation.check("download of \(url)")
+            try cancellation.check("download of \(shownURL)")
             let outcome = attempt()
             switch outcome {
             case .complete:
@@ -172,7 +175,7 @@ final class DownloadSession: CurlTransferDelegate {
                 }
             case .retry(let failure):
                 failures += 1
-                Log.warning("download", "attempt \(attempts) for \(url) failed at byte \(partLength): \(failure.reason)")
+                Log.warning("download", "attempt \(attempts) for \(shownURL) failed at byte \(partLength): \(failure.reason)")
                 guard failure.retryable, failures <= options.retries else {
                     throw DownloadNetworkError(url: url, reason: failure.reason, attempts: attempts, remedy: failure.remedy)
                 }
@@ -210,7 +213,7 @@ final class DownloadSession: CurlTransferDelegate {
             return .fail(SystemError("write", path: paths.part, errno: error))
         }
 
-        if cancellation.isCancelled { return .fail(CancelledError("download of \(url)")) }
+        if cancellation.isCancelled { return .fail(CancelledError("download of \(shownURL)")) }
         if let outcome { return outcome }
         if !transfer.hasStartedBody, result.isSuccess {
             // An empty body: decide from the headers alone (an empty file, or a 416).
@@ -288,7 +291,7 @@ final class DownloadSession: CurlTransferDelegate {
             case 416:
                 if let header = response["content-range"], let range = ContentRange(header), range.first == nil,
                    range.total == partLength, partLength > 0 {
-                    Log.info("download", "\(url): the server reports the \(partLength) bytes on disk are the whole file")
+                    Log.info("download", "\(shownURL): the server reports the \(partLength) bytes on disk are the whole file")
                     return .complete
                 }
                 try discardPartial(reason: "HTTP 416 with Content-Range \(response["content-range"] ?? "none") does not match the \(partLength) bytes on disk")
@@ -298,7 +301,7 @@ final class DownloadSession: CurlTransferDelegate {
                 if (400..<500).contains(status), !Downloader.isRetryable(status: status), requestedFrom > 0,
                    !finalURLRejected, transfer.url != url {
                     finalURLRejected = true
-                    return .retry(AttemptFailure(reason: "resuming at \(transfer.url) failed with HTTP \(status); trying \(url) again",
+                    return .retry(AttemptFailure(reason: "resuming at \(redactingPassword(in: transfer.url)) failed with HTTP \(status); trying \(shownURL) again",
                                                  retryable: true))
                 }
                 if Downloader.isRetryable(status: status) {
@@ -350,7 +353,7 @@ final class DownloadSession: CurlTransferDelegate {
 
     /// Truncates the partial file to zero, removes its state file and notifies the observer.
     private func discardPartial(reason: String) throws {
-        Log.info("download", "restarting \(url) from zero: \(reason)")
+        Log.info("download", "restarting \(shownURL) from zero: \(reason)")
         try truncatePart()
         unlink(paths.state)
         state = nil
@@ -371,7 +374,7 @@ final class DownloadSession: CurlTransferDelegate {
 
     /// Cuts the partial file back to `offset`, where a 206 starts, and rehashes the prefix.
     private func rewind(to offset: Int64) throws {
-        Log.info("download", "\(url): the server resumes at byte \(offset), before the \(partLength) bytes on disk")
+        Log.info("download", "\(shownURL): the server resumes at byte \(offset), before the \(partLength) bytes on disk")
         do {
             try part.truncate(to: offset)
         } catch {

@@ -189,7 +189,7 @@ public final class Downloader: Sendable {
     static func validate(url: String, argument: String) throws {
         guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), ["http", "https"].contains(scheme),
               parsed.host?.isEmpty == false else {
-            throw InvalidArgumentError(argument: argument, value: url, reason: "not an http or https URL with a host",
+            throw InvalidArgumentError(argument: argument, value: redactingPassword(in: url), reason: "not an http or https URL with a host",
                                        remedy: "give a URL such as https://example.org/image.img.gz")
         }
     }
@@ -256,7 +256,7 @@ public final class Downloader: Sendable {
             let collector = MemoryCollector(limit: 4 << 20, stallTimeout: options.stallTimeout, cancellation: cancellation)
             let transfer = CurlTransfer(url: url, requestHeaders: [], connectTimeout: options.connectTimeout, delegate: collector)
             let result = transfer.perform()
-            try cancellation.check("download of \(url)")
+            try cancellation.check("download of \(redactingPassword(in: url))")
             let status = transfer.responseCode
             var failure: AttemptFailure
             if collector.tooLarge {
@@ -328,14 +328,14 @@ public final class Downloader: Sendable {
         let exponent = Double(min(failures - 1, 30))
         let capped = min(options.retryDelay.seconds * pow(2, exponent), options.maximumRetryDelay.seconds)
         let delay = capped * Double.random(in: 0.5...1)
-        Log.info("download", "retrying \(url) in \(String(format: "%.2f", delay)) s (retry \(failures) of \(options.retries))")
+        Log.info("download", "retrying \(redactingPassword(in: url)) in \(String(format: "%.2f", delay)) s (retry \(failures) of \(options.retries))")
         let deadline = ContinuousClock.now + .milliseconds(Int64(delay * 1000))
         while ContinuousClock.now < deadline {
-            try cancellation.check("download of \(url)")
+            try cancellation.check("download of \(redactingPassword(in: url))")
             let left = deadline - ContinuousClock.now
             Thread.sleep(forTimeInterval: min(0.05, max(0, left.seconds)))
         }
-        try cancellation.check("download of \(url)")
+        try cancellation.check("download of \(redactingPassword(in: url))")
     }
 }
 

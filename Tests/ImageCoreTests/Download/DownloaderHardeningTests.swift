@@ -25,4 +25,32 @@ import Testing
         #expect(try String(contentsOfFile: other, encoding: .utf8) == "keep me")
         #expect(!pathExists(destination))
     }
+
+    @Test func passwordInURLIsNeverPrinted() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        let base = fixture.server.url("").replacingOccurrences(of: "http://", with: "http://bob:s3cretPW@")
+        // One dropped connection (a logged retry), then a 404 (an error message).
+        let dropped = try runProcess(imgtoolExecutable(), [
+            "fetch", base + "f.bin?drop_after=100000&drop_times=1", "--sha256", digest.hex,
+            "--output", "\(fixture.out)/f.bin", "--progress", "none"])
+        let missing = try runProcess(imgtoolExecutable(), [
+            "fetch", base + "missing.bin", "--sha256", digest.hex, "--output", "\(fixture.out)/missing.bin",
+            "--progress", "none"])
+
+        #expect(dropped.status == 0)
+        #expect(dropped.standardError.contains("bob:***@127.0.0.1"))
+        #expect(!dropped.standardError.contains("s3cretPW"))
+        #expect(missing.status == 3)
+        #expect(missing.standardError.contains("bob:***@127.0.0.1"))
+        #expect(!missing.standardError.contains("s3cretPW"))
+    }
+
+    @Test func redactingPasswordKeepsUserAndPath() {
+        #expect(redactingPassword(in: "https://u:p@x.org/a@b?c=d@e") == "https://u:***@x.org/a@b?c=d@e")
+        #expect(redactingPassword(in: "https://u@x.org/a:b@c") == "https://u@x.org/a:b@c")
+        #expect(redactingPassword(in: "https://x.org:8080/a") == "https://x.org:8080/a")
+        #expect(redactingPassword(in: "https://u:p:q@r@x.org/") == "https://u:***@x.org/")
+    }
 }
