@@ -78,9 +78,9 @@ public struct ChecksumFile: Sendable {
             escaped = true
             line = line.dropFirst()
         }
-        guard line.utf8.count > 65 else { return nil }
-        let hexEnd = line.index(line.startIndex, offsetBy: 64)
-        guard let digest = SHA256Digest(hex: line[..<hexEnd]), line[hexEnd] == " " else { return nil }
+        // Counted in characters: a line of multi-byte characters has fewer than its bytes.
+        guard let hexEnd = line.index(line.startIndex, offsetBy: 64, limitedBy: line.endIndex), hexEnd < line.endIndex,
+              let digest = SHA256Digest(hex: line[..<hexEnd]), line[hexEnd] == " " else { return nil }
         var rest = line[line.index(after: hexEnd)...]
         var isBinary = false
         if rest.first == "*" {
