@@ -91,6 +91,27 @@ public struct ChecksumNotListedError: ImageError {
     }
 }
 
+/// A checksum file lists the file more than once, with different hashes.
+public struct ChecksumConflictError: ImageError {
+    public var fileName: String
+    public var checksumURL: String
+    /// The entries for the file, in the order listed.
+    public var listed: [ChecksumEntry]
+
+    public init(fileName: String, checksumURL: String, listed: [ChecksumEntry]) {
+        self.fileName = fileName
+        self.checksumURL = checksumURL
+        self.listed = listed
+    }
+
+    public var category: FailureCategory { .invalidData }
+    public var description: String {
+        let lines = listed.map { "\($0.digest.hex) \($0.fileName)" }.joined(separator: ", ")
+        return "\(redactingPassword(in: checksumURL)) lists \(fileName) with different SHA-256 values: \(lines)"
+    }
+    public var remedy: String? { "check the checksum URL, or give the right hash with --sha256" }
+}
+
 /// The destination exists with other content, and `force` was not given.
 public struct DestinationMismatchError: ImageError {
     public var path: String

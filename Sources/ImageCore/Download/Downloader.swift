@@ -216,14 +216,19 @@ public final class Downloader: Sendable {
     /// Downloads the checksum file at `checksumURL` (at most 4 MiB, with the same retries
     /// as a download) and returns its entry for `fileName`.
     /// - Throws: `ChecksumNotListedError` when the file has no entry for `fileName`,
+    ///   `ChecksumConflictError` when it lists `fileName` with different hashes,
     ///   `DownloadNetworkError` or `HTTPStatusError` when it cannot be downloaded.
     public func checksum(for fileName: String, listedAt checksumURL: String,
                          cancellation: CancellationToken = CancellationToken()) throws -> SHA256Digest {
         try Self.validate(url: checksumURL, argument: "checksum URL")
         let text = try fetchSmallFile(url: checksumURL, cancellation: cancellation)
         let file = ChecksumFile(parsing: text)
-        guard let entry = file.entry(named: fileName) else {
+        let matches = file.entries(named: fileName)
+        guard let entry = matches.first else {
             throw ChecksumNotListedError(fileName: fileName, checksumURL: checksumURL, listed: file.entries.map(\.fileName))
+        }
+        if matches.contains(where: { $0.digest != entry.digest }) {
+            throw ChecksumConflictError(fileName: fileName, checksumURL: checksumURL, listed: matches)
         }
         return entry.digest
     }

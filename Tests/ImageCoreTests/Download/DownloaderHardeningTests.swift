@@ -53,4 +53,35 @@ import Testing
         #expect(redactingPassword(in: "https://x.org:8080/a") == "https://x.org:8080/a")
         #expect(redactingPassword(in: "https://u:p:q@r@x.org/") == "https://u:***@x.org/")
     }
+
+    @Test func checksumFileWithConflictingEntriesFailsBeforeDownloading() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 1000)
+        let zeros = String(repeating: "0", count: 64)
+        try "\(zeros)  f.bin\n\(digest.hex)  f.bin\n".write(toFile: "\(fixture.www)/SHA256SUMS", atomically: true, encoding: .utf8)
+
+        let error = #expect(throws: ChecksumConflictError.self) {
+            _ = try Downloader(options: testOptions()).fetch(
+                url: fixture.server.url("f.bin"), expected: .checksumFile(url: fixture.server.url("SHA256SUMS"), fileName: nil),
+                to: "\(fixture.out)/f.bin")
+        }
+        #expect(error?.listed.map(\.digest.hex) == [zeros, digest.hex])
+        #expect(error?.category == .invalidData)
+        #expect(try fixture.server.requests().map(\.url) == ["/SHA256SUMS"])
+    }
+
+    @Test func checksumFileWithRepeatedEqualEntriesIsAccepted() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 1000)
+        try "\(digest.hex)  f.bin\n\(digest.hex.uppercased()) *f.bin\n"
+            .write(toFile: "\(fixture.www)/SHA256SUMS", atomically: true, encoding: .utf8)
+
+        let summary = try Downloader(options: testOptions()).fetch(
+            url: fixture.server.url("f.bin"), expected: .checksumFile(url: fixture.server.url("SHA256SUMS"), fileName: nil),
+            to: "\(fixture.out)/f.bin")
+
+        #expect(summary.sha256 == digest)
+    }
 }
