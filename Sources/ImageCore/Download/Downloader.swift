@@ -268,7 +268,7 @@ public final class Downloader: Sendable {
                 throw DownloadNetworkError(url: url, reason: "the checksum file is larger than 4 MiB", attempts: failures + 1,
                                            remedy: "check the checksum URL")
             } else if result.isSuccess, status == 200 {
-                return String(decoding: collector.data, as: UTF8.self)
+                return Self.text(of: collector.data)
             } else if result.isSuccess || result.code == CURLE_WRITE_ERROR {
                 if !Self.isRetryable(status: status) { throw HTTPStatusError(url: transfer.effectiveURL, statusCode: status) }
                 failure = AttemptFailure(reason: "the server responded with HTTP \(status)", retryable: true)
@@ -283,6 +283,15 @@ public final class Downloader: Sendable {
             }
             try Self.sleepBeforeRetry(failures, options: options, cancellation: cancellation, url: url)
         }
+    }
+
+    /// A checksum file's text: UTF-16 when it starts with a UTF-16 byte order mark (as
+    /// Windows tools write it), UTF-8 otherwise.
+    static func text(of data: Data) -> String {
+        if data.starts(with: [0xFF, 0xFE]) || data.starts(with: [0xFE, 0xFF]), let text = String(data: data, encoding: .utf16) {
+            return text
+        }
+        return String(decoding: data, as: UTF8.self)
     }
 
     // MARK: Publication

@@ -84,4 +84,20 @@ import Testing
 
         #expect(summary.sha256 == digest)
     }
+
+    @Test(arguments: [String.Encoding.utf16LittleEndian, .utf16BigEndian])
+    func checksumFileInUTF16IsRead(encoding: String.Encoding) throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 1000)
+        let byteOrderMark: [UInt8] = encoding == .utf16LittleEndian ? [0xFF, 0xFE] : [0xFE, 0xFF]
+        let text = try #require("\(digest.hex.uppercased()) *f.bin\r\n".data(using: encoding))
+        try (Data(byteOrderMark) + text).write(to: URL(fileURLWithPath: "\(fixture.www)/SHA256SUMS"))
+
+        let summary = try Downloader(options: testOptions()).fetch(
+            url: fixture.server.url("f.bin"), expected: .checksumFile(url: fixture.server.url("SHA256SUMS"), fileName: nil),
+            to: "\(fixture.out)/f.bin")
+
+        #expect(summary.sha256 == digest)
+    }
 }
