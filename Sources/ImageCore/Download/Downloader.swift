@@ -138,6 +138,10 @@ public final class Downloader: Sendable {
         let lock = try DownloadLock(path: paths.lock, cancellation: cancellation)
         defer { lock.release() }
 
+        // --force replaces a file or a symbolic link, never a directory: refuse before downloading.
+        if force, let status = (try? linkStatus(paths.destination)) ?? nil, status.isDirectory {
+            throw TargetExistsError(path: paths.destination, kind: status.kindDescription)
+        }
         let digest = try expectedDigest(expected, url: url, paths: paths, force: force, cancellation: cancellation)
         if !force, let reused = try reuseExisting(paths: paths, expected: digest, cancellation: cancellation) {
             observer?(.published(path: destination, reused: true))

@@ -100,4 +100,20 @@ import Testing
 
         #expect(summary.sha256 == digest)
     }
+
+    @Test func forceDoesNotDownloadOntoADirectory() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 10_000)
+        let destination = "\(fixture.out)/f.bin"
+        try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: false)
+
+        let error = #expect(throws: TargetExistsError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                            to: destination, force: true)
+        }
+        #expect(error?.category == .targetExists)
+        #expect(try fixture.server.requests().isEmpty)
+        #expect(!pathExists(destination + ".part"))
+    }
 }
