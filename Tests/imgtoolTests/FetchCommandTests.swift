@@ -74,6 +74,13 @@ import Testing
         #expect(result.error.contains("invalid --sha256 'abc': expected 64 hex digits"))
     }
 
+    @Test func fetchURLWithSpaceIsRejected() throws {
+        let result = try runImgtool(["fetch", "http://127.0.0.1:9/my file.img", "--sha256", Self.emptyHash])
+        #expect(result.status == 64)
+        #expect(result.error.contains("invalid URL 'http://127.0.0.1:9/my file.img': contains a space"))
+        #expect(result.error.contains("%20"))
+    }
+
     @Test func fetchHelpNamesOptions() throws {
         let result = try runImgtool(["fetch", "--help"])
         #expect(result.status == 0)

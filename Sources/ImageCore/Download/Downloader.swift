@@ -191,6 +191,12 @@ public final class Downloader: Sendable {
     }
 
     static func validate(url: String, argument: String) throws {
+        // libcurl rejects these only after the lock and partial files exist, with a vague message.
+        if url.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F }) {
+            throw InvalidArgumentError(argument: argument, value: redactingPassword(in: url),
+                                       reason: "contains a space or a control character",
+                                       remedy: "percent-encode it in the URL (a space is %20)")
+        }
         guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), ["http", "https"].contains(scheme),
               parsed.host?.isEmpty == false else {
             throw InvalidArgumentError(argument: argument, value: redactingPassword(in: url), reason: "not an http or https URL with a host",
