@@ -165,7 +165,7 @@ public final class Downloader: Sendable {
         }
         try publish(paths: paths, force: force)
         if case .checksumFile(let checksumURL, _) = expected {
-            try? "# from \(checksumURL)\n\(digest.hex)  \(paths.name)\n".write(toFile: paths.checksum, atomically: true, encoding: .utf8)
+            try? "# from \(redactingPassword(in: checksumURL))\n\(digest.hex)  \(paths.name)\n".write(toFile: paths.checksum, atomically: true, encoding: .utf8)
         }
         observer?(.published(path: destination, reused: false))
         summary.elapsed = ContinuousClock.now - started
@@ -216,7 +216,7 @@ public final class Downloader: Sendable {
             let name = fileName ?? paths.name
             // A file already verified against this checksum file is reused without network.
             if !force, pathExistsNoFollow(paths.destination), let cached = try? String(contentsOfFile: paths.checksum, encoding: .utf8),
-               cached.hasPrefix("# from \(checksumURL)\n"), let entry = ChecksumFile(parsing: cached).entry(named: paths.name) {
+               cached.hasPrefix("# from \(redactingPassword(in: checksumURL))\n"), let entry = ChecksumFile(parsing: cached).entry(named: paths.name) {
                 return entry.digest
             }
             return try checksum(for: name, listedAt: checksumURL, cancellation: cancellation)

@@ -116,4 +116,29 @@ import Testing
         #expect(try fixture.server.requests().isEmpty)
         #expect(!pathExists(destination + ".part"))
     }
+
+    @Test func passwordInURLIsNotLeftReadableOnDisk() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        try "\(digest.hex)  f.bin\n".write(toFile: "\(fixture.www)/SHA256SUMS", atomically: true, encoding: .utf8)
+        let base = fixture.server.url("").replacingOccurrences(of: "http://", with: "http://bob:s3cretPW@")
+        let destination = "\(fixture.out)/f.bin"
+        let expected = ExpectedChecksum.checksumFile(url: base + "SHA256SUMS", fileName: nil)
+
+        #expect(throws: DownloadNetworkError.self) {
+            _ = try Downloader(options: testOptions(retries: 0)).fetch(
+                url: base + "f.bin?drop_after=100000", expected: expected, to: destination)
+        }
+        let mode = try FileManager.default.attributesOfItem(atPath: destination + ".part.state")[.posixPermissions] as? Int
+        // 0600: the state file records the URL with its password.
+        #expect(mode == 0o600)
+
+        _ = try Downloader(options: testOptions()).fetch(url: base + "f.bin", expected: expected, to: destination)
+        #expect(try !String(contentsOfFile: destination + ".sha256", encoding: .utf8).contains("s3cretPW"))
+        let requestsBefore = try fixture.server.requests().count
+        let reused = try Downloader(options: testOptions()).fetch(url: base + "f.bin", expected: expected, to: destination)
+        #expect(reused.reused)
+        #expect(try fixture.server.requests().count == requestsBefore)
+    }
 }
