@@ -391,7 +391,10 @@ final class DownloadLock {
 
     init(path: String, cancellation: CancellationToken) throws {
         do {
-            descriptor = try FileDescriptor.open(path, flags: O_RDWR | O_CREAT, mode: 0o644)
+            // O_NOFOLLOW: a symbolic link here could make O_CREAT create a file elsewhere.
+            descriptor = try FileDescriptor.open(path, flags: O_RDWR | O_CREAT | O_NOFOLLOW, mode: 0o644)
+        } catch let error where error == .tooManyLinks {
+            throw TargetExistsError(path: path, kind: "symbolic link")
         } catch {
             throw SystemError("open lock file", path: path, errno: error)
         }

@@ -141,4 +141,21 @@ import Testing
         #expect(reused.reused)
         #expect(try fixture.server.requests().count == requestsBefore)
     }
+
+    @Test func lockFileThatIsASymbolicLinkIsNotFollowed() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 10_000)
+        let destination = "\(fixture.out)/f.bin"
+        let elsewhere = fixture.scratch.file("created-elsewhere")
+        try FileManager.default.createSymbolicLink(atPath: destination + ".lock", withDestinationPath: elsewhere)
+
+        let error = #expect(throws: TargetExistsError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                            to: destination)
+        }
+        #expect(error?.path == destination + ".lock")
+        #expect(!pathExists(elsewhere))
+        #expect(try fixture.server.requests().isEmpty)
+    }
 }
