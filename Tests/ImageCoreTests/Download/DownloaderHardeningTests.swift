@@ -158,4 +158,9 @@ import Testing
         #expect(!pathExists(elsewhere))
         #expect(try fixture.server.requests().isEmpty)
     }
+
+    @Test func listedNameWithControlCharacterIsShownEscaped() {
+        let error = ChecksumNotListedError(fileName: "f.bin", checksumURL: "http://127.0.0.1:9/SUMS", listed: ["f.bin\0", "g\r"])
+        #expect(error.remedy == "it lists f.bin\\0, g\\r; check the image URL or give --sha256")
+    }
 }
