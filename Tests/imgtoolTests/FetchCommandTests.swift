@@ -81,6 +81,20 @@ import Testing
         #expect(result.error.contains("%20"))
     }
 
+    @Test(arguments: ["f.bin%00x", "%2E%2E", "f%0Abin"])
+    func fetchURLWithUnusableFileNameIsRejected(name: String) throws {
+        let directory = NSTemporaryDirectory() + "/imgtool-fetch-name-\(getpid())-\(name.count)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+
+        let result = try runImgtool(["fetch", "http://127.0.0.1:9/\(name)", "--sha256", Self.emptyHash, "--dir", directory])
+
+        #expect(result.status == 64)
+        #expect(result.error.contains("cannot be used as a file name: give --output PATH"))
+        // Nothing was created, not even a lock file named after the part before a NUL.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
+    }
+
     @Test func fetchHelpNamesOptions() throws {
         let result = try runImgtool(["fetch", "--help"])
         #expect(result.status == 0)

@@ -132,6 +132,11 @@ public final class Downloader: Sendable {
                       progress: ProgressHandler? = nil, observer: DownloadObserver? = nil,
                       cancellation: CancellationToken = CancellationToken()) throws -> DownloadSummary {
         try Self.validate(url: url, argument: "URL")
+        if destination.isEmpty || destination.utf8.contains(0) {
+            // The C calls would cut the path at the NUL and create or lock another file.
+            throw InvalidArgumentError(argument: "destination", value: destination.replacingOccurrences(of: "\0", with: "\\0"),
+                                       reason: "empty or containing a NUL byte", remedy: "give a path without NUL bytes")
+        }
         let started = ContinuousClock.now
         let paths = DownloadPaths(destination: destination)
 

@@ -163,4 +163,16 @@ import Testing
         let error = ChecksumNotListedError(fileName: "f.bin", checksumURL: "http://127.0.0.1:9/SUMS", listed: ["f.bin\0", "g\r"])
         #expect(error.remedy == "it lists f.bin\\0, g\\r; check the image URL or give --sha256")
     }
+
+    @Test func destinationWithNULIsRejected() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 1000)
+
+        #expect(throws: InvalidArgumentError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                            to: "\(fixture.out)/f.bin\0x")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.out).isEmpty)
+    }
 }
