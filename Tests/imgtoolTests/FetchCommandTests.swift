@@ -82,7 +82,7 @@ import Testing
     }
 
     @Test(arguments: ["f.bin%00x", "%2E%2E", "f%0Abin"])
-    func fetchURLWithUnusableFileNameIsRejected(name: String) throws {
+    func fetchUnusableFileNameIsRejected(name: String) throws {
         let directory = NSTemporaryDirectory() + "/imgtool-fetch-name-\(getpid())-\(name.count)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }

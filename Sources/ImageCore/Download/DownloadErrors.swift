@@ -88,10 +88,10 @@ public struct ChecksumNotListedError: ImageError {
         if listed.isEmpty { return "that file lists no SHA-256 entries; check the checksum URL" }
         // Control characters (a NUL, a stray CR) are escaped: printed raw, a listed name
         // would look exactly like the one that was not found.
-        let shown = listed.prefix(5).map { name in
+        let names = listed.prefix(5).map { name in
             name.unicodeScalars.map { $0.properties.generalCategory == .control ? $0.escaped(asASCII: true) : String($0) }.joined()
         }.joined(separator: ", ")
-        return "it lists \(shown)\(listed.count > 5 ? ", ..." : ""); check the image URL or give --sha256"
+        return "it lists \(names)\(listed.count > 5 ? ", ..." : ""); check the image URL or give --sha256"
     }
 }
 

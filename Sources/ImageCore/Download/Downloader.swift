@@ -143,7 +143,7 @@ public final class Downloader: Sendable {
         let lock = try DownloadLock(path: paths.lock, cancellation: cancellation)
         defer { lock.release() }
 
-        // --force replaces a file or a symbolic link, never a directory: refuse before downloading.
+        // --force replaces a file or a symbolic link, never a directory, so reject one before downloading.
         if force, let status = (try? linkStatus(paths.destination)) ?? nil, status.isDirectory {
             throw TargetExistsError(path: paths.destination, kind: status.kindDescription)
         }

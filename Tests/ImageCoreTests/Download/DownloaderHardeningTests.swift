@@ -8,7 +8,7 @@ import Testing
 @Suite struct DownloaderHardeningTests {
     typealias Fixture = DownloaderFaultTests.Fixture
 
-    @Test func partialFileThatIsASymbolicLinkIsNotFollowed() throws {
+    @Test func symlinkedPartialFileIsRejected() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
         let digest = try fixture.serve("f.bin", count: 10_000)
@@ -26,7 +26,7 @@ import Testing
         #expect(!pathExists(destination))
     }
 
-    @Test func passwordInURLIsNeverPrinted() throws {
+    @Test func urlPasswordIsNotPrinted() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
         let digest = try fixture.serve("f.bin", count: 300_000)
@@ -54,7 +54,7 @@ import Testing
         #expect(redactingPassword(in: "https://u:p:q@r@x.org/") == "https://u:***@x.org/")
     }
 
-    @Test func checksumFileWithConflictingEntriesFailsBeforeDownloading() throws {
+    @Test func conflictingChecksumsFailEarly() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
         let digest = try fixture.serve("f.bin", count: 1000)
@@ -71,7 +71,7 @@ import Testing
         #expect(try fixture.server.requests().map(\.url) == ["/SHA256SUMS"])
     }
 
-    @Test func checksumFileWithRepeatedEqualEntriesIsAccepted() throws {
+    @Test func repeatedEqualChecksumsAreAccepted() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
         let digest = try fixture.serve("f.bin", count: 1000)
@@ -86,7 +86,7 @@ import Testing
     }
 
     @Test(arguments: [String.Encoding.utf16LittleEndian, .utf16BigEndian])
-    func checksumFileInUTF16IsRead(encoding: String.Encoding) throws {
+    func utf16ChecksumFileIsRead(encoding: String.Encoding) throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
         let digest = try fixture.serve("f.bin", count: 1000)
@@ -101,7 +101,7 @@ import Testing
         #expect(summary.sha256 == digest)
     }
 
-    @Test func forceDoesNotDownloadOntoADirectory() throws {
+    @Test func forceOntoDirectoryFailsEarly() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
         let digest = try fixture.serve("f.bin", count: 10_000)
@@ -117,7 +117,7 @@ import Testing
         #expect(!pathExists(destination + ".part"))
     }
 
-    @Test func passwordInURLIsNotLeftReadableOnDisk() throws {
+    @Test func urlPasswordStaysPrivateOnDisk() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
         let digest = try fixture.serve("f.bin", count: 300_000)
@@ -142,7 +142,7 @@ import Testing
         #expect(try fixture.server.requests().count == requestsBefore)
     }
 
-    @Test func lockFileThatIsASymbolicLinkIsNotFollowed() throws {
+    @Test func symlinkedLockFileIsRejected() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
         let digest = try fixture.serve("f.bin", count: 10_000)
@@ -159,7 +159,7 @@ import Testing
         #expect(try fixture.server.requests().isEmpty)
     }
 
-    @Test func listedNameWithControlCharacterIsShownEscaped() {
+    @Test func listedControlCharactersAreEscaped() {
         let error = ChecksumNotListedError(fileName: "f.bin", checksumURL: "http://127.0.0.1:9/SUMS", listed: ["f.bin\0", "g\r"])
         #expect(error.remedy == "it lists f.bin\\0, g\\r; check the image URL or give --sha256")
     }
