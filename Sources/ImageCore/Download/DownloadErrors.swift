@@ -131,7 +131,7 @@ public struct DestinationMismatchError: ImageError {
 
 /// `url` with the password of its user information replaced by `***`
 /// (`https://user:***@host/path`), for messages and logs. Other URLs come back unchanged.
-func redactingPassword(in url: String) -> String {
+public func redactingPassword(in url: String) -> String {
     guard let schemeEnd = url.range(of: "://") else { return url }
     let authority = url[schemeEnd.upperBound...].prefix { !"/?#".contains($0) }
     guard let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") else { return url }
