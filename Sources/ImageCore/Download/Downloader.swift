@@ -232,7 +232,8 @@ public final class Downloader: Sendable {
     /// as a download) and returns its entry for `fileName`.
     /// - Throws: `ChecksumNotListedError` when the file has no entry for `fileName`,
     ///   `ChecksumConflictError` when it lists `fileName` with different hashes,
-    ///   `DownloadNetworkError` or `HTTPStatusError` when it cannot be downloaded.
+    ///   `DownloadNetworkError` or `HTTPStatusError` when it cannot be downloaded,
+    ///   `InvalidArgumentError` when it is larger than 4 MiB.
     public func checksum(for fileName: String, listedAt checksumURL: String,
                          cancellation: CancellationToken = CancellationToken()) throws -> SHA256Digest {
         try Self.validate(url: checksumURL, argument: "checksum URL")
@@ -280,8 +281,10 @@ public final class Downloader: Sendable {
             let status = transfer.responseCode
             var failure: AttemptFailure
             if collector.tooLarge {
-                throw DownloadNetworkError(url: url, reason: "the checksum file is larger than 4 MiB", attempts: failures + 1,
-                                           remedy: "check the checksum URL")
+                // The wrong URL, not a network failure: retrying or exit code 3 would mislead.
+                throw InvalidArgumentError(argument: "checksum URL", value: redactingPassword(in: url),
+                                           reason: "the file there is larger than 4 MiB, so it is not a checksum list",
+                                           remedy: "give the URL of the SHA256SUMS file, or the hash itself with --sha256")
             } else if result.isSuccess, status == 200 {
                 return Self.text(of: collector.data)
             } else if result.isSuccess || result.code == CURLE_WRITE_ERROR {

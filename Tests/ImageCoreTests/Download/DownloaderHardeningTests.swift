@@ -175,4 +175,20 @@ import Testing
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.out).isEmpty)
     }
+
+    @Test func oversizedChecksumFileIsUsageError() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        try fixture.serve("f.bin", count: 1000)
+        // 5 MiB: over the 4 MiB limit for checksum files.
+        try fixture.serve("SHA256SUMS", count: 5 << 20)
+
+        let error = #expect(throws: InvalidArgumentError.self) {
+            _ = try Downloader(options: testOptions()).fetch(
+                url: fixture.server.url("f.bin"), expected: .checksumFile(url: fixture.server.url("SHA256SUMS"), fileName: nil),
+                to: "\(fixture.out)/f.bin")
+        }
+        #expect(error?.category == .usage)
+        #expect(try fixture.server.requests().map(\.url) == ["/SHA256SUMS"])
+    }
 }
