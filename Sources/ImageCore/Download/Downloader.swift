@@ -469,7 +469,8 @@ struct AttemptFailure: Error {
             return AttemptFailure(reason: "the URL cannot be fetched (\(detail))", retryable: false,
                                   remedy: "give an http or https URL; redirects to other protocols are not followed")
         case CURLE_TOO_MANY_REDIRECTS:
-            return AttemptFailure(reason: "more than 10 redirects (\(detail))", retryable: false)
+            return AttemptFailure(reason: "more than 10 redirects (\(detail))", retryable: false,
+                                  remedy: "the server redirects in a loop; check the URL in a browser or with curl -IL")
         case CURLE_COULDNT_CONNECT:
             return AttemptFailure(reason: "could not connect to '\(host)' (\(detail))", retryable: true)
         case CURLE_OPERATION_TIMEDOUT:

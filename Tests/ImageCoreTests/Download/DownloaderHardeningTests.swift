@@ -191,4 +191,11 @@ import Testing
         #expect(error?.category == .usage)
         #expect(try fixture.server.requests().map(\.url) == ["/SHA256SUMS"])
     }
+
+    @Test func redirectLoopFailsAtOnceWithHint() {
+        // CURLE_TOO_MANY_REDIRECTS is 47 in curl.h.
+        let failure = AttemptFailure.from(curlCode: 47, message: "Maximum (10) redirects followed", url: "http://127.0.0.1:9/x")
+        #expect(!failure.retryable)
+        #expect(failure.remedy?.contains("redirects in a loop") == true)
+    }
 }
