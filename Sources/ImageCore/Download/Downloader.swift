@@ -143,8 +143,9 @@ public final class Downloader: Sendable {
         let lock = try DownloadLock(path: paths.lock, cancellation: cancellation)
         defer { lock.release() }
 
-        // --force replaces a file or a symbolic link, never a directory, so reject one before downloading.
-        if force, let status = (try? linkStatus(paths.destination)) ?? nil, status.isDirectory {
+        // --force replaces a regular file or a symbolic link, never a directory, a device
+        // (--output /dev/sda would replace the device node) or a FIFO: reject those before downloading.
+        if force, let status = (try? linkStatus(paths.destination)) ?? nil, !status.isRegularFile, !status.isSymbolicLink {
             throw TargetExistsError(path: paths.destination, kind: status.kindDescription)
         }
         let digest = try expectedDigest(expected, url: url, paths: paths, force: force, cancellation: cancellation)

@@ -117,6 +117,22 @@ import Testing
         #expect(!pathExists(destination + ".part"))
     }
 
+    @Test func forceDoesNotReplaceFIFO() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 10_000)
+        let destination = "\(fixture.out)/f.bin"
+        #expect(mkfifo(destination, 0o644) == 0)
+
+        let error = #expect(throws: TargetExistsError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                            to: destination, force: true)
+        }
+        #expect(error?.kind == "FIFO")
+        #expect(try fixture.server.requests().isEmpty)
+        #expect((try? linkStatus(destination))??.kindDescription == "FIFO")
+    }
+
     @Test func urlPasswordStaysPrivateOnDisk() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
