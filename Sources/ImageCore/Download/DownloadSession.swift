@@ -275,6 +275,11 @@ final class DownloadSession: CurlTransferDelegate {
                     try discardPartial(reason: "HTTP 206 without a valid Content-Range (\(response["content-range"] ?? "none"))")
                     return .restart("invalid Content-Range")
                 }
+                if requestedFrom == 0, first == 0 {
+                    // The whole file as a 206 to a request without Range, as some proxies send it.
+                    try recordState(transfer, etag: etag, lastModified: lastModified, length: range.total)
+                    return nil
+                }
                 guard requestedFrom > 0, let state, state.matches(etag: etag, lastModified: lastModified, length: range.total) else {
                     try discardPartial(reason: "the file changed on the server (ETag \(etag ?? "none"), Last-Modified \(lastModified ?? "none"))")
                     return .restart("the file changed on the server")

@@ -214,4 +214,20 @@ import Testing
         #expect(!failure.retryable)
         #expect(failure.remedy?.contains("redirects in a loop") == true)
     }
+
+    @Test func wholeFileAs206IsAccepted() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        let recorder = EventRecorder()
+
+        let summary = try Downloader(options: testOptions()).fetch(
+            url: fixture.server.url("f.bin?always_206=1"), expected: .sha256(digest), to: "\(fixture.out)/f.bin",
+            observer: recorder.observer)
+
+        #expect(try fixture.server.requests().map(\.status) == [206])
+        #expect(summary.restarts == 0)
+        #expect(recorder.restarts.isEmpty)
+        #expect(try sha256sum("\(fixture.out)/f.bin") == digest.hex)
+    }
 }
