@@ -33,6 +33,30 @@ import Testing
         #expect(result.error.contains("invalid catalog '\(path)'"))
     }
 
+    @Test func imagesHidesURLPassword() throws {
+        let path = NSTemporaryDirectory() + "/imgtool-catalog-password-\(getpid()).json"
+        let entry = """
+            {"name": "T", "version": "v1", "url": "http://bob:s3cretPW@127.0.0.1:9/t.img", "sha256": "\(Self.emptyHash)",
+             "kernel": "k", "initrd": "i", "kernelArguments": [], "passwordForm": "plain", "splitsCommandLineOnSpaces": true}
+            """
+        try "{\"images\": [\(entry)]}".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let invalidPath = path + ".ftp"
+        try "{\"images\": [\(entry.replacingOccurrences(of: "http:", with: "ftp:"))]}"
+            .write(toFile: invalidPath, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: invalidPath) }
+
+        let listed = try runImgtool(["images", "--catalog", path])
+        let invalid = try runImgtool(["images", "--catalog", invalidPath])
+
+        #expect(listed.status == 0)
+        #expect(listed.output.contains("http://bob:***@127.0.0.1:9/t.img"))
+        #expect(!listed.output.contains("s3cretPW"))
+        #expect(invalid.status == 64)
+        #expect(invalid.error.contains("ftp://bob:***@127.0.0.1:9/t.img"))
+        #expect(!invalid.error.contains("s3cretPW"))
+    }
+
     @Test func verifyMatchExitsZero() throws {
         let path = NSTemporaryDirectory() + "/imgtool-verify-\(getpid())-empty"
         FileManager.default.createFile(atPath: path, contents: Data())
@@ -72,6 +96,27 @@ import Testing
         let result = try runImgtool(["fetch", "http://127.0.0.1:9/x", "--sha256", "abc"])
         #expect(result.status == 64)
         #expect(result.error.contains("invalid --sha256 'abc': expected 64 hex digits"))
+    }
+
+    @Test func fetchURLWithSpaceIsRejected() throws {
+        let result = try runImgtool(["fetch", "http://127.0.0.1:9/my file.img", "--sha256", Self.emptyHash])
+        #expect(result.status == 64)
+        #expect(result.error.contains("invalid URL 'http://127.0.0.1:9/my file.img': contains a space"))
+        #expect(result.error.contains("%20"))
+    }
+
+    @Test(arguments: ["f.bin%00x", "%2E%2E", "f%0Abin"])
+    func fetchUnusableFileNameIsRejected(name: String) throws {
+        let directory = NSTemporaryDirectory() + "/imgtool-fetch-name-\(getpid())-\(name.count)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+
+        let result = try runImgtool(["fetch", "http://127.0.0.1:9/\(name)", "--sha256", Self.emptyHash, "--dir", directory])
+
+        #expect(result.status == 64)
+        #expect(result.error.contains("cannot be used as a file name: give --output PATH"))
+        // Nothing was created, not even a lock file named after the part before a NUL.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
     }
 
     @Test func fetchHelpNamesOptions() throws {

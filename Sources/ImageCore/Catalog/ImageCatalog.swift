@@ -122,7 +122,7 @@ public struct ImageCatalog: Sendable {
             throw CatalogError(path: path, reason: "\(label) has an empty version")
         }
         guard let url = URL(string: entry.url), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme) else {
-            throw CatalogError(path: path, reason: "\(label) has url '\(entry.url)', which is not an http or https URL")
+            throw CatalogError(path: path, reason: "\(label) has url '\(redactingPassword(in: entry.url))', which is not an http or https URL")
         }
         if let sha256 = entry.sha256, SHA256Digest(hex: sha256) == nil {
             throw CatalogError(path: path, reason: "\(label) has sha256 '\(sha256)', which is not 64 hex digits")
@@ -131,7 +131,7 @@ public struct ImageCatalog: Sendable {
             throw CatalogError(path: path, reason: "\(label) has neither sha256 nor checksumURL, so it could not be verified")
         }
         if let checksumURL = entry.checksumURL, URL(string: checksumURL)?.scheme == nil {
-            throw CatalogError(path: path, reason: "\(label) has checksumURL '\(checksumURL)', which is not a URL")
+            throw CatalogError(path: path, reason: "\(label) has checksumURL '\(redactingPassword(in: checksumURL))', which is not a URL")
         }
         for (field, value) in [("kernel", entry.kernel), ("initrd", entry.initrd)]
         where value.isEmpty || value.contains("/") || value.contains(" ") {

@@ -44,8 +44,16 @@ public struct ChecksumFile: Sendable {
     /// Returns the entry whose file name is exactly `name`, or, failing that, whose last
     /// path component is `name` (a file that lists `images/x.gz` for `x.gz`).
     public func entry(named name: String) -> ChecksumEntry? {
-        if let exact = entries.first(where: { $0.fileName == name }) { return exact }
-        return entries.first { $0.fileName.split(separator: "/").last.map(String.init) == name }
+        entries(named: name).first
+    }
+
+    /// Every entry `entry(named:)` chooses from: those named exactly `name`, or, when there
+    /// is none, those whose last path component is `name`. More than one with different
+    /// digests means the file does not say which hash is right.
+    public func entries(named name: String) -> [ChecksumEntry] {
+        let exact = entries.filter { $0.fileName == name }
+        if !exact.isEmpty { return exact }
+        return entries.filter { $0.fileName.split(separator: "/").last.map(String.init) == name }
     }
 
     /// The lines inside a PGP clear-signed message, or `lines` unchanged when there is no
@@ -78,9 +86,9 @@ public struct ChecksumFile: Sendable {
             escaped = true
             line = line.dropFirst()
         }
-        guard line.utf8.count > 65 else { return nil }
-        let hexEnd = line.index(line.startIndex, offsetBy: 64)
-        guard let digest = SHA256Digest(hex: line[..<hexEnd]), line[hexEnd] == " " else { return nil }
+        // Counted in characters: a line of multi-byte characters has fewer than its bytes.
+        guard let hexEnd = line.index(line.startIndex, offsetBy: 64, limitedBy: line.endIndex), hexEnd < line.endIndex,
+              let digest = SHA256Digest(hex: line[..<hexEnd]), line[hexEnd] == " " else { return nil }
         var rest = line[line.index(after: hexEnd)...]
         var isBinary = false
         if rest.first == "*" {

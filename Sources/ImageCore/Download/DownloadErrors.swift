@@ -19,7 +19,7 @@ public struct DownloadNetworkError: ImageError {
     public var category: FailureCategory { .network }
     public var description: String {
         let tries = attempts == 1 ? "" : " (after \(attempts) attempts)"
-        return "download of \(url) failed\(tries): \(reason)"
+        return "download of \(redactingPassword(in: url)) failed\(tries): \(reason)"
     }
 }
 
@@ -34,7 +34,7 @@ public struct HTTPStatusError: ImageError {
     }
 
     public var category: FailureCategory { .network }
-    public var description: String { "download of \(url) failed: the server responded with HTTP \(statusCode)" }
+    public var description: String { "download of \(redactingPassword(in: url)) failed: the server responded with HTTP \(statusCode)" }
     public var remedy: String? {
         switch statusCode {
         case 404, 410: return "check the URL; the file is not on that server"
@@ -60,7 +60,7 @@ public struct ChecksumMismatchError: ImageError {
 
     public var category: FailureCategory { .invalidData }
     public var description: String {
-        let source = url.map { " downloaded from \($0)" } ?? ""
+        let source = url.map { " downloaded from \(redactingPassword(in: $0))" } ?? ""
         return "checksum mismatch for '\(path)'\(source): expected SHA-256 \(expected.hex), got \(actual.hex)"
     }
     public var remedy: String? {
@@ -83,12 +83,37 @@ public struct ChecksumNotListedError: ImageError {
     }
 
     public var category: FailureCategory { .invalidData }
-    public var description: String { "no checksum for \(fileName) in \(checksumURL)" }
+    public var description: String { "no checksum for \(fileName) in \(redactingPassword(in: checksumURL))" }
     public var remedy: String? {
         if listed.isEmpty { return "that file lists no SHA-256 entries; check the checksum URL" }
-        let shown = listed.prefix(5).joined(separator: ", ")
-        return "it lists \(shown)\(listed.count > 5 ? ", ..." : ""); check the image URL or give --sha256"
+        // Control characters (a NUL, a stray CR) are escaped: printed raw, a listed name
+        // would look exactly like the one that was not found.
+        let names = listed.prefix(5).map { name in
+            name.unicodeScalars.map { $0.properties.generalCategory == .control ? $0.escaped(asASCII: true) : String($0) }.joined()
+        }.joined(separator: ", ")
+        return "it lists \(names)\(listed.count > 5 ? ", ..." : ""); check the image URL or give --sha256"
     }
+}
+
+/// A checksum file lists the file more than once, with different hashes.
+public struct ChecksumConflictError: ImageError {
+    public var fileName: String
+    public var checksumURL: String
+    /// The entries for the file, in the order listed.
+    public var listed: [ChecksumEntry]
+
+    public init(fileName: String, checksumURL: String, listed: [ChecksumEntry]) {
+        self.fileName = fileName
+        self.checksumURL = checksumURL
+        self.listed = listed
+    }
+
+    public var category: FailureCategory { .invalidData }
+    public var description: String {
+        let lines = listed.map { "\($0.digest.hex) \($0.fileName)" }.joined(separator: ", ")
+        return "\(redactingPassword(in: checksumURL)) lists \(fileName) with different SHA-256 values: \(lines)"
+    }
+    public var remedy: String? { "check the checksum URL, or give the right hash with --sha256" }
 }
 
 /// The destination exists with other content, and `force` was not given.
@@ -102,4 +127,13 @@ public struct DestinationMismatchError: ImageError {
         "'\(path)' already exists with SHA-256 \(actual.hex), not the expected \(expected.hex); it was not modified"
     }
     public var remedy: String? { "pass --force to download the image again and replace it, or choose another destination" }
+}
+
+/// `url` with the password of its user information replaced by `***`
+/// (`https://user:***@host/path`), for messages and logs. Other URLs come back unchanged.
+public func redactingPassword(in url: String) -> String {
+    guard let schemeEnd = url.range(of: "://") else { return url }
+    let authority = url[schemeEnd.upperBound...].prefix { !"/?#".contains($0) }
+    guard let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") else { return url }
+    return url[..<authority.index(after: colon)] + "***" + url[at...]
 }

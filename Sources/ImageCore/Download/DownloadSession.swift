@@ -30,6 +30,8 @@ final class DownloadSession: CurlTransferDelegate {
     }
 
     private let url: String
+    /// `url` without its password, for messages and logs.
+    private let shownURL: String
     private let expected: SHA256Digest
     private let paths: DownloadPaths
     private let options: DownloadOptions
@@ -71,6 +73,7 @@ final class DownloadSession: CurlTransferDelegate {
     init(url: String, expected: SHA256Digest, paths: DownloadPaths, options: DownloadOptions, force: Bool,
          progress: ProgressHandler?, observer: DownloadObserver?, cancellation: CancellationToken) throws {
         self.url = url
+        self.shownURL = redactingPassword(in: url)
         self.expected = expected
         self.paths = paths
         self.options = options
@@ -78,7 +81,11 @@ final class DownloadSession: CurlTransferDelegate {
         self.cancellation = cancellation
         self.reporter = ProgressReporter(step: "download", handler: progress)
         do {
-            part = try FileDescriptor.open(paths.part, flags: O_RDWR | O_CREAT, mode: 0o644)
+            // O_NOFOLLOW: a symbolic link at NAME.part would make the truncation and the
+            // writes land in whatever file it points to.
+            part = try FileDescriptor.open(paths.part, flags: O_RDWR | O_CREAT | O_NOFOLLOW, mode: 0o644)
+        } catch let error where error == .tooManyLinks {
+            throw TargetExistsError(path: paths.part, kind: "symbolic link")
         } catch {
             throw SystemError("open", path: paths.part, errno: error, remedy: SystemError.defaultRemedy(for: error))
         }
@@ -118,18 +125,18 @@ final class DownloadSession: CurlTransferDelegate {
         }
         guard keep, let saved else {
             if size > 0 {
-                Log.info("download", "discarding '\(paths.part)' (\(size) bytes): it is not a partial download of \(url) with SHA-256 \(expected.hex)")
+                Log.info("download", "discarding '\(paths.part)' (\(size) bytes): it is not a partial download of \(shownURL) with SHA-256 \(expected.hex)")
             }
             try truncatePart()
             return
         }
         state = saved
-        try cancellation.check("download of \(url)")
+        try cancellation.check("download of \(shownURL)")
         try hasher.update(file: part, path: paths.part, length: size, cancellation: cancellation)
         partLength = size
         resumedFrom = size
         reporter.measureRate(from: size)
-        Log.info("download", "resuming \(url) at byte \(size) from '\(paths.part)'")
+        Log.info("download", "resuming \(shownURL) at byte \(size) from '\(paths.part)'")
     }
 
     // MARK: The attempt loop
@@ -139,7 +146,7 @@ final class DownloadSession: CurlTransferDelegate {
         var failures = 0
         var checksumRetried = false
         while true {
-            try cancellation.check("download of \(url)")
+            try cancellation.check("download of \(shownURL)")
             let outcome = attempt()
             switch outcome {
             case .complete:
@@ -168,7 +175,7 @@ final class DownloadSession: CurlTransferDelegate {
                 }
             case .retry(let failure):
                 failures += 1
-                Log.warning("download", "attempt \(attempts) for \(url) failed at byte \(partLength): \(failure.reason)")
+                Log.warning("download", "attempt \(attempts) for \(shownURL) failed at byte \(partLength): \(failure.reason)")
                 guard failure.retryable, failures <= options.retries else {
                     throw DownloadNetworkError(url: url, reason: failure.reason, attempts: attempts, remedy: failure.remedy)
                 }
@@ -206,7 +213,7 @@ final class DownloadSession: CurlTransferDelegate {
             return .fail(SystemError("write", path: paths.part, errno: error))
         }
 
-        if cancellation.isCancelled { return .fail(CancelledError("download of \(url)")) }
+        if cancellation.isCancelled { return .fail(CancelledError("download of \(shownURL)")) }
         if let outcome { return outcome }
         if !transfer.hasStartedBody, result.isSuccess {
             // An empty body: decide from the headers alone (an empty file, or a 416).
@@ -268,6 +275,11 @@ final class DownloadSession: CurlTransferDelegate {
                     try discardPartial(reason: "HTTP 206 without a valid Content-Range (\(response["content-range"] ?? "none"))")
                     return .restart("invalid Content-Range")
                 }
+                if requestedFrom == 0, first == 0 {
+                    // The whole file as a 206 to a request without Range, as some proxies send it.
+                    try recordState(transfer, etag: etag, lastModified: lastModified, length: range.total)
+                    return nil
+                }
                 guard requestedFrom > 0, let state, state.matches(etag: etag, lastModified: lastModified, length: range.total) else {
                     try discardPartial(reason: "the file changed on the server (ETag \(etag ?? "none"), Last-Modified \(lastModified ?? "none"))")
                     return .restart("the file changed on the server")
@@ -284,7 +296,7 @@ final class DownloadSession: CurlTransferDelegate {
             case 416:
                 if let header = response["content-range"], let range = ContentRange(header), range.first == nil,
                    range.total == partLength, partLength > 0 {
-                    Log.info("download", "\(url): the server reports the \(partLength) bytes on disk are the whole file")
+                    Log.info("download", "\(shownURL): the server reports the \(partLength) bytes on disk are the whole file")
                     return .complete
                 }
                 try discardPartial(reason: "HTTP 416 with Content-Range \(response["content-range"] ?? "none") does not match the \(partLength) bytes on disk")
@@ -294,7 +306,7 @@ final class DownloadSession: CurlTransferDelegate {
                 if (400..<500).contains(status), !Downloader.isRetryable(status: status), requestedFrom > 0,
                    !finalURLRejected, transfer.url != url {
                     finalURLRejected = true
-                    return .retry(AttemptFailure(reason: "resuming at \(transfer.url) failed with HTTP \(status); trying \(url) again",
+                    return .retry(AttemptFailure(reason: "resuming at \(redactingPassword(in: transfer.url)) failed with HTTP \(status); trying \(shownURL) again",
                                                  retryable: true))
                 }
                 if Downloader.isRetryable(status: status) {
@@ -346,7 +358,7 @@ final class DownloadSession: CurlTransferDelegate {
 
     /// Truncates the partial file to zero, removes its state file and notifies the observer.
     private func discardPartial(reason: String) throws {
-        Log.info("download", "restarting \(url) from zero: \(reason)")
+        Log.info("download", "restarting \(shownURL) from zero: \(reason)")
         try truncatePart()
         unlink(paths.state)
         state = nil
@@ -367,7 +379,7 @@ final class DownloadSession: CurlTransferDelegate {
 
     /// Cuts the partial file back to `offset`, where a 206 starts, and rehashes the prefix.
     private func rewind(to offset: Int64) throws {
-        Log.info("download", "\(url): the server resumes at byte \(offset), before the \(partLength) bytes on disk")
+        Log.info("download", "\(shownURL): the server resumes at byte \(offset), before the \(partLength) bytes on disk")
         do {
             try part.truncate(to: offset)
         } catch {

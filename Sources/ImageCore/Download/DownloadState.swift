@@ -29,7 +29,8 @@ struct DownloadState: Codable, Equatable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         let data = try encoder.encode(self)
-        let file = try TemporaryFile(for: path, mustNotExist: false)
+        // Readable by the owner only: the URLs may carry a password (user:password@host).
+        let file = try TemporaryFile(for: path, mode: 0o600, mustNotExist: false)
         do {
             try data.withUnsafeBytes { bytes in try file.descriptor.writeAll(bytes, at: 0) }
         } catch let error as Errno {

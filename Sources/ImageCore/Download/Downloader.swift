@@ -132,12 +132,22 @@ public final class Downloader: Sendable {
                       progress: ProgressHandler? = nil, observer: DownloadObserver? = nil,
                       cancellation: CancellationToken = CancellationToken()) throws -> DownloadSummary {
         try Self.validate(url: url, argument: "URL")
+        if destination.isEmpty || destination.utf8.contains(0) {
+            // The C calls would cut the path at the NUL and create or lock another file.
+            throw InvalidArgumentError(argument: "destination", value: destination.replacingOccurrences(of: "\0", with: "\\0"),
+                                       reason: "empty or containing a NUL byte", remedy: "give a path without NUL bytes")
+        }
         let started = ContinuousClock.now
         let paths = DownloadPaths(destination: destination)
 
         let lock = try DownloadLock(path: paths.lock, cancellation: cancellation)
         defer { lock.release() }
 
+        // --force replaces a regular file or a symbolic link, never a directory, a device
+        // (--output /dev/sda would replace the device node) or a FIFO: reject those before downloading.
+        if force, let status = (try? linkStatus(paths.destination)) ?? nil, !status.isRegularFile, !status.isSymbolicLink {
+            throw TargetExistsError(path: paths.destination, kind: status.kindDescription)
+        }
         let digest = try expectedDigest(expected, url: url, paths: paths, force: force, cancellation: cancellation)
         if !force, let reused = try reuseExisting(paths: paths, expected: digest, cancellation: cancellation) {
             observer?(.published(path: destination, reused: true))
@@ -161,7 +171,7 @@ public final class Downloader: Sendable {
         }
         try publish(paths: paths, force: force)
         if case .checksumFile(let checksumURL, _) = expected {
-            try? "# from \(checksumURL)\n\(digest.hex)  \(paths.name)\n".write(toFile: paths.checksum, atomically: true, encoding: .utf8)
+            try? "# from \(redactingPassword(in: checksumURL))\n\(digest.hex)  \(paths.name)\n".write(toFile: paths.checksum, atomically: true, encoding: .utf8)
         }
         observer?(.published(path: destination, reused: false))
         summary.elapsed = ContinuousClock.now - started
@@ -187,9 +197,15 @@ public final class Downloader: Sendable {
     }
 
     static func validate(url: String, argument: String) throws {
+        // libcurl rejects these only after the lock and partial files exist, with a vague message.
+        if url.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F }) {
+            throw InvalidArgumentError(argument: argument, value: redactingPassword(in: url),
+                                       reason: "contains a space or a control character",
+                                       remedy: "percent-encode it in the URL (a space is %20)")
+        }
         guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), ["http", "https"].contains(scheme),
               parsed.host?.isEmpty == false else {
-            throw InvalidArgumentError(argument: argument, value: url, reason: "not an http or https URL with a host",
+            throw InvalidArgumentError(argument: argument, value: redactingPassword(in: url), reason: "not an http or https URL with a host",
                                        remedy: "give a URL such as https://example.org/image.img.gz")
         }
     }
@@ -206,7 +222,7 @@ public final class Downloader: Sendable {
             let name = fileName ?? paths.name
             // A file already verified against this checksum file is reused without network.
             if !force, pathExistsNoFollow(paths.destination), let cached = try? String(contentsOfFile: paths.checksum, encoding: .utf8),
-               cached.hasPrefix("# from \(checksumURL)\n"), let entry = ChecksumFile(parsing: cached).entry(named: paths.name) {
+               cached.hasPrefix("# from \(redactingPassword(in: checksumURL))\n"), let entry = ChecksumFile(parsing: cached).entry(named: paths.name) {
                 return entry.digest
             }
             return try checksum(for: name, listedAt: checksumURL, cancellation: cancellation)
@@ -216,14 +232,20 @@ public final class Downloader: Sendable {
     /// Downloads the checksum file at `checksumURL` (at most 4 MiB, with the same retries
     /// as a download) and returns its entry for `fileName`.
     /// - Throws: `ChecksumNotListedError` when the file has no entry for `fileName`,
-    ///   `DownloadNetworkError` or `HTTPStatusError` when it cannot be downloaded.
+    ///   `ChecksumConflictError` when it lists `fileName` with different hashes,
+    ///   `DownloadNetworkError` or `HTTPStatusError` when it cannot be downloaded,
+    ///   `InvalidArgumentError` when it is larger than 4 MiB.
     public func checksum(for fileName: String, listedAt checksumURL: String,
                          cancellation: CancellationToken = CancellationToken()) throws -> SHA256Digest {
         try Self.validate(url: checksumURL, argument: "checksum URL")
         let text = try fetchSmallFile(url: checksumURL, cancellation: cancellation)
         let file = ChecksumFile(parsing: text)
-        guard let entry = file.entry(named: fileName) else {
+        let matches = file.entries(named: fileName)
+        guard let entry = matches.first else {
             throw ChecksumNotListedError(fileName: fileName, checksumURL: checksumURL, listed: file.entries.map(\.fileName))
+        }
+        if matches.contains(where: { $0.digest != entry.digest }) {
+            throw ChecksumConflictError(fileName: fileName, checksumURL: checksumURL, listed: matches)
         }
         return entry.digest
     }
@@ -256,14 +278,16 @@ public final class Downloader: Sendable {
             let collector = MemoryCollector(limit: 4 << 20, stallTimeout: options.stallTimeout, cancellation: cancellation)
             let transfer = CurlTransfer(url: url, requestHeaders: [], connectTimeout: options.connectTimeout, delegate: collector)
             let result = transfer.perform()
-            try cancellation.check("download of \(url)")
+            try cancellation.check("download of \(redactingPassword(in: url))")
             let status = transfer.responseCode
             var failure: AttemptFailure
             if collector.tooLarge {
-                throw DownloadNetworkError(url: url, reason: "the checksum file is larger than 4 MiB", attempts: failures + 1,
-                                           remedy: "check the checksum URL")
+                // The wrong URL, not a network failure: retrying or exit code 3 would mislead.
+                throw InvalidArgumentError(argument: "checksum URL", value: redactingPassword(in: url),
+                                           reason: "the file there is larger than 4 MiB, so it is not a checksum list",
+                                           remedy: "give the URL of the SHA256SUMS file, or the hash itself with --sha256")
             } else if result.isSuccess, status == 200 {
-                return String(decoding: collector.data, as: UTF8.self)
+                return Self.text(of: collector.data)
             } else if result.isSuccess || result.code == CURLE_WRITE_ERROR {
                 if !Self.isRetryable(status: status) { throw HTTPStatusError(url: transfer.effectiveURL, statusCode: status) }
                 failure = AttemptFailure(reason: "the server responded with HTTP \(status)", retryable: true)
@@ -278,6 +302,15 @@ public final class Downloader: Sendable {
             }
             try Self.sleepBeforeRetry(failures, options: options, cancellation: cancellation, url: url)
         }
+    }
+
+    /// A checksum file's text: UTF-16 when it starts with a UTF-16 byte order mark (as
+    /// Windows tools write it), UTF-8 otherwise.
+    static func text(of data: Data) -> String {
+        if data.starts(with: [0xFF, 0xFE]) || data.starts(with: [0xFE, 0xFF]), let text = String(data: data, encoding: .utf16) {
+            return text
+        }
+        return String(decoding: data, as: UTF8.self)
     }
 
     // MARK: Publication
@@ -328,14 +361,14 @@ public final class Downloader: Sendable {
         let exponent = Double(min(failures - 1, 30))
         let capped = min(options.retryDelay.seconds * pow(2, exponent), options.maximumRetryDelay.seconds)
         let delay = capped * Double.random(in: 0.5...1)
-        Log.info("download", "retrying \(url) in \(String(format: "%.2f", delay)) s (retry \(failures) of \(options.retries))")
+        Log.info("download", "retrying \(redactingPassword(in: url)) in \(String(format: "%.2f", delay)) s (retry \(failures) of \(options.retries))")
         let deadline = ContinuousClock.now + .milliseconds(Int64(delay * 1000))
         while ContinuousClock.now < deadline {
-            try cancellation.check("download of \(url)")
+            try cancellation.check("download of \(redactingPassword(in: url))")
             let left = deadline - ContinuousClock.now
             Thread.sleep(forTimeInterval: min(0.05, max(0, left.seconds)))
         }
-        try cancellation.check("download of \(url)")
+        try cancellation.check("download of \(redactingPassword(in: url))")
     }
 }
 
@@ -367,7 +400,10 @@ final class DownloadLock {
 
     init(path: String, cancellation: CancellationToken) throws {
         do {
-            descriptor = try FileDescriptor.open(path, flags: O_RDWR | O_CREAT, mode: 0o644)
+            // O_NOFOLLOW: a symbolic link here could make O_CREAT create a file elsewhere.
+            descriptor = try FileDescriptor.open(path, flags: O_RDWR | O_CREAT | O_NOFOLLOW, mode: 0o644)
+        } catch let error where error == .tooManyLinks {
+            throw TargetExistsError(path: path, kind: "symbolic link")
         } catch {
             throw SystemError("open lock file", path: path, errno: error)
         }
@@ -434,7 +470,8 @@ struct AttemptFailure: Error {
             return AttemptFailure(reason: "the URL cannot be fetched (\(detail))", retryable: false,
                                   remedy: "give an http or https URL; redirects to other protocols are not followed")
         case CURLE_TOO_MANY_REDIRECTS:
-            return AttemptFailure(reason: "more than 10 redirects (\(detail))", retryable: false)
+            return AttemptFailure(reason: "more than 10 redirects (\(detail))", retryable: false,
+                                  remedy: "the server redirects in a loop; check the URL in a browser or with curl -IL")
         case CURLE_COULDNT_CONNECT:
             return AttemptFailure(reason: "could not connect to '\(host)' (\(detail))", retryable: true)
         case CURLE_OPERATION_TIMEDOUT:

@@ -57,7 +57,7 @@ enum FetchCommand: Command {
 
         let (url, expected) = try resolveSource(source, parsed: parsed)
         let directory = parsed.value("--dir") ?? FileManager.default.currentDirectoryPath
-        let destination = parsed.value("--output") ?? (directory as NSString).appendingPathComponent(fileName(of: url))
+        let destination = try parsed.value("--output") ?? (directory as NSString).appendingPathComponent(Self.usableFileName(of: url))
 
         let display = ProgressDisplay(try ProgressMode.parse(parsed.value("--progress")))
         let summary: DownloadSummary
@@ -104,6 +104,18 @@ enum FetchCommand: Command {
             throw UsageError(message: "the catalog entry \(entry.reference) has neither sha256 nor checksumURL")
         }
         return (entry.url, .checksumFile(url: checksumURL, fileName: entry.fileName))
+    }
+
+    /// `fileName(of:)`, unless the URL's decoded name cannot be a file in the directory:
+    /// "." and "..", or a name with a NUL (which would cut the path short) or another
+    /// control character.
+    static func usableFileName(of url: String) throws -> String {
+        let name = fileName(of: url)
+        if name == "." || name == ".." || name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            let shown = name.unicodeScalars.map { $0.escaped(asASCII: true) }.joined()
+            throw UsageError(message: "the URL's file name '\(shown)' cannot be used as a file name: give --output PATH")
+        }
+        return name
     }
 
     /// The last path component of `url` without its query, or "download" when it has none.

@@ -38,7 +38,7 @@ enum ImagesCommand: Command {
         for entry in entries {
             var label = entry.reference
             if newest.contains(label) { label += " (newest)" }
-            print(label.padding(toLength: width + 2, withPad: " ", startingAt: 0) + entry.url)
+            print(label.padding(toLength: width + 2, withPad: " ", startingAt: 0) + redactingPassword(in: entry.url))
         }
         return 0
     }

@@ -25,6 +25,14 @@ import Testing
         #expect(file.entry(named: "x.img.gz")?.digest.hex == Self.emptyHash)
     }
 
+    @Test func shortMultibyteLineIsSkipped() {
+        // 40 characters of 2 UTF-8 bytes each: more than 65 bytes, fewer than 65 characters.
+        let junk = String(repeating: "\u{E9}", count: 40)
+        let file = ChecksumFile(parsing: "\(junk)\n\(Self.emptyHash)  x\n")
+        #expect(file.entries.count == 1)
+        #expect(file.entry(named: "x")?.digest.hex == Self.emptyHash)
+    }
+
     @Test func crlfLineEnds() {
         let file = ChecksumFile(parsing: "\(Self.otherHash)  a\r\n\(Self.emptyHash)  x\r\n")
         #expect(file.entry(named: "x")?.digest.hex == Self.emptyHash)

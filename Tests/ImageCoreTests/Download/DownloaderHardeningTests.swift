@@ -1,0 +1,233 @@
+// Downloader against hostile local state and inputs: symbolic links beside the
+// destination, credentials in URLs, destinations that cannot be replaced.
+
+import Foundation
+import Testing
+@testable import ImageCore
+
+@Suite struct DownloaderHardeningTests {
+    typealias Fixture = DownloaderFaultTests.Fixture
+
+    @Test func symlinkedPartialFileIsRejected() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 10_000)
+        let destination = "\(fixture.out)/f.bin"
+        let other = fixture.scratch.file("other.txt")
+        try Data("keep me".utf8).write(to: URL(fileURLWithPath: other))
+        try FileManager.default.createSymbolicLink(atPath: destination + ".part", withDestinationPath: other)
+
+        let error = #expect(throws: TargetExistsError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                            to: destination)
+        }
+        #expect(error?.path == destination + ".part")
+        #expect(try String(contentsOfFile: other, encoding: .utf8) == "keep me")
+        #expect(!pathExists(destination))
+    }
+
+    @Test func urlPasswordIsNotPrinted() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        let base = fixture.server.url("").replacingOccurrences(of: "http://", with: "http://bob:s3cretPW@")
+        // One dropped connection (a logged retry), then a 404 (an error message).
+        let dropped = try runProcess(imgtoolExecutable(), [
+            "fetch", base + "f.bin?drop_after=100000&drop_times=1", "--sha256", digest.hex,
+            "--output", "\(fixture.out)/f.bin", "--progress", "none"])
+        let missing = try runProcess(imgtoolExecutable(), [
+            "fetch", base + "missing.bin", "--sha256", digest.hex, "--output", "\(fixture.out)/missing.bin",
+            "--progress", "none"])
+
+        #expect(dropped.status == 0)
+        #expect(dropped.standardError.contains("bob:***@127.0.0.1"))
+        #expect(!dropped.standardError.contains("s3cretPW"))
+        #expect(missing.status == 3)
+        #expect(missing.standardError.contains("bob:***@127.0.0.1"))
+        #expect(!missing.standardError.contains("s3cretPW"))
+    }
+
+    @Test func redactingPasswordKeepsUserAndPath() {
+        #expect(redactingPassword(in: "https://u:p@x.org/a@b?c=d@e") == "https://u:***@x.org/a@b?c=d@e")
+        #expect(redactingPassword(in: "https://u@x.org/a:b@c") == "https://u@x.org/a:b@c")
+        #expect(redactingPassword(in: "https://x.org:8080/a") == "https://x.org:8080/a")
+        #expect(redactingPassword(in: "https://u:p:q@r@x.org/") == "https://u:***@x.org/")
+    }
+
+    @Test func conflictingChecksumsFailEarly() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 1000)
+        let zeros = String(repeating: "0", count: 64)
+        try "\(zeros)  f.bin\n\(digest.hex)  f.bin\n".write(toFile: "\(fixture.www)/SHA256SUMS", atomically: true, encoding: .utf8)
+
+        let error = #expect(throws: ChecksumConflictError.self) {
+            _ = try Downloader(options: testOptions()).fetch(
+                url: fixture.server.url("f.bin"), expected: .checksumFile(url: fixture.server.url("SHA256SUMS"), fileName: nil),
+                to: "\(fixture.out)/f.bin")
+        }
+        #expect(error?.listed.map(\.digest.hex) == [zeros, digest.hex])
+        #expect(error?.category == .invalidData)
+        #expect(try fixture.server.requests().map(\.url) == ["/SHA256SUMS"])
+    }
+
+    @Test func repeatedEqualChecksumsAreAccepted() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 1000)
+        try "\(digest.hex)  f.bin\n\(digest.hex.uppercased()) *f.bin\n"
+            .write(toFile: "\(fixture.www)/SHA256SUMS", atomically: true, encoding: .utf8)
+
+        let summary = try Downloader(options: testOptions()).fetch(
+            url: fixture.server.url("f.bin"), expected: .checksumFile(url: fixture.server.url("SHA256SUMS"), fileName: nil),
+            to: "\(fixture.out)/f.bin")
+
+        #expect(summary.sha256 == digest)
+    }
+
+    @Test(arguments: [String.Encoding.utf16LittleEndian, .utf16BigEndian])
+    func utf16ChecksumFileIsRead(encoding: String.Encoding) throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 1000)
+        let byteOrderMark: [UInt8] = encoding == .utf16LittleEndian ? [0xFF, 0xFE] : [0xFE, 0xFF]
+        let text = try #require("\(digest.hex.uppercased()) *f.bin\r\n".data(using: encoding))
+        try (Data(byteOrderMark) + text).write(to: URL(fileURLWithPath: "\(fixture.www)/SHA256SUMS"))
+
+        let summary = try Downloader(options: testOptions()).fetch(
+            url: fixture.server.url("f.bin"), expected: .checksumFile(url: fixture.server.url("SHA256SUMS"), fileName: nil),
+            to: "\(fixture.out)/f.bin")
+
+        #expect(summary.sha256 == digest)
+    }
+
+    @Test func forceOntoDirectoryFailsEarly() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 10_000)
+        let destination = "\(fixture.out)/f.bin"
+        try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: false)
+
+        let error = #expect(throws: TargetExistsError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                            to: destination, force: true)
+        }
+        #expect(error?.category == .targetExists)
+        #expect(try fixture.server.requests().isEmpty)
+        #expect(!pathExists(destination + ".part"))
+    }
+
+    @Test func forceDoesNotReplaceFIFO() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 10_000)
+        let destination = "\(fixture.out)/f.bin"
+        #expect(mkfifo(destination, 0o644) == 0)
+
+        let error = #expect(throws: TargetExistsError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                            to: destination, force: true)
+        }
+        #expect(error?.kind == "FIFO")
+        #expect(try fixture.server.requests().isEmpty)
+        #expect((try? linkStatus(destination))??.kindDescription == "FIFO")
+    }
+
+    @Test func urlPasswordStaysPrivateOnDisk() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        try "\(digest.hex)  f.bin\n".write(toFile: "\(fixture.www)/SHA256SUMS", atomically: true, encoding: .utf8)
+        let base = fixture.server.url("").replacingOccurrences(of: "http://", with: "http://bob:s3cretPW@")
+        let destination = "\(fixture.out)/f.bin"
+        let expected = ExpectedChecksum.checksumFile(url: base + "SHA256SUMS", fileName: nil)
+
+        #expect(throws: DownloadNetworkError.self) {
+            _ = try Downloader(options: testOptions(retries: 0)).fetch(
+                url: base + "f.bin?drop_after=100000", expected: expected, to: destination)
+        }
+        let mode = try FileManager.default.attributesOfItem(atPath: destination + ".part.state")[.posixPermissions] as? Int
+        // 0600: the state file records the URL with its password.
+        #expect(mode == 0o600)
+
+        _ = try Downloader(options: testOptions()).fetch(url: base + "f.bin", expected: expected, to: destination)
+        #expect(try !String(contentsOfFile: destination + ".sha256", encoding: .utf8).contains("s3cretPW"))
+        let requestsBefore = try fixture.server.requests().count
+        let reused = try Downloader(options: testOptions()).fetch(url: base + "f.bin", expected: expected, to: destination)
+        #expect(reused.reused)
+        #expect(try fixture.server.requests().count == requestsBefore)
+    }
+
+    @Test func symlinkedLockFileIsRejected() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 10_000)
+        let destination = "\(fixture.out)/f.bin"
+        let elsewhere = fixture.scratch.file("created-elsewhere")
+        try FileManager.default.createSymbolicLink(atPath: destination + ".lock", withDestinationPath: elsewhere)
+
+        let error = #expect(throws: TargetExistsError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                            to: destination)
+        }
+        #expect(error?.path == destination + ".lock")
+        #expect(!pathExists(elsewhere))
+        #expect(try fixture.server.requests().isEmpty)
+    }
+
+    @Test func listedControlCharactersAreEscaped() {
+        let error = ChecksumNotListedError(fileName: "f.bin", checksumURL: "http://127.0.0.1:9/SUMS", listed: ["f.bin\0", "g\r"])
+        #expect(error.remedy == "it lists f.bin\\0, g\\r; check the image URL or give --sha256")
+    }
+
+    @Test func destinationWithNULIsRejected() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 1000)
+
+        #expect(throws: InvalidArgumentError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                            to: "\(fixture.out)/f.bin\0x")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.out).isEmpty)
+    }
+
+    @Test func oversizedChecksumFileIsUsageError() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        try fixture.serve("f.bin", count: 1000)
+        // 5 MiB: over the 4 MiB limit for checksum files.
+        try fixture.serve("SHA256SUMS", count: 5 << 20)
+
+        let error = #expect(throws: InvalidArgumentError.self) {
+            _ = try Downloader(options: testOptions()).fetch(
+                url: fixture.server.url("f.bin"), expected: .checksumFile(url: fixture.server.url("SHA256SUMS"), fileName: nil),
+                to: "\(fixture.out)/f.bin")
+        }
+        #expect(error?.category == .usage)
+        #expect(try fixture.server.requests().map(\.url) == ["/SHA256SUMS"])
+    }
+
+    @Test func redirectLoopFailsAtOnceWithHint() {
+        // CURLE_TOO_MANY_REDIRECTS is 47 in curl.h.
+        let failure = AttemptFailure.from(curlCode: 47, message: "Maximum (10) redirects followed", url: "http://127.0.0.1:9/x")
+        #expect(!failure.retryable)
+        #expect(failure.remedy?.contains("redirects in a loop") == true)
+    }
+
+    @Test func wholeFileAs206IsAccepted() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        let recorder = EventRecorder()
+
+        let summary = try Downloader(options: testOptions()).fetch(
+            url: fixture.server.url("f.bin?always_206=1"), expected: .sha256(digest), to: "\(fixture.out)/f.bin",
+            observer: recorder.observer)
+
+        #expect(try fixture.server.requests().map(\.status) == [206])
+        #expect(summary.restarts == 0)
+        #expect(recorder.restarts.isEmpty)
+        #expect(try sha256sum("\(fixture.out)/f.bin") == digest.hex)
+    }
+}
