@@ -25,7 +25,7 @@
 import Foundation
 import Synchronization
 
-/// What to provision.
+/// A provisioning request: the image, the disk to create and the guest it is for.
 public struct ProvisionRequest: Sendable {
     /// A catalog reference ("RancherOS", "RancherOS@v1.4.0").
     public var image: String
@@ -88,7 +88,7 @@ public struct ProvisionStepTiming: Sendable, Equatable {
     public var seconds: Double { end - start }
 }
 
-/// What a provisioning job did.
+/// The outcome of a successful provisioning job.
 public struct ProvisionSummary: Sendable {
     public var rawPath: String
     public var entry: CatalogEntry
