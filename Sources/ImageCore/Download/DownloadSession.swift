@@ -147,6 +147,7 @@ final class DownloadSession: CurlTransferDelegate {
         var checksumRetried = false
         while true {
             try cancellation.check("download of \(shownURL)")
+            let lengthBefore = partLength
             let outcome = attempt()
             switch outcome {
             case .complete:
@@ -174,7 +175,10 @@ final class DownloadSession: CurlTransferDelegate {
                                                attempts: attempts, remedy: "the file keeps changing on the server; try again later")
                 }
             case .retry(let failure):
-                failures += 1
+                // An attempt that added bytes before it failed counts as the first failure
+                // of a new run: a link that drops often but keeps making progress finishes,
+                // while one that makes no progress still gives up after `retries`.
+                failures = partLength > lengthBefore ? 1 : failures + 1
                 Log.warning("download", "attempt \(attempts) for \(shownURL) failed at byte \(partLength): \(failure.reason)")
                 guard failure.retryable, failures <= options.retries else {
                     throw DownloadNetworkError(url: url, reason: failure.reason, attempts: attempts, remedy: failure.remedy)

@@ -254,6 +254,23 @@ import Testing
         #expect(recorder.restarts.isEmpty)
     }
 
+    @Test func dropsWithProgressOutlastRetries() throws {
+        // Six drops with one retry allowed: every attempt adds 1 MiB before it fails, so
+        // the count starts again after each one and the download completes.
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let size = 7 * Self.mebibyte
+        let digest = try fixture.serve("f.bin", count: size)
+
+        let summary = try Downloader(options: testOptions(retries: 1)).fetch(
+            url: fixture.server.url("f.bin?drop_after=1048576&drop_times=6"), expected: .sha256(digest),
+            to: "\(fixture.out)/f.bin")
+
+        #expect(try sha256sum("\(fixture.out)/f.bin") == digest.hex)
+        #expect(summary.attempts == 7)
+        #expect(summary.bytesDownloaded == Int64(size))
+    }
+
     @Test func stallIsRetried() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
