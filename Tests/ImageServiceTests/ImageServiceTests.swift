@@ -268,7 +268,9 @@ struct JobManagerTests {
     @Test("only the last 3 finished jobs are kept with a limit of 3")
     func retention() async throws {
         let manager = JobManager(retainedJobs: 3)
-        for _ in 0..<5 { _ = manager.submit(method: "m", arguments: .array([])) { _ in .null } }
+        // One lock makes the jobs finish in submission order; without it they run at once
+        // and any three of them may be the last to finish.
+        for _ in 0..<5 { _ = manager.submit(method: "m", arguments: .array([]), lock: "retention") { _ in .null } }
         while manager.allJobs().contains(where: { $0["state"] != .string("SUCCESS") }) {
             try await Task.sleep(for: .milliseconds(10))
         }
