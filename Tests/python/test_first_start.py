@@ -143,6 +143,7 @@ def test_create_container_rejects_existing_raw(flow):
         assert handle.read() == b"guest data"
 
 
+@pytest.mark.parametrize("flow", ["200k"], indirect=True)
 def test_concurrent_fetches_queue_on_lock(flow):
     server, _ = flow
     ws = server.connect()
@@ -156,7 +157,8 @@ def test_concurrent_fetches_queue_on_lock(flow):
             break
         time.sleep(0.05)
     assert jobs[second]["time_finished"]["$date"] >= jobs[first]["time_finished"]["$date"]
-    # The second call came milliseconds after the first, while its 64 MiB download ran.
+    # The second call came milliseconds after the first, while its download (about
+    # 300 KB at 200 KB/s) still ran and held the lock.
     assert f"job {second} waits for lock 'container' held by job {first}" in server.log_text()
 
 
