@@ -334,6 +334,11 @@ public struct Sharefs: Sendable {
 func directoryEntries(_ path: String) throws(Errno) -> [String] {
     guard let stream = opendir(path) else { throw Errno.current }
     defer { closedir(stream) }
+    return try readDirectoryEntries(stream)
+}
+
+/// Reads the remaining names from an open directory stream, except "." and "..".
+func readDirectoryEntries(_ stream: OpaquePointer) throws(Errno) -> [String] {
     var names: [String] = []
     while true {
         errno = 0
