@@ -270,8 +270,8 @@ def test_qemu_img_reports_requested_size(provisioned):
 
 
 def test_allocation_is_close_to_image_data(provisioned, image):
-    # The 4 GiB image carries about 300 MB of filesystem data and metadata; the 20 GiB
-    # disk must allocate about that, far below the 4 GiB a non-sparse copy would.
+    # The 4 GiB image carries about 300 MB of filesystem data and metadata. The 20 GiB
+    # disk must allocate about that, far below the 4 GiB that a non-sparse copy takes.
     _, raw, _ = provisioned
     allocated = os.stat(raw).st_blocks * 512
     assert allocated < 512 * 1024 ** 2
@@ -477,7 +477,7 @@ def test_invalid_vm_name_is_refused_before_work(image, server, tmp_path):
     assert not site.sharefs.exists()
 
 
-def test_size_the_filesystem_cannot_hold_is_refused_before_work(image, server, tmp_path):
+def test_oversized_disk_refused_before_work(image, server, tmp_path):
     # 8000 TiB passes the size parser, but ext4 caps a file at 16 TiB (EFBIG).
     site = Site(tmp_path, image, server)
     raw = site.vms / "demo.raw"

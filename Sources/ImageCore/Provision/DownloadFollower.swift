@@ -8,8 +8,8 @@
 //
 // When the downloader discards the partial file (`.restarted`), the next `read` throws
 // `CompressedInputRestarted` and the following one starts again at byte 0. A pread that
-// raced with the truncation may have returned stale or missing bytes; the decoder then
-// fails or restarts, and `Provisioner` inflates the verified file again in either case.
+// raced with the truncation may have returned stale or missing bytes. The decoder then
+// fails or restarts, and in either case `Provisioner` inflates the verified file again.
 
 #if canImport(Glibc)
 import Glibc

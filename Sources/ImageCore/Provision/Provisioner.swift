@@ -34,8 +34,8 @@ public struct ProvisionRequest: Sendable {
     /// The size to grow the disk to; it may not be smaller than the inflated image. Nil
     /// keeps the inflated image's size.
     public var size: DiskSize?
-    /// The RAW path as the guest's device.map names it, when `rawPath` is another name for
-    /// the same file (the service passes a `/proc/self/fd/N/NAME` path); nil means `rawPath`.
+    /// The RAW path that the guest's device.map names, or nil for `rawPath`. The service
+    /// sets it because its `rawPath` is a `/proc/self/fd/N/NAME` name for the same file.
     public var deviceMapPath: String?
     public var vmID: Int
     public var vmName: String
