@@ -55,8 +55,11 @@ out="$dir/out/big.bin"
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
 echo "versions: $(curl --version | head -1 | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), imgtool $("$imgtool" --version | cut -d' ' -f2)"
 # The three commands run in interleaved rounds (A B C, A B C, ...) rather than one after
-# the other, so that load from other jobs on a shared machine hits them alike. Each round
-# starts without the output file; the first round is a warm-up and is not counted.
+# the other, so that load from other jobs on a shared machine hits them alike. Each run
+# starts without the output file and after a `sync` (not timed): otherwise a run would
+# pay for writing back the gigabyte the run before it left dirty, which slowed whichever
+# command came next by up to 3x here. imgtool's time includes its fsync before
+# publication; curl's does not. The first round is a warm-up and is not counted.
 commands=(
     "$imgtool fetch $url --sha256 $hash --output $out --progress none"
     "curl -s -o $out $url && sha256sum $out"
@@ -68,6 +71,7 @@ results="$dir/times.txt"
 for round in $(seq 0 "$runs"); do
     for index in 0 1 2; do
         rm -f "$out" "$out.part" "$out.part.state" "$out.lock"
+        sync
         start=$(date +%s.%N)
         sh -c "${commands[$index]}" >/dev/null
         end=$(date +%s.%N)

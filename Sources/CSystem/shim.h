@@ -33,6 +33,16 @@ static inline int imgtool_sync_file_range(int fd, int64_t offset, int64_t length
     return (int)syscall(SYS_sync_file_range, fd, (off_t)offset, (off_t)length, flags);
 }
 
+/* open(2) flag O_DIRECT: transfers go between the caller's buffer and the device, past
+ * the page cache. Its value differs between architectures. */
+#if defined(__aarch64__) || defined(__arm__)
+#define IMGTOOL_O_DIRECT 0200000
+#elif defined(__powerpc__)
+#define IMGTOOL_O_DIRECT 0400000
+#else
+#define IMGTOOL_O_DIRECT 040000
+#endif
+
 /* openat2(2) (Linux 5.6) with struct open_how laid out as in <linux/openat2.h>. */
 struct imgtool_open_how {
     uint64_t flags;

@@ -106,9 +106,9 @@ final class CurlTransfer {
         imgtool_curl_setopt_long(handle, CURLOPT_HTTP_CONTENT_DECODING, 0)
         imgtool_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Int(connectTimeout.seconds * 1000))
         imgtool_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
-        // 512 KiB per write callback instead of the default 16 KiB: a quarter of the
-        // pwrite and hash calls per byte.
-        imgtool_curl_setopt_long(handle, CURLOPT_BUFFERSIZE, 512 * 1024)
+        // Up to 256 KiB per read from the socket instead of the default 16 KiB: fewer
+        // calls per byte, while the buffer still fits in the L2 cache beside WriteBehind's.
+        imgtool_curl_setopt_long(handle, CURLOPT_BUFFERSIZE, 256 * 1024)
         imgtool_curl_setopt_string(handle, CURLOPT_USERAGENT, "imgtool/\(ImageCoreVersion.current)")
         if let headerList { imgtool_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList) }
 

@@ -7,7 +7,7 @@
 // - the state file is written before the first byte of a response is stored.
 // The session runs on the thread that called `fetch`, and libcurl's callbacks run inside
 // `perform` on that same thread. Only writing and hashing happen on the `WriteBehind`
-// worker, which the session drains before it looks at the file or the hasher.
+// workers, which the session drains before it looks at the file or the hasher.
 
 #if canImport(Glibc)
 import Glibc
