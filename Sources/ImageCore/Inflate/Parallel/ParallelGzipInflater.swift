@@ -3,8 +3,8 @@
 // The file is cut into chunks, worker threads decode them (`ChunkPipeline`), and the
 // calling thread writes their output in order and checks every member's CRC-32 and
 // ISIZE across chunk boundaries. The chunks come from, in order of preference:
-//   1. a seek index (GZIDX): one chunk per access point, started by zlib with the
-//      point's window;
+//   1. a seek index (GZIDX): one chunk per access point, decoded by ISA-L from the
+//      point's window up to the next point's uncompressed offset (`IsalChunkDecoder`);
 //   2. BGZF: each member's size is in its header, so chunks are whole members (zlib);
 //   3. anything else: equal byte ranges decoded speculatively by the Swift decoder
 //      (`SpeculativeDecoder`), which finds a block header in each range and decodes
@@ -35,6 +35,9 @@ public struct ParallelInflateResult: Sendable {
 public enum ParallelGzipInflater {
     /// Output bytes a chunk may hold in memory before its worker waits for the writer.
     public static let defaultChunkBudget = 16 << 20
+    /// Index chunks whose output is more than this many times their input go to the
+    /// Swift decoder, which skips zero runs; real files compress less than 10 to 1.
+    static let zeroHeavyRatio: Int64 = 64
 
     /// Decodes the gzip file at `path` into `sink` with `threads` workers.
     /// - Parameters:
@@ -122,9 +125,10 @@ public enum ParallelGzipInflater {
         return (trailingGarbage, chunks.count, plan.strategy)
     }
 
-    /// Runs one chunk per access point of `index` with the Swift decoder in byte mode
-    /// (so zero runs become holes), each started with its point's window. The writer
-    /// checks that every chunk ends at the next point and at its uncompressed offset.
+    /// Runs one chunk per access point of `index` with ISA-L, each started with its
+    /// point's window and ended after the output up to the next point. The writer
+    /// checks that every chunk ends at the next point's uncompressed offset, and the
+    /// CRC-32 and length of every member.
     private static func runIndex(_ index: GzipIndex, file: MappedFile, threads: Int, budget: Int,
                                  writer: inout OrderedWriter) throws -> (Int64, Int) {
         let fileSize = Int64(file.count)
@@ -137,12 +141,38 @@ public enum ParallelGzipInflater {
         }
         let count = points.count
         let stops: [Int64] = (0..<count).map { $0 + 1 < count ? points[$0 + 1].compressedBitOffset : .max }
-        let decoder = SpeculativeDecoder(file: file)
+        var lengths: [Int64?] = []
+        for number in 0..<count {
+            guard number + 1 < count else {
+                lengths.append(nil)
+                break
+            }
+            let length = points[number + 1].uncompressedOffset - points[number].uncompressedOffset
+            guard length >= 0 else {
+                throw GzipIndexError(path: file.path, reason: "point \(number + 1) has a smaller uncompressed offset (\(points[number + 1].uncompressedOffset)) than point \(number) (\(points[number].uncompressedOffset))")
+            }
+            lengths.append(length)
+        }
+        let isal = IsalChunkDecoder(file: file)
+        let swift = SpeculativeDecoder(file: file)
         let starts: [SpeculativeDecoder.Start] = points.map { point in
             point.compressedBitOffset == 0 ? .memberHeader(0) : .known(bitOffset: point.compressedBitOffset, window: point.window ?? [])
         }
-        let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: budget) { number, stream in
-            try decoder.decode(from: starts[number], stopAt: stops[number], anyBoundary: true, into: stream)
+        // Chunks that expand more than `zeroHeavyRatio` times are mostly zero runs, which
+        // the Swift decoder turns into holes without producing them; ISA-L decodes the
+        // rest faster.
+        let zeroHeavy: [Bool] = (0..<count).map { number in
+            guard let length = lengths[number], stops[number] != .max else { return false }
+            let compressed = max(1, (stops[number] - points[number].compressedBitOffset) / 8)
+            return length / compressed > zeroHeavyRatio
+        }
+        let endsWithMember = (0..<count).map { $0 + 1 < count && points[$0 + 1].window == nil }
+        let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: budget) { [lengths] number, stream in
+            if zeroHeavy[number] {
+                return try swift.decode(from: starts[number], stopAt: stops[number], anyBoundary: true, into: stream)
+            }
+            return try isal.decode(from: starts[number], length: lengths[number], end: stops[number],
+                                   endsWithMember: endsWithMember[number], into: stream)
         }
         pipeline.start()
         defer { pipeline.abandonAll() }
@@ -274,7 +304,13 @@ struct OrderedWriter {
     private var memberCRC: UInt32 = 0
     private var memberSize: Int64 = 0
     /// The last 32 KiB written (fewer at the start), which markers refer to.
-    private(set) var window: [UInt8] = []
+    var window: [UInt8] {
+        recent.count > ByteOutput.history ? Array(recent.suffix(ByteOutput.history)) : recent
+    }
+    /// The window, or the last data piece when that alone is longer: holding on to the
+    /// piece costs no copy, and the window is cut from it only when it is asked for.
+    private var recent: [UInt8] = []
+    private static let zeroWindow = [UInt8](repeating: 0, count: ByteOutput.history)
     /// The window at the start of the current speculative chunk, which its markers use.
     private var chunkWindow: [UInt8] = []
 
@@ -320,9 +356,9 @@ struct OrderedWriter {
                     memberSize += count
                     written += count
                     if count >= Int64(ByteOutput.history) {
-                        window = [UInt8](repeating: 0, count: ByteOutput.history)
+                        recent = Self.zeroWindow
                     } else {
-                        window = Array((window + repeatElement(0, count: Int(count))).suffix(ByteOutput.history))
+                        recent = Array((window + repeatElement(0, count: Int(count))).suffix(ByteOutput.history))
                     }
                 case .memberEnd(let crc, let size, let trailerOffset):
                     guard crc == memberCRC else {
@@ -357,9 +393,9 @@ struct OrderedWriter {
         memberSize += Int64(bytes.count)
         written += Int64(bytes.count)
         if bytes.count >= ByteOutput.history {
-            window = Array(bytes.suffix(ByteOutput.history))
+            recent = bytes
         } else {
-            window = Array((window + bytes).suffix(ByteOutput.history))
+            recent = Array((window + bytes).suffix(ByteOutput.history))
         }
     }
 
