@@ -16,10 +16,16 @@ import Foundation
 
 /// How to inflate.
 public struct DecompressOptions: Sendable {
-    /// Decoding threads. xz uses up to this many. A gzip file with more than one thread,
-    /// or with `index` or `indexOutput`, goes to `ParallelGzipInflater`; otherwise one
-    /// thread decodes it (and the writer thread runs beside it).
+    /// Decoding threads. xz uses up to this many. A gzip file goes to
+    /// `ParallelGzipInflater` with `index` or `indexOutput`, or with more than one thread
+    /// when it is BGZF or `splitSingleStream` is set; otherwise one thread decodes it
+    /// (and the writer thread runs beside it).
     public var threads: Int
+    /// Decode a single gzip stream without an index on `threads` threads by speculative
+    /// chunks. Off by default: on the 2-core machine measured (docs/BENCHMARKS.md),
+    /// ISA-L on one thread was as fast on a mostly-zero image and twice as fast on a
+    /// data-heavy one.
+    public var splitSingleStream: Bool
     /// Receives progress: compressed bytes consumed of the input's size, and bytes written.
     public var progress: ProgressHandler?
     /// Stops decoding between pieces of work; the caller then sees `CancelledError`.
@@ -33,8 +39,10 @@ public struct DecompressOptions: Sendable {
     public var indexOutput: String?
 
     public init(threads: Int = 1, progress: ProgressHandler? = nil, cancellation: CancellationToken? = nil,
-                engine: DeflateEngine = .isal, index: GzipIndex? = nil, indexOutput: String? = nil) {
+                engine: DeflateEngine = .isal, index: GzipIndex? = nil, indexOutput: String? = nil,
+                splitSingleStream: Bool = false) {
         self.threads = threads
+        self.splitSingleStream = splitSingleStream
         self.progress = progress
         self.cancellation = cancellation
         self.engine = engine
@@ -122,6 +130,13 @@ public enum Decompressor {
         }
     }
 
+    /// Whether `head` starts with a BGZF member header, whose extra field gives the
+    /// member's size, so that members can be decoded in parallel without guessing.
+    static func isBGZF(_ head: UnsafeRawBufferPointer) -> Bool {
+        let header = try? GzipMemberHeader.parse(UnsafeRawBufferPointer(rebasing: head.prefix(64)), at: 0)
+        return header?.bgzfMemberSize != nil
+    }
+
     /// Decodes `input` into `sink`. The sink is not finished or flushed beyond the bytes
     /// handed to it, and `allocatedBytes` in the result is nil.
     public static func decode(input: any CompressedInput, into sink: any ExtentSink,
@@ -152,7 +167,8 @@ public enum Decompressor {
         var warnings: [String] = []
         switch format {
         case .gzip where input is FileInput && input.totalSize != nil
-            && (options.threads > 1 || options.index != nil || options.indexOutput != nil):
+            && (options.index != nil || options.indexOutput != nil
+                || (options.threads > 1 && (options.splitSingleStream || Self.isBGZF(window.available)))):
             let progress = ProgressReporter(step: "inflate", handler: options.progress)
             if let indexOutput = options.indexOutput {
                 let index = try GzipIndexBuilder.build(path: input.name, sink: sink, cancellation: options.cancellation,

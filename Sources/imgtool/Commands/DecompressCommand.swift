@@ -22,10 +22,13 @@ enum DecompressCommand: Command {
     xz: every stream is decoded and its integrity checks verified.
 
     Options:
-      --threads N        decoding threads, from 1 to 256 (default: the number of CPUs);
-                         a gzip file is split into chunks decoded in parallel, with runs
-                         of zeros kept as holes, and the output is identical to
-                         sequential decoding
+      --threads N        decoding threads, from 1 to 256 (default: the number of CPUs).
+                         With an index, or for BGZF, a gzip file is split into chunks
+                         decoded in parallel, with runs of zeros kept as holes. A single
+                         gzip stream without an index is split (speculatively) only when
+                         --threads is given, since one ISA-L thread was as fast or faster
+                         in measurements; see docs/PARALLEL.md. The output is always
+                         identical to sequential decoding
       --index FILE       a seek index of SOURCE (GZIDX, from 'imgtool index' or
                          'rapidgzip --export-index'): each access point starts a chunk
       --index-out FILE   also write a seek index of SOURCE to FILE, which must not
@@ -46,7 +49,8 @@ enum DecompressCommand: Command {
     static func run(_ arguments: [String], context: CommandContext) async throws -> Int32 {
         let parsed = try Arguments(arguments, options: ["--threads", "--progress", "--index", "--index-out"])
         try parsed.requirePositionals(2...2, names: "SOURCE RAW")
-        let threads = try parsed.integer("--threads", in: 1...256) ?? ProcessInfo.processInfo.activeProcessorCount
+        let requestedThreads = try parsed.integer("--threads", in: 1...256)
+        let threads = requestedThreads ?? ProcessInfo.processInfo.activeProcessorCount
         let mode = try ProgressMode.parse(parsed.value("--progress"))
         let source = parsed.positionals[0]
         let destination = parsed.positionals[1]
@@ -62,7 +66,7 @@ enum DecompressCommand: Command {
 
         let display = ProgressDisplay(mode)
         let options = DecompressOptions(threads: threads, progress: display.handler, cancellation: context.cancellation,
-                                        index: index, indexOutput: indexOutput)
+                                        index: index, indexOutput: indexOutput, splitSingleStream: requestedThreads != nil)
         let summary: DecompressSummary
         do {
             summary = try Decompressor.decompress(source: source, destination: destination, options: options)
