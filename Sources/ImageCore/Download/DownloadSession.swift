@@ -89,12 +89,8 @@ final class DownloadSession: CurlTransferDelegate {
         } catch {
             throw SystemError("open", path: paths.part, errno: error, remedy: SystemError.defaultRemedy(for: error))
         }
-        do {
-            try loadPartial(force: force)
-        } catch {
-            try? part.close()
-            throw error
-        }
+        // When this throws, deinit closes `part`: every stored property is set by now.
+        try loadPartial(force: force)
         writer = WriteBehind(part: part, hasher: hasher) {
             [partPath = paths.part, announcedTotal, observer, reporter] length in
             let announced = announcedTotal.value.load(ordering: .relaxed)

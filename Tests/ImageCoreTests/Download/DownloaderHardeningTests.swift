@@ -26,6 +26,27 @@ import Testing
         #expect(!pathExists(destination))
     }
 
+    @Test func cancellationWhileLoadingPartialFileKeepsIt() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        let url = fixture.server.url("f.bin?drop_after=100000&drop_times=1")
+        let destination = "\(fixture.out)/f.bin"
+        #expect(throws: DownloadNetworkError.self) {
+            _ = try Downloader(options: testOptions(retries: 0)).fetch(url: url, expected: .sha256(digest), to: destination)
+        }
+        // Cancelled before the partial file is hashed: the session's setup fails, which
+        // once closed the partial file twice and trapped.
+        let cancellation = CancellationToken()
+        cancellation.cancel()
+
+        #expect(throws: CancelledError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: url, expected: .sha256(digest), to: destination,
+                                                            cancellation: cancellation)
+        }
+        #expect((try? linkStatus(destination + ".part"))??.size == 100_000)
+    }
+
     @Test func urlPasswordIsNotPrinted() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
