@@ -80,15 +80,7 @@ final class DownloadSession: CurlTransferDelegate {
         self.observer = observer
         self.cancellation = cancellation
         self.reporter = ProgressReporter(step: "download", handler: progress)
-        do {
-            // O_NOFOLLOW: a symbolic link at NAME.part would make the truncation and the
-            // writes land in whatever file it points to.
-            part = try FileDescriptor.open(paths.part, flags: O_RDWR | O_CREAT | O_NOFOLLOW, mode: 0o644)
-        } catch let error where error == .tooManyLinks {
-            throw TargetExistsError(path: paths.part, kind: "symbolic link")
-        } catch {
-            throw SystemError("open", path: paths.part, errno: error, remedy: SystemError.defaultRemedy(for: error))
-        }
+        part = try Self.openPart(paths.part)
         // When this throws, deinit closes `part`: every stored property is set by now.
         try loadPartial(force: force)
         writer = WriteBehind(part: part, hasher: hasher) {
@@ -102,6 +94,67 @@ final class DownloadSession: CurlTransferDelegate {
     }
 
     deinit { try? part.close() }
+
+    /// Opens `NAME.part` for reading and writing, or creates it. Writes must reach only
+    /// this name: a symbolic link there (O_NOFOLLOW) or a file with other hard links would
+    /// pass them to other names. A linked file is therefore replaced by a new empty one,
+    /// which costs only the resume. A directory, device or FIFO fails before any write.
+    static func openPart(_ path: String) throws -> FileDescriptor {
+        func failure(_ operation: String, _ error: Errno) -> any Error {
+            if error == .tooManyLinks { return TargetExistsError(path: path, kind: "symbolic link") }
+            return SystemError(operation, path: path, errno: error, remedy: SystemError.defaultRemedy(for: error))
+        }
+        func create() throws -> FileDescriptor? {
+            do {
+                return try FileDescriptor.open(path, flags: O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, mode: 0o644)
+            } catch let error where error == .exists {
+                return nil
+            } catch {
+                throw failure("create", error)
+            }
+        }
+        if let created = try create() { return created }
+
+        // The file exists. Reject what is not a regular file before opening it, since
+        // opening a device can have effects of its own; O_NONBLOCK keeps a FIFO that
+        // replaced it since from blocking the open, and fstat below catches it.
+        if let status = (try? linkStatus(path)) ?? nil, !status.isRegularFile {
+            throw TargetExistsError(path: path, kind: status.kindDescription)
+        }
+        let existing: FileDescriptor
+        do {
+            existing = try FileDescriptor.open(path, flags: O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
+        } catch let error where error == .noEntry {
+            // Removed since; create it after all.
+            if let created = try create() { return created }
+            throw failure("create", .exists)
+        } catch {
+            throw failure("open", error)
+        }
+        let status: FileStatus
+        do {
+            status = try existing.status()
+        } catch {
+            try? existing.close()
+            throw failure("inspect", error)
+        }
+        if !status.isRegularFile {
+            try? existing.close()
+            throw TargetExistsError(path: path, kind: status.kindDescription)
+        }
+        if status.linkCount == 1 { return existing }
+
+        try? existing.close()
+        Log.warning("download", "'\(path)' has \(status.linkCount - 1) other hard link(s); writing to it would change those files too, so it is replaced by a new empty file")
+        if unlink(path) != 0 {
+            let error = Errno.current
+            if error != .noEntry { throw failure("remove", error) }
+        }
+        if let created = try create() { return created }
+        // Someone created the name again between unlink and open: give up rather than loop.
+        throw SystemError("create", path: path, errno: .exists,
+                          remedy: "another program keeps creating this file; remove it and make sure nothing else writes in that directory")
+    }
 
     /// Keeps the partial file when its state file records it as a prefix of this URL with
     /// this hash; otherwise empties it. Then hashes what is kept.

@@ -47,6 +47,48 @@ import Testing
         #expect((try? linkStatus(destination + ".part"))??.size == 100_000)
     }
 
+    @Test func hardLinkedPartialFileIsReplaced() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        let url = fixture.server.url("f.bin?drop_after=100000&drop_times=1")
+        let destination = "\(fixture.out)/f.bin"
+        // A first run leaves a partial file with a state file that matches the URL.
+        #expect(throws: DownloadNetworkError.self) {
+            _ = try Downloader(options: testOptions(retries: 0)).fetch(url: url, expected: .sha256(digest), to: destination)
+        }
+        #expect(pathExists(destination + ".part.state"))
+        // Then NAME.part becomes another name of a file that must not change.
+        let other = fixture.scratch.file("other.txt")
+        let kept = Data(repeating: 0x56, count: 50_000)
+        try kept.write(to: URL(fileURLWithPath: other))
+        unlink(destination + ".part")
+        #expect(link(other, destination + ".part") == 0)
+
+        let summary = try Downloader(options: testOptions()).fetch(url: url, expected: .sha256(digest), to: destination)
+
+        #expect(summary.sha256 == digest)
+        #expect(summary.resumedFrom == 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: other)) == kept)
+        #expect((try? linkStatus(other))??.linkCount == 1)
+    }
+
+    @Test func fifoAsPartialFileFailsAtOnce() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 10_000)
+        let destination = "\(fixture.out)/f.bin"
+        #expect(mkfifo(destination + ".part", 0o644) == 0)
+
+        let error = #expect(throws: TargetExistsError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                            to: destination)
+        }
+        #expect(error?.path == destination + ".part")
+        #expect(error?.kind == "FIFO")
+        #expect(try fixture.server.requests().isEmpty)
+    }
+
     @Test func urlPasswordIsNotPrinted() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
