@@ -119,6 +119,21 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
     }
 
+    @Test func fetchTooLongURLNameIsRejected() throws {
+        let directory = NSTemporaryDirectory() + "/imgtool-fetch-long-name-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let name = String(repeating: "a", count: 245)
+
+        let result = try runImgtool(["fetch", "http://127.0.0.1:9/\(name)", "--sha256", Self.emptyHash, "--dir", directory])
+
+        #expect(result.status == 64)
+        #expect(result.error.contains("the URL's file name '\(name)' is 245 bytes long"))
+        #expect(result.error.contains("give --output PATH with a shorter name"))
+        #expect(!result.error.contains("ENAMETOOLONG"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
+    }
+
     @Test func fetchHelpNamesOptions() throws {
         let result = try runImgtool(["fetch", "--help"])
         #expect(result.status == 0)

@@ -114,6 +114,10 @@ public struct DownloadSummary: Sendable {
 public final class Downloader: Sendable {
     public let options: DownloadOptions
 
+    /// The longest destination file name in bytes: NAME.part.state, the longest name
+    /// beside it, must fit in the 255 bytes that Linux file systems allow (NAME_MAX).
+    public static let maximumFileNameLength = 255 - ".part.state".utf8.count
+
     public init(options: DownloadOptions = DownloadOptions()) {
         self.options = options
     }
@@ -139,6 +143,11 @@ public final class Downloader: Sendable {
         }
         let started = ContinuousClock.now
         let paths = DownloadPaths(destination: destination)
+        if paths.name.utf8.count > Downloader.maximumFileNameLength {
+            throw InvalidArgumentError(argument: "destination", value: paths.name,
+                                       reason: "the file name is \(paths.name.utf8.count) bytes long, but at most \(Downloader.maximumFileNameLength) fit, because NAME.part.state beside it must stay within 255 bytes",
+                                       remedy: "choose a destination with a shorter file name")
+        }
 
         let lock = try DownloadLock(path: paths.lock, cancellation: cancellation)
         defer { lock.release() }

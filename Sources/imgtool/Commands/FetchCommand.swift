@@ -115,6 +115,9 @@ enum FetchCommand: Command {
             let shown = name.unicodeScalars.map { $0.escaped(asASCII: true) }.joined()
             throw UsageError(message: "the URL's file name '\(shown)' cannot be used as a file name: give --output PATH")
         }
+        if name.utf8.count > Downloader.maximumFileNameLength {
+            throw UsageError(message: "the URL's file name '\(name)' is \(name.utf8.count) bytes long, but a download can use at most \(Downloader.maximumFileNameLength) (NAME.part.state must fit in 255 bytes): give --output PATH with a shorter name")
+        }
         return name
     }
 

@@ -89,6 +89,25 @@ import Testing
         #expect(try fixture.server.requests().isEmpty)
     }
 
+    @Test func longestFileNameIsAccepted() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let longest = String(repeating: "b", count: Downloader.maximumFileNameLength)
+        let digest = try fixture.serve(longest, count: 5000)
+
+        let summary = try Downloader(options: testOptions()).fetch(url: fixture.server.url(longest), expected: .sha256(digest),
+                                                                   to: "\(fixture.out)/\(longest)")
+        let error = #expect(throws: InvalidArgumentError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url(longest), expected: .sha256(digest),
+                                                            to: "\(fixture.out)/\(longest)c")
+        }
+
+        #expect(summary.sha256 == digest)
+        #expect(error?.value == longest + "c")
+        #expect(error?.remedy?.contains("shorter file name") == true)
+        #expect(!pathExists("\(fixture.out)/\(longest)c.lock"))
+    }
+
     @Test func urlPasswordIsNotPrinted() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
