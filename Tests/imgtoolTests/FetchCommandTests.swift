@@ -134,10 +134,18 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
     }
 
+    @Test(arguments: ["0", "-1", "ten", "1X"])
+    func fetchInvalidMaxSizeIsRejected(value: String) throws {
+        let result = try runImgtool(["fetch", "http://127.0.0.1:9/x", "--sha256", Self.emptyHash, "--max-size", value])
+        #expect(result.status == 64)
+        #expect(result.error.contains("invalid --max-size '\(value)'"))
+    }
+
     @Test func fetchHelpNamesOptions() throws {
         let result = try runImgtool(["fetch", "--help"])
         #expect(result.status == 0)
         #expect(result.output.contains("--stall-timeout SECONDS"))
         #expect(result.output.contains("--sha256-url URL"))
+        #expect(result.output.contains("--max-size SIZE"))
     }
 }

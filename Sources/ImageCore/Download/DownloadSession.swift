@@ -234,6 +234,13 @@ final class DownloadSession: CurlTransferDelegate {
                 }
                 try Downloader.sleepBeforeRetry(failures, options: options, cancellation: cancellation, url: url)
             case .fail(let error):
+                if let error = error as? DownloadTooLargeError, error.announced == nil {
+                    // A body without a length that grew this far is most likely endless, and
+                    // keeping it would leave up to `maximumSize` bytes of it on the disk.
+                    Log.warning("download", "removing '\(paths.part)' (\(partLength) bytes): a body without a length passed the size limit")
+                    unlink(paths.part)
+                    unlink(paths.state)
+                }
                 throw error
             }
         }
@@ -314,12 +321,13 @@ final class DownloadSession: CurlTransferDelegate {
         do {
             switch status {
             case 200:
+                var length = response["content-length"].flatMap { Int64($0) }
+                if response["transfer-encoding"]?.lowercased().contains("chunked") == true { length = nil }
+                if let length, length > options.maximumSize { return tooLarge(announced: length) }
                 if requestedFrom > 0 {
                     try discardPartial(reason: "the server sent the whole file (HTTP 200) for a range request")
                     restarts += 1
                 }
-                var length = response["content-length"].flatMap { Int64($0) }
-                if response["transfer-encoding"]?.lowercased().contains("chunked") == true { length = nil }
                 try recordState(transfer, etag: etag, lastModified: lastModified, length: length)
                 return nil
 
@@ -328,6 +336,7 @@ final class DownloadSession: CurlTransferDelegate {
                     try discardPartial(reason: "HTTP 206 without a valid Content-Range (\(response["content-range"] ?? "none"))")
                     return .restart("invalid Content-Range")
                 }
+                if let total = range.total, total > options.maximumSize { return tooLarge(announced: total) }
                 if requestedFrom == 0, first == 0 {
                     // The whole file as a 206 to a request without Range, as some proxies send it.
                     try recordState(transfer, etag: etag, lastModified: lastModified, length: range.total)
@@ -372,6 +381,10 @@ final class DownloadSession: CurlTransferDelegate {
         }
     }
 
+    private func tooLarge(announced: Int64?) -> Outcome {
+        .fail(DownloadTooLargeError(url: url, limit: options.maximumSize, announced: announced))
+    }
+
     private func recordState(_ transfer: CurlTransfer, etag: String?, lastModified: String?, length: Int64?) throws {
         let updated = DownloadState(url: url, finalURL: transfer.effectiveURL, etag: etag, lastModified: lastModified,
                                     expectedLength: length, sha256: expected.hex)
@@ -387,6 +400,10 @@ final class DownloadSession: CurlTransferDelegate {
         lastData = .now
         if let total = state?.expectedLength, partLength + Int64(bytes.count) > total {
             outcome = .retry(AttemptFailure(reason: "the server sent more than the \(total) bytes it announced", retryable: true))
+            return false
+        }
+        if partLength + Int64(bytes.count) > options.maximumSize {
+            outcome = tooLarge(announced: nil)
             return false
         }
         do {

@@ -50,14 +50,23 @@ public struct DownloadOptions: Sendable {
     public var retryDelay: Duration = .seconds(1)
     public var maximumRetryDelay: Duration = .seconds(60)
     public var connectTimeout: Duration = .seconds(30)
+    /// The largest file accepted, in bytes. A response that announces more fails before
+    /// its body is stored, and a body without a length (chunked) that grows past it stops
+    /// there, so a server that never ends the body cannot fill the disk.
+    public var maximumSize: Int64 = DownloadOptions.defaultMaximumSize
+
+    /// 64 GiB: more than any disk image the catalog lists, less than a full disk on most hosts.
+    public static let defaultMaximumSize: Int64 = 64 << 30
 
     public init(stallTimeout: Duration = .seconds(30), retries: Int = 5, retryDelay: Duration = .seconds(1),
-                maximumRetryDelay: Duration = .seconds(60), connectTimeout: Duration = .seconds(30)) {
+                maximumRetryDelay: Duration = .seconds(60), connectTimeout: Duration = .seconds(30),
+                maximumSize: Int64 = DownloadOptions.defaultMaximumSize) {
         self.stallTimeout = stallTimeout
         self.retries = retries
         self.retryDelay = retryDelay
         self.maximumRetryDelay = maximumRetryDelay
         self.connectTimeout = connectTimeout
+        self.maximumSize = maximumSize
     }
 }
 
