@@ -142,7 +142,11 @@ final class DownloadSession: CurlTransferDelegate {
             try? existing.close()
             throw TargetExistsError(path: path, kind: status.kindDescription)
         }
-        if status.linkCount == 1 { return existing }
+        if status.linkCount == 1 {
+            // O_NONBLOCK was only for the open; the writes should not carry it.
+            _ = fcntl(existing.rawValue, F_SETFL, fcntl(existing.rawValue, F_GETFL) & ~O_NONBLOCK)
+            return existing
+        }
 
         try? existing.close()
         Log.warning("download", "'\(path)' has \(status.linkCount - 1) other hard link(s); writing to it would change those files too, so it is replaced by a new empty file")
