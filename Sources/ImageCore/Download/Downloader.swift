@@ -55,7 +55,7 @@ public struct DownloadOptions: Sendable {
     /// there, so a server that never ends the body cannot fill the disk.
     public var maximumSize: Int64 = DownloadOptions.defaultMaximumSize
 
-    /// 64 GiB: more than any disk image the catalog lists, less than a full disk on most hosts.
+    /// 64 GiB, far larger than the disk images the catalog lists.
     public static let defaultMaximumSize: Int64 = 64 << 30
 
     public init(stallTimeout: Duration = .seconds(30), retries: Int = 5, retryDelay: Duration = .seconds(1),

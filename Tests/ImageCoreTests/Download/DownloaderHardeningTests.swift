@@ -35,8 +35,8 @@ import Testing
         #expect(throws: DownloadNetworkError.self) {
             _ = try Downloader(options: testOptions(retries: 0)).fetch(url: url, expected: .sha256(digest), to: destination)
         }
-        // Cancelled before the partial file is hashed: the session's setup fails, which
-        // once closed the partial file twice and trapped.
+        // Cancelled before the partial file is hashed, so the session's setup fails after
+        // it opened the partial file, which must then be closed exactly once.
         let cancellation = CancellationToken()
         cancellation.cancel()
 
@@ -60,8 +60,8 @@ import Testing
         #expect(pathExists(destination + ".part.state"))
         // Then NAME.part becomes another name of a file that must not change.
         let other = fixture.scratch.file("other.txt")
-        let kept = Data(repeating: 0x56, count: 50_000)
-        try kept.write(to: URL(fileURLWithPath: other))
+        let otherContents = Data(repeating: 0x56, count: 50_000)
+        try otherContents.write(to: URL(fileURLWithPath: other))
         unlink(destination + ".part")
         #expect(link(other, destination + ".part") == 0)
 
@@ -69,7 +69,7 @@ import Testing
 
         #expect(summary.sha256 == digest)
         #expect(summary.resumedFrom == 0)
-        #expect(try Data(contentsOf: URL(fileURLWithPath: other)) == kept)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: other)) == otherContents)
         #expect((try? linkStatus(other))??.linkCount == 1)
     }
 
