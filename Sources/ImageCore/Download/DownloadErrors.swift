@@ -48,6 +48,24 @@ public struct DownloadTooLargeError: ImageError {
     }
 }
 
+/// NAME.part no longer names the file that was downloaded and verified, so that file
+/// cannot be given its final name.
+public struct PartialFileReplacedError: ImageError {
+    public var path: String
+
+    public init(path: String) {
+        self.path = path
+    }
+
+    public var category: FailureCategory { .failure }
+    public var description: String {
+        "'\(path)' was replaced or removed by another program during the download, so the verified file was not published"
+    }
+    public var remedy: String? {
+        "make sure nothing else writes in that directory, then fetch again"
+    }
+}
+
 /// An HTTP status that retrying will not change (404, 403, ...).
 public struct HTTPStatusError: ImageError {
     public var url: String

@@ -39,7 +39,8 @@ final class DownloadSession: CurlTransferDelegate {
     private let cancellation: CancellationToken
     private let reporter: ProgressReporter
 
-    private let part: FileDescriptor
+    /// The partial file, open until the session ends; `Downloader.publish` links it.
+    let part: FileDescriptor
     private let hasher = SHA256()
     private var state: DownloadState? {
         didSet { announcedTotal.value.store(state?.expectedLength ?? -1, ordering: .relaxed) }

@@ -2,6 +2,7 @@
 // destination, credentials in URLs, destinations that cannot be replaced.
 
 import Foundation
+import Synchronization
 import Testing
 @testable import ImageCore
 
@@ -71,6 +72,41 @@ import Testing
         #expect(summary.resumedFrom == 0)
         #expect(try Data(contentsOf: URL(fileURLWithPath: other)) == otherContents)
         #expect((try? linkStatus(other))??.linkCount == 1)
+    }
+
+    @Test func swappedPartialFileIsNotPublished() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        let destination = "\(fixture.out)/f.bin"
+        let swap = try PartialFileSwap(decoy: "\(fixture.out)/decoy", keepDownloadAt: nil)
+
+        let error = #expect(throws: PartialFileReplacedError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                            to: destination, observer: swap.observe)
+        }
+
+        #expect(swap.hasSwapped)
+        #expect(error?.path == destination + ".part")
+        #expect(!pathExists(destination))
+        #expect(try String(contentsOfFile: destination + ".part", encoding: .utf8) == PartialFileSwap.decoyText)
+    }
+
+    @Test func swappedPartialFileWithOtherNamePublishesDownload() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        let destination = "\(fixture.out)/f.bin"
+        // The downloaded file keeps a second name, so it can still be linked after the swap.
+        let swap = try PartialFileSwap(decoy: "\(fixture.out)/decoy", keepDownloadAt: "\(fixture.out)/kept")
+
+        let summary = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                                   to: destination, observer: swap.observe)
+
+        #expect(swap.hasSwapped)
+        #expect(summary.sha256 == digest)
+        #expect(try SHA256.hash(fileAt: destination) == digest)
+        #expect(try String(contentsOfFile: destination + ".part", encoding: .utf8) == PartialFileSwap.decoyText)
     }
 
     @Test func fifoAsPartialFileFailsAtOnce() throws {
@@ -311,5 +347,29 @@ import Testing
         #expect(summary.restarts == 0)
         #expect(recorder.restarts.isEmpty)
         #expect(try sha256sum("\(fixture.out)/f.bin") == digest.hex)
+    }
+}
+
+/// Another program that can write the download directory: once every byte of the download
+/// is written, it renames a file of its own over NAME.part.
+private final class PartialFileSwap: Sendable {
+    static let decoyText = "not the download"
+    private let swapped = Atomic<Bool>(false)
+    private let decoy: String
+    private let keepDownloadAt: String?
+
+    init(decoy: String, keepDownloadAt: String?) throws {
+        self.decoy = decoy
+        self.keepDownloadAt = keepDownloadAt
+        try Data(Self.decoyText.utf8).write(to: URL(fileURLWithPath: decoy))
+    }
+
+    var hasSwapped: Bool { swapped.load(ordering: .relaxed) }
+
+    func observe(_ event: DownloadEvent) {
+        guard case .wrote(let partPath, let length, let total) = event, length == total,
+              swapped.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+        if let keepDownloadAt { _ = link(partPath, keepDownloadAt) }
+        _ = rename(decoy, partPath)
     }
 }
