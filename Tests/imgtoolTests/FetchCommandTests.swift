@@ -119,10 +119,33 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
     }
 
+    @Test func fetchTooLongURLNameIsRejected() throws {
+        let directory = NSTemporaryDirectory() + "/imgtool-fetch-long-name-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let name = String(repeating: "a", count: 245)
+
+        let result = try runImgtool(["fetch", "http://127.0.0.1:9/\(name)", "--sha256", Self.emptyHash, "--dir", directory])
+
+        #expect(result.status == 64)
+        #expect(result.error.contains("the URL's file name '\(name)' is 245 bytes long"))
+        #expect(result.error.contains("give --output PATH with a shorter name"))
+        #expect(!result.error.contains("ENAMETOOLONG"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
+    }
+
+    @Test(arguments: ["0", "-1", "ten", "1X"])
+    func fetchInvalidMaxSizeIsRejected(value: String) throws {
+        let result = try runImgtool(["fetch", "http://127.0.0.1:9/x", "--sha256", Self.emptyHash, "--max-size", value])
+        #expect(result.status == 64)
+        #expect(result.error.contains("invalid --max-size '\(value)'"))
+    }
+
     @Test func fetchHelpNamesOptions() throws {
         let result = try runImgtool(["fetch", "--help"])
         #expect(result.status == 0)
         #expect(result.output.contains("--stall-timeout SECONDS"))
         #expect(result.output.contains("--sha256-url URL"))
+        #expect(result.output.contains("--max-size SIZE"))
     }
 }

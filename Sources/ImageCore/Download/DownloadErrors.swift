@@ -23,6 +23,49 @@ public struct DownloadNetworkError: ImageError {
     }
 }
 
+/// The file is larger than `DownloadOptions.maximumSize`, as announced by the server or
+/// as received from a body without a length.
+public struct DownloadTooLargeError: ImageError {
+    public var url: String
+    public var limit: Int64
+    /// The length the server announced, or nil when the body had none and grew past
+    /// `limit`. Such a body is removed with its partial file.
+    public var announced: Int64?
+
+    public init(url: String, limit: Int64, announced: Int64?) {
+        self.url = url
+        self.limit = limit
+        self.announced = announced
+    }
+
+    public var category: FailureCategory { .network }
+    public var description: String {
+        let size = announced.map { "the server announced \($0) bytes, more than" } ?? "the body has no announced length and grew past"
+        return "download of \(redactingPassword(in: url)) stopped: \(size) the limit of \(limit) bytes"
+    }
+    public var remedy: String? {
+        "check the URL; if the file really is that large, raise the limit (imgtool fetch --max-size)"
+    }
+}
+
+/// NAME.part no longer names the file that was downloaded and verified, so that file
+/// cannot be given its final name.
+public struct PartialFileReplacedError: ImageError {
+    public var path: String
+
+    public init(path: String) {
+        self.path = path
+    }
+
+    public var category: FailureCategory { .failure }
+    public var description: String {
+        "'\(path)' was replaced or removed by another program during the download, so the verified file was not published"
+    }
+    public var remedy: String? {
+        "make sure nothing else writes in that directory, then fetch again"
+    }
+}
+
 /// An HTTP status that retrying will not change (404, 403, ...).
 public struct HTTPStatusError: ImageError {
     public var url: String

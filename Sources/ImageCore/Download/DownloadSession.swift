@@ -39,7 +39,8 @@ final class DownloadSession: CurlTransferDelegate {
     private let cancellation: CancellationToken
     private let reporter: ProgressReporter
 
-    private let part: FileDescriptor
+    /// The partial file, open until the session ends; `Downloader.publish` links it.
+    let part: FileDescriptor
     private let hasher = SHA256()
     private var state: DownloadState? {
         didSet { announcedTotal.value.store(state?.expectedLength ?? -1, ordering: .relaxed) }
@@ -80,21 +81,9 @@ final class DownloadSession: CurlTransferDelegate {
         self.observer = observer
         self.cancellation = cancellation
         self.reporter = ProgressReporter(step: "download", handler: progress)
-        do {
-            // O_NOFOLLOW: a symbolic link at NAME.part would make the truncation and the
-            // writes land in whatever file it points to.
-            part = try FileDescriptor.open(paths.part, flags: O_RDWR | O_CREAT | O_NOFOLLOW, mode: 0o644)
-        } catch let error where error == .tooManyLinks {
-            throw TargetExistsError(path: paths.part, kind: "symbolic link")
-        } catch {
-            throw SystemError("open", path: paths.part, errno: error, remedy: SystemError.defaultRemedy(for: error))
-        }
-        do {
-            try loadPartial(force: force)
-        } catch {
-            try? part.close()
-            throw error
-        }
+        part = try Self.openPart(paths.part)
+        // When this throws, deinit closes `part`: every stored property is set by now.
+        try loadPartial(force: force)
         writer = WriteBehind(part: part, hasher: hasher) {
             [partPath = paths.part, announcedTotal, observer, reporter] length in
             let announced = announcedTotal.value.load(ordering: .relaxed)
@@ -106,6 +95,71 @@ final class DownloadSession: CurlTransferDelegate {
     }
 
     deinit { try? part.close() }
+
+    /// Opens `NAME.part` for reading and writing, or creates it. Writes must reach only
+    /// this name: a symbolic link there (O_NOFOLLOW) or a file with other hard links would
+    /// pass them to other names. A linked file is therefore replaced by a new empty one,
+    /// which costs only the resume. A directory, device or FIFO fails before any write.
+    static func openPart(_ path: String) throws -> FileDescriptor {
+        func failure(_ operation: String, _ error: Errno) -> any Error {
+            if error == .tooManyLinks { return TargetExistsError(path: path, kind: "symbolic link") }
+            return SystemError(operation, path: path, errno: error, remedy: SystemError.defaultRemedy(for: error))
+        }
+        func create() throws -> FileDescriptor? {
+            do {
+                return try FileDescriptor.open(path, flags: O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, mode: 0o644)
+            } catch let error where error == .exists {
+                return nil
+            } catch {
+                throw failure("create", error)
+            }
+        }
+        if let created = try create() { return created }
+
+        // The file exists. Reject what is not a regular file before opening it, since
+        // opening a device can have effects of its own; O_NONBLOCK keeps a FIFO that
+        // replaced it since from blocking the open, and fstat below catches it.
+        if let status = (try? linkStatus(path)) ?? nil, !status.isRegularFile {
+            throw TargetExistsError(path: path, kind: status.kindDescription)
+        }
+        let existing: FileDescriptor
+        do {
+            existing = try FileDescriptor.open(path, flags: O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
+        } catch let error where error == .noEntry {
+            // Removed since; create it after all.
+            if let created = try create() { return created }
+            throw failure("create", .exists)
+        } catch {
+            throw failure("open", error)
+        }
+        let status: FileStatus
+        do {
+            status = try existing.status()
+        } catch {
+            try? existing.close()
+            throw failure("inspect", error)
+        }
+        if !status.isRegularFile {
+            try? existing.close()
+            throw TargetExistsError(path: path, kind: status.kindDescription)
+        }
+        if status.linkCount == 1 {
+            // O_NONBLOCK was only for the open; the writes should not carry it.
+            _ = fcntl(existing.rawValue, F_SETFL, fcntl(existing.rawValue, F_GETFL) & ~O_NONBLOCK)
+            return existing
+        }
+
+        try? existing.close()
+        Log.warning("download", "'\(path)' has \(status.linkCount - 1) other hard link(s); writing to it would change those files too, so it is replaced by a new empty file")
+        if unlink(path) != 0 {
+            let error = Errno.current
+            if error != .noEntry { throw failure("remove", error) }
+        }
+        if let created = try create() { return created }
+        // Someone created the name again between unlink and open: give up rather than loop.
+        throw SystemError("create", path: path, errno: .exists,
+                          remedy: "another program keeps creating this file; remove it and make sure nothing else writes in that directory")
+    }
 
     /// Keeps the partial file when its state file records it as a prefix of this URL with
     /// this hash; otherwise empties it. Then hashes what is kept.
@@ -185,6 +239,13 @@ final class DownloadSession: CurlTransferDelegate {
                 }
                 try Downloader.sleepBeforeRetry(failures, options: options, cancellation: cancellation, url: url)
             case .fail(let error):
+                if let error = error as? DownloadTooLargeError, error.announced == nil {
+                    // A body without a length that grew this far is most likely endless, and
+                    // keeping it would leave up to `maximumSize` bytes of it on the disk.
+                    Log.warning("download", "removing '\(paths.part)' (\(partLength) bytes): a body without a length passed the size limit")
+                    unlink(paths.part)
+                    unlink(paths.state)
+                }
                 throw error
             }
         }
@@ -265,12 +326,13 @@ final class DownloadSession: CurlTransferDelegate {
         do {
             switch status {
             case 200:
+                var length = response["content-length"].flatMap { Int64($0) }
+                if response["transfer-encoding"]?.lowercased().contains("chunked") == true { length = nil }
+                if let length, length > options.maximumSize { return tooLarge(announced: length) }
                 if requestedFrom > 0 {
                     try discardPartial(reason: "the server sent the whole file (HTTP 200) for a range request")
                     restarts += 1
                 }
-                var length = response["content-length"].flatMap { Int64($0) }
-                if response["transfer-encoding"]?.lowercased().contains("chunked") == true { length = nil }
                 try recordState(transfer, etag: etag, lastModified: lastModified, length: length)
                 return nil
 
@@ -279,6 +341,7 @@ final class DownloadSession: CurlTransferDelegate {
                     try discardPartial(reason: "HTTP 206 without a valid Content-Range (\(response["content-range"] ?? "none"))")
                     return .restart("invalid Content-Range")
                 }
+                if let total = range.total, total > options.maximumSize { return tooLarge(announced: total) }
                 if requestedFrom == 0, first == 0 {
                     // The whole file as a 206 to a request without Range, as some proxies send it.
                     try recordState(transfer, etag: etag, lastModified: lastModified, length: range.total)
@@ -323,6 +386,10 @@ final class DownloadSession: CurlTransferDelegate {
         }
     }
 
+    private func tooLarge(announced: Int64?) -> Outcome {
+        .fail(DownloadTooLargeError(url: url, limit: options.maximumSize, announced: announced))
+    }
+
     private func recordState(_ transfer: CurlTransfer, etag: String?, lastModified: String?, length: Int64?) throws {
         let updated = DownloadState(url: url, finalURL: transfer.effectiveURL, etag: etag, lastModified: lastModified,
                                     expectedLength: length, sha256: expected.hex)
@@ -338,6 +405,10 @@ final class DownloadSession: CurlTransferDelegate {
         lastData = .now
         if let total = state?.expectedLength, partLength + Int64(bytes.count) > total {
             outcome = .retry(AttemptFailure(reason: "the server sent more than the \(total) bytes it announced", retryable: true))
+            return false
+        }
+        if partLength + Int64(bytes.count) > options.maximumSize {
+            outcome = tooLarge(announced: nil)
             return false
         }
         do {

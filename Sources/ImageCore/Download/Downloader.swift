@@ -50,14 +50,23 @@ public struct DownloadOptions: Sendable {
     public var retryDelay: Duration = .seconds(1)
     public var maximumRetryDelay: Duration = .seconds(60)
     public var connectTimeout: Duration = .seconds(30)
+    /// The largest file accepted, in bytes. A response that announces more fails before
+    /// its body is stored, and a body without a length (chunked) that grows past it stops
+    /// there, so a server that never ends the body cannot fill the disk.
+    public var maximumSize: Int64 = DownloadOptions.defaultMaximumSize
+
+    /// 64 GiB, far larger than the disk images the catalog lists.
+    public static let defaultMaximumSize: Int64 = 64 << 30
 
     public init(stallTimeout: Duration = .seconds(30), retries: Int = 5, retryDelay: Duration = .seconds(1),
-                maximumRetryDelay: Duration = .seconds(60), connectTimeout: Duration = .seconds(30)) {
+                maximumRetryDelay: Duration = .seconds(60), connectTimeout: Duration = .seconds(30),
+                maximumSize: Int64 = DownloadOptions.defaultMaximumSize) {
         self.stallTimeout = stallTimeout
         self.retries = retries
         self.retryDelay = retryDelay
         self.maximumRetryDelay = maximumRetryDelay
         self.connectTimeout = connectTimeout
+        self.maximumSize = maximumSize
     }
 }
 
@@ -114,6 +123,10 @@ public struct DownloadSummary: Sendable {
 public final class Downloader: Sendable {
     public let options: DownloadOptions
 
+    /// The longest destination file name in bytes: NAME.part.state, the longest name
+    /// beside it, must fit in the 255 bytes that Linux file systems allow (NAME_MAX).
+    public static let maximumFileNameLength = 255 - ".part.state".utf8.count
+
     public init(options: DownloadOptions = DownloadOptions()) {
         self.options = options
     }
@@ -139,6 +152,11 @@ public final class Downloader: Sendable {
         }
         let started = ContinuousClock.now
         let paths = DownloadPaths(destination: destination)
+        if paths.name.utf8.count > Downloader.maximumFileNameLength {
+            throw InvalidArgumentError(argument: "destination", value: paths.name,
+                                       reason: "the file name is \(paths.name.utf8.count) bytes long, but at most \(Downloader.maximumFileNameLength) fit, because NAME.part.state beside it must stay within 255 bytes",
+                                       remedy: "choose a destination with a shorter file name")
+        }
 
         let lock = try DownloadLock(path: paths.lock, cancellation: cancellation)
         defer { lock.release() }
@@ -169,7 +187,7 @@ public final class Downloader: Sendable {
             }
             throw error
         }
-        try publish(paths: paths, force: force)
+        try publish(paths: paths, part: session.part, force: force)
         if case .checksumFile(let checksumURL, _) = expected {
             try? "# from \(redactingPassword(in: checksumURL))\n\(digest.hex)  \(paths.name)\n".write(toFile: paths.checksum, atomically: true, encoding: .utf8)
         }
@@ -315,15 +333,58 @@ public final class Downloader: Sendable {
 
     // MARK: Publication
 
-    private func publish(paths: DownloadPaths, force: Bool) throws {
-        let part: FileDescriptor
+    /// Gives the verified file its final name through `part`, the descriptor that the bytes
+    /// were written and hashed through. The name NAME.part may refer to another file by
+    /// now, because anyone who can write the directory can rename a file over it.
+    private func publish(paths: DownloadPaths, part: FileDescriptor, force: Bool) throws {
+        let written: FileStatus
         do {
-            part = try FileDescriptor.open(paths.part, flags: O_RDONLY)
             try part.sync()
-            try? part.close()
+            written = try part.status()
         } catch {
             throw SystemError("fsync", path: paths.part, errno: error)
         }
+        // linkat through /proc links the descriptor's file itself. It fails when the file
+        // has no name left (ENOENT), without /proc, or without hard links. Then NAME.part
+        // is renamed by name below, but only while it is still the downloaded file.
+        let source = "/proc/self/fd/\(part.rawValue)"
+        var linked = false
+        if force {
+            let temporary = (paths.directory as NSString).appendingPathComponent(".imgtool-publish-\(getpid())-\(UInt32.random(in: .min ... .max))")
+            if linkat(AT_FDCWD, source, AT_FDCWD, temporary, AT_SYMLINK_FOLLOW) == 0 {
+                if rename(temporary, paths.destination) != 0 {
+                    let error = Errno.current
+                    unlink(temporary)
+                    throw SystemError("rename to", path: paths.destination, errno: error)
+                }
+                linked = true
+            }
+        } else if linkat(AT_FDCWD, source, AT_FDCWD, paths.destination, AT_SYMLINK_FOLLOW) == 0 {
+            linked = true
+        } else if Errno.current == .exists {
+            let kind = (try? linkStatus(paths.destination))??.kindDescription ?? "file"
+            throw TargetExistsError(path: paths.destination, kind: kind)
+        }
+
+        let current = (try? linkStatus(paths.part)) ?? nil
+        let partIsWritten = current.map { $0.device == written.device && $0.inode == written.inode } ?? false
+        if linked {
+            // Only the name of the file written goes; a file put there by someone else stays.
+            if partIsWritten { unlink(paths.part) }
+        } else {
+            guard partIsWritten else { throw PartialFileReplacedError(path: paths.part) }
+            try renamePart(paths: paths, force: force)
+        }
+        unlink(paths.state)
+        if let directory = try? FileDescriptor.open(paths.directory, flags: O_RDONLY | O_DIRECTORY) {
+            try? directory.sync()
+            try? directory.close()
+        }
+    }
+
+    /// Renames NAME.part to NAME by name: without replacing an existing NAME unless
+    /// `force`, with link(2) where the file system has no RENAME_NOREPLACE.
+    private func renamePart(paths: DownloadPaths, force: Bool) throws {
         let result = force ? rename(paths.part, paths.destination)
             : imgtool_renameat2(AT_FDCWD, paths.part, AT_FDCWD, paths.destination, IMGTOOL_RENAME_NOREPLACE)
         if result != 0 {
@@ -341,11 +402,6 @@ public final class Downloader: Sendable {
             } else {
                 throw SystemError("rename to", path: paths.destination, errno: error)
             }
-        }
-        unlink(paths.state)
-        if let directory = try? FileDescriptor.open(paths.directory, flags: O_RDONLY | O_DIRECTORY) {
-            try? directory.sync()
-            try? directory.close()
         }
     }
 

@@ -146,6 +146,8 @@ public struct FileStatus: Sendable {
     public var device: UInt64
     public var inode: UInt64
     public var userID: uid_t
+    /// The number of names (hard links) the file has (`st_nlink`).
+    public var linkCount: UInt64
 
     init(_ info: stat) {
         size = Int64(info.st_size)
@@ -155,6 +157,7 @@ public struct FileStatus: Sendable {
         device = UInt64(info.st_dev)
         inode = UInt64(info.st_ino)
         userID = info.st_uid
+        linkCount = UInt64(info.st_nlink)
     }
 
     public var isRegularFile: Bool { (mode & S_IFMT) == S_IFREG }

@@ -9,7 +9,7 @@ enum FetchCommand: Command {
     static let help = """
     Usage: imgtool fetch IMAGE|URL [--sha256 HEX | --sha256-url URL] [--output PATH | --dir DIR]
                          [--force] [--catalog FILE] [--retries N] [--stall-timeout SECONDS]
-                         [--progress auto|bar|json|none]
+                         [--max-size SIZE] [--progress auto|bar|json|none]
 
     Downloads IMAGE (a catalog name such as RancherOS for the newest version, or
     RancherOS@v1.4.0) or an http(s) URL, checks its SHA-256 while it arrives, and prints
@@ -27,6 +27,8 @@ enum FetchCommand: Command {
       --catalog FILE        a catalog file to use instead of the default (or IMGTOOL_CATALOG)
       --retries N           retries after a dropped connection, stall or 5xx (default 5)
       --stall-timeout SECONDS  abandon an attempt that receives nothing this long (default 30)
+      --max-size SIZE       fail when the file is larger, for example 4G (default 64G); this
+                            also stops a body without a length that never ends
       --progress MODE       auto (a bar on a terminal), bar, json (lines on stdout) or none
 
     Files beside the destination: NAME.part and NAME.part.state (the partial download),
@@ -35,7 +37,7 @@ enum FetchCommand: Command {
 
     static func run(_ arguments: [String], context: CommandContext) async throws -> Int32 {
         let parsed = try Arguments(arguments, options: ["--sha256", "--sha256-url", "--output", "--dir", "--catalog",
-                                                        "--retries", "--stall-timeout", "--progress"],
+                                                        "--retries", "--stall-timeout", "--max-size", "--progress"],
                                    flags: ["--force"])
         try parsed.requirePositionals(1...1, names: "IMAGE or URL")
         let source = parsed.positionals[0]
@@ -53,6 +55,13 @@ enum FetchCommand: Command {
                 throw UsageError(message: "invalid --stall-timeout '\(text)': expected seconds greater than 0, at most 86400")
             }
             options.stallTimeout = .milliseconds(Int64(seconds * 1000))
+        }
+
+        if let text = parsed.value("--max-size") {
+            guard let size = try? DiskSize(parsing: text), size.requestedBytes > 0 else {
+                throw UsageError(message: "invalid --max-size '\(text)': expected \(DiskSize.acceptedForms), greater than 0")
+            }
+            options.maximumSize = size.requestedBytes
         }
 
         let (url, expected) = try resolveSource(source, parsed: parsed)
@@ -114,6 +123,9 @@ enum FetchCommand: Command {
         if name == "." || name == ".." || name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             let shown = name.unicodeScalars.map { $0.escaped(asASCII: true) }.joined()
             throw UsageError(message: "the URL's file name '\(shown)' cannot be used as a file name: give --output PATH")
+        }
+        if name.utf8.count > Downloader.maximumFileNameLength {
+            throw UsageError(message: "the URL's file name '\(name)' is \(name.utf8.count) bytes long, but a download can use at most \(Downloader.maximumFileNameLength) (NAME.part.state must fit in 255 bytes): give --output PATH with a shorter name")
         }
         return name
     }

@@ -34,6 +34,50 @@ import Testing
 
     static let mebibyte = 1 << 20
 
+    @Test func chunkedBodyOverLimitStops() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 3 * Self.mebibyte)
+        var options = testOptions()
+        options.maximumSize = Int64(Self.mebibyte) + 1
+        let destination = "\(fixture.out)/f.bin"
+
+        let error = #expect(throws: DownloadTooLargeError.self) {
+            _ = try Downloader(options: options).fetch(url: fixture.server.url("f.bin?chunked=1"), expected: .sha256(digest),
+                                                       to: destination)
+        }
+
+        #expect(error?.announced == nil)
+        #expect(error?.limit == Int64(Self.mebibyte) + 1)
+        #expect(error?.category == .network)
+        #expect(try fixture.server.requests().count == 1)
+        #expect(!pathExists(destination + ".part"))
+        #expect(!pathExists(destination + ".part.state"))
+        #expect(!pathExists(destination))
+    }
+
+    @Test func announcedLengthOverLimitFailsBeforeBody() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        var options = testOptions()
+        options.maximumSize = 299_999
+        let destination = "\(fixture.out)/f.bin"
+
+        let error = #expect(throws: DownloadTooLargeError.self) {
+            _ = try Downloader(options: options).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                       to: destination)
+        }
+        options.maximumSize = 300_000
+        let summary = try Downloader(options: options).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                             to: destination)
+
+        #expect(error?.announced == 300_000)
+        #expect(error?.description.contains("announced 300000 bytes, more than the limit of 299999 bytes") == true)
+        #expect(summary.sha256 == digest)
+        #expect(summary.resumedFrom == 0)
+    }
+
     @Test func ignoredRangeRestartsFromZero() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }

@@ -2,6 +2,7 @@
 // destination, credentials in URLs, destinations that cannot be replaced.
 
 import Foundation
+import Synchronization
 import Testing
 @testable import ImageCore
 
@@ -24,6 +25,123 @@ import Testing
         #expect(error?.path == destination + ".part")
         #expect(try String(contentsOfFile: other, encoding: .utf8) == "keep me")
         #expect(!pathExists(destination))
+    }
+
+    @Test func cancellationWhileLoadingPartialFileKeepsIt() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        let url = fixture.server.url("f.bin?drop_after=100000&drop_times=1")
+        let destination = "\(fixture.out)/f.bin"
+        #expect(throws: DownloadNetworkError.self) {
+            _ = try Downloader(options: testOptions(retries: 0)).fetch(url: url, expected: .sha256(digest), to: destination)
+        }
+        // Cancelled before the partial file is hashed, so the session's setup fails after
+        // it opened the partial file, which must then be closed exactly once.
+        let cancellation = CancellationToken()
+        cancellation.cancel()
+
+        #expect(throws: CancelledError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: url, expected: .sha256(digest), to: destination,
+                                                            cancellation: cancellation)
+        }
+        #expect((try? linkStatus(destination + ".part"))??.size == 100_000)
+    }
+
+    @Test func hardLinkedPartialFileIsReplaced() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        let url = fixture.server.url("f.bin?drop_after=100000&drop_times=1")
+        let destination = "\(fixture.out)/f.bin"
+        // A first run leaves a partial file with a state file that matches the URL.
+        #expect(throws: DownloadNetworkError.self) {
+            _ = try Downloader(options: testOptions(retries: 0)).fetch(url: url, expected: .sha256(digest), to: destination)
+        }
+        #expect(pathExists(destination + ".part.state"))
+        // Then NAME.part becomes another name of a file that must not change.
+        let other = fixture.scratch.file("other.txt")
+        let otherContents = Data(repeating: 0x56, count: 50_000)
+        try otherContents.write(to: URL(fileURLWithPath: other))
+        unlink(destination + ".part")
+        #expect(link(other, destination + ".part") == 0)
+
+        let summary = try Downloader(options: testOptions()).fetch(url: url, expected: .sha256(digest), to: destination)
+
+        #expect(summary.sha256 == digest)
+        #expect(summary.resumedFrom == 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: other)) == otherContents)
+        #expect((try? linkStatus(other))??.linkCount == 1)
+    }
+
+    @Test func swappedPartialFileIsNotPublished() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        let destination = "\(fixture.out)/f.bin"
+        let swap = try PartialFileSwap(decoy: "\(fixture.out)/decoy", keepDownloadAt: nil)
+
+        let error = #expect(throws: PartialFileReplacedError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                            to: destination, observer: swap.observe)
+        }
+
+        #expect(swap.hasSwapped)
+        #expect(error?.path == destination + ".part")
+        #expect(!pathExists(destination))
+        #expect(try String(contentsOfFile: destination + ".part", encoding: .utf8) == PartialFileSwap.decoyText)
+    }
+
+    @Test func swappedPartialFileWithOtherNamePublishesDownload() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 300_000)
+        let destination = "\(fixture.out)/f.bin"
+        // The downloaded file keeps a second name, so it can still be linked after the swap.
+        let swap = try PartialFileSwap(decoy: "\(fixture.out)/decoy", keepDownloadAt: "\(fixture.out)/kept")
+
+        let summary = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                                   to: destination, observer: swap.observe)
+
+        #expect(swap.hasSwapped)
+        #expect(summary.sha256 == digest)
+        #expect(try SHA256.hash(fileAt: destination) == digest)
+        #expect(try String(contentsOfFile: destination + ".part", encoding: .utf8) == PartialFileSwap.decoyText)
+    }
+
+    @Test func fifoAsPartialFileFailsAtOnce() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 10_000)
+        let destination = "\(fixture.out)/f.bin"
+        #expect(mkfifo(destination + ".part", 0o644) == 0)
+
+        let error = #expect(throws: TargetExistsError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                            to: destination)
+        }
+        #expect(error?.path == destination + ".part")
+        #expect(error?.kind == "FIFO")
+        #expect(try fixture.server.requests().isEmpty)
+    }
+
+    @Test func longestFileNameIsAccepted() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let longest = String(repeating: "b", count: Downloader.maximumFileNameLength)
+        let digest = try fixture.serve(longest, count: 5000)
+
+        let summary = try Downloader(options: testOptions()).fetch(url: fixture.server.url(longest), expected: .sha256(digest),
+                                                                   to: "\(fixture.out)/\(longest)")
+        let error = #expect(throws: InvalidArgumentError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url(longest), expected: .sha256(digest),
+                                                            to: "\(fixture.out)/\(longest)c")
+        }
+
+        #expect(summary.sha256 == digest)
+        #expect(error?.value == longest + "c")
+        #expect(error?.remedy?.contains("shorter file name") == true)
+        #expect(!pathExists("\(fixture.out)/\(longest)c.lock"))
     }
 
     @Test func urlPasswordIsNotPrinted() throws {
@@ -229,5 +347,29 @@ import Testing
         #expect(summary.restarts == 0)
         #expect(recorder.restarts.isEmpty)
         #expect(try sha256sum("\(fixture.out)/f.bin") == digest.hex)
+    }
+}
+
+/// Another program that can write the download directory: once every byte of the download
+/// is written, it renames a file of its own over NAME.part.
+private final class PartialFileSwap: Sendable {
+    static let decoyText = "not the download"
+    private let swapped = Atomic<Bool>(false)
+    private let decoy: String
+    private let keepDownloadAt: String?
+
+    init(decoy: String, keepDownloadAt: String?) throws {
+        self.decoy = decoy
+        self.keepDownloadAt = keepDownloadAt
+        try Data(Self.decoyText.utf8).write(to: URL(fileURLWithPath: decoy))
+    }
+
+    var hasSwapped: Bool { swapped.load(ordering: .relaxed) }
+
+    func observe(_ event: DownloadEvent) {
+        guard case .wrote(let partPath, let length, let total) = event, length == total,
+              swapped.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+        if let keepDownloadAt { _ = link(partPath, keepDownloadAt) }
+        _ = rename(decoy, partPath)
     }
 }
