@@ -70,6 +70,12 @@ enum DecompressCommand: Command {
         let summary: DecompressSummary
         do {
             summary = try Decompressor.decompress(source: source, destination: destination, options: options)
+        } catch let error as GzipIndexError {
+            display.finish()
+            throw error.naming(indexPath: parsed.value("--index") ?? error.path)
+        } catch let error as InflateError where index != nil && error.category == .invalidData {
+            display.finish()
+            throw IndexedInflateError(indexPath: parsed.value("--index")!, underlying: error)
         } catch {
             display.finish()
             throw error

@@ -192,5 +192,19 @@ struct GzipIndexTests {
                                               scratch.file("four.raw")])
         #expect(fourth.status == 2)
         #expect(!pathExists(scratch.file("four.raw")))
+        #expect(fourth.standardError.contains("invalid gzip index '\(index)'"), "\(fourth.standardError)")
+
+        // An index whose point leads into the wrong place of the right file: the error
+        // names the index, since the file itself is fine.
+        var moved = try GzipIndexBuilder.build(path: path, spacing: 64 << 10)
+        let inner = try #require(moved.points.firstIndex(where: { $0.window != nil }))
+        moved.points[inner].compressedBitOffset += 8
+        let movedPath = scratch.file("moved.gzidx")
+        try moved.write(to: movedPath)
+        let fifth = try runProcess(imgtool, ["decompress", "--progress", "none", "--threads", "2", "--index", movedPath, path,
+                                             scratch.file("five.raw")])
+        #expect(fifth.status == 2)
+        #expect(!pathExists(scratch.file("five.raw")))
+        #expect(fifth.standardError.contains("decoded with the index '\(movedPath)'"), "\(fifth.standardError)")
     }
 }
