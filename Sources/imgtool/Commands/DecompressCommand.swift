@@ -65,8 +65,9 @@ enum DecompressCommand: Command {
         }
 
         let display = ProgressDisplay(mode)
-        let options = DecompressOptions(threads: threads, progress: display.handler, cancellation: context.cancellation,
+        var options = DecompressOptions(threads: threads, progress: display.handler, cancellation: context.cancellation,
                                         index: index, indexOutput: indexOutput, splitSingleStream: requestedThreads != nil)
+        options.indexPath = parsed.value("--index")
         let summary: DecompressSummary
         do {
             summary = try Decompressor.decompress(source: source, destination: destination, options: options)
