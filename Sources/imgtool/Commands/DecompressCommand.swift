@@ -28,7 +28,7 @@ enum DecompressCommand: Command {
                          gzip stream without an index is split (speculatively) only when
                          --threads is given, since one ISA-L thread was as fast or faster
                          in measurements; see docs/PARALLEL.md. The output is always
-                         identical to sequential decoding
+                         identical to sequential decoding.
       --index FILE       a seek index of SOURCE (GZIDX, from 'imgtool index' or
                          'rapidgzip --export-index'): each access point starts a chunk
       --index-out FILE   also write a seek index of SOURCE to FILE, which must not
