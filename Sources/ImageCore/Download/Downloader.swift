@@ -166,6 +166,11 @@ public final class Downloader: Sendable {
         if force, let status = (try? linkStatus(paths.destination)) ?? nil, !status.isRegularFile, !status.isSymbolicLink {
             throw TargetExistsError(path: paths.destination, kind: status.kindDescription)
         }
+        // The state file is replaced by rename(2), which cannot replace a directory: find
+        // one now rather than after the first response has started to arrive.
+        if let status = (try? linkStatus(paths.state)) ?? nil, status.isDirectory {
+            throw TargetExistsError(path: paths.state, kind: status.kindDescription)
+        }
         let digest = try expectedDigest(expected, url: url, paths: paths, force: force, cancellation: cancellation)
         if !force, let reused = try reuseExisting(paths: paths, expected: digest, cancellation: cancellation) {
             observer?(.published(path: destination, reused: true))

@@ -239,3 +239,29 @@ private struct CheckedReader {
         return value
     }
 }
+
+/// Decoding with a seek index failed on data the index led to. The index may belong to
+/// another file or be damaged as easily as the file itself, so the message names both.
+public struct IndexedInflateError: ImageError {
+    public var indexPath: String
+    public var underlying: any ImageError
+
+    public init(indexPath: String, underlying: any ImageError) {
+        self.indexPath = indexPath
+        self.underlying = underlying
+    }
+
+    public var category: FailureCategory { underlying.category }
+    public var description: String { "\(underlying.description) (decoded with the index '\(indexPath)')" }
+    public var remedy: String? {
+        "the index may not belong to this file: decompress again without --index, or rebuild the index "
+            + "with 'imgtool index'; if that fails too, the file is damaged: download it again and check its SHA-256"
+    }
+}
+
+extension GzipIndexError {
+    /// Names the index file in an error that the decoder raised with the input's path.
+    public func naming(indexPath: String) -> GzipIndexError {
+        path == indexPath ? self : GzipIndexError(path: indexPath, reason: reason)
+    }
+}

@@ -34,6 +34,8 @@ public struct DecompressOptions: Sendable {
     public var engine: DeflateEngine
     /// A seek index of a gzip source: its access points become parallel chunks.
     public var index: GzipIndex?
+    /// The file `index` was read from, for error messages.
+    public var indexPath: String?
     /// Where to write a seek index of a gzip source, built while decoding in one pass
     /// on one thread; an existing file there is never replaced.
     public var indexOutput: String?
@@ -154,6 +156,15 @@ public enum Decompressor {
                                              context: "inside the magic bytes that start a gzip or xz file")
             }
             throw InflateError.unsupportedFormat(path: input.name, found: CompressionFormat.describeUnsupported(head))
+        }
+
+        // A seek index describes one gzip file; asked for with anything else, it would be
+        // ignored without a word, and --index-out would leave no index behind.
+        if format != .gzip, options.index != nil || options.indexOutput != nil {
+            let option = options.index != nil ? "--index" : "--index-out"
+            throw InvalidArgumentError(argument: option, value: options.indexPath ?? options.indexOutput ?? "",
+                                       reason: "'\(input.name)' is \(format.rawValue), and a seek index exists only for gzip",
+                                       remedy: "leave out \(option) for this file")
         }
 
         let output = DecodedOutput(sink: sink)

@@ -28,7 +28,7 @@ enum DecompressCommand: Command {
                          gzip stream without an index is split (speculatively) only when
                          --threads is given, since one ISA-L thread was as fast or faster
                          in measurements; see docs/PARALLEL.md. The output is always
-                         identical to sequential decoding
+                         identical to sequential decoding.
       --index FILE       a seek index of SOURCE (GZIDX, from 'imgtool index' or
                          'rapidgzip --export-index'): each access point starts a chunk
       --index-out FILE   also write a seek index of SOURCE to FILE, which must not
@@ -65,11 +65,18 @@ enum DecompressCommand: Command {
         }
 
         let display = ProgressDisplay(mode)
-        let options = DecompressOptions(threads: threads, progress: display.handler, cancellation: context.cancellation,
+        var options = DecompressOptions(threads: threads, progress: display.handler, cancellation: context.cancellation,
                                         index: index, indexOutput: indexOutput, splitSingleStream: requestedThreads != nil)
+        options.indexPath = parsed.value("--index")
         let summary: DecompressSummary
         do {
             summary = try Decompressor.decompress(source: source, destination: destination, options: options)
+        } catch let error as GzipIndexError {
+            display.finish()
+            throw error.naming(indexPath: parsed.value("--index") ?? error.path)
+        } catch let error as InflateError where index != nil && error.category == .invalidData {
+            display.finish()
+            throw IndexedInflateError(indexPath: parsed.value("--index")!, underlying: error)
         } catch {
             display.finish()
             throw error

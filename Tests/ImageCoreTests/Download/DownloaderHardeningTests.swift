@@ -27,6 +27,24 @@ import Testing
         #expect(!pathExists(destination))
     }
 
+    @Test func directoryAtStateFileFailsBeforeDownloading() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 10_000)
+        let destination = "\(fixture.out)/f.bin"
+        try FileManager.default.createDirectory(atPath: destination + ".part.state", withIntermediateDirectories: false)
+
+        // It used to download, then fail to rename the state file over the directory
+        // with EISDIR and no hint.
+        let error = #expect(throws: TargetExistsError.self) {
+            _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                            to: destination)
+        }
+        #expect(error?.path == destination + ".part.state")
+        #expect(!pathExists(destination))
+        #expect(!pathExists(destination + ".part"))
+    }
+
     @Test func cancellationWhileLoadingPartialFileKeepsIt() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }

@@ -168,6 +168,25 @@ import Testing
         #expect(try readFile(raw) == payload)
     }
 
+    @Test func seekIndexOptionsRejectXz() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = scratch.file("input.xz")
+        try writeFile(source, try compress(Array("abc".utf8), with: "xz -c"))
+        let index = scratch.file("input.gzidx")
+        // --index-out used to decode the xz file and leave no index, with success.
+        #expect(throws: InvalidArgumentError.self) {
+            _ = try Decompressor.decompress(source: source, destination: scratch.file("one.raw"),
+                                            options: DecompressOptions(indexOutput: index))
+        }
+        var options = DecompressOptions(index: GzipIndex(compressedSize: 0, uncompressedSize: 0, spacing: 65536, points: []))
+        options.indexPath = index
+        #expect(throws: InvalidArgumentError.self) {
+            _ = try Decompressor.decompress(source: source, destination: scratch.file("two.raw"), options: options)
+        }
+        #expect(try directoryNames(scratch.path) == ["input.xz"])
+    }
+
     @Test func existingTargetIsUnchanged() throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }

@@ -122,6 +122,25 @@ struct GzipIndexTests {
         }
     }
 
+    @Test("window-less point inside a member is not a member start")
+    func windowlessPointInsideMember() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        // igzip -0 ends the member with a point at its final block's end. Random data
+        // has no matches, so no point needs its window: an index with sparse windows
+        // (rapidgzip's) stores none, as for a member start.
+        let payload = randomBytes(3 << 20)
+        let path = try compressFile(payload, with: "igzip -0", in: scratch, name: "random")
+        var index = try GzipIndexBuilder.build(path: path, spacing: 256 << 10)
+        #expect(index.points.count >= 2)
+        for number in index.points.indices { index.points[number].window = nil }
+        for threads in [1, 2] {
+            let (output, decoded) = try parallelOutput(path, threads: threads, index: index)
+            #expect(output == payload, "threads \(threads)")
+            #expect(decoded.members == 1)
+        }
+    }
+
     @Test("index command writes a usable index")
     func indexCommand() throws {
         let scratch = try ScratchDirectory()
@@ -173,5 +192,19 @@ struct GzipIndexTests {
                                               scratch.file("four.raw")])
         #expect(fourth.status == 2)
         #expect(!pathExists(scratch.file("four.raw")))
+        #expect(fourth.standardError.contains("invalid gzip index '\(index)'"), "\(fourth.standardError)")
+
+        // An index whose point leads into the wrong place of the right file: the error
+        // names the index, since the file itself is fine.
+        var moved = try GzipIndexBuilder.build(path: path, spacing: 64 << 10)
+        let inner = try #require(moved.points.firstIndex(where: { $0.window != nil }))
+        moved.points[inner].compressedBitOffset += 8
+        let movedPath = scratch.file("moved.gzidx")
+        try moved.write(to: movedPath)
+        let fifth = try runProcess(imgtool, ["decompress", "--progress", "none", "--threads", "2", "--index", movedPath, path,
+                                             scratch.file("five.raw")])
+        #expect(fifth.status == 2)
+        #expect(!pathExists(scratch.file("five.raw")))
+        #expect(fifth.standardError.contains("decoded with the index '\(movedPath)'"), "\(fifth.standardError)")
     }
 }

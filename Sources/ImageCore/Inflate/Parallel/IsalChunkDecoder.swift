@@ -118,6 +118,13 @@ struct IsalChunkDecoder: Sendable {
                 }
                 let crc = readLittleEndian32(input, at: trailer)
                 let size = readLittleEndian32(input, at: trailer + 4)
+                if remaining == 0 && !startsMember(at: end, after: trailer) {
+                    // The next point has no window but is not the next member's start:
+                    // it lies inside this member, before the final block's end (an index
+                    // with sparse windows, such as rapidgzip's, leaves out windows that
+                    // nothing refers to). The next chunk decodes this member's end.
+                    return ChunkEnd(bitOffset: end)
+                }
                 guard stream.push(.memberEnd(crc: crc, size: size, trailerOffset: Int64(trailer))) else {
                     return ChunkEnd(bitOffset: Int64(trailer) * 8)
                 }
@@ -196,6 +203,14 @@ struct IsalChunkDecoder: Sendable {
     private static func isZero(_ start: UnsafeRawPointer, count: Int) -> Bool {
         if count >= 8, start.loadUnaligned(as: UInt64.self) != 0 { return false }
         return isal_zero_detect(UnsafeMutableRawPointer(mutating: start), count) == 0
+    }
+
+    /// Returns whether `bitOffset` is where the deflate data of the member after the
+    /// trailer at `trailer` starts.
+    private func startsMember(at bitOffset: Int64, after trailer: Int) -> Bool {
+        let next = trailer + GzipMemberHeader.trailerSize
+        guard let header = try? GzipMemberHeader.parse(file.bytes, at: next) else { return false }
+        return Int64(next + header.length) * 8 == bitOffset
     }
 
     private func readLittleEndian32(_ input: UnsafeRawBufferPointer, at offset: Int) -> UInt32 {
