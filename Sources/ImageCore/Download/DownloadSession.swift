@@ -424,6 +424,7 @@ final class DownloadSession: CurlTransferDelegate {
 
     func transferShouldContinue(_ transfer: CurlTransfer) -> Bool {
         if cancellation.isCancelled { return false }
+        writer.flushIfStale()
         if ContinuousClock.now - lastData > options.stallTimeout {
             stalled = true
             return false

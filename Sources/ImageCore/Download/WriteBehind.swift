@@ -89,6 +89,12 @@ final class WriteBehind: @unchecked Sendable {
     private var fillingOffset: Int64 = 0
     private var fillingCount = 0
     private var fillingCapacity = 0
+    private var fillingSince = ContinuousClock.now
+
+    /// The longest a partly filled buffer waits for more bytes. On a slow link a 1 MiB
+    /// buffer would otherwise hold back progress reports, and the inflation that follows
+    /// the partial file, for seconds.
+    static let maximumFillTime = Duration.milliseconds(200)
 
     init(part: FileDescriptor, hasher: SHA256, wrote: @escaping @Sendable (Int64) -> Void) {
         self.part = part
@@ -126,6 +132,7 @@ final class WriteBehind: @unchecked Sendable {
                 fillingOffset = offset + Int64(done)
                 fillingCount = 0
                 fillingCapacity = Self.bufferSize - Int(fillingOffset % Int64(Self.directAlignment))
+                fillingSince = .now
             }
             let count = min(fillingCapacity - fillingCount, bytes.count - done)
             UnsafeMutableRawBufferPointer(rebasing: buffers[buffer][fillingCount..<(fillingCount + count)])
@@ -134,6 +141,13 @@ final class WriteBehind: @unchecked Sendable {
             done += count
             if fillingCount == fillingCapacity { flush() }
         }
+        flushIfStale()
+    }
+
+    /// Queues the buffer being filled when it has waited `maximumFillTime` for more
+    /// bytes. Called on the submitting thread, also while no bytes arrive.
+    func flushIfStale() {
+        if filling != nil, ContinuousClock.now - fillingSince >= Self.maximumFillTime { flush() }
     }
 
     /// Queues the buffer being filled for both workers.

@@ -73,6 +73,32 @@ private final class ReportedLength: Sendable {
         #expect(hasher.finalize() == SHA256.hash(kept + tail))
     }
 
+    /// On a slow link a partly filled buffer is written after `maximumFillTime`, so
+    /// progress and the inflation that follows the file do not wait for 1 MiB.
+    @Test func partialBufferIsWrittenWhenStale() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let part = try FileDescriptor.open(scratch.file("part"), flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o644)
+        defer { try? part.close() }
+        let reported = ReportedLength()
+        let writer = WriteBehind(part: part, hasher: SHA256()) { length in
+            reported.value.store(length, ordering: .relaxed)
+        }
+        defer { writer.stop() }
+
+        let bytes = pattern(10, seed: 3)
+        try bytes.withUnsafeBytes { try writer.submit($0, at: 0) }
+        Thread.sleep(forTimeInterval: 0.3)
+        writer.flushIfStale()
+        let deadline = Date().addingTimeInterval(5)
+        while reported.value.load(ordering: .relaxed) < 10 && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+
+        #expect(reported.value.load(ordering: .relaxed) == 10)
+        #expect(try readFile(scratch.file("part")) == bytes)
+    }
+
     @Test func piecesLandInPlaceOnDisk() throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
