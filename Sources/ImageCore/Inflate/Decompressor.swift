@@ -18,8 +18,8 @@ import Foundation
 public struct DecompressOptions: Sendable {
     /// Decoding threads. xz uses up to this many. A gzip file goes to
     /// `ParallelGzipInflater` with `index` or `indexOutput`, or with more than one thread
-    /// when it is BGZF or `splitSingleStream` is set; otherwise one thread decodes it
-    /// (and the writer thread runs beside it).
+    /// when it is BGZF or `splitSingleStream` is set. Otherwise one thread decodes it,
+    /// and the writer thread runs beside it.
     public var threads: Int
     /// Decode a single gzip stream without an index on `threads` threads by speculative
     /// chunks. Off by default: on the 2-core machine measured (docs/BENCHMARKS.md),
@@ -132,8 +132,8 @@ public enum Decompressor {
         }
     }
 
-    /// Whether `head` starts with a BGZF member header, whose extra field gives the
-    /// member's size, so that members can be decoded in parallel without guessing.
+    /// Returns whether `head` starts with a BGZF member header. Its extra field gives the
+    /// member's size, so members can be decoded in parallel without guessing.
     static func isBGZF(_ head: UnsafeRawBufferPointer) -> Bool {
         let header = try? GzipMemberHeader.parse(UnsafeRawBufferPointer(rebasing: head.prefix(64)), at: 0)
         return header?.bgzfMemberSize != nil
