@@ -158,8 +158,8 @@ public enum Decompressor {
             throw InflateError.unsupportedFormat(path: input.name, found: CompressionFormat.describeUnsupported(head))
         }
 
-        // A seek index describes one gzip file; asked for with anything else, it would be
-        // ignored without a word, and --index-out would leave no index behind.
+        // A seek index describes one gzip file. For any other format it would be ignored
+        // without a message, and --index-out would leave no index behind.
         if format != .gzip, options.index != nil || options.indexOutput != nil {
             let option = options.index != nil ? "--index" : "--index-out"
             throw InvalidArgumentError(argument: option, value: options.indexPath ?? options.indexOutput ?? "",

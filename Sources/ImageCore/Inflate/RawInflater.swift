@@ -92,7 +92,8 @@ final class IsalInflater: RawInflater {
     /// bit buffer (`read_in_length / 8`) follow the stream.
     var overread: Int { Int(state.pointee.read_in_length / 8) }
 
-    private static func describe(_ code: Int32) -> String {
+    /// Describes an `isal_inflate` error code in a sentence.
+    static func describe(_ code: Int32) -> String {
         switch code {
         case ISAL_INVALID_BLOCK: return "invalid deflate block (isal_inflate: ISAL_INVALID_BLOCK)"
         case ISAL_INVALID_SYMBOL: return "invalid deflate symbol (isal_inflate: ISAL_INVALID_SYMBOL)"

@@ -63,14 +63,14 @@ private final class ReportedLength: Sendable {
         try part.truncate(to: Int64(cut))
         writer.reset(writtenLength: Int64(cut))
         hasher.reset()
-        let kept = Array((prefix + body)[..<cut])
-        hasher.update(kept)
+        let prefixAfterCut = Array((prefix + body)[..<cut])
+        hasher.update(prefixAfterCut)
         let tail = pattern(3 * WriteBehind.bufferSize + 17, seed: 40)
         let lengthAfterCut = try submit([tail], from: Int64(cut), to: writer, reported: reported)
 
         #expect(lengthAfterCut == Int64(cut + tail.count))
-        #expect(try readFile(path) == kept + tail)
-        #expect(hasher.finalize() == SHA256.hash(kept + tail))
+        #expect(try readFile(path) == prefixAfterCut + tail)
+        #expect(hasher.finalize() == SHA256.hash(prefixAfterCut + tail))
     }
 
     /// On a slow link a partly filled buffer is written after `maximumFillTime`, so

@@ -18,8 +18,8 @@ import Glibc
     }
 
     /// Many odd holes and data runs of 1 to 8191 bytes, some with zero blocks inside,
-    /// across buffer edges; on the scratch file system (O_DIRECT where it works) and on
-    /// /dev/shm (tmpfs, page cache only). The file must equal the bytes described.
+    /// across buffer edges. It runs on the scratch file system and on /dev/shm (tmpfs,
+    /// which takes O_DIRECT only on newer kernels). The file must equal the bytes described.
     @Test(arguments: [16384, 65536])
     func randomHolesAndRunsMatch(bufferSize: Int) throws {
         let scratch = try ScratchDirectory()

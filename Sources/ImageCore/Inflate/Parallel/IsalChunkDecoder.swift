@@ -98,7 +98,7 @@ struct IsalChunkDecoder: Sendable {
             let produced = piece.count
             position += consumed
             if result < 0 {
-                throw GzipDataError(offset: Int64(position), reason: "invalid deflate data (\(Self.describe(result)))")
+                throw GzipDataError(offset: Int64(position), reason: IsalInflater.describe(result))
             }
             remaining -= Int64(produced)
             guard emit(piece, into: stream) else {
@@ -213,16 +213,4 @@ struct IsalChunkDecoder: Sendable {
         return Int64(next + header.length) * 8 == bitOffset
     }
 
-    private func readLittleEndian32(_ input: UnsafeRawBufferPointer, at offset: Int) -> UInt32 {
-        UInt32(input[offset]) | UInt32(input[offset + 1]) << 8 | UInt32(input[offset + 2]) << 16 | UInt32(input[offset + 3]) << 24
-    }
-
-    private static func describe(_ code: Int32) -> String {
-        switch code {
-        case ISAL_INVALID_BLOCK: return "isal_inflate: ISAL_INVALID_BLOCK"
-        case ISAL_INVALID_SYMBOL: return "isal_inflate: ISAL_INVALID_SYMBOL"
-        case ISAL_INVALID_LOOKBACK: return "isal_inflate: ISAL_INVALID_LOOKBACK, a match reaches before the start of the data"
-        default: return "isal_inflate failed with code \(code)"
-        }
-    }
 }

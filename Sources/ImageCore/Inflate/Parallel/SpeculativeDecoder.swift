@@ -312,9 +312,11 @@ struct SpeculativeDecoder: Sendable {
         }
     }
 
-    private func readLittleEndian32(_ input: UnsafeRawBufferPointer, at offset: Int) -> UInt32 {
-        UInt32(input[offset]) | UInt32(input[offset + 1]) << 8 | UInt32(input[offset + 2]) << 16 | UInt32(input[offset + 3]) << 24
-    }
+}
+
+/// Reads the little-endian 32-bit value at `offset`, as in a gzip trailer.
+func readLittleEndian32(_ input: UnsafeRawBufferPointer, at offset: Int) -> UInt32 {
+    UInt32(input[offset]) | UInt32(input[offset + 1]) << 8 | UInt32(input[offset + 2]) << 16 | UInt32(input[offset + 3]) << 24
 }
 
 import CZlib
