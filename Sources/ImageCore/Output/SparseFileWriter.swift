@@ -163,6 +163,13 @@ public final class SparseFileWriter: ExtentSink {
         shared.abandonAndWait()
     }
 
+    /// Lets other threads queue parts of the output at their final offsets. The
+    /// producer then passes over those bytes with `writeHole`, and must not also append
+    /// them.
+    func placement() -> Placement {
+        Placement(shared: shared)
+    }
+
     private func submitCurrent() throws {
         guard let current else { return }
         self.current = nil
@@ -170,7 +177,31 @@ public final class SparseFileWriter: ExtentSink {
             shared.returnBuffer(current.index)
             return
         }
-        try shared.submit(Filled(index: current.index, offset: currentOffset, start: current.start, count: current.count))
+        try shared.submit(Filled(buffer: shared.buffers[current.index], owner: .pool(current.index), offset: currentOffset,
+                                 start: current.start, count: current.count))
+    }
+
+    /// A handle through which other threads queue output at known offsets (see
+    /// `placement()`). Their buffers go to the writer thread without a copy.
+    struct Placement: @unchecked Sendable {
+        fileprivate let shared: Shared
+
+        /// Queues `buffer[start..<count]`, the output from `offset + start` on, for the
+        /// writer thread, which calls `giveBack` once it no longer reads the buffer.
+        /// `buffer` must be aligned to 4 KiB, and `start` must equal `offset` modulo
+        /// 4 KiB (`offset` a multiple of 4 KiB), so that O_DIRECT can write from it.
+        /// Write errors are thrown later, by `finish`.
+        func submit(_ buffer: UnsafeMutableRawBufferPointer, offset: Int64, start: Int, count: Int,
+                    giveBack: @escaping @Sendable () -> Void) {
+            precondition(offset % Int64(SparseFileWriter.directAlignment) == 0
+                         && Int(bitPattern: buffer.baseAddress) % SparseFileWriter.directAlignment == 0,
+                         "Bug in imgtool: a placed buffer is not aligned")
+            do {
+                try shared.submit(Filled(buffer: buffer, owner: .lent(giveBack), offset: offset, start: start, count: count))
+            } catch {
+                // The writer failed already; `finish` reports it.
+            }
+        }
     }
 }
 
@@ -179,7 +210,16 @@ public final class SparseFileWriter: ExtentSink {
 /// A buffer handed to the writer thread: `buffer[start..<count]` is the output from
 /// `offset + start` on.
 private struct Filled {
-    var index: Int
+    /// Who gets the buffer back after the write.
+    enum Owner {
+        /// The producer's pool: `Shared.buffers[index]`.
+        case pool(Int)
+        /// Another thread that lent its buffer (`SparseFileWriter.Placement`).
+        case lent(@Sendable () -> Void)
+    }
+
+    var buffer: UnsafeMutableRawBufferPointer
+    var owner: Owner
     var offset: Int64
     var start: Int
     var count: Int
@@ -247,13 +287,14 @@ private final class Shared: @unchecked Sendable {
 
     func submit(_ item: Filled) throws {
         condition.lock()
-        defer { condition.unlock() }
         if let failure {
-            free.append(item.index)
+            condition.unlock()
+            giveBack(item)
             throw failure
         }
         filled.append(item)
         condition.broadcast()
+        condition.unlock()
     }
 
     func closeAndWait() throws {
@@ -279,9 +320,12 @@ private final class Shared: @unchecked Sendable {
             condition.lock()
             while filled.isEmpty && !closing && !abandoned { condition.wait() }
             if abandoned || filled.isEmpty {
+                let dropped = filled
+                filled = []
                 writerExited = true
                 condition.broadcast()
                 condition.unlock()
+                for item in dropped { giveBack(item) }
                 return
             }
             let item = filled.removeFirst()
@@ -299,14 +343,21 @@ private final class Shared: @unchecked Sendable {
 
             condition.lock()
             if let error, failure == nil { failure = error }
-            free.append(item.index)
-            condition.broadcast()
             condition.unlock()
+            giveBack(item)
+        }
+    }
+
+    /// Returns `item`'s buffer to its owner. Called without holding `condition`.
+    private func giveBack(_ item: Filled) {
+        switch item.owner {
+        case .pool(let index): returnBuffer(index)
+        case .lent(let giveBack): giveBack()
         }
     }
 
     private func writeNonZeroRuns(_ item: Filled) throws {
-        let buffer = UnsafeRawBufferPointer(buffers[item.index])
+        let buffer = UnsafeRawBufferPointer(item.buffer)
         let block = Int64(blockSize)
         var position = item.start
         var runStart: Int?

@@ -24,6 +24,9 @@ enum OutputPiece: Sendable {
     case data([UInt8], crc: UInt32)
     /// `count` zero bytes that were never materialised.
     case hole(Int64)
+    /// `count` bytes that the worker writes into the output file itself, at their
+    /// final offset, and their CRC-32 (see `PlacedChunkOutput`).
+    case placed(Int64, crc: UInt32)
     /// Output of a chunk that started without its window: values 0...255 are bytes,
     /// 256 + i is byte i of the 32 KiB that precede the chunk.
     case markers([UInt16])

@@ -34,8 +34,10 @@ struct IsalChunkDecoder: Sendable {
     /// - Parameter endsWithMember: the next point is at the start of a member's deflate
     ///   data, so the chunk must also read its member's last end-of-block code and
     ///   trailer.
+    /// - Parameter placed: where the chunk writes its own output (see `PlacedChunkOutput`);
+    ///   it then pushes `.placed` pieces instead of data and holes.
     func decode(from start: SpeculativeDecoder.Start, length: Int64?, end: Int64, endsWithMember: Bool,
-                into stream: ChunkStream) throws -> ChunkEnd {
+                placed: PlacedChunkOutput? = nil, into stream: ChunkStream) throws -> ChunkEnd {
         let input = file.bytes
         let state = UnsafeMutablePointer<inflate_state>.allocate(capacity: 1)
         defer { state.deallocate() }
@@ -82,28 +84,38 @@ struct IsalChunkDecoder: Sendable {
             }
             if stream.isAbandoned { return ChunkEnd(bitOffset: Int64(position) * 8) }
             let inputCount = min(input.count - position, Int(Int32.max))
-            let outputCount = Int(min(Int64(Self.pieceSize), remaining))
+            let outputCount = Int(min(Int64(placed?.pieceSize ?? Self.pieceSize), remaining))
             state.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress!.assumingMemoryBound(to: UInt8.self) + position)
             state.pointee.avail_in = UInt32(inputCount)
-            // Each piece is decoded into an array of its own, which is handed on without
-            // a copy when it holds no zero block.
             var result: Int32 = 0
-            let piece = [UInt8](unsafeUninitializedCapacity: max(outputCount, 1)) { buffer, initialized in
-                state.pointee.next_out = buffer.baseAddress
-                state.pointee.avail_out = UInt32(outputCount)
+            let produced: Int
+            if let placed {
+                let space = placed.space(limit: outputCount)
+                state.pointee.next_out = space.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                state.pointee.avail_out = UInt32(space.count)
                 result = isal_inflate(state)
-                initialized = outputCount - Int(state.pointee.avail_out)
+                produced = space.count - Int(state.pointee.avail_out)
+                guard placed.commit(produced, into: stream) else { return ChunkEnd(bitOffset: Int64(position) * 8) }
+            } else {
+                // Each piece is decoded into an array of its own, which is handed on
+                // without a copy when it holds no zero block.
+                let piece = [UInt8](unsafeUninitializedCapacity: max(outputCount, 1)) { buffer, initialized in
+                    state.pointee.next_out = buffer.baseAddress
+                    state.pointee.avail_out = UInt32(outputCount)
+                    result = isal_inflate(state)
+                    initialized = outputCount - Int(state.pointee.avail_out)
+                }
+                produced = piece.count
+                guard result < 0 || emit(piece, into: stream) else {
+                    return ChunkEnd(bitOffset: Int64(position) * 8)
+                }
             }
             let consumed = inputCount - Int(state.pointee.avail_in)
-            let produced = piece.count
             position += consumed
             if result < 0 {
                 throw GzipDataError(offset: Int64(position), reason: IsalInflater.describe(result))
             }
             remaining -= Int64(produced)
-            guard emit(piece, into: stream) else {
-                return ChunkEnd(bitOffset: Int64(position) * 8)
-            }
             // ISA-L goes on past a full output buffer through blocks that add no output,
             // so a member end it reports may lie in the next chunk (an empty final block
             // after the point, for one).

@@ -39,6 +39,9 @@ public enum ParallelGzipInflater {
     /// Swift decoder, which skips zero runs. The files in the test images compress
     /// about 4 to 1, so only zero runs reach this ratio.
     static let zeroHeavyRatio: Int64 = 64
+    /// The most output an index chunk decodes into one buffer before lending it to the
+    /// sparse writer (see `PlacementPool`).
+    public static let placementPieceSize = 4 << 20
 
     /// Decodes the gzip file at `path` into `sink` with `threads` workers.
     /// - Parameters:
@@ -51,18 +54,20 @@ public enum ParallelGzipInflater {
     ///   `CancelledError`, and whatever the sink throws.
     public static func decompress(path: String, into sink: any ExtentSink, threads: Int, index: GzipIndex? = nil,
                                   budget: Int = defaultChunkBudget, minimumChunkInput: Int = 4 << 20,
-                                  cancellation: CancellationToken? = nil,
+                                  placementPieceSize: Int = placementPieceSize, cancellation: CancellationToken? = nil,
                                   progress: ProgressReporter? = nil) throws -> ParallelInflateResult {
         do {
             return try decompressChecked(path: path, into: sink, threads: threads, index: index, budget: budget,
-                                         minimumChunkInput: minimumChunkInput, cancellation: cancellation, progress: progress)
+                                         minimumChunkInput: minimumChunkInput, placementPieceSize: placementPieceSize,
+                                         cancellation: cancellation, progress: progress)
         } catch let error as GzipDataError {
             throw error.at(path: path).inflateError
         }
     }
 
     private static func decompressChecked(path: String, into sink: any ExtentSink, threads: Int, index: GzipIndex?,
-                                          budget: Int, minimumChunkInput: Int, cancellation: CancellationToken?,
+                                          budget: Int, minimumChunkInput: Int, placementPieceSize: Int,
+                                          cancellation: CancellationToken?,
                                           progress: ProgressReporter?) throws -> ParallelInflateResult {
         let file = try MappedFile(path: path)
         let input = file.bytes
@@ -79,7 +84,8 @@ public enum ParallelGzipInflater {
         let chunkCount: Int
         let strategy: ParallelStrategy
         if let index {
-            (trailingGarbage, chunkCount) = try runIndex(index, file: file, threads: threads, budget: budget, writer: &writer)
+            (trailingGarbage, chunkCount) = try runIndex(index, file: file, threads: threads, budget: budget,
+                                                         pieceSize: placementPieceSize, writer: &writer)
             strategy = .index
         } else if let first = try GzipMemberHeader.parse(input, at: 0), first.bgzfMemberSize != nil {
             let plan: ChunkPlan
@@ -130,7 +136,7 @@ public enum ParallelGzipInflater {
     /// point's window and ended after the output up to the next point. The writer
     /// checks that every chunk ends at the next point's uncompressed offset, and the
     /// CRC-32 and length of every member.
-    private static func runIndex(_ index: GzipIndex, file: MappedFile, threads: Int, budget: Int,
+    private static func runIndex(_ index: GzipIndex, file: MappedFile, threads: Int, budget: Int, pieceSize: Int,
                                  writer: inout OrderedWriter) throws -> (Int64, Int) {
         let fileSize = Int64(file.count)
         guard index.compressedSize == fileSize else {
@@ -155,6 +161,10 @@ public enum ParallelGzipInflater {
             lengths.append(length)
         }
         let isal = IsalChunkDecoder(file: file)
+        // Workers lend their output buffers to a sparse writer, instead of copying.
+        let pool = (writer.sink as? SparseFileWriter).map {
+            PlacementPool(target: $0.placement(), count: PlacementPool.buffersPerThread * threads, pieceSize: pieceSize)
+        }
         let swift = SpeculativeDecoder(file: file)
         let starts: [SpeculativeDecoder.Start] = points.map { point in
             point.compressedBitOffset == 0 ? .memberHeader(0) : .known(bitOffset: point.compressedBitOffset, window: point.window ?? [])
@@ -168,12 +178,14 @@ public enum ParallelGzipInflater {
             return length / compressed > zeroHeavyRatio
         }
         let endsWithMember = (0..<count).map { $0 + 1 < count && points[$0 + 1].window == nil }
+        let offsets = points.map(\.uncompressedOffset)
         let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: budget) { [lengths] number, stream in
             if zeroHeavy[number] {
                 return try swift.decode(from: starts[number], stopAt: stops[number], anyBoundary: true, into: stream)
             }
+            let placed = pool.map { PlacedChunkOutput(pool: $0, offset: offsets[number]) }
             return try isal.decode(from: starts[number], length: lengths[number], end: stops[number],
-                                   endsWithMember: endsWithMember[number], into: stream)
+                                   endsWithMember: endsWithMember[number], placed: placed, into: stream)
         }
         pipeline.start()
         defer { pipeline.abandonAll() }
@@ -306,11 +318,15 @@ struct OrderedWriter {
     private var memberSize: Int64 = 0
     /// The last 32 KiB written (fewer at the start), which markers refer to.
     var window: [UInt8] {
-        recent.count > ByteOutput.history ? Array(recent.suffix(ByteOutput.history)) : recent
+        precondition(!windowUnknown, "Bug in imgtool: the window is unknown after placed output")
+        return recent.count > ByteOutput.history ? Array(recent.suffix(ByteOutput.history)) : recent
     }
     /// The window, or the last data piece when that alone is longer: holding on to the
     /// piece costs no copy, and the window is cut from it only when it is asked for.
     private var recent: [UInt8] = []
+    /// Output was placed by workers, so `recent` does not hold it; only the index path
+    /// places output, and it never asks for the window.
+    private var windowUnknown = false
     private static let zeroWindow = [UInt8](repeating: 0, count: ByteOutput.history)
     /// The window at the start of the current speculative chunk, which its markers use.
     private var chunkWindow: [UInt8] = []
@@ -350,17 +366,26 @@ struct OrderedWriter {
                     }
                     try writeData(bytes, crc: crc32Of(bytes))
                 case .chunkStart:
-                    chunkWindow = window
+                    chunkWindow = windowUnknown ? [] : window
                 case .hole(let count):
                     try sink.writeHole(count: count)
                     memberCRC = UInt32(crc32_combine(UInt(memberCRC), UInt(ZeroCRC.crc(ofZeros: count)), Int(count)))
                     memberSize += count
                     written += count
-                    if count >= Int64(ByteOutput.history) {
+                    if windowUnknown {
+                    } else if count >= Int64(ByteOutput.history) {
                         recent = Self.zeroWindow
                     } else {
                         recent = Array((window + repeatElement(0, count: Int(count))).suffix(ByteOutput.history))
                     }
+                case .placed(let count, let crc):
+                    // The bytes are in the file already; the sink only moves past them.
+                    try sink.writeHole(count: count)
+                    memberCRC = UInt32(crc32_combine(UInt(memberCRC), UInt(crc), Int(count)))
+                    memberSize += count
+                    written += count
+                    recent = []
+                    windowUnknown = true
                 case .memberEnd(let crc, let size, let trailerOffset):
                     guard crc == memberCRC else {
                         throw GzipDataError(path: path, offset: trailerOffset, reason: String(
@@ -393,7 +418,8 @@ struct OrderedWriter {
         memberCRC = UInt32(crc32_combine(UInt(memberCRC), UInt(crc), Int(bytes.count)))
         memberSize += Int64(bytes.count)
         written += Int64(bytes.count)
-        if bytes.count >= ByteOutput.history {
+        if windowUnknown {
+        } else if bytes.count >= ByteOutput.history {
             recent = bytes
         } else {
             recent = Array((window + bytes).suffix(ByteOutput.history))

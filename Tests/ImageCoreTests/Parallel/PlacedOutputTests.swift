@@ -1,0 +1,125 @@
+// Index chunks lend their buffers to the sparse writer, which writes them at their file
+// offsets (`PlacedChunkOutput`). These tests decode into real files and compare them with
+// `gzip -dc`, with buffer and chunk boundaries inside 4 KiB blocks and next to holes.
+
+import Foundation
+import Testing
+@testable import ImageCore
+
+@Suite("Index output written in place")
+struct PlacedOutputTests {
+    /// Data, odd-length zero runs and data again: chunk and buffer boundaries then fall
+    /// inside blocks, next to holes, and inside zero runs.
+    private func payload() -> [UInt8] {
+        compressibleBytes((1 << 20) + 123) + [UInt8](repeating: 0, count: 70_001) + randomBytes(300_007)
+            + [UInt8](repeating: 0, count: (1 << 20) + 5) + compressibleBytes(500_000) + [UInt8](repeating: 0, count: 777)
+    }
+
+    /// Decodes `path` with `index` into a new file in `directory` through a SparseFileWriter,
+    /// and returns the file's bytes and allocated size.
+    private func decodeToFile(_ path: String, index: GzipIndex, threads: Int, pieceSize: Int,
+                              directory: String) throws -> (bytes: [UInt8], allocated: Int64) {
+        let output = "\(directory)/out-\(threads)-\(pieceSize).raw"
+        let descriptor = try FileDescriptor.open(output, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
+        defer { try? descriptor.close() }
+        let writer = try SparseFileWriter(descriptor: descriptor, path: output)
+        do {
+            _ = try ParallelGzipInflater.decompress(path: path, into: writer, threads: threads, index: index,
+                                                    placementPieceSize: pieceSize)
+            try writer.finish()
+        } catch {
+            writer.cancel()
+            throw error
+        }
+        let allocated = try descriptor.status().allocatedBytes
+        return ([UInt8](try Data(contentsOf: URL(fileURLWithPath: output))), allocated)
+    }
+
+    @Test("output equals gzip -dc", arguments: [1, 2, 3, 4, 8])
+    func equalsReference(threads: Int) throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let bytes = payload()
+        let path = try compressFile(bytes, with: "gzip -6", in: scratch, name: "mixed")
+        let index = try GzipIndexBuilder.build(path: path, spacing: 64 << 10, sink: MemorySink())
+        #expect(index.points.count > 8)
+        let reference = try referenceOutput(path)
+        // 20,000 bytes is no multiple of 4 KiB, so every buffer ends inside a block.
+        for pieceSize in [20_000, 4 << 20] {
+            let (output, allocated) = try decodeToFile(path, index: index, threads: threads, pieceSize: pieceSize,
+                                                       directory: scratch.path)
+            #expect(output == reference, "piece size \(pieceSize)")
+            // The 1 MiB zero run stays a hole.
+            #expect(allocated <= Int64(output.count) - (1 << 20) + 8192, "piece size \(pieceSize)")
+        }
+    }
+
+    @Test("members ending inside chunks")
+    func multipleMembers() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let first = compressibleBytes(700_001, seed: 3)
+        let second = randomBytes(200_003) + [UInt8](repeating: 0, count: 9000)
+        let third = compressibleBytes(400_000, seed: 11)
+        var joined: [UInt8] = []
+        for (number, part) in [first, second, third].enumerated() {
+            let path = try compressFile(part, with: number == 1 ? "gzip -1" : "gzip -9", in: scratch, name: "part\(number)")
+            joined += [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        }
+        let path = scratch.file("members.gz")
+        try writeFile(path, joined)
+        let index = try GzipIndexBuilder.build(path: path, spacing: 48 << 10, sink: MemorySink())
+        for threads in [1, 2, 4] {
+            let (output, _) = try decodeToFile(path, index: index, threads: threads, pieceSize: 10_000,
+                                               directory: scratch.path)
+            #expect(output == first + second + third, "threads \(threads)")
+        }
+    }
+
+    @Test("ramfs without O_DIRECT gets the same output",
+          .enabled(if: ScratchMount.isPossible, "mounting a ramfs needs root with CAP_SYS_ADMIN"))
+    func withoutDirectIO() throws {
+        // ramfs rejects O_DIRECT, so every write goes through the page cache.
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let bytes = payload()
+        let path = try compressFile(bytes, with: "gzip -6", in: scratch, name: "mixed")
+        let index = try GzipIndexBuilder.build(path: path, spacing: 64 << 10, sink: MemorySink())
+        let mount = try ScratchMount(type: "ramfs")
+        defer { mount.unmount() }
+        let (output, _) = try decodeToFile(path, index: index, threads: 2, pieceSize: 20_000, directory: mount.path)
+        #expect(output == bytes)
+    }
+
+    @Test("a full file system fails the decode",
+          .enabled(if: ScratchMount.isPossible, "mounting a tmpfs needs root with CAP_SYS_ADMIN"))
+    func noSpace() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let bytes = randomBytes(3 << 20)
+        let path = try compressFile(bytes, with: "gzip -6", in: scratch, name: "random")
+        let index = try GzipIndexBuilder.build(path: path, spacing: 256 << 10, sink: MemorySink())
+        let mount = try ScratchMount(type: "tmpfs", options: "size=1m")
+        defer { mount.unmount() }
+        #expect {
+            _ = try decodeToFile(path, index: index, threads: 2, pieceSize: 64 << 10, directory: mount.path)
+        } throws: { error in
+            (error as? SystemError)?.errno == .noSpace
+        }
+    }
+
+    @Test("a corrupt chunk fails the decode")
+    func corruptChunk() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let bytes = compressibleBytes(2 << 20)
+        let path = try compressFile(bytes, with: "gzip -6", in: scratch, name: "text")
+        let index = try GzipIndexBuilder.build(path: path, spacing: 64 << 10, sink: MemorySink())
+        var damaged = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        damaged[damaged.count / 2] ^= 0x55
+        try writeFile(path, damaged)
+        #expect(throws: (any Error).self) {
+            _ = try decodeToFile(path, index: index, threads: 2, pieceSize: 20_000, directory: scratch.path)
+        }
+    }
+}
