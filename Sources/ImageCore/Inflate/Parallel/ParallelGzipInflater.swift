@@ -53,16 +53,33 @@ public enum ParallelGzipInflater {
                                   budget: Int = defaultChunkBudget, minimumChunkInput: Int = 4 << 20,
                                   cancellation: CancellationToken? = nil,
                                   progress: ProgressReporter? = nil) throws -> ParallelInflateResult {
+        try decompress(path: path, into: sink, threads: threads, index: index, budget: budget,
+                       minimumChunkInput: minimumChunkInput, rangesPerThread: defaultRangesPerThread,
+                       cancellation: cancellation, progress: progress)
+    }
+
+    /// Byte ranges per thread of a speculative decode: several even out differences in
+    /// cost between ranges.
+    static let defaultRangesPerThread = 4
+
+    /// `decompress` with `rangesPerThread` speculative ranges per thread (tests use many
+    /// small ranges to reach rare chunk ends).
+    static func decompress(path: String, into sink: any ExtentSink, threads: Int, index: GzipIndex? = nil,
+                           budget: Int = defaultChunkBudget, minimumChunkInput: Int, rangesPerThread: Int,
+                           cancellation: CancellationToken? = nil,
+                           progress: ProgressReporter? = nil) throws -> ParallelInflateResult {
         do {
             return try decompressChecked(path: path, into: sink, threads: threads, index: index, budget: budget,
-                                         minimumChunkInput: minimumChunkInput, cancellation: cancellation, progress: progress)
+                                         minimumChunkInput: minimumChunkInput, rangesPerThread: rangesPerThread,
+                                         cancellation: cancellation, progress: progress)
         } catch let error as GzipDataError {
             throw error.at(path: path).inflateError
         }
     }
 
     private static func decompressChecked(path: String, into sink: any ExtentSink, threads: Int, index: GzipIndex?,
-                                          budget: Int, minimumChunkInput: Int, cancellation: CancellationToken?,
+                                          budget: Int, minimumChunkInput: Int, rangesPerThread: Int,
+                                          cancellation: CancellationToken?,
                                           progress: ProgressReporter?) throws -> ParallelInflateResult {
         let file = try MappedFile(path: path)
         let input = file.bytes
@@ -92,7 +109,8 @@ public enum ParallelGzipInflater {
                                                                       writer: &writer)
         } else {
             (trailingGarbage, chunkCount) = try runSpeculative(file: file, threads: threads, budget: budget,
-                                                               minimumChunkInput: minimumChunkInput, writer: &writer)
+                                                               minimumChunkInput: minimumChunkInput,
+                                                               rangesPerThread: rangesPerThread, writer: &writer)
             strategy = chunkCount > 1 ? .speculative : .singleChunk
         }
         try writer.finish()
@@ -201,11 +219,11 @@ public enum ParallelGzipInflater {
     /// Runs the speculative plan: byte ranges of the input, each decoded from the first
     /// block boundary the finder accepts; see `SpeculativeDecoder`.
     private static func runSpeculative(file: MappedFile, threads: Int, budget: Int, minimumChunkInput: Int,
-                                       writer: inout OrderedWriter) throws -> (Int64, Int) {
+                                       rangesPerThread: Int, writer: inout OrderedWriter) throws -> (Int64, Int) {
         let fileSize = Int64(file.count)
-        // Four ranges per thread even out differences in cost between ranges; a
-        // minimum range size keeps the search and marker overhead small.
-        let rangeSize = threads > 1 ? max(Int64(minimumChunkInput), fileSize / Int64(threads * 4)) : fileSize
+        // A minimum range size keeps the search and marker overhead small.
+        let rangeSize = threads > 1
+            ? max(Int64(minimumChunkInput), fileSize / Int64(threads * max(1, rangesPerThread))) : fileSize
         let count = Int((fileSize + rangeSize - 1) / rangeSize)
         let endOfData = fileSize * 8
         let stops: [Int64] = (0..<count).map { $0 + 1 < count ? Int64($0 + 1) * rangeSize * 8 : .max }
