@@ -36,7 +36,8 @@ enum BlockFinder {
 
     /// Rejects most bit offsets from the first 57 bits alone: BFINAL 0, BTYPE 2 with
     /// HLIT <= 29, HDIST <= 29 and a code-length code that is neither over-subscribed
-    /// nor incomplete, or BTYPE 0 with zero padding.
+    /// nor incomplete, or BTYPE 0 with zero padding and a length that matches its
+    /// complement.
     @inline(__always)
     static func quickCheck(_ word: UInt64, bitOffset: Int64) -> Bool {
         switch word & 7 {
@@ -61,8 +62,10 @@ enum BlockFinder {
             }
             return declared > 13 ? left >= 0 : left == 0
         case 0:
+            // Zero padding, then LEN and its complement NLEN (at most 42 bits in all).
             let padding = Int((8 - (bitOffset + 3) % 8) % 8)
-            return (word >> 3) & ((1 << UInt64(padding)) - 1) == 0
+            let lengths = word >> UInt64(3 + padding)
+            return (word >> 3) & ((1 << UInt64(padding)) - 1) == 0 && (lengths ^ (lengths >> 16)) & 0xffff == 0xffff
         default:
             return false
         }
