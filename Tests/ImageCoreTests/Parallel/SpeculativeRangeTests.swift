@@ -73,6 +73,27 @@ private func variedBytes(_ count: Int, seed: UInt64) -> [UInt8] {
     return Array(result.prefix(count))
 }
 
+/// Decodes one chunk on the calling thread and returns its output (holes as zeros), the
+/// CRC-32 of each member end it passed, and where it stopped.
+private func decodeChunk(_ decoder: SpeculativeDecoder, from start: SpeculativeDecoder.Start, stopAt: Int64) throws
+    -> (bytes: [UInt8], memberCRCs: [UInt32], end: Int64) {
+    let stream = ChunkStream(budget: .max)
+    let end = try decoder.decode(from: start, stopAt: stopAt, into: stream)
+    stream.finish(.success(end))
+    var bytes: [UInt8] = []
+    var memberCRCs: [UInt32] = []
+    for piece in stream.take().0 {
+        switch piece {
+        case .data(let data, _): bytes += data
+        case .hole(let count): bytes += repeatElement(0, count: Int(count))
+        case .markers: Issue.record("a chunk with a known start handed on markers")
+        case .memberEnd(let crc, _, _): memberCRCs.append(crc)
+        case .chunkStart: break
+        }
+    }
+    return (bytes, memberCRCs, end.bitOffset)
+}
+
 @Suite("Speculative decoding with many ranges")
 struct SpeculativeRangeTests {
     /// Decodes `path` speculatively with 32 ranges per thread at 2, 3, 4 and 8 threads
@@ -144,6 +165,55 @@ struct SpeculativeRangeTests {
         let path = scratch.file("members.gz")
         try writeFile(path, compressed)
         try checkRanges(path, expected: expected, label: "members")
+    }
+
+    @Test("ISA-L stops where the Swift decoder stops")
+    func isalStopsLikeSwift() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        var files: [(String, String)] = []
+        let varied = variedBytes(640 << 10, seed: 3)
+        files.append(("gzip -6", try compressFile(varied, with: "gzip -6", in: scratch, name: "varied")))
+        // igzip -0 writes these 640 KiB as one block, and -1 as a few.
+        files.append(("igzip -1", try compressFile(varied, with: "igzip -1 -c", in: scratch, name: "igzip")))
+        files.append(("stored", try compressFile(randomBytes(200 << 10, seed: 4), with: "gzip -9", in: scratch, name: "random")))
+        let mixed = scratch.file("mixed.gz")
+        try writeFile(mixed, mixedBlockGzip(variedBytes(384 << 10, seed: 5), segment: 4000))
+        files.append(("mixed blocks", mixed))
+        let members = scratch.file("members.gz")
+        try writeFile(members, try [70 << 10, 10, 90 << 10, 0, 120 << 10].enumerated().flatMap { number, size in
+            try compress(compressibleBytes(size, seed: UInt64(number)), with: "gzip -n -c")
+        })
+        files.append(("members", members))
+
+        for (name, path) in files {
+            let file = try MappedFile(path: path)
+            let swift = SpeculativeDecoder(file: file)
+            let isal = SpeculativeDecoder(file: file, usesIsal: true)
+            // An access point at every block boundary gives each boundary's window.
+            let points = try GzipIndexBuilder.build(path: path, spacing: 1).points
+                .filter { $0.compressedBitOffset < Int64(file.count - 16) * 8 }
+            #expect(points.count > 3, "\(name): \(points.count) points")
+            var starts: [(Int64, SpeculativeDecoder.Start)] = [(0, .memberHeader(0))]
+            for point in stride(from: 1, to: points.count, by: max(1, points.count / 6)).map({ points[$0] }) {
+                starts.append((point.compressedBitOffset, .known(bitOffset: point.compressedBitOffset, window: point.window ?? [])))
+            }
+            for (from, start) in starts {
+                // Stop bits before, at and after the next boundary, between the next two, and
+                // at the second.
+                let next = points.map(\.compressedBitOffset).filter { $0 > from }.prefix(2)
+                guard let first = next.first else { continue }
+                let second = next.last ?? first
+                for stopAt in [first - 1, first, first + 1, first + 3, (first + second) / 2, second] {
+                    let expected = try decodeChunk(swift, from: start, stopAt: stopAt)
+                    let actual = try decodeChunk(isal, from: start, stopAt: stopAt)
+                    let label = "\(name): from bit \(from), stop at \(stopAt)"
+                    #expect(actual.end == expected.end, "\(label)")
+                    #expect(actual.memberCRCs == expected.memberCRCs, "\(label)")
+                    #expect(actual.bytes == expected.bytes, "\(label): \(actual.bytes.count) bytes, expected \(expected.bytes.count)")
+                }
+            }
+        }
     }
 
     @Test("gzip of a few MiB of varied data")

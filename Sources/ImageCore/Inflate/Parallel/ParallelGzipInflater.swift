@@ -6,9 +6,10 @@
 //   1. a seek index (GZIDX): one chunk per access point, decoded by ISA-L from the
 //      point's window up to the next point's uncompressed offset (`IsalChunkDecoder`);
 //   2. BGZF: each member's size is in its header, so chunks are whole members (zlib);
-//   3. anything else: equal byte ranges decoded speculatively by the Swift decoder
-//      (`SpeculativeDecoder`), which finds a block header in each range and decodes
-//      with markers for the unknown window. A chunk counts only if it starts exactly
+//   3. anything else: equal byte ranges decoded speculatively (`SpeculativeDecoder`):
+//      the Swift decoder finds a block header in each range and decodes with markers
+//      for the unknown window until the window is known, then ISA-L decodes the rest
+//      (`IsalRangeDecoder`). A chunk counts only if it starts exactly
 //      where the previous chunk stopped. Otherwise its range is decoded again from the
 //      known window, so the output always equals sequential decoding byte for byte.
 
@@ -58,8 +59,8 @@ public enum ParallelGzipInflater {
                        cancellation: cancellation, progress: progress)
     }
 
-    /// Byte ranges per thread of a speculative decode: several even out differences in
-    /// cost between ranges.
+    /// Byte ranges per thread of a speculative decode. Several ranges per thread even out
+    /// differences in cost between ranges.
     static let defaultRangesPerThread = 4
 
     /// `decompress` with `rangesPerThread` speculative ranges per thread (tests use many
@@ -227,7 +228,7 @@ public enum ParallelGzipInflater {
         let count = Int((fileSize + rangeSize - 1) / rangeSize)
         let endOfData = fileSize * 8
         let stops: [Int64] = (0..<count).map { $0 + 1 < count ? Int64($0 + 1) * rangeSize * 8 : .max }
-        let decoder = SpeculativeDecoder(file: file)
+        let decoder = SpeculativeDecoder(file: file, usesIsal: true)
         let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: budget) { number, stream in
             let start: SpeculativeDecoder.Start = number == 0 ? .memberHeader(0) : .search(Int64(number) * rangeSize * 8)
             return try decoder.decode(from: start, stopAt: stops[number], into: stream)
