@@ -6,9 +6,10 @@
 //   1. a seek index (GZIDX): one chunk per access point, decoded by ISA-L from the
 //      point's window up to the next point's uncompressed offset (`IsalChunkDecoder`);
 //   2. BGZF: each member's size is in its header, so chunks are whole members (zlib);
-//   3. anything else: equal byte ranges decoded speculatively by the Swift decoder
-//      (`SpeculativeDecoder`), which finds a block header in each range and decodes
-//      with markers for the unknown window. A chunk counts only if it starts exactly
+//   3. anything else: equal byte ranges decoded speculatively (`SpeculativeDecoder`):
+//      the Swift decoder finds a block header in each range and decodes with markers
+//      for the unknown window until the window is known, then ISA-L decodes the rest
+//      (`IsalRangeDecoder`). A chunk counts only if it starts exactly
 //      where the previous chunk stopped. Otherwise its range is decoded again from the
 //      known window, so the output always equals sequential decoding byte for byte.
 
@@ -56,9 +57,25 @@ public enum ParallelGzipInflater {
                                   budget: Int = defaultChunkBudget, minimumChunkInput: Int = 4 << 20,
                                   placementPieceSize: Int = placementPieceSize, cancellation: CancellationToken? = nil,
                                   progress: ProgressReporter? = nil) throws -> ParallelInflateResult {
+        try decompress(path: path, into: sink, threads: threads, index: index, budget: budget,
+                       minimumChunkInput: minimumChunkInput, rangesPerThread: defaultRangesPerThread,
+                       placementPieceSize: placementPieceSize, cancellation: cancellation, progress: progress)
+    }
+
+    /// Byte ranges per thread of a speculative decode. Several ranges per thread even out
+    /// differences in cost between ranges.
+    static let defaultRangesPerThread = 4
+
+    /// `decompress` with `rangesPerThread` speculative ranges per thread (tests use many
+    /// small ranges to reach rare chunk ends).
+    static func decompress(path: String, into sink: any ExtentSink, threads: Int, index: GzipIndex? = nil,
+                           budget: Int = defaultChunkBudget, minimumChunkInput: Int, rangesPerThread: Int,
+                           placementPieceSize: Int = placementPieceSize, cancellation: CancellationToken? = nil,
+                           progress: ProgressReporter? = nil) throws -> ParallelInflateResult {
         do {
             return try decompressChecked(path: path, into: sink, threads: threads, index: index, budget: budget,
-                                         minimumChunkInput: minimumChunkInput, placementPieceSize: placementPieceSize,
+                                         minimumChunkInput: minimumChunkInput, rangesPerThread: rangesPerThread,
+                                         placementPieceSize: placementPieceSize,
                                          cancellation: cancellation, progress: progress)
         } catch let error as GzipDataError {
             throw error.at(path: path).inflateError
@@ -66,7 +83,8 @@ public enum ParallelGzipInflater {
     }
 
     private static func decompressChecked(path: String, into sink: any ExtentSink, threads: Int, index: GzipIndex?,
-                                          budget: Int, minimumChunkInput: Int, placementPieceSize: Int,
+                                          budget: Int, minimumChunkInput: Int, rangesPerThread: Int,
+                                          placementPieceSize: Int,
                                           cancellation: CancellationToken?,
                                           progress: ProgressReporter?) throws -> ParallelInflateResult {
         let file = try MappedFile(path: path)
@@ -98,7 +116,8 @@ public enum ParallelGzipInflater {
                                                                       writer: &writer)
         } else {
             (trailingGarbage, chunkCount) = try runSpeculative(file: file, threads: threads, budget: budget,
-                                                               minimumChunkInput: minimumChunkInput, writer: &writer)
+                                                               minimumChunkInput: minimumChunkInput,
+                                                               rangesPerThread: rangesPerThread, writer: &writer)
             strategy = chunkCount > 1 ? .speculative : .singleChunk
         }
         try writer.finish()
@@ -213,15 +232,15 @@ public enum ParallelGzipInflater {
     /// Runs the speculative plan: byte ranges of the input, each decoded from the first
     /// block boundary the finder accepts; see `SpeculativeDecoder`.
     private static func runSpeculative(file: MappedFile, threads: Int, budget: Int, minimumChunkInput: Int,
-                                       writer: inout OrderedWriter) throws -> (Int64, Int) {
+                                       rangesPerThread: Int, writer: inout OrderedWriter) throws -> (Int64, Int) {
         let fileSize = Int64(file.count)
-        // Four ranges per thread even out differences in cost between ranges; a
-        // minimum range size keeps the search and marker overhead small.
-        let rangeSize = threads > 1 ? max(Int64(minimumChunkInput), fileSize / Int64(threads * 4)) : fileSize
+        // A minimum range size keeps the search and marker overhead small.
+        let rangeSize = threads > 1
+            ? max(Int64(minimumChunkInput), fileSize / Int64(threads * max(1, rangesPerThread))) : fileSize
         let count = Int((fileSize + rangeSize - 1) / rangeSize)
         let endOfData = fileSize * 8
         let stops: [Int64] = (0..<count).map { $0 + 1 < count ? Int64($0 + 1) * rangeSize * 8 : .max }
-        let decoder = SpeculativeDecoder(file: file)
+        let decoder = SpeculativeDecoder(file: file, usesIsal: true)
         let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: budget) { number, stream in
             let start: SpeculativeDecoder.Start = number == 0 ? .memberHeader(0) : .search(Int64(number) * rangeSize * 8)
             return try decoder.decode(from: start, stopAt: stops[number], into: stream)

@@ -5,7 +5,9 @@
 // in marker mode, with the unknown 32 KiB window as markers. A header that turns out to
 // be false (a decode error before 32 KiB of marker-free output) moves the search on by
 // one bit. Once the last 32 KiB of output hold no marker, the rest of the chunk is
-// decoded in byte mode, with zero runs as holes. Every chunk stops at the first block
+// decoded with the window known: by ISA-L (`IsalRangeDecoder`, with `usesIsal`) from
+// the end of the current block on, or in byte mode with zero runs as holes when the
+// output so far is mostly zero runs (or without `usesIsal`). Every chunk stops at the first block
 // boundary at or after the next range's first bit whose header the finder would accept,
 // so a correct guess by worker i + 1 starts exactly where worker i stops. The writer
 // checks that, replaces the markers with the bytes they stand for, and decodes a range
@@ -36,7 +38,8 @@ enum BlockFinder {
 
     /// Rejects most bit offsets from the first 57 bits alone: BFINAL 0, BTYPE 2 with
     /// HLIT <= 29, HDIST <= 29 and a code-length code that is neither over-subscribed
-    /// nor incomplete, or BTYPE 0 with zero padding.
+    /// nor incomplete, or BTYPE 0 with zero padding and a length that matches its
+    /// complement.
     @inline(__always)
     static func quickCheck(_ word: UInt64, bitOffset: Int64) -> Bool {
         switch word & 7 {
@@ -61,8 +64,10 @@ enum BlockFinder {
             }
             return declared > 13 ? left >= 0 : left == 0
         case 0:
+            // Zero padding, then LEN and its complement NLEN (at most 42 bits in all).
             let padding = Int((8 - (bitOffset + 3) % 8) % 8)
-            return (word >> 3) & ((1 << UInt64(padding)) - 1) == 0
+            let lengths = word >> UInt64(3 + padding)
+            return (word >> 3) & ((1 << UInt64(padding)) - 1) == 0 && (lengths ^ (lengths >> 16)) & 0xffff == 0xffff
         default:
             return false
         }
@@ -81,6 +86,9 @@ enum BlockFinder {
 /// Decodes chunks of one gzip file with the Swift decoder; one instance per call.
 struct SpeculativeDecoder: Sendable {
     let file: MappedFile
+    /// Decode the part of a chunk whose window is known with ISA-L, except for index
+    /// chunks (`anyBoundary`) and zero runs; see `IsalRangeDecoder`.
+    var usesIsal = false
 
     enum Start {
         /// At a gzip member header (chunk 0).
@@ -105,10 +113,18 @@ struct SpeculativeDecoder: Sendable {
             guard let header = try GzipMemberHeader.parse(file.bytes, at: position) else {
                 throw GzipDataError(offset: Int64(position), reason: "no gzip member starts here")
             }
+            if usesIsal && !anyBoundary {
+                return try IsalRangeDecoder(file: file).decode(from: .memberHeader(bitOffset), stopAt: stopAt, announce: true,
+                                                               into: stream)
+            }
             guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) }
             decoder.seek(toBit: Int64(position + header.length) * 8)
             return try decodeBytes(decoder, window: [], stopAt: stopAt, anyBoundary: anyBoundary, stream: stream)
         case .known(let bitOffset, let window):
+            if usesIsal && !anyBoundary {
+                return try IsalRangeDecoder(file: file).decode(from: .block(bitOffset: bitOffset, window: window, mayStop: false),
+                                                               stopAt: stopAt, announce: true, into: stream)
+            }
             guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) }
             decoder.seek(toBit: bitOffset)
             return try decodeBytes(decoder, window: window, stopAt: stopAt, anyBoundary: anyBoundary, stream: stream)
@@ -126,12 +142,23 @@ struct SpeculativeDecoder: Sendable {
                     continue
                 }
                 Log.debug("speculative", "range at bit \(from): start \(candidate) after \(candidate - from) bits, \(markerValues) marker-mode values")
+                // Output that expands this much is mostly zero runs, which byte mode turns
+                // into holes without producing them. ISA-L decodes everything else faster.
+                let compressed = max(1, (decoder.bitPosition - candidate) / 8)
+                let isal = usesIsal && Int64(markerValues) / compressed <= ParallelGzipInflater.zeroHeavyRatio
                 switch outcome {
                 case .finished(let end):
                     return end
                 case .clean(let window):
+                    if isal { return try handOver(decoder, window: window, stopAt: stopAt, stream: stream) }
                     return try decodeBytes(decoder, window: window, stopAt: stopAt, stream: stream, continuing: true)
                 case .cleanInsideBlock(let window):
+                    if isal {
+                        guard let after = try finishBlock(decoder, window: window, stream: stream) else {
+                            return ChunkEnd(bitOffset: decoder.bitPosition)
+                        }
+                        return try handOver(decoder, window: after, stopAt: stopAt, stream: stream)
+                    }
                     return try decodeBytes(decoder, window: window, stopAt: stopAt, stream: stream, continuing: true,
                                            insideBlock: true)
                 }
@@ -246,13 +273,37 @@ struct SpeculativeDecoder: Sendable {
         }
     }
 
-    /// Decodes in byte mode with holes from the decoder's position until the first
-    /// acceptable block boundary at or after `stopAt`, or the end of the data.
-    /// `continuing` is true when marker mode already decoded up to here and the final
-    /// block of a member may just have ended.
-    private func decodeBytes(_ decoder: DeflateDecoder, window: [UInt8], stopAt: Int64, anyBoundary: Bool = false,
-                             stream: ChunkStream, continuing: Bool = false, insideBlock: Bool = false) throws -> ChunkEnd {
-        let output = window.withUnsafeBufferPointer { buffer in
+    /// Continues with ISA-L at the decoder's position, a block boundary after output that
+    /// ends with `window`.
+    private func handOver(_ decoder: DeflateDecoder, window: [UInt8], stopAt: Int64, stream: ChunkStream) throws -> ChunkEnd {
+        let start: IsalRangeDecoder.Start = decoder.isFinalBlock
+            ? .afterFinalBlock(bitOffset: decoder.bitPosition)
+            : .block(bitOffset: decoder.bitPosition, window: window, mayStop: true)
+        return try IsalRangeDecoder(file: file).decode(from: start, stopAt: stopAt, announce: false, into: stream)
+    }
+
+    /// Decodes the rest of the block that marker mode stopped in, in byte mode with holes.
+    /// Returns the last 32 KiB of output, or nil when the stream was abandoned.
+    private func finishBlock(_ decoder: DeflateDecoder, window: [UInt8], stream: ChunkStream) throws -> [UInt8]? {
+        let output = byteOutput(window: window, stream: stream)
+        do throws(DeflateError) {
+            while case .outputFull = try decoder.decodeBytes(into: output) {
+                try output.flush()
+            }
+            // Before `finish`, which hands on a pending hole and leaves it out of the window.
+            let after = output.window()
+            try output.finish()
+            return after
+        } catch {
+            if stream.isAbandoned { return nil }
+            throw Self.dataError(error, decoder: decoder, inputCount: file.count)
+        }
+    }
+
+    /// Makes a byte-mode output buffer after `window` that hands its pieces to `stream`,
+    /// each data piece with its CRC-32.
+    private func byteOutput(window: [UInt8], stream: ChunkStream) -> ByteOutput {
+        window.withUnsafeBufferPointer { buffer in
             ByteOutput(window: buffer, pieceSize: SpanDecoder.pieceSize) { piece throws(DeflateError) in
                 var piece = piece
                 if case .data(let bytes, _) = piece { piece = .data(bytes, crc: crc32Of(bytes)) }
@@ -260,6 +311,15 @@ struct SpeculativeDecoder: Sendable {
                 return
             }
         }
+    }
+
+    /// Decodes in byte mode with holes from the decoder's position until the first
+    /// acceptable block boundary at or after `stopAt`, or the end of the data.
+    /// `continuing` is true when marker mode already decoded up to here and the final
+    /// block of a member may just have ended.
+    private func decodeBytes(_ decoder: DeflateDecoder, window: [UInt8], stopAt: Int64, anyBoundary: Bool = false,
+                             stream: ChunkStream, continuing: Bool = false, insideBlock: Bool = false) throws -> ChunkEnd {
+        let output = byteOutput(window: window, stream: stream)
         let input = file.bytes
         var first = !continuing
         var memberEnded = continuing && !insideBlock && decoder.isFinalBlock

@@ -1,0 +1,274 @@
+// IsalRangeDecoder: decodes the part of a speculative chunk whose window is known with
+// ISA-L, and stops at the block boundary where the Swift decoder would stop.
+//
+// Neither the output length nor the end of a speculative chunk is known in advance. It
+// ends at the first block boundary at or after `stopAt` whose header the block finder
+// accepts, because the next range's worker starts at the first such candidate. ISA-L
+// cannot stop at a bit offset, so it gets its input only up to and including the byte
+// that contains the next candidate C (`BlockFinder.find` from `stopAt` on). It then decodes
+// every block that ends at or before C and runs out of input in the next one:
+//   - when C is a block boundary, it runs out in the header at C, which it cannot read
+//     from at most 8 bits (a dynamic header needs 17 or more, a stored one 35 or more).
+//     On running out inside a header, `read_header_stateful` restores the bit buffer
+//     (`read_in`, `read_in_length`) to the header's start, keeps the bytes after it in
+//     `tmp_in_buffer` (`tmp_in_size`) and sets `ISAL_BLOCK_HDR`, so the header starts at
+//     bit `(bytes handed in - tmp_in_size) * 8 - read_in_length`;
+//   - otherwise it runs out inside a block (or inside the header of a boundary before C
+//     that the finder did not accept), and the input grows to the next candidate.
+// The chunk stops only when ISA-L waits for a header (`ISAL_BLOCK_HDR`, or
+// `ISAL_BLOCK_NEW_HDR` before it tried one) that starts exactly at C. From a real
+// boundary with the real window ISA-L waits for headers only at real boundaries, and
+// every real boundary the finder accepts is a candidate, so the first candidate where
+// it waits is the first acceptable boundary. (A chunk from a false start is thrown away
+// by the writer, which takes only chunks that start where the previous one ended.)
+//
+// Bits past the input read as zeros to ISA-L. On a valid stream that never makes it fail
+// where more input would have let it go on: deflate's codes are canonical, so a real
+// code's prefix filled with zeros is a used code, and a cut header's repeat counts come
+// out smallest. ISA-L decodes up to three symbols per table lookup, but only the last of
+// them may be other than a literal, so the end-of-block code before C needs no later bit.
+
+import CIsal
+
+struct IsalRangeDecoder: Sendable {
+    let file: MappedFile
+
+    /// Output bytes per `isal_inflate` call.
+    static let pieceSize = 1 << 20
+    /// Pieces with less output than this are copied into an array of their size, so a
+    /// run of small calls near the end does not hold a piece-sized buffer each.
+    static let smallPiece = pieceSize / 4
+
+    enum Start {
+        /// At a gzip member header (the first chunk).
+        case memberHeader(Int64)
+        /// At a block boundary with the 32 KiB before it (or less at a member's start).
+        /// `mayStop`: the chunk may end right here when the boundary qualifies.
+        case block(bitOffset: Int64, window: [UInt8], mayStop: Bool)
+        /// Right after the end of a member's final block: its trailer follows.
+        case afterFinalBlock(bitOffset: Int64)
+    }
+
+    /// Decodes from `start` until the first block boundary at or after `stopAt` whose
+    /// header the block finder accepts, or to the end of the data, pushing pieces into
+    /// `stream`. Member ends on the way are handled as in `SpeculativeDecoder`: the
+    /// trailer is handed on as `.memberEnd` and decoding goes on with the next member.
+    /// - Parameter announce: push `.chunkStart` first (false when marker mode did).
+    func decode(from start: Start, stopAt: Int64, announce: Bool, into stream: ChunkStream) throws -> ChunkEnd {
+        let input = file.bytes
+        let state = UnsafeMutablePointer<inflate_state>.allocate(capacity: 1)
+        defer { state.deallocate() }
+        isal_inflate_init(state)
+        let finder = DeflateDecoder(input: input)
+        let endOfData = Int64(input.count) * 8
+
+        // The next input byte for ISA-L.
+        var position: Int
+        // Candidates are searched from here on.
+        var searchFrom = stopAt
+        switch start {
+        case .memberHeader(let bitOffset):
+            let offset = Int(bitOffset / 8)
+            guard let header = try GzipMemberHeader.parse(input, at: offset) else {
+                throw GzipDataError(offset: Int64(offset), reason: "no gzip member starts here")
+            }
+            if announce { guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) } }
+            position = offset + header.length
+            searchFrom = max(stopAt, Int64(position) * 8 + 1)
+        case .block(let bitOffset, let window, let mayStop):
+            guard bitOffset >= 0, bitOffset < endOfData else {
+                throw GzipDataError(offset: bitOffset / 8, reason: "the chunk start at bit \(bitOffset) lies outside the file")
+            }
+            if announce { guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) } }
+            if mayStop, bitOffset >= stopAt, accepts(bitOffset, finder: finder) { return ChunkEnd(bitOffset: bitOffset) }
+            searchFrom = max(stopAt, bitOffset + 1)
+            if !window.isEmpty {
+                var window = window
+                let result = window.withUnsafeMutableBufferPointer { isal_inflate_set_dict(state, $0.baseAddress, UInt32($0.count)) }
+                precondition(result == COMP_OK, "Bug in imgtool: isal_inflate_set_dict failed with \(result)")
+            }
+            position = Int(bitOffset / 8)
+            let used = Int(bitOffset % 8)
+            if used > 0 {
+                // ISA-L starts at a byte: the unused bits of the first byte go into its
+                // bit buffer by hand.
+                state.pointee.read_in = UInt64(input[position] >> UInt8(used))
+                state.pointee.read_in_length = Int32(8 - used)
+                position += 1
+            }
+        case .afterFinalBlock(let bitOffset):
+            if announce { guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) } }
+            switch try finishMember(endingAt: bitOffset, stream: stream) {
+            case .chunkEnd(let end):
+                return end
+            case .nextMember(let deflateStart):
+                let bit = Int64(deflateStart) * 8
+                if bit >= stopAt, accepts(bit, finder: finder) { return ChunkEnd(bitOffset: bit) }
+                position = deflateStart
+                searchFrom = max(stopAt, bit + 1)
+            }
+        }
+
+        // ISA-L gets the input before this byte offset. Up to `stopAt` no boundary can end
+        // the chunk, so all whole bytes before it go in at once.
+        var handedEnd = max(position, Int(min(Int64(input.count), stopAt / 8)))
+        // The candidate the input ends at, if any.
+        var candidate: Int64?
+        while true {
+            if stream.isAbandoned { return ChunkEnd(bitOffset: Int64(position) * 8) }
+            guard try run(state, from: &position, to: handedEnd, stream: stream) else {
+                return ChunkEnd(bitOffset: Int64(position) * 8)
+            }
+            let blockState = state.pointee.block_state
+            if blockState == ISAL_BLOCK_FINISH {
+                // The member's final block ended. ISA-L reads ahead in whole bytes, so the
+                // bits left in its buffer are the padding to the next byte and the trailer.
+                let end = Int64(position) * 8 - Int64(state.pointee.read_in_length)
+                switch try finishMember(endingAt: end, stream: stream) {
+                case .chunkEnd(let end):
+                    return end
+                case .nextMember(let deflateStart):
+                    let bit = Int64(deflateStart) * 8
+                    if bit >= stopAt, accepts(bit, finder: finder) { return ChunkEnd(bitOffset: bit) }
+                    isal_inflate_reset(state)
+                    position = deflateStart
+                    searchFrom = max(stopAt, bit + 1)
+                    handedEnd = max(position, Int(min(Int64(input.count), stopAt / 8)))
+                    candidate = nil
+                    continue
+                }
+            }
+            // The input is used up.
+            if let candidate, blockState == ISAL_BLOCK_HDR || blockState == ISAL_BLOCK_NEW_HDR {
+                let header = Int64(position - Int(state.pointee.tmp_in_size)) * 8 - Int64(state.pointee.read_in_length)
+                if header == candidate { return ChunkEnd(bitOffset: candidate) }
+            }
+            if handedEnd >= input.count {
+                throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "the file ends inside deflate data (truncated)")
+            }
+            let from = max(searchFrom, candidate.map { $0 + 1 } ?? searchFrom)
+            if let next = BlockFinder.find(in: finder, from: from, before: endOfData) {
+                candidate = next
+                handedEnd = max(handedEnd, Int(next / 8) + 1)
+            } else {
+                candidate = nil
+                handedEnd = input.count
+            }
+        }
+    }
+
+    /// Calls `isal_inflate` with the input from `position` to `end` until it has used
+    /// it up (or can make no progress) or the member ended, pushing the output. Returns
+    /// false when the stream was abandoned.
+    private func run(_ state: UnsafeMutablePointer<inflate_state>, from position: inout Int, to end: Int,
+                     stream: ChunkStream) throws -> Bool {
+        let base = file.bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        while true {
+            let inputCount = min(max(0, end - position), Int(Int32.max))
+            state.pointee.next_in = UnsafeMutablePointer(mutating: base + position)
+            state.pointee.avail_in = UInt32(inputCount)
+            var result: Int32 = 0
+            var full = false
+            var piece = [UInt8](unsafeUninitializedCapacity: Self.pieceSize) { buffer, initialized in
+                state.pointee.next_out = buffer.baseAddress
+                state.pointee.avail_out = UInt32(Self.pieceSize)
+                result = isal_inflate(state)
+                full = state.pointee.avail_out == 0
+                initialized = Self.pieceSize - Int(state.pointee.avail_out)
+            }
+            let consumed = inputCount - Int(state.pointee.avail_in)
+            position += consumed
+            if result < 0 {
+                throw GzipDataError(offset: Int64(position), reason: IsalInflater.describe(result))
+            }
+            let produced = piece.count
+            if produced < Self.smallPiece { piece = piece.withUnsafeBufferPointer { Array($0) } }
+            guard ZeroBlocks.emit(piece, into: stream) else { return false }
+            if state.pointee.block_state == ISAL_BLOCK_FINISH { return true }
+            // `avail_in` is 32 bits wide: more than 2 GiB of input takes several calls.
+            if !full && (position >= end || consumed == 0 && produced == 0) { return true }
+        }
+    }
+
+    private enum MemberEnd {
+        case chunkEnd(ChunkEnd)
+        /// The byte offset where the next member's deflate data starts.
+        case nextMember(Int)
+    }
+
+    /// Reads the trailer after a final block that ends at bit `end`, pushes
+    /// `.memberEnd`, and finds the next member, as `SpeculativeDecoder` does.
+    private func finishMember(endingAt end: Int64, stream: ChunkStream) throws -> MemberEnd {
+        let input = file.bytes
+        // The trailer starts at the next byte boundary after the final block.
+        let trailer = Int((end + 7) / 8)
+        guard trailer + GzipMemberHeader.trailerSize <= input.count else {
+            throw GzipDataError(offset: Int64(trailer), kind: .truncated, reason: "the file ends inside a member's 8-byte trailer")
+        }
+        let crc = readLittleEndian32(input, at: trailer)
+        let size = readLittleEndian32(input, at: trailer + 4)
+        guard stream.push(.memberEnd(crc: crc, size: size, trailerOffset: Int64(trailer))) else {
+            return .chunkEnd(ChunkEnd(bitOffset: end))
+        }
+        let next = trailer + GzipMemberHeader.trailerSize
+        guard let header = try GzipMemberHeader.parse(input, at: next) else {
+            let rest = UnsafeRawBufferPointer(rebasing: input[next...])
+            return .chunkEnd(ChunkEnd(bitOffset: Int64(input.count) * 8,
+                                      trailingGarbage: rest.contains(where: { $0 != 0 }) ? Int64(rest.count) : 0))
+        }
+        return .nextMember(next + header.length)
+    }
+
+    /// Returns whether a block the finder accepts starts at `bitOffset` (see
+    /// `BlockFinder.acceptsBoundary`).
+    private func accepts(_ bitOffset: Int64, finder: DeflateDecoder) -> Bool {
+        finder.seek(toBit: bitOffset)
+        return BlockFinder.acceptsBoundary(finder)
+    }
+}
+
+/// Hands on decoded bytes as data and hole pieces: runs of all-zero 4 KiB blocks (counted
+/// from the piece's start) become holes, so the writer neither copies nor scans them.
+enum ZeroBlocks {
+    static let blockSize = 4096
+
+    /// Pushes `piece` into `stream`; returns false when the stream was abandoned.
+    static func emit(_ piece: [UInt8], into stream: ChunkStream) -> Bool {
+        piece.withUnsafeBytes { bytes in
+            guard !bytes.isEmpty else { return true }
+            var dataStart = 0
+            var zeroStart: Int?
+            var offset = 0
+            func pushData(_ end: Int) -> Bool {
+                guard end > dataStart else { return true }
+                let run = UnsafeRawBufferPointer(rebasing: bytes[dataStart..<end])
+                let crc = crc32_gzip_refl(0, run.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(run.count))
+                // A piece without zero blocks goes on as it is, without a copy.
+                return stream.push(.data(run.count == bytes.count ? piece : Array(run), crc: crc))
+            }
+            while offset < bytes.count {
+                let end = min(bytes.count, offset + blockSize)
+                if isZero(bytes.baseAddress! + offset, count: end - offset) {
+                    if zeroStart == nil { zeroStart = offset }
+                } else if let start = zeroStart {
+                    guard pushData(start), stream.push(.hole(Int64(offset - start))) else { return false }
+                    zeroStart = nil
+                    dataStart = offset
+                }
+                offset = end
+            }
+            if let start = zeroStart {
+                return pushData(start) && stream.push(.hole(Int64(bytes.count - start)))
+            }
+            return pushData(bytes.count)
+        }
+    }
+
+    /// Returns whether `count` bytes at `start` are all zero, checking the first 8 bytes
+    /// first because `isal_zero_detect` reads the whole block even when it holds data.
+    @inline(__always)
+    private static func isZero(_ start: UnsafeRawPointer, count: Int) -> Bool {
+        if count >= 8, start.loadUnaligned(as: UInt64.self) != 0 { return false }
+        return isal_zero_detect(UnsafeMutableRawPointer(mutating: start), count) == 0
+    }
+}

@@ -1,0 +1,227 @@
+// Speculative decoding with many small ranges against sequential decoding. Small ranges
+// make most chunk ends fall in places a few large ranges rarely reach: inside stored,
+// fixed and dynamic blocks, right after a member's end, and next to false block headers.
+
+import CZlib
+import Foundation
+import Testing
+@testable import ImageCore
+
+/// Compresses `payload` into one gzip member whose block types change every `segment`
+/// bytes: zlib's level and strategy are switched between segments (level 0 gives stored
+/// blocks, `Z_FIXED` fixed ones, the rest dynamic ones), each switch ending a block.
+private func mixedBlockGzip(_ payload: [UInt8], segment: Int) -> [UInt8] {
+    let settings: [(Int32, Int32)] = [(6, Z_DEFAULT_STRATEGY), (0, Z_DEFAULT_STRATEGY), (1, Z_FIXED), (9, Z_FILTERED),
+                                      (3, Z_HUFFMAN_ONLY), (0, Z_DEFAULT_STRATEGY), (5, Z_RLE), (1, Z_DEFAULT_STRATEGY)]
+    var stream = z_stream()
+    // Window bits 31: a gzip wrapper around a 32 KiB window.
+    var result = deflateInit2_(&stream, settings[0].0, Z_DEFLATED, 31, 8, settings[0].1, ZLIB_VERSION,
+                               Int32(MemoryLayout<z_stream>.size))
+    precondition(result == Z_OK, "deflateInit2 failed with \(result)")
+    defer { deflateEnd(&stream) }
+    var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, UInt(payload.count))) + payload.count / 8 + 4096)
+    var input = payload
+    input.withUnsafeMutableBufferPointer { source in
+        output.withUnsafeMutableBufferPointer { target in
+            stream.next_out = target.baseAddress
+            stream.avail_out = UInt32(target.count)
+            var offset = 0
+            var number = 0
+            while offset < source.count {
+                if number > 0 {
+                    let (level, strategy) = settings[number % settings.count]
+                    result = deflateParams(&stream, level, strategy)
+                    precondition(result == Z_OK, "deflateParams failed with \(result)")
+                }
+                let count = min(segment, source.count - offset)
+                stream.next_in = source.baseAddress! + offset
+                stream.avail_in = UInt32(count)
+                result = deflate(&stream, Z_NO_FLUSH)
+                precondition(result == Z_OK && stream.avail_in == 0, "deflate failed with \(result)")
+                offset += count
+                number += 1
+            }
+            result = deflate(&stream, Z_FINISH)
+            precondition(result == Z_STREAM_END, "deflate did not finish: \(result)")
+        }
+    }
+    return Array(output.prefix(Int(stream.total_out)))
+}
+
+/// Bytes like those of a disk image: text, machine code-like bytes, zero runs, random
+/// (incompressible) stretches and repeated records, in pieces of varying length.
+private func variedBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    var result: [UInt8] = []
+    result.reserveCapacity(count)
+    let choices = randomBytes(4096, seed: seed)
+    var next = 0
+    while result.count < count {
+        let length = (Int(choices[next % choices.count]) + 1) * 1024
+        let part: [UInt8]
+        switch choices[(next + 1) % choices.count] % 5 {
+        case 0: part = compressibleBytes(length, seed: seed &+ UInt64(next))
+        case 1: part = [UInt8](repeating: 0, count: length * 4)
+        case 2: part = randomBytes(length / 2, seed: seed &+ UInt64(next) &* 31)
+        case 3: part = randomBytes(length, seed: seed &+ UInt64(next)).map { $0 & 0x1f }
+        default:
+            let record = randomBytes(61, seed: seed &+ UInt64(next))
+            part = Array((0..<(length / 61 + 1)).flatMap { index in record + [UInt8(truncatingIfNeeded: index)] }.prefix(length))
+        }
+        result += part
+        next += 2
+    }
+    return Array(result.prefix(count))
+}
+
+/// Decodes one chunk on the calling thread and returns its output (holes as zeros), the
+/// CRC-32 of each member end it passed, and where it stopped.
+private func decodeChunk(_ decoder: SpeculativeDecoder, from start: SpeculativeDecoder.Start, stopAt: Int64) throws
+    -> (bytes: [UInt8], memberCRCs: [UInt32], end: Int64) {
+    let stream = ChunkStream(budget: .max)
+    let end = try decoder.decode(from: start, stopAt: stopAt, into: stream)
+    stream.finish(.success(end))
+    var bytes: [UInt8] = []
+    var memberCRCs: [UInt32] = []
+    for piece in stream.take().0 {
+        switch piece {
+        case .data(let data, _): bytes += data
+        case .hole(let count): bytes += repeatElement(0, count: Int(count))
+        case .markers: Issue.record("a chunk with a known start handed on markers")
+        case .memberEnd(let crc, _, _): memberCRCs.append(crc)
+        case .chunkStart: break
+        }
+    }
+    return (bytes, memberCRCs, end.bitOffset)
+}
+
+@Suite("Speculative decoding with many ranges")
+struct SpeculativeRangeTests {
+    /// Decodes `path` speculatively with 32 ranges per thread at 2, 3, 4 and 8 threads
+    /// (and with 4 ranges per thread at 2 threads) and compares with `expected`.
+    private func checkRanges(_ path: String, expected: [UInt8], label: String) throws {
+        let size = Int(fileSize(path))
+        let runs = [(2, 32), (3, 32), (4, 32), (8, 32), (2, 4)]
+        for (threads, perThread) in runs {
+            let sink = MemorySink()
+            let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads, minimumChunkInput: 512,
+                                                             rangesPerThread: perThread)
+            #expect(sink.bytes.count == expected.count, "\(label): threads \(threads), \(perThread) ranges per thread")
+            if sink.bytes != expected {
+                let first = zip(sink.bytes, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+                    ?? min(sink.bytes.count, expected.count)
+                Issue.record("\(label): threads \(threads), \(perThread) ranges per thread: output differs from byte \(first) on")
+            }
+            if size > 4 * 512 {
+                #expect(result.strategy == .speculative, "\(label): threads \(threads)")
+            }
+        }
+    }
+
+    @Test("gzip and igzip levels on text, random data and zero runs")
+    func levels() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        // Random data gives stored blocks, text dynamic ones, zero runs long blocks.
+        let payloads: [(String, [UInt8], [String])] = [
+            ("random", randomBytes(96 << 10, seed: 11), ["gzip -6", "igzip -0 -c"]),
+            ("text", compressibleBytes(256 << 10, seed: 5), ["gzip -1", "gzip -6", "gzip -9", "igzip -0 -c", "igzip -3 -c"]),
+            ("zeros", compressibleBytes(32 << 10, seed: 2) + [UInt8](repeating: 0, count: 2 << 20)
+                + compressibleBytes(48 << 10, seed: 9) + [UInt8](repeating: 0, count: 512 << 10) + randomBytes(16 << 10),
+             ["gzip -6", "igzip -0 -c"]),
+        ]
+        for (name, payload, commands) in payloads {
+            for command in commands {
+                let path = try compressFile(payload, with: command, in: scratch, name: name)
+                try checkRanges(path, expected: payload, label: "\(name), \(command)")
+            }
+        }
+    }
+
+    @Test("stored, fixed and dynamic blocks mixed in one member")
+    func mixedBlocks() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = variedBytes(512 << 10, seed: 21)
+        for segment in [3000, 20000] {
+            let path = scratch.file("mixed-\(segment).gz")
+            try writeFile(path, mixedBlockGzip(payload, segment: segment))
+            try checkRanges(path, expected: payload, label: "mixed blocks, segment \(segment)")
+        }
+    }
+
+    @Test("several members of different sizes")
+    func members() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        var compressed: [UInt8] = []
+        var expected: [UInt8] = []
+        let sizes = [100, 96 << 10, 0, 7, 32 << 10, 256 << 10, 2000, 64 << 10]
+        for (number, size) in sizes.enumerated() {
+            let payload = variedBytes(size, seed: UInt64(number) + 40)
+            let level = ["-1", "-6", "-9"][number % 3]
+            compressed += try compress(payload, with: "gzip -n \(level) -c")
+            expected += payload
+        }
+        let path = scratch.file("members.gz")
+        try writeFile(path, compressed)
+        try checkRanges(path, expected: expected, label: "members")
+    }
+
+    @Test("ISA-L stops where the Swift decoder stops")
+    func isalStopsLikeSwift() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        var files: [(String, String)] = []
+        let varied = variedBytes(640 << 10, seed: 3)
+        files.append(("gzip -6", try compressFile(varied, with: "gzip -6", in: scratch, name: "varied")))
+        // igzip -0 writes these 640 KiB as one block, and -1 as a few.
+        files.append(("igzip -1", try compressFile(varied, with: "igzip -1 -c", in: scratch, name: "igzip")))
+        files.append(("stored", try compressFile(randomBytes(200 << 10, seed: 4), with: "gzip -9", in: scratch, name: "random")))
+        let mixed = scratch.file("mixed.gz")
+        try writeFile(mixed, mixedBlockGzip(variedBytes(384 << 10, seed: 5), segment: 4000))
+        files.append(("mixed blocks", mixed))
+        let members = scratch.file("members.gz")
+        try writeFile(members, try [70 << 10, 10, 90 << 10, 0, 120 << 10].enumerated().flatMap { number, size in
+            try compress(compressibleBytes(size, seed: UInt64(number)), with: "gzip -n -c")
+        })
+        files.append(("members", members))
+
+        for (name, path) in files {
+            let file = try MappedFile(path: path)
+            let swift = SpeculativeDecoder(file: file)
+            let isal = SpeculativeDecoder(file: file, usesIsal: true)
+            // An access point at every block boundary gives each boundary's window.
+            let points = try GzipIndexBuilder.build(path: path, spacing: 1).points
+                .filter { $0.compressedBitOffset < Int64(file.count - 16) * 8 }
+            #expect(points.count > 3, "\(name): \(points.count) points")
+            var starts: [(Int64, SpeculativeDecoder.Start)] = [(0, .memberHeader(0))]
+            for point in stride(from: 1, to: points.count, by: max(1, points.count / 6)).map({ points[$0] }) {
+                starts.append((point.compressedBitOffset, .known(bitOffset: point.compressedBitOffset, window: point.window ?? [])))
+            }
+            for (from, start) in starts {
+                // Stop bits before, at and after the next boundary, between the next two, and
+                // at the second.
+                let next = points.map(\.compressedBitOffset).filter { $0 > from }.prefix(2)
+                guard let first = next.first else { continue }
+                let second = next.last ?? first
+                for stopAt in [first - 1, first, first + 1, first + 3, (first + second) / 2, second] {
+                    let expected = try decodeChunk(swift, from: start, stopAt: stopAt)
+                    let actual = try decodeChunk(isal, from: start, stopAt: stopAt)
+                    let label = "\(name): from bit \(from), stop at \(stopAt)"
+                    #expect(actual.end == expected.end, "\(label)")
+                    #expect(actual.memberCRCs == expected.memberCRCs, "\(label)")
+                    #expect(actual.bytes == expected.bytes, "\(label): \(actual.bytes.count) bytes, expected \(expected.bytes.count)")
+                }
+            }
+        }
+    }
+
+    @Test("gzip of a few MiB of varied data")
+    func variedData() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = variedBytes(3 << 20, seed: 1)
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "varied")
+        try checkRanges(path, expected: payload, label: "varied data")
+    }
+}
