@@ -87,6 +87,7 @@ private func decodeChunk(_ decoder: SpeculativeDecoder, from start: SpeculativeD
         case .data(let data, _): bytes += data
         case .hole(let count): bytes += repeatElement(0, count: Int(count))
         case .markers: Issue.record("a chunk with a known start handed on markers")
+        case .placed: Issue.record("a speculative chunk placed its output")
         case .memberEnd(let crc, _, _): memberCRCs.append(crc)
         case .chunkStart: break
         }
