@@ -4,7 +4,7 @@
 # times sorted (take the median).
 #
 # Usage: Benchmarks/compare.sh WORKDIR IMAGE RUNS VARIANT...
-#   WORKDIR  holds IMAGE.img.gz and IMAGE.img.gzidx (as Benchmarks/parallel.sh leaves them)
+#   WORKDIR  contains IMAGE.img.gz and IMAGE.img.gzidx (as Benchmarks/parallel.sh leaves them)
 #   IMAGE    realistic or data-heavy
 #   VARIANT  "label|VAR=value ...|path/to/imgtool|threads|extra"; extra is "noindex"
 #            for no index, or empty for --index WORKDIR/IMAGE.img.gzidx
