@@ -108,6 +108,24 @@ struct PlacedOutputTests {
         }
     }
 
+    @Test("a writer with data keeps the copy path")
+    func writerWithData() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let bytes = compressibleBytes(1 << 20)
+        let path = try compressFile(bytes, with: "gzip -6", in: scratch, name: "text")
+        let index = try GzipIndexBuilder.build(path: path, spacing: 64 << 10, sink: MemorySink())
+        let output = scratch.file("prefixed.raw")
+        let descriptor = try FileDescriptor.open(output, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
+        defer { try? descriptor.close() }
+        let writer = try SparseFileWriter(descriptor: descriptor, path: output)
+        let prefix: [UInt8] = [1, 2, 3, 4, 5]
+        try prefix.withUnsafeBytes { try writer.write($0) }
+        _ = try ParallelGzipInflater.decompress(path: path, into: writer, threads: 2, index: index)
+        try writer.finish()
+        #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: output))) == prefix + bytes)
+    }
+
     @Test("a corrupt chunk fails the decode")
     func corruptChunk() throws {
         let scratch = try ScratchDirectory()

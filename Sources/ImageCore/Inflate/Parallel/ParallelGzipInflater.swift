@@ -180,8 +180,9 @@ public enum ParallelGzipInflater {
             lengths.append(length)
         }
         let isal = IsalChunkDecoder(file: file)
-        // Workers lend their output buffers to a sparse writer, instead of copying.
-        let pool = (writer.sink as? SparseFileWriter).map {
+        // Workers lend their output buffers to a sparse writer, instead of copying. Their
+        // offsets count from the start of the output, so the writer must be empty.
+        let pool = (writer.sink as? SparseFileWriter).flatMap { $0.size == 0 ? $0 : nil }.map {
             PlacementPool(target: $0.placement(), count: PlacementPool.buffersPerThread * threads, pieceSize: pieceSize)
         }
         let swift = SpeculativeDecoder(file: file)
