@@ -189,7 +189,7 @@ public enum Decompressor {
                 // point without a window.
                 return DecompressSummary(format: format, compressedBytesRead: index.compressedSize,
                                          bytesWritten: index.uncompressedSize, allocatedBytes: nil,
-                                         members: index.points.count(where: { $0.window == nil }) - 1, warnings: [],
+                                         members: index.points.count(where: { !$0.hasWindow }) - 1, warnings: [],
                                          elapsed: (ContinuousClock.now - started).seconds)
             }
             let result = try ParallelGzipInflater.decompress(path: input.name, into: sink, threads: options.threads,

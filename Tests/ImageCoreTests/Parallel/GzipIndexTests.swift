@@ -36,6 +36,30 @@ struct GzipIndexTests {
         #expect(parsed == index)
     }
 
+    @Test("loaded file keeps every field")
+    func loadedFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let index = sampleIndex()
+        let path = scratch.file("sample.gzidx")
+        try index.write(to: path)
+        let loaded = try GzipIndex(contentsOf: path)
+        #expect(loaded == index)
+        #expect(loaded.points.map(\.hasWindow) == [false, true, false])
+    }
+
+    @Test("truncated index file is rejected")
+    func truncatedFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let bytes = sampleIndex().serialized()
+        for length in [0, 34, 35 + 3 * 18 + 100, bytes.count - 1] {
+            let path = scratch.file("cut-\(length).gzidx")
+            try writeFile(path, Array(bytes[0..<length]))
+            #expect(throws: GzipIndexError.self) { try GzipIndex(contentsOf: path) }
+        }
+    }
+
     @Test("truncated index is rejected")
     func truncated() throws {
         let bytes = sampleIndex().serialized()

@@ -186,9 +186,7 @@ public enum ParallelGzipInflater {
             PlacementPool(target: $0.placement(), count: PlacementPool.buffersPerThread * threads, pieceSize: pieceSize)
         }
         let swift = SpeculativeDecoder(file: file)
-        let starts: [SpeculativeDecoder.Start] = points.map { point in
-            point.compressedBitOffset == 0 ? .memberHeader(0) : .known(bitOffset: point.compressedBitOffset, window: point.window ?? [])
-        }
+        let chunkPoints = points
         // Chunks that expand more than `zeroHeavyRatio` times are mostly zero runs, which
         // the Swift decoder turns into holes without producing them; ISA-L decodes the
         // rest faster.
@@ -197,14 +195,18 @@ public enum ParallelGzipInflater {
             let compressed = max(1, (stops[number] - points[number].compressedBitOffset) / 8)
             return length / compressed > zeroHeavyRatio
         }
-        let endsWithMember = (0..<count).map { $0 + 1 < count && points[$0 + 1].window == nil }
+        let endsWithMember = (0..<count).map { $0 + 1 < count && !points[$0 + 1].hasWindow }
         let offsets = points.map(\.uncompressedOffset)
         let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: budget) { [lengths] number, stream in
+            // The worker copies its point's window here, so loading the index copied none.
+            let point = chunkPoints[number]
+            let start: SpeculativeDecoder.Start = point.compressedBitOffset == 0
+                ? .memberHeader(0) : .known(bitOffset: point.compressedBitOffset, window: point.window ?? [])
             if zeroHeavy[number] {
-                return try swift.decode(from: starts[number], stopAt: stops[number], anyBoundary: true, into: stream)
+                return try swift.decode(from: start, stopAt: stops[number], anyBoundary: true, into: stream)
             }
             let placed = pool.map { PlacedChunkOutput(pool: $0, offset: offsets[number]) }
-            return try isal.decode(from: starts[number], length: lengths[number], end: stops[number],
+            return try isal.decode(from: start, length: lengths[number], end: stops[number],
                                    endsWithMember: endsWithMember[number], placed: placed, into: stream)
         }
         pipeline.start()
@@ -219,7 +221,7 @@ public enum ParallelGzipInflater {
                 let next = points[number + 1]
                 // A point at a member's deflate start follows the member's trailer and
                 // the next header, so only points inside a member must match exactly.
-                guard end.bitOffset == next.compressedBitOffset || next.window == nil else {
+                guard end.bitOffset == next.compressedBitOffset || !next.hasWindow else {
                     throw GzipIndexError(path: file.path, reason: "point \(number + 1) at bit \(next.compressedBitOffset) is not where a block ends (bit \(end.bitOffset))")
                 }
                 guard writer.written == next.uncompressedOffset else {
