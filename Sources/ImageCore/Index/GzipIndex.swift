@@ -59,7 +59,7 @@ public struct GzipAccessPoint: Sendable, Equatable {
         return true
     }
 
-    /// Where the window is. Windows of a loaded index stay in the index file's map, so
+    /// The location of the window. Windows of a loaded index stay in the file's map, so
     /// loading copies none of them; each worker copies the one it starts from.
     enum StoredWindow: Sendable {
         case none
