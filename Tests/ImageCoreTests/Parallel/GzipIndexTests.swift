@@ -226,6 +226,29 @@ struct GzipIndexTests {
         }
     }
 
+    @Test("index that is no regular file")
+    func indexNotRegularFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let fifo = scratch.file("fifo.gzidx")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        // Opening a FIFO for reading waits for a writer; the index must not wait.
+        for path in [fifo, scratch.path] {
+            #expect {
+                try GzipIndex(contentsOf: path)
+            } throws: { error in
+                let text = (error as? any ImageError)?.description ?? ""
+                return text.contains(path) && text.contains("not a regular file") && !text.contains("could not be completed")
+            }
+        }
+        #expect {
+            try GzipIndex(contentsOf: scratch.file("missing.gzidx"))
+        } throws: { error in
+            let text = (error as? any ImageError)?.description ?? ""
+            return text.contains("missing.gzidx") && !text.contains("could not be completed")
+        }
+    }
+
     @Test("index command writes a usable index")
     func indexCommand() throws {
         let scratch = try ScratchDirectory()
