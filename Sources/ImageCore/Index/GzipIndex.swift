@@ -40,13 +40,13 @@ public struct GzipAccessPoint: Sendable, Equatable {
     public var uncompressedOffset: Int64
     /// The output that precedes the point (up to 32 KiB), or nil when decoding from
     /// here needs none (the start of a member, the end of the file). A window read
-    /// from an index file is copied out of the file's memory map on each access.
+    /// from an index file is copied out of the file's bytes on each access.
     public var window: [UInt8]? {
         get {
             switch storedWindow {
             case .none: return nil
             case .bytes(let bytes): return bytes
-            case .mapped(let file, let offset):
+            case .shared(let file, let offset):
                 return Array(UnsafeRawBufferPointer(rebasing: file.bytes[offset..<offset + GzipIndex.windowSize]))
             }
         }
@@ -59,12 +59,12 @@ public struct GzipAccessPoint: Sendable, Equatable {
         return true
     }
 
-    /// The location of the window. Windows of a loaded index stay in the file's map, so
-    /// loading copies none of them; each worker copies the one it starts from.
+    /// The location of the window. Windows of a loaded index stay in the file's bytes,
+    /// so loading copies none of them; each worker copies the one it starts from.
     enum StoredWindow: Sendable {
         case none
         case bytes([UInt8])
-        case mapped(MappedFile, offset: Int)
+        case shared(IndexFileBytes, offset: Int)
     }
 
     var storedWindow: StoredWindow
@@ -167,9 +167,9 @@ public struct GzipIndex: Sendable, Equatable {
         self = try parsed.get()
     }
 
-    /// Decodes a GZIDX file from raw bytes; see `init(parsing:path:)`. When `data` is
-    /// `mapped.bytes`, the windows stay in that map instead of being copied.
-    init(parsingBytes data: UnsafeRawBufferPointer, path: String, mapped: MappedFile? = nil) throws(GzipIndexError) {
+    /// Decodes a GZIDX file from raw bytes; see `init(parsing:path:)`. When `data` lies in
+    /// `shared`, the windows stay there instead of being copied.
+    init(parsingBytes data: UnsafeRawBufferPointer, path: String, shared: IndexFileBytes? = nil) throws(GzipIndexError) {
         var reader = CheckedReader(bytes: data, path: path)
         guard try reader.bytes(5) == Self.magic else {
             throw GzipIndexError(path: path, reason: "it does not start with 'GZIDX'")
@@ -222,11 +222,11 @@ public struct GzipIndex: Sendable, Equatable {
             hasWindow.append(flag == 1)
         }
         for number in points.indices where hasWindow[number] {
-            if let mapped {
+            if let shared {
                 guard Self.windowSize <= reader.remaining else {
                     throw GzipIndexError(path: path, reason: "it ends after \(data.count) bytes, inside the window of point \(number)")
                 }
-                points[number].storedWindow = .mapped(mapped, offset: reader.position)
+                points[number].storedWindow = .shared(shared, offset: reader.position)
                 reader.position += Self.windowSize
             } else {
                 points[number].window = try reader.bytes(Self.windowSize)
@@ -239,20 +239,44 @@ public struct GzipIndex: Sendable, Equatable {
                   spacing: spacing, points: points)
     }
 
-    /// Reads and decodes the GZIDX file at `path`.
+    /// Reads and decodes the GZIDX file at `path`. A path that cannot be opened or read
+    /// throws `SystemError`, one that is no regular file `InvalidArgumentError`.
     public init(contentsOf path: String) throws {
-        // A memory map is read without a copy, and the windows stay in it. For the 20 MB
-        // index of a 4 GiB image on the test machine, loading took 110 ms through Data and
-        // an array copy, 63 ms mapped with the windows copied out.
-        // NOTE: like the mapped input, an index file truncated during a decode raises
-        // SIGBUS when a worker copies a window from the lost part.
-        let file: MappedFile
+        // The file is read once into a buffer that its windows then refer to; workers copy
+        // only the window they start from. It is not mapped: a mapped file that another
+        // program truncates would crash imgtool with SIGBUS. For the 20 MB index of a
+        // 4 GiB image on the test machine, loading took 110 ms with Data, an array copy
+        // and a copy of every window.
+        let descriptor: FileDescriptor
         do {
-            file = try MappedFile(path: path)
+            // O_NONBLOCK keeps the open of a FIFO from waiting for a writer.
+            descriptor = try FileDescriptor.open(path, flags: O_RDONLY | O_NONBLOCK)
         } catch {
-            throw GzipIndexError(path: path, reason: "it cannot be read (\(error.localizedDescription))")
+            throw SystemError("open", path: path, errno: error)
         }
-        try self.init(parsingBytes: file.bytes, path: path, mapped: file)
+        defer { try? descriptor.close() }
+        let status: FileStatus
+        do {
+            status = try descriptor.status()
+        } catch {
+            throw SystemError("inspect", path: path, errno: error)
+        }
+        guard status.isRegularFile else {
+            throw InvalidArgumentError(argument: "index", value: path, reason: "it is a \(status.kindDescription), not a regular file",
+                                       remedy: "give the path of a GZIDX file made by 'imgtool index' or 'rapidgzip --export-index'")
+        }
+        let size = Int(status.size)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, size), alignment: 16)
+        let count: Int
+        do {
+            count = try descriptor.readFully(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<size]), at: 0)
+        } catch {
+            buffer.deallocate()
+            throw SystemError("read", path: path, errno: error)
+        }
+        // A file that shrank meanwhile parses as a short one and is rejected as such.
+        let shared = IndexFileBytes(buffer: buffer, count: count)
+        try self.init(parsingBytes: shared.bytes, path: path, shared: shared)
     }
 
     /// Writes the index to a new file at `path` through `TemporaryFile`, so a partial
@@ -267,6 +291,24 @@ public struct GzipIndex: Sendable, Equatable {
             throw SystemError("write", path: file.temporaryPath, errno: error)
         }
         try file.publish()
+    }
+}
+
+/// The bytes of an index file read into memory, which the windows of its points refer
+/// to. Immutable after init, so threads may read them at once.
+final class IndexFileBytes: @unchecked Sendable {
+    let bytes: UnsafeRawBufferPointer
+
+    /// Takes ownership of `buffer`, of which the first `count` bytes are the file.
+    init(buffer: UnsafeMutableRawBufferPointer, count: Int) {
+        bytes = UnsafeRawBufferPointer(rebasing: buffer[..<count])
+        owned = buffer
+    }
+
+    private let owned: UnsafeMutableRawBufferPointer
+
+    deinit {
+        owned.deallocate()
     }
 }
 

@@ -165,6 +165,114 @@ struct GzipIndexTests {
         }
     }
 
+    /// Writes a gzip file of the members `parts`, each compressed with `gzip -6`, and
+    /// returns its path.
+    private func concatenatedMembers(_ parts: [[UInt8]], in scratch: ScratchDirectory) throws -> String {
+        var joined: [UInt8] = []
+        for (number, part) in parts.enumerated() {
+            let path = try compressFile(part, with: "gzip -6", in: scratch, name: "member\(number)")
+            joined += try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        }
+        let path = scratch.file("members.gz")
+        try writeFile(path, joined)
+        return path
+    }
+
+    /// Returns `index` without the points before the start of member `member`'s deflate data
+    /// (its `member`-th window-less point), with the output offsets moved so that the
+    /// member starts at 0: an index that lies by leaving out whole members.
+    private func indexSkipping(before member: Int, of index: GzipIndex, keepFirst: Bool) -> GzipIndex {
+        let starts = index.points.filter { $0.window == nil }
+        let start = starts[member]
+        var points = index.points.filter { $0.compressedBitOffset >= start.compressedBitOffset }
+        for number in points.indices { points[number].uncompressedOffset -= start.uncompressedOffset }
+        if keepFirst { points.insert(index.points[0], at: 0) }
+        return GzipIndex(compressedSize: index.compressedSize, uncompressedSize: index.uncompressedSize - start.uncompressedOffset,
+                         spacing: index.spacing, points: points)
+    }
+
+    @Test("first point past a member")
+    func indexSkippingFirstMember() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = try concatenatedMembers([compressibleBytes(100_000), compressibleBytes(3 << 20, seed: 3)], in: scratch)
+        let index = try GzipIndexBuilder.build(path: path, spacing: 1 << 20)
+        // Point 0 is member 0's deflate start; the first point is now member 1's.
+        let lying = indexSkipping(before: 1, of: index, keepFirst: false)
+        #expect(lying.points[0].uncompressedOffset == 0)
+        for threads in [1, 2] {
+            #expect(throws: (any Error).self, "threads \(threads)") { _ = try parallelOutput(path, threads: threads, index: lying) }
+        }
+    }
+
+    @Test("index with only the end point")
+    func indexWithOnlyEndPoint() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = compressibleBytes(1 << 20)
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "text")
+        var index = try GzipIndexBuilder.build(path: path, spacing: 256 << 10)
+        // The end point lies at the end of the file, so no point is left to start from.
+        index.points = [index.points.last!]
+        let (output, _) = try parallelOutput(path, threads: 2, index: index)
+        #expect(output == payload)
+    }
+
+    @Test("point skipping a member")
+    func indexSkippingMiddleMember() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = try concatenatedMembers([[], compressibleBytes(100_000), compressibleBytes(3 << 20, seed: 3)], in: scratch)
+        let index = try GzipIndexBuilder.build(path: path, spacing: 1 << 20)
+        // Member 0 is empty, and the next point is member 2's start at output offset 0:
+        // decoding member 0 ends there by its length, and member 1 would be skipped.
+        let lying = indexSkipping(before: 2, of: index, keepFirst: true)
+        for threads in [1, 2] {
+            #expect(throws: (any Error).self, "threads \(threads)") { _ = try parallelOutput(path, threads: threads, index: lying) }
+        }
+    }
+
+    @Test("point past an empty member")
+    func pointPastEmptyMember() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let parts = [compressibleBytes(100_000), [], compressibleBytes(3 << 20, seed: 3)]
+        let path = try concatenatedMembers(parts, in: scratch)
+        var index = try GzipIndexBuilder.build(path: path, spacing: 1 << 20)
+        // rapidgzip leaves out the point at an empty member's start: the chunk before it
+        // then ends at the start of the member after the empty one.
+        let starts = index.points.filter { $0.window == nil }
+        index.points.removeAll { $0 == starts[1] }
+        for threads in [1, 2] {
+            let (output, decoded) = try parallelOutput(path, threads: threads, index: index)
+            #expect(output == parts.flatMap { $0 }, "threads \(threads)")
+            #expect(decoded.strategy == .index)
+        }
+    }
+
+    @Test("index that is no regular file")
+    func indexNotRegularFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let fifo = scratch.file("fifo.gzidx")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        // Opening a FIFO for reading waits for a writer; the index must not wait.
+        for path in [fifo, scratch.path] {
+            #expect {
+                try GzipIndex(contentsOf: path)
+            } throws: { error in
+                let text = (error as? any ImageError)?.description ?? ""
+                return text.contains(path) && text.contains("not a regular file") && !text.contains("could not be completed")
+            }
+        }
+        #expect {
+            try GzipIndex(contentsOf: scratch.file("missing.gzidx"))
+        } throws: { error in
+            let text = (error as? any ImageError)?.description ?? ""
+            return text.contains("missing.gzidx") && !text.contains("could not be completed")
+        }
+    }
+
     @Test("index command writes a usable index")
     func indexCommand() throws {
         let scratch = try ScratchDirectory()

@@ -46,6 +46,9 @@ struct ChunkEnd: Sendable {
     var trailingGarbage: Int64 = 0
     /// False when a speculative chunk found no block boundary in its range.
     var foundStart = true
+    /// True when an index chunk stopped inside a member, at the next access point, because
+    /// its output reached the point's offset. `bitOffset` is then the point's, on trust.
+    var insideMember = false
 }
 
 /// A bounded queue of one chunk's output pieces, written by one worker and read by the

@@ -79,7 +79,7 @@ struct IsalChunkDecoder: Sendable {
         var finalCallDone = false
         while true {
             if remaining == 0 {
-                if finalCallDone { return ChunkEnd(bitOffset: end) }
+                if finalCallDone { return ChunkEnd(bitOffset: end, insideMember: true) }
                 finalCallDone = true
             }
             if stream.isAbandoned { return ChunkEnd(bitOffset: Int64(position) * 8) }
@@ -119,7 +119,7 @@ struct IsalChunkDecoder: Sendable {
             // ISA-L goes on past a full output buffer through blocks that add no output,
             // so a member end it reports may lie in the next chunk (an empty final block
             // after the point, for one).
-            if remaining == 0 && !endsWithMember { return ChunkEnd(bitOffset: end) }
+            if remaining == 0 && !endsWithMember { return ChunkEnd(bitOffset: end, insideMember: true) }
 
             if state.pointee.block_state == ISAL_BLOCK_FINISH {
                 // The member's final block ended. ISA-L reads ahead in whole bytes; the
@@ -130,12 +130,12 @@ struct IsalChunkDecoder: Sendable {
                 }
                 let crc = readLittleEndian32(input, at: trailer)
                 let size = readLittleEndian32(input, at: trailer + 4)
-                if remaining == 0 && !startsMember(at: end, after: trailer) {
-                    // The next point has no window but is not the next member's start:
-                    // it lies inside this member, before the final block's end (an index
-                    // with sparse windows, such as rapidgzip's, leaves out windows that
-                    // nothing refers to). The next chunk decodes this member's end.
-                    return ChunkEnd(bitOffset: end)
+                if remaining == 0 && end <= Int64(trailer) * 8 {
+                    // The next point has no window but lies inside this member, before the
+                    // final block's end (an index with sparse windows, such as rapidgzip's,
+                    // leaves out windows that nothing refers to). The next chunk decodes
+                    // this member's end.
+                    return ChunkEnd(bitOffset: end, insideMember: true)
                 }
                 guard stream.push(.memberEnd(crc: crc, size: size, trailerOffset: Int64(trailer))) else {
                     return ChunkEnd(bitOffset: Int64(trailer) * 8)
@@ -148,7 +148,17 @@ struct IsalChunkDecoder: Sendable {
                 }
                 isal_inflate_reset(state)
                 position = next + header.length
-                if remaining == 0 { return ChunkEnd(bitOffset: Int64(position) * 8) }
+                if remaining == 0 {
+                    let deflateStart = Int64(position) * 8
+                    if deflateStart == end { return ChunkEnd(bitOffset: end) }
+                    guard deflateStart < end else {
+                        throw GzipDataError(offset: end / 8, reason: "the next access point (bit \(end)) lies between two members, inside a trailer or header")
+                    }
+                    // The point lies further on. Only empty members may come first, since
+                    // the chunk has all its output, so decoding goes on without output
+                    // space. A member with output stops there, and the writer rejects it.
+                    finalCallDone = false
+                }
                 continue
             }
             if consumed == 0 && produced == 0 && remaining > 0 {
@@ -216,13 +226,4 @@ struct IsalChunkDecoder: Sendable {
         if count >= 8, start.loadUnaligned(as: UInt64.self) != 0 { return false }
         return isal_zero_detect(UnsafeMutableRawPointer(mutating: start), count) == 0
     }
-
-    /// Returns whether `bitOffset` is where the deflate data of the member after the
-    /// trailer at `trailer` starts.
-    private func startsMember(at bitOffset: Int64, after trailer: Int) -> Bool {
-        let next = trailer + GzipMemberHeader.trailerSize
-        guard let header = try? GzipMemberHeader.parse(file.bytes, at: next) else { return false }
-        return Int64(next + header.length) * 8 == bitOffset
-    }
-
 }

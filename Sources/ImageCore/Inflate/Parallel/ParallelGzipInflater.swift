@@ -162,7 +162,14 @@ public enum ParallelGzipInflater {
             throw GzipIndexError(path: file.path, reason: "it describes a file of \(index.compressedSize) bytes, but the input has \(fileSize)")
         }
         var points = index.points.filter { $0.compressedBitOffset < fileSize * 8 }
-        if points.first?.uncompressedOffset != 0 {
+        // Decoding starts at the file's first member, wherever the first point lies, because
+        // a point at offset 0 elsewhere would skip what lies before it. The chunk up to
+        // that point then has no output, and the check below rejects it.
+        let firstDeflate = Int64(try GzipMemberHeader.parse(file.bytes, at: 0)?.length ?? 0) * 8
+        let startsFirstMember = points.first.map { first in
+            first.uncompressedOffset == 0 && (first.compressedBitOffset == 0 || first.compressedBitOffset == firstDeflate)
+        }
+        if startsFirstMember != true {
             points.insert(GzipAccessPoint(compressedBitOffset: 0, uncompressedOffset: 0, window: nil), at: 0)
         }
         let count = points.count
@@ -226,6 +233,13 @@ public enum ParallelGzipInflater {
                 }
                 guard writer.written == next.uncompressedOffset else {
                     throw GzipIndexError(path: file.path, reason: "point \(number + 1) gives uncompressed offset \(next.uncompressedOffset), but decoding reaches it at \(writer.written)")
+                }
+                // A chunk that ends inside a member stops where its output reaches the
+                // next point, and the next chunk continues that member. When the member
+                // has no output yet, the member CRC-32 could not show that the next point
+                // belongs to another member (one the index skips to): reject such a point.
+                guard !end.insideMember || writer.memberOutput > 0 else {
+                    throw GzipIndexError(path: file.path, reason: "point \(number + 1) at bit \(next.compressedBitOffset) (uncompressed offset \(next.uncompressedOffset)) would continue a gzip member that has no output yet, so nothing can confirm that the data before it was not skipped")
                 }
             }
         }
@@ -338,6 +352,8 @@ struct OrderedWriter {
     private var compressedDone: Int64 = 0
     private var memberCRC: UInt32 = 0
     private var memberSize: Int64 = 0
+    /// The output of the member being decoded so far (0 between members).
+    var memberOutput: Int64 { memberSize }
     /// The last 32 KiB written (fewer at the start), which markers refer to.
     var window: [UInt8] {
         precondition(!windowUnknown, "Bug in imgtool: the window is unknown after placed output")
