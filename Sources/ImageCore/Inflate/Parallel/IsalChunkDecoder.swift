@@ -19,8 +19,6 @@ struct IsalChunkDecoder: Sendable {
 
     /// Output bytes decoded per `isal_inflate` call and scanned for zeros at once.
     static let pieceSize = 1 << 20
-    /// The granularity of the zero scan.
-    static let zeroBlock = 4096
 
     /// Decodes from `start` (`.memberHeader` or `.known`) until `length` bytes of output,
     /// or to the end of the data when `length` is nil, pushing pieces into `stream`.
@@ -106,7 +104,7 @@ struct IsalChunkDecoder: Sendable {
                     initialized = outputCount - Int(state.pointee.avail_out)
                 }
                 produced = piece.count
-                guard result < 0 || emit(piece, into: stream) else {
+                guard result < 0 || ZeroBlocks.emit(piece, into: stream) else {
                     return ChunkEnd(bitOffset: Int64(position) * 8)
                 }
             }
@@ -165,65 +163,5 @@ struct IsalChunkDecoder: Sendable {
                 throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "the file ends inside deflate data (truncated)")
             }
         }
-    }
-
-    /// Pushes `piece` as data and hole pieces: runs of zero blocks become holes.
-    /// Returns false when the stream was abandoned.
-    private func emit(_ piece: [UInt8], into stream: ChunkStream) -> Bool {
-        piece.withUnsafeBytes { bytes in
-            guard !bytes.isEmpty else { return true }
-            guard containsZeroBlock(bytes) else {
-                let crc = crc32_gzip_refl(0, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(bytes.count))
-                return stream.push(.data(piece, crc: crc))
-            }
-            return emitRuns(bytes, into: stream)
-        }
-    }
-
-    private func containsZeroBlock(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        var offset = 0
-        while offset < bytes.count {
-            let end = min(bytes.count, offset + Self.zeroBlock)
-            if Self.isZero(bytes.baseAddress! + offset, count: end - offset) { return true }
-            offset = end
-        }
-        return false
-    }
-
-    private func emitRuns(_ bytes: UnsafeRawBufferPointer, into stream: ChunkStream) -> Bool {
-        var dataStart = 0
-        var zeroStart: Int?
-        var offset = 0
-        func pushData(_ end: Int) -> Bool {
-            guard end > dataStart else { return true }
-            let run = UnsafeRawBufferPointer(rebasing: bytes[dataStart..<end])
-            let crc = crc32_gzip_refl(0, run.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(run.count))
-            return stream.push(.data(Array(run), crc: crc))
-        }
-        while offset < bytes.count {
-            let end = min(bytes.count, offset + Self.zeroBlock)
-            let isZero = Self.isZero(bytes.baseAddress! + offset, count: end - offset)
-            if isZero {
-                if zeroStart == nil { zeroStart = offset }
-            } else if let start = zeroStart {
-                guard pushData(start), stream.push(.hole(Int64(offset - start))) else { return false }
-                zeroStart = nil
-                dataStart = offset
-            }
-            offset = end
-        }
-        if let start = zeroStart {
-            guard pushData(start), stream.push(.hole(Int64(bytes.count - start))) else { return false }
-            return true
-        }
-        return pushData(bytes.count)
-    }
-
-    /// Returns whether `count` bytes at `start` are all zero. It checks the first 8 bytes
-    /// first, because `isal_zero_detect` reads the whole block even when it has data.
-    @inline(__always)
-    private static func isZero(_ start: UnsafeRawPointer, count: Int) -> Bool {
-        if count >= 8, start.loadUnaligned(as: UInt64.self) != 0 { return false }
-        return isal_zero_detect(UnsafeMutableRawPointer(mutating: start), count) == 0
     }
 }
