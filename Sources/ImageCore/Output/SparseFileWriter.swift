@@ -292,6 +292,12 @@ private final class Shared: @unchecked Sendable {
             giveBack(item)
             throw failure
         }
+        // After `cancel` no thread would write or return the buffer.
+        if writerExited {
+            condition.unlock()
+            giveBack(item)
+            return
+        }
         filled.append(item)
         condition.broadcast()
         condition.unlock()
