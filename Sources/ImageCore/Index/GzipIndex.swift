@@ -247,24 +247,9 @@ public struct GzipIndex: Sendable, Equatable {
         // program truncates would crash imgtool with SIGBUS. For the 20 MB index of a
         // 4 GiB image on the test machine, loading took 110 ms with Data, an array copy
         // and a copy of every window.
-        let descriptor: FileDescriptor
-        do {
-            // O_NONBLOCK keeps the open of a FIFO from waiting for a writer.
-            descriptor = try FileDescriptor.open(path, flags: O_RDONLY | O_NONBLOCK)
-        } catch {
-            throw SystemError("open", path: path, errno: error)
-        }
+        let (descriptor, status) = try FileDescriptor.openRegularFile(
+            path, argument: "index", remedy: "give the path of a GZIDX file made by 'imgtool index' or 'rapidgzip --export-index'")
         defer { try? descriptor.close() }
-        let status: FileStatus
-        do {
-            status = try descriptor.status()
-        } catch {
-            throw SystemError("inspect", path: path, errno: error)
-        }
-        guard status.isRegularFile else {
-            throw InvalidArgumentError(argument: "index", value: path, reason: "it is a \(status.kindDescription), not a regular file",
-                                       remedy: "give the path of a GZIDX file made by 'imgtool index' or 'rapidgzip --export-index'")
-        }
         let size = Int(status.size)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, size), alignment: 16)
         let count: Int

@@ -188,8 +188,8 @@ public final class SparseFileWriter: ExtentSink {
 
         /// Queues `buffer[start..<count]`, the output from `offset + start` on, for the
         /// writer thread, which calls `giveBack` once it no longer reads the buffer.
-        /// `buffer` must be aligned to 4 KiB, and `start` must equal `offset` modulo
-        /// 4 KiB (`offset` a multiple of 4 KiB), so that O_DIRECT can write from it.
+        /// `buffer` and `offset` must be aligned to 4 KiB, so that addresses and file
+        /// offsets line up for O_DIRECT.
         /// Write errors are thrown later, by `finish`.
         func submit(_ buffer: UnsafeMutableRawBufferPointer, offset: Int64, start: Int, count: Int,
                     giveBack: @escaping @Sendable () -> Void) {
@@ -210,7 +210,7 @@ public final class SparseFileWriter: ExtentSink {
 /// A buffer handed to the writer thread: `buffer[start..<count]` is the output from
 /// `offset + start` on.
 private struct Filled {
-    /// Who gets the buffer back after the write.
+    /// The owner that gets the buffer back after the write.
     enum Owner {
         /// The producer's pool: `Shared.buffers[index]`.
         case pool(Int)

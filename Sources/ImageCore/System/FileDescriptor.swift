@@ -27,6 +27,35 @@ public struct FileDescriptor: Hashable, Sendable {
 
     /// Closes the descriptor (`close(2)`). EINTR is not retried: on Linux the descriptor is
     /// already released when close returns, and retrying could close a reused number.
+    /// Opens `path` read-only and checks that it is a regular file. O_NONBLOCK keeps the
+    /// open of a FIFO from waiting for a writer; reads of a regular file ignore it.
+    /// - Parameters:
+    ///   - argument: the option or operand that named the path, for the error.
+    ///   - remedy: what to give instead of something that is no regular file.
+    /// - Throws: `SystemError` when the open or fstat fails, `InvalidArgumentError` for
+    ///   anything but a regular file.
+    static func openRegularFile(_ path: String, argument: String, remedy: String) throws -> (FileDescriptor, FileStatus) {
+        let descriptor: FileDescriptor
+        do {
+            descriptor = try FileDescriptor.open(path, flags: O_RDONLY | O_NONBLOCK)
+        } catch {
+            throw SystemError("open", path: path, errno: error)
+        }
+        let status: FileStatus
+        do {
+            status = try descriptor.status()
+        } catch {
+            try? descriptor.close()
+            throw SystemError("inspect", path: path, errno: error)
+        }
+        guard status.isRegularFile else {
+            try? descriptor.close()
+            throw InvalidArgumentError(argument: argument, value: path,
+                                       reason: "it is a \(status.kindDescription), not a regular file", remedy: remedy)
+        }
+        return (descriptor, status)
+    }
+
     public func close() throws(Errno) {
         if Glibc.close(rawValue) == -1 {
             let error = Errno.current

@@ -17,6 +17,27 @@ import Foundation
 struct IsalChunkDecoder: Sendable {
     let file: MappedFile
 
+    /// Sets up a freshly initialised ISA-L `state` to decode from `bitOffset` of `input`
+    /// with `window` as history, and returns the byte offset of its next input byte.
+    /// ISA-L starts at a byte, so the unused bits of a partly used first byte go into
+    /// its bit buffer (`read_in`, `read_in_length`) by hand.
+    static func prime(_ state: UnsafeMutablePointer<inflate_state>, at bitOffset: Int64, window: [UInt8],
+                      in input: UnsafeRawBufferPointer) -> Int {
+        if !window.isEmpty {
+            var window = window
+            let result = window.withUnsafeMutableBufferPointer { isal_inflate_set_dict(state, $0.baseAddress, UInt32($0.count)) }
+            precondition(result == COMP_OK, "Bug in imgtool: isal_inflate_set_dict failed with \(result)")
+        }
+        var position = Int(bitOffset / 8)
+        let used = Int(bitOffset % 8)
+        if used > 0 {
+            state.pointee.read_in = UInt64(input[position] >> UInt8(used))
+            state.pointee.read_in_length = Int32(8 - used)
+            position += 1
+        }
+        return position
+    }
+
     /// Output bytes decoded per `isal_inflate` call and scanned for zeros at once.
     static let pieceSize = 1 << 20
 
@@ -55,18 +76,7 @@ struct IsalChunkDecoder: Sendable {
                 throw GzipDataError(offset: bitOffset / 8, reason: "the access point lies outside the file")
             }
             guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) }
-            if !window.isEmpty {
-                var window = window
-                let result = window.withUnsafeMutableBufferPointer { isal_inflate_set_dict(state, $0.baseAddress, UInt32($0.count)) }
-                precondition(result == COMP_OK, "Bug in imgtool: isal_inflate_set_dict failed with \(result)")
-            }
-            position = Int(bitOffset / 8)
-            let used = Int(bitOffset % 8)
-            if used > 0 {
-                state.pointee.read_in = UInt64(input[position] >> UInt8(used))
-                state.pointee.read_in_length = Int32(8 - used)
-                position += 1
-            }
+            position = Self.prime(state, at: bitOffset, window: window, in: input)
         case .search:
             preconditionFailure("Bug in imgtool: IsalChunkDecoder needs a known start")
         }

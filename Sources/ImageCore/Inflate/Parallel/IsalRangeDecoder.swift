@@ -23,7 +23,7 @@
 // by the writer, which takes only chunks that start where the previous one ended.)
 //
 // Bits past the input read as zeros to ISA-L. On a valid stream that never makes it fail
-// where more input would have let it go on: deflate's codes are canonical, so a real
+// where more input would have let it go on. Deflate's codes are canonical, so a real
 // code's prefix filled with zeros is a used code, and a cut header's repeat counts come
 // out smallest. ISA-L decodes up to three symbols per table lookup, but only the last of
 // them may be other than a literal, so the end-of-block code before C needs no later bit.
@@ -82,20 +82,7 @@ struct IsalRangeDecoder: Sendable {
             if announce { guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) } }
             if mayStop, bitOffset >= stopAt, accepts(bitOffset, finder: finder) { return ChunkEnd(bitOffset: bitOffset) }
             searchFrom = max(stopAt, bitOffset + 1)
-            if !window.isEmpty {
-                var window = window
-                let result = window.withUnsafeMutableBufferPointer { isal_inflate_set_dict(state, $0.baseAddress, UInt32($0.count)) }
-                precondition(result == COMP_OK, "Bug in imgtool: isal_inflate_set_dict failed with \(result)")
-            }
-            position = Int(bitOffset / 8)
-            let used = Int(bitOffset % 8)
-            if used > 0 {
-                // ISA-L starts at a byte: the unused bits of the first byte go into its
-                // bit buffer by hand.
-                state.pointee.read_in = UInt64(input[position] >> UInt8(used))
-                state.pointee.read_in_length = Int32(8 - used)
-                position += 1
-            }
+            position = IsalChunkDecoder.prime(state, at: bitOffset, window: window, in: input)
         case .afterFinalBlock(let bitOffset):
             if announce { guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) } }
             switch try finishMember(endingAt: bitOffset, stream: stream) {

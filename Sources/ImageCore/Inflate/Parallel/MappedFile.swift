@@ -18,23 +18,9 @@ public final class MappedFile: @unchecked Sendable {
     /// NOTE: a file truncated by another process while mapped raises SIGBUS on access;
     /// imgtool's own inputs (downloads it published) are never rewritten in place.
     public init(path: String) throws {
-        let descriptor: FileDescriptor
-        do {
-            descriptor = try FileDescriptor.open(path, flags: O_RDONLY)
-        } catch {
-            throw SystemError("open", path: path, errno: error)
-        }
+        let (descriptor, status) = try FileDescriptor.openRegularFile(path, argument: "input",
+                                                                       remedy: "give the path of a .gz file")
         defer { try? descriptor.close() }
-        let status: FileStatus
-        do {
-            status = try descriptor.status()
-        } catch {
-            throw SystemError("inspect", path: path, errno: error)
-        }
-        guard status.isRegularFile else {
-            throw InvalidArgumentError(argument: "input", value: path, reason: "it is a \(status.kindDescription), not a regular file",
-                                       remedy: "give the path of a .gz file")
-        }
         self.path = path
         guard status.size > 0 else {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)

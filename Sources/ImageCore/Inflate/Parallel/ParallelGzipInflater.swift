@@ -40,7 +40,7 @@ public enum ParallelGzipInflater {
     /// Swift decoder, which skips zero runs. The files in the test images compress
     /// about 4 to 1, so only zero runs reach this ratio.
     static let zeroHeavyRatio: Int64 = 64
-    /// The most output an index chunk decodes into one buffer before lending it to the
+    /// The maximum output an index chunk decodes into one buffer before lending it to the
     /// sparse writer (see `PlacementPool`).
     public static let placementPieceSize = 4 << 20
 
@@ -362,8 +362,8 @@ struct OrderedWriter {
     /// The window, or the last data piece when that alone is longer: holding on to the
     /// piece costs no copy, and the window is cut from it only when it is asked for.
     private var recent: [UInt8] = []
-    /// Output was placed by workers, so `recent` does not hold it; only the index path
-    /// places output, and it never asks for the window.
+    /// True once workers placed output, which `recent` then lacks. Only the index path
+    /// places output, and it never reads the window.
     private var windowUnknown = false
     private static let zeroWindow = [UInt8](repeating: 0, count: ByteOutput.history)
     /// The window at the start of the current speculative chunk, which its markers use.
