@@ -85,6 +85,7 @@ private func decodeChunk(_ decoder: SpeculativeDecoder, from start: SpeculativeD
     for piece in stream.take().0 {
         switch piece {
         case .data(let data, _): bytes += data
+        case .block(let block, let range, _): bytes += block.bytes[range]
         case .hole(let count): bytes += repeatElement(0, count: Int(count))
         case .markers: Issue.record("a chunk with a known start handed on markers")
         case .placed: Issue.record("a speculative chunk placed its output")

@@ -22,6 +22,8 @@ import Synchronization
 enum OutputPiece: Sendable {
     /// Output bytes and their CRC-32 (computed by the worker, so in parallel).
     case data([UInt8], crc: UInt32)
+    /// Output bytes in part of a pooled block (ISA-L's output) and their CRC-32.
+    case block(OutputBlock, Range<Int>, crc: UInt32)
     /// `count` zero bytes that were never materialised.
     case hole(Int64)
     /// `count` bytes that the worker writes into the output file itself, at their
@@ -74,6 +76,7 @@ final class ChunkStream: @unchecked Sendable {
         if abandoned { return false }
         switch piece {
         case .data(let bytes, _): bufferedBytes += bytes.count
+        case .block(_, let range, _): bufferedBytes += range.count
         case .markers(let values): bufferedBytes += values.count * 2
         default: break
         }

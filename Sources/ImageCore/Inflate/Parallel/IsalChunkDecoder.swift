@@ -16,6 +16,9 @@ import Foundation
 
 struct IsalChunkDecoder: Sendable {
     let file: MappedFile
+    /// The memory ISA-L decodes into when the output is not placed; its block size is
+    /// the most output of one call.
+    let blocks: OutputBlockPool
 
     /// Sets up a freshly initialised ISA-L `state` to decode from `bitOffset` of `input`
     /// with `window` as history, and returns the byte offset of its next input byte.
@@ -37,9 +40,6 @@ struct IsalChunkDecoder: Sendable {
         }
         return position
     }
-
-    /// Output bytes decoded per `isal_inflate` call and scanned for zeros at once.
-    static let pieceSize = 1 << 20
 
     /// Decodes from `start` (`.memberHeader` or `.known`) until `length` bytes of output,
     /// or to the end of the data when `length` is nil, pushing pieces into `stream`.
@@ -92,7 +92,7 @@ struct IsalChunkDecoder: Sendable {
             }
             if stream.isAbandoned { return ChunkEnd(bitOffset: Int64(position) * 8) }
             let inputCount = min(input.count - position, Int(Int32.max))
-            let outputCount = Int(min(Int64(placed?.pieceSize ?? Self.pieceSize), remaining))
+            let outputCount = Int(min(Int64(placed?.pieceSize ?? blocks.blockSize), remaining))
             state.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress!.assumingMemoryBound(to: UInt8.self) + position)
             state.pointee.avail_in = UInt32(inputCount)
             var result: Int32 = 0
@@ -105,16 +105,12 @@ struct IsalChunkDecoder: Sendable {
                 produced = space.count - Int(state.pointee.avail_out)
                 guard placed.commit(produced, into: stream) else { return ChunkEnd(bitOffset: Int64(position) * 8) }
             } else {
-                // Each piece is decoded into an array of its own, which is handed on
-                // without a copy when it holds no zero block.
-                let piece = [UInt8](unsafeUninitializedCapacity: max(outputCount, 1)) { buffer, initialized in
-                    state.pointee.next_out = buffer.baseAddress
-                    state.pointee.avail_out = UInt32(outputCount)
-                    result = isal_inflate(state)
-                    initialized = outputCount - Int(state.pointee.avail_out)
-                }
-                produced = piece.count
-                guard result < 0 || ZeroBlocks.emit(piece, into: stream) else {
+                let block = blocks.take()
+                state.pointee.next_out = block.bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                state.pointee.avail_out = UInt32(outputCount)
+                result = isal_inflate(state)
+                produced = outputCount - Int(state.pointee.avail_out)
+                guard result < 0 || ZeroBlocks.emit(block, count: produced, into: stream) else {
                     return ChunkEnd(bitOffset: Int64(position) * 8)
                 }
             }

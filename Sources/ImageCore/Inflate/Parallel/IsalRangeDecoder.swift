@@ -32,12 +32,8 @@ import CIsal
 
 struct IsalRangeDecoder: Sendable {
     let file: MappedFile
-
-    /// Output bytes per `isal_inflate` call.
-    static let pieceSize = 1 << 20
-    /// Pieces with less output than this are copied into an array of their size, so a
-    /// run of small calls near the end does not hold a piece-sized buffer each.
-    static let smallPiece = pieceSize / 4
+    /// The memory ISA-L decodes into; its block size is the output of one call.
+    let blocks: OutputBlockPool
 
     enum Start {
         /// At a gzip member header (the first chunk).
@@ -154,23 +150,18 @@ struct IsalRangeDecoder: Sendable {
             let inputCount = min(max(0, end - position), Int(Int32.max))
             state.pointee.next_in = UnsafeMutablePointer(mutating: base + position)
             state.pointee.avail_in = UInt32(inputCount)
-            var result: Int32 = 0
-            var full = false
-            var piece = [UInt8](unsafeUninitializedCapacity: Self.pieceSize) { buffer, initialized in
-                state.pointee.next_out = buffer.baseAddress
-                state.pointee.avail_out = UInt32(Self.pieceSize)
-                result = isal_inflate(state)
-                full = state.pointee.avail_out == 0
-                initialized = Self.pieceSize - Int(state.pointee.avail_out)
-            }
+            let block = blocks.take()
+            state.pointee.next_out = block.bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            state.pointee.avail_out = UInt32(block.bytes.count)
+            let result = isal_inflate(state)
+            let full = state.pointee.avail_out == 0
+            let produced = block.bytes.count - Int(state.pointee.avail_out)
             let consumed = inputCount - Int(state.pointee.avail_in)
             position += consumed
             if result < 0 {
                 throw GzipDataError(offset: Int64(position), reason: IsalInflater.describe(result))
             }
-            let produced = piece.count
-            if produced < Self.smallPiece { piece = piece.withUnsafeBufferPointer { Array($0) } }
-            guard ZeroBlocks.emit(piece, into: stream) else { return false }
+            guard ZeroBlocks.emit(block, count: produced, into: stream) else { return false }
             if state.pointee.block_state == ISAL_BLOCK_FINISH { return true }
             // `avail_in` is 32 bits wide: more than 2 GiB of input takes several calls.
             if !full && (position >= end || consumed == 0 && produced == 0) { return true }

@@ -186,7 +186,7 @@ public enum ParallelGzipInflater {
             }
             lengths.append(length)
         }
-        let isal = IsalChunkDecoder(file: file)
+        let isal = IsalChunkDecoder(file: file, blocks: OutputBlockPool.forStreams(2 * threads * budget))
         // Workers lend their output buffers to a sparse writer, instead of copying. Their
         // offsets count from the start of the output, so the writer must be empty.
         let pool = (writer.sink as? SparseFileWriter).flatMap { $0.size == 0 ? $0 : nil }.map {
@@ -257,7 +257,8 @@ public enum ParallelGzipInflater {
         let count = Int((fileSize + rangeSize - 1) / rangeSize)
         let endOfData = fileSize * 8
         let stops: [Int64] = (0..<count).map { $0 + 1 < count ? Int64($0 + 1) * rangeSize * 8 : .max }
-        let decoder = SpeculativeDecoder(file: file, usesIsal: true)
+        let decoder = SpeculativeDecoder(file: file, usesIsal: true,
+                                         blocks: OutputBlockPool.forStreams(2 * threads * budget))
         let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: budget) { number, stream in
             let start: SpeculativeDecoder.Start = number == 0 ? .memberHeader(0) : .search(Int64(number) * rangeSize * 8)
             return try decoder.decode(from: start, stopAt: stops[number], into: stream)
@@ -386,6 +387,8 @@ struct OrderedWriter {
                 switch piece {
                 case .data(let bytes, let crc):
                     try writeData(bytes, crc: crc)
+                case .block(let block, let range, let crc):
+                    try writeBytes(UnsafeRawBufferPointer(rebasing: block.bytes[range]), crc: crc)
                 case .markers(let values):
                     // Markers stand for bytes of the window before the chunk started.
                     var bytes = [UInt8](repeating: 0, count: values.count)
@@ -448,6 +451,21 @@ struct OrderedWriter {
                 case .failure(let error): throw error
                 }
             }
+        }
+    }
+
+    /// Writes `bytes`, whose CRC-32 is `crc` (computed here when nil).
+    private mutating func writeBytes(_ bytes: UnsafeRawBufferPointer, crc: UInt32? = nil) throws {
+        guard !bytes.isEmpty else { return }
+        try sink.write(bytes)
+        memberCRC = UInt32(crc32_combine(UInt(memberCRC), UInt(crc ?? crc32Of(bytes)), Int(bytes.count)))
+        memberSize += Int64(bytes.count)
+        written += Int64(bytes.count)
+        if windowUnknown {
+        } else if bytes.count >= ByteOutput.history {
+            recent = Array(bytes.suffix(ByteOutput.history))
+        } else {
+            recent = Array((window + bytes).suffix(ByteOutput.history))
         }
     }
 

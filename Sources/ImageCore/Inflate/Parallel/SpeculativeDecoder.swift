@@ -89,6 +89,10 @@ struct SpeculativeDecoder: Sendable {
     /// Decode the part of a chunk whose window is known with ISA-L, except for index
     /// chunks (`anyBoundary`) and zero runs; see `IsalRangeDecoder`.
     var usesIsal = false
+    /// The memory ISA-L decodes into.
+    var blocks = OutputBlockPool(blockSize: OutputBlockPool.defaultBlockSize, kept: 0)
+
+    private var isal: IsalRangeDecoder { IsalRangeDecoder(file: file, blocks: blocks) }
 
     enum Start {
         /// At a gzip member header (chunk 0).
@@ -114,16 +118,15 @@ struct SpeculativeDecoder: Sendable {
                 throw GzipDataError(offset: Int64(position), reason: "no gzip member starts here")
             }
             if usesIsal && !anyBoundary {
-                return try IsalRangeDecoder(file: file).decode(from: .memberHeader(bitOffset), stopAt: stopAt, announce: true,
-                                                               into: stream)
+                return try isal.decode(from: .memberHeader(bitOffset), stopAt: stopAt, announce: true, into: stream)
             }
             guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) }
             decoder.seek(toBit: Int64(position + header.length) * 8)
             return try decodeBytes(decoder, window: [], stopAt: stopAt, anyBoundary: anyBoundary, stream: stream)
         case .known(let bitOffset, let window):
             if usesIsal && !anyBoundary {
-                return try IsalRangeDecoder(file: file).decode(from: .block(bitOffset: bitOffset, window: window, mayStop: false),
-                                                               stopAt: stopAt, announce: true, into: stream)
+                return try isal.decode(from: .block(bitOffset: bitOffset, window: window, mayStop: false), stopAt: stopAt,
+                                       announce: true, into: stream)
             }
             guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) }
             decoder.seek(toBit: bitOffset)
@@ -279,7 +282,7 @@ struct SpeculativeDecoder: Sendable {
         let start: IsalRangeDecoder.Start = decoder.isFinalBlock
             ? .afterFinalBlock(bitOffset: decoder.bitPosition)
             : .block(bitOffset: decoder.bitPosition, window: window, mayStop: true)
-        return try IsalRangeDecoder(file: file).decode(from: start, stopAt: stopAt, announce: false, into: stream)
+        return try isal.decode(from: start, stopAt: stopAt, announce: false, into: stream)
     }
 
     /// Decodes the rest of the block that marker mode stopped in, in byte mode with holes.
@@ -383,14 +386,17 @@ import CZlib
 
 /// CRC-32 of `bytes` with zlib.
 func crc32Of(_ bytes: [UInt8]) -> UInt32 {
-    bytes.withUnsafeBytes { buffer in
-        var crc: UInt = 0
-        var offset = 0
-        while offset < buffer.count {
-            let count = min(buffer.count - offset, 1 << 30)
-            crc = crc32(crc, buffer.baseAddress!.assumingMemoryBound(to: UInt8.self) + offset, UInt32(count))
-            offset += count
-        }
-        return UInt32(crc)
+    bytes.withUnsafeBytes { crc32Of($0) }
+}
+
+/// CRC-32 of `buffer` with zlib.
+func crc32Of(_ buffer: UnsafeRawBufferPointer) -> UInt32 {
+    var crc: UInt = 0
+    var offset = 0
+    while offset < buffer.count {
+        let count = min(buffer.count - offset, 1 << 30)
+        crc = crc32(crc, buffer.baseAddress!.assumingMemoryBound(to: UInt8.self) + offset, UInt32(count))
+        offset += count
     }
+    return UInt32(crc)
 }
