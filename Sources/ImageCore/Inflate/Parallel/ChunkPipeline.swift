@@ -34,6 +34,9 @@ enum OutputPiece: Sendable {
     case markers([UInt16])
     /// The bit offset a speculative chunk started at; always its first piece.
     case chunkStart(Int64)
+    /// Follows `.chunkStart` when the chunk was decoded with zeros in place of the
+    /// window before it: its first bytes may be wrong until `WindowRepair` corrects them.
+    case guessedWindow
     /// A member's trailer, reached at this point of the output: the CRC-32 and ISIZE it
     /// stores, and the byte offset of the trailer in the input.
     case memberEnd(crc: UInt32, size: UInt32, trailerOffset: Int64)

@@ -43,7 +43,12 @@ struct IsalRangeDecoder: Sendable {
         case block(bitOffset: Int64, window: [UInt8], mayStop: Bool)
         /// Right after the end of a member's final block: its trailer follows.
         case afterFinalBlock(bitOffset: Int64)
+        /// At a block boundary whose window is unknown: zeros stand in for it, and
+        /// `.guessedWindow` tells the writer to correct the first bytes (`WindowRepair`).
+        case guessedWindow(bitOffset: Int64)
     }
+
+    private static let zeroWindow = [UInt8](repeating: 0, count: ByteOutput.history)
 
     /// Decodes from `start` until the first block boundary at or after `stopAt` whose
     /// header the block finder accepts, or to the end of the data, pushing pieces into
@@ -79,6 +84,10 @@ struct IsalRangeDecoder: Sendable {
             if mayStop, bitOffset >= stopAt, accepts(bitOffset, finder: finder) { return ChunkEnd(bitOffset: bitOffset) }
             searchFrom = max(stopAt, bitOffset + 1)
             position = IsalChunkDecoder.prime(state, at: bitOffset, window: window, in: input)
+        case .guessedWindow(let bitOffset):
+            guard stream.push(.chunkStart(bitOffset)), stream.push(.guessedWindow) else { return ChunkEnd(bitOffset: bitOffset) }
+            searchFrom = max(stopAt, bitOffset + 1)
+            position = IsalChunkDecoder.prime(state, at: bitOffset, window: Self.zeroWindow, in: input)
         case .afterFinalBlock(let bitOffset):
             if announce { guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) } }
             switch try finishMember(endingAt: bitOffset, stream: stream) {

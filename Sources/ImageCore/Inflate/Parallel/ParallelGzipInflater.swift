@@ -31,6 +31,10 @@ public struct ParallelInflateResult: Sendable {
     public var trailingGarbage: Int64
     /// Problems that did not stop decoding (trailing data), each also logged.
     public var warnings: [String]
+    /// Speculative chunks that ISA-L decoded with a guessed window, and the output bytes
+    /// the writer decoded again to correct them (see `WindowRepair`).
+    public var guessedWindows = 0
+    public var repairedBytes: Int64 = 0
 }
 
 public enum ParallelGzipInflater {
@@ -129,8 +133,12 @@ public enum ParallelGzipInflater {
             warnings.append(warning)
         }
         Log.debug("parallel inflate", "\(path): \(chunkCount) chunks (\(strategy.rawValue)), \(threads) threads")
+        if writer.guessedWindows > 0 {
+            Log.debug("parallel inflate", "\(path): \(writer.guessedWindows) chunks decoded with a guessed window, \(writer.repairedBytes) bytes decoded again to correct them")
+        }
         return ParallelInflateResult(uncompressedSize: writer.written, members: writer.members, chunks: chunkCount,
-                                     strategy: strategy, trailingGarbage: trailingGarbage, warnings: warnings)
+                                     strategy: strategy, trailingGarbage: trailingGarbage, warnings: warnings,
+                                     guessedWindows: writer.guessedWindows, repairedBytes: writer.repairedBytes)
     }
 
     /// Runs chunks whose starts are known (index points, BGZF members) with zlib.
@@ -259,6 +267,7 @@ public enum ParallelGzipInflater {
         let stops: [Int64] = (0..<count).map { $0 + 1 < count ? Int64($0 + 1) * rangeSize * 8 : .max }
         let decoder = SpeculativeDecoder(file: file, usesIsal: true,
                                          blocks: OutputBlockPool.forStreams(2 * threads * budget))
+        writer.input = file
         let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: budget) { number, stream in
             let start: SpeculativeDecoder.Start = number == 0 ? .memberHeader(0) : .search(Int64(number) * rangeSize * 8)
             return try decoder.decode(from: start, stopAt: stops[number], into: stream)
@@ -369,6 +378,19 @@ struct OrderedWriter {
     private static let zeroWindow = [UInt8](repeating: 0, count: ByteOutput.history)
     /// The window at the start of the current speculative chunk, which its markers use.
     private var chunkWindow: [UInt8] = []
+    /// The bit offset the current speculative chunk started at.
+    private var chunkStartBit: Int64 = 0
+    /// The input, for chunks decoded with a guessed window (`.guessedWindow`).
+    var input: MappedFile?
+    /// Corrects the current chunk's first bytes while it decoded them with a guessed window.
+    private var repair: WindowRepair? {
+        didSet {
+            if let oldValue, oldValue !== repair { repairedBytes += oldValue.compared }
+        }
+    }
+    /// Chunks that came with a guessed window, and the bytes decoded again for them.
+    private(set) var guessedWindows = 0
+    private(set) var repairedBytes: Int64 = 0
 
     init(sink: any ExtentSink, path: String, cancellation: CancellationToken?, progress: ProgressReporter?, compressedSize: Int64) {
         self.sink = sink
@@ -386,9 +408,18 @@ struct OrderedWriter {
             for piece in pieces {
                 switch piece {
                 case .data(let bytes, let crc):
-                    try writeData(bytes, crc: crc)
+                    if let repair {
+                        try bytes.withUnsafeBytes { try writeRepaired($0, crc: crc, repair: repair) }
+                    } else {
+                        try writeData(bytes, crc: crc)
+                    }
                 case .block(let block, let range, let crc):
-                    try writeBytes(UnsafeRawBufferPointer(rebasing: block.bytes[range]), crc: crc)
+                    let bytes = UnsafeRawBufferPointer(rebasing: block.bytes[range])
+                    if let repair {
+                        try writeRepaired(bytes, crc: crc, repair: repair)
+                    } else {
+                        try writeBytes(bytes, crc: crc)
+                    }
                 case .markers(let values):
                     // Markers stand for bytes of the window before the chunk started.
                     var bytes = [UInt8](repeating: 0, count: values.count)
@@ -406,19 +437,20 @@ struct OrderedWriter {
                         }
                     }
                     try writeData(bytes, crc: crc32Of(bytes))
-                case .chunkStart:
+                case .chunkStart(let bitOffset):
                     chunkWindow = windowUnknown ? [] : window
+                    chunkStartBit = bitOffset
+                    repair = nil
+                case .guessedWindow:
+                    guard let input else { preconditionFailure("Bug in imgtool: a guessed window without the input to repair it") }
+                    // The real history is the member's output so far, at most 32 KiB.
+                    let history = memberSize < Int64(ByteOutput.history) ? Array(window.suffix(Int(memberSize))) : window
+                    repair = WindowRepair(input: input.bytes, bitOffset: chunkStartBit, window: history)
+                    guessedWindows += 1
+                case .hole(let count) where repair != nil:
+                    try writeRepairedHole(count, repair: repair!)
                 case .hole(let count):
-                    try sink.writeHole(count: count)
-                    memberCRC = UInt32(crc32_combine(UInt(memberCRC), UInt(ZeroCRC.crc(ofZeros: count)), Int(count)))
-                    memberSize += count
-                    written += count
-                    if windowUnknown {
-                    } else if count >= Int64(ByteOutput.history) {
-                        recent = Self.zeroWindow
-                    } else {
-                        recent = Array((window + repeatElement(0, count: Int(count))).suffix(ByteOutput.history))
-                    }
+                    try writeHole(count)
                 case .placed(let count, let crc):
                     // The bytes are in the file already; the sink only moves past them.
                     try sink.writeHole(count: count)
@@ -439,12 +471,15 @@ struct OrderedWriter {
                     members += 1
                     memberCRC = 0
                     memberSize = 0
+                    // The next member starts without history: nothing after here is guessed.
+                    repair = nil
                 }
             }
             progress?.update(completed: compressedDone, total: compressedSize, written: written)
             if pieces.isEmpty, let end {
                 switch end {
                 case .success(let value):
+                    repair = nil
                     compressedDone = min(compressedSize, max(compressedDone, value.bitOffset / 8))
                     return value
                 case .failure(let error as GzipDataError): throw error.at(path: path)
@@ -452,6 +487,42 @@ struct OrderedWriter {
                 }
             }
         }
+    }
+
+    /// Writes a data piece of a chunk decoded with a guessed window, with the bytes that
+    /// `repair` finds wrong replaced, until it is done.
+    private mutating func writeRepaired(_ bytes: UnsafeRawBufferPointer, crc: UInt32, repair: WindowRepair) throws {
+        var offset = 0
+        // The agreeing bytes from here to `offset` are not written yet.
+        var agreed = 0
+        while offset < bytes.count && !repair.isDone {
+            let count = min(bytes.count - offset, WindowRepair.sliceSize)
+            if let right = try repair.check(UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + count])) {
+                try writeBytes(UnsafeRawBufferPointer(rebasing: bytes[agreed..<offset]))
+                try right.withUnsafeBytes { try writeBytes($0) }
+                agreed = offset + count
+            }
+            offset += count
+        }
+        if repair.isDone { self.repair = nil }
+        try writeBytes(UnsafeRawBufferPointer(rebasing: bytes[agreed...]), crc: agreed == 0 ? crc : nil)
+    }
+
+    /// Writes a hole of a chunk decoded with a guessed window, or the bytes that `repair`
+    /// finds in its place, until it is done.
+    private mutating func writeRepairedHole(_ count: Int64, repair: WindowRepair) throws {
+        var offset: Int64 = 0
+        while offset < count && !repair.isDone {
+            let slice = Int(min(count - offset, Int64(WindowRepair.sliceSize)))
+            if let right = try repair.checkZeros(slice) {
+                try right.withUnsafeBytes { try writeBytes($0) }
+            } else {
+                try writeHole(Int64(slice))
+            }
+            offset += Int64(slice)
+        }
+        if repair.isDone { self.repair = nil }
+        if offset < count { try writeHole(count - offset) }
     }
 
     /// Writes `bytes`, whose CRC-32 is `crc` (computed here when nil).
@@ -479,6 +550,19 @@ struct OrderedWriter {
             recent = bytes
         } else {
             recent = Array((window + bytes).suffix(ByteOutput.history))
+        }
+    }
+
+    private mutating func writeHole(_ count: Int64) throws {
+        try sink.writeHole(count: count)
+        memberCRC = UInt32(crc32_combine(UInt(memberCRC), UInt(ZeroCRC.crc(ofZeros: count)), Int(count)))
+        memberSize += count
+        written += count
+        if windowUnknown {
+        } else if count >= Int64(ByteOutput.history) {
+            recent = Self.zeroWindow
+        } else {
+            recent = Array((window + repeatElement(0, count: Int(count))).suffix(ByteOutput.history))
         }
     }
 

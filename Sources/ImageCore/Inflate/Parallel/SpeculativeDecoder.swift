@@ -3,15 +3,21 @@
 // The file is cut into byte ranges. The worker for range i (i > 0) searches from the
 // range's first bit for a deflate block header (`BlockFinder`) and decodes from there
 // in marker mode, with the unknown 32 KiB window as markers. A header that turns out to
-// be false (a decode error before 32 KiB of marker-free output) moves the search on by
-// one bit. Once the last 32 KiB of output hold no marker, the rest of the chunk is
-// decoded with the window known: by ISA-L (`IsalRangeDecoder`, with `usesIsal`) from
-// the end of the current block on, or in byte mode with zero runs as holes when the
-// output so far is mostly zero runs (or without `usesIsal`). Every chunk stops at the first block
-// boundary at or after the next range's first bit whose header the finder would accept,
-// so a correct guess by worker i + 1 starts exactly where worker i stops. The writer
-// checks that, replaces the markers with the bytes they stand for, and decodes a range
-// again from the known window when the guess was wrong.
+// be false (a decode error before any output was handed on) moves the search on by one
+// bit. Then, with `usesIsal`:
+//   - once two blocks decoded cleanly, and unless they expand like zero runs, ISA-L
+//     decodes the chunk again from the header on, with zeros as its window
+//     (`IsalRangeDecoder`, `.guessedWindow`); the writer corrects the bytes that came
+//     from the wrong window (`WindowRepair`);
+//   - when the last 32 KiB of marker output hold no marker first, the window is known,
+//     and ISA-L decodes the rest of the chunk from the end of the current block, or
+//     byte mode does (with zero runs as holes) when the output so far is mostly zero
+//     runs.
+// Without `usesIsal`, byte mode decodes everything after the marker stretch. Every chunk
+// stops at the first block boundary at or after the next range's first bit whose header
+// the finder would accept, so a correct guess by worker i + 1 starts exactly where
+// worker i stops. The writer checks that, replaces the markers with the bytes they
+// stand for, and decodes a range again from the known window when the guess was wrong.
 
 /// A block boundary where a chunk may stop: the next block is one the finder searches
 /// for (not final; dynamic, or stored with zero padding).
@@ -148,15 +154,18 @@ struct SpeculativeDecoder: Sendable {
                 // Output that expands this much is mostly zero runs, which byte mode turns
                 // into holes without producing them. ISA-L decodes everything else faster.
                 let compressed = max(1, (decoder.bitPosition - candidate) / 8)
-                let isal = usesIsal && Int64(markerValues) / compressed <= ParallelGzipInflater.zeroHeavyRatio
+                let continuesWithIsal = usesIsal && Int64(markerValues) / compressed <= ParallelGzipInflater.zeroHeavyRatio
                 switch outcome {
                 case .finished(let end):
                     return end
+                case .data:
+                    return try isal.decode(from: .guessedWindow(bitOffset: candidate), stopAt: stopAt, announce: true,
+                                           into: stream)
                 case .clean(let window):
-                    if isal { return try handOver(decoder, window: window, stopAt: stopAt, stream: stream) }
+                    if continuesWithIsal { return try handOver(decoder, window: window, stopAt: stopAt, stream: stream) }
                     return try decodeBytes(decoder, window: window, stopAt: stopAt, stream: stream, continuing: true)
                 case .cleanInsideBlock(let window):
-                    if isal {
+                    if continuesWithIsal {
                         guard let after = try finishBlock(decoder, window: window, stream: stream) else {
                             return ChunkEnd(bitOffset: decoder.bitPosition)
                         }
@@ -179,9 +188,16 @@ struct SpeculativeDecoder: Sendable {
         case clean([UInt8])
         /// The same inside a block, which byte mode must finish.
         case cleanInsideBlock([UInt8])
+        /// The first blocks decoded cleanly, expand less than zero runs, and nothing was
+        /// handed on yet: ISA-L decodes the chunk from its start with a guessed window.
+        case data
     }
 
     private struct SpeculationFailed: Error {}
+
+    /// Blocks marker mode decodes from a candidate before ISA-L may take over with a
+    /// guessed window.
+    static let blocksBeforeGuessing = 2
 
     /// Decodes in marker mode until the output is clean, the chunk ends, or an error
     /// shows the start was false (thrown). Output is handed on in pieces of markers, the
@@ -197,6 +213,7 @@ struct SpeculativeDecoder: Sendable {
         var flushed = history
         var started = false
         var first = true
+        var blocks = 0
 
         func flush() throws {
             if !started {
@@ -246,6 +263,16 @@ struct SpeculativeDecoder: Sendable {
                 if let window = cleanWindow(output, position: position) {
                     try flush()
                     return .clean(window)
+                }
+                blocks += 1
+                if usesIsal, !started, blocks >= Self.blocksBeforeGuessing {
+                    // Garbage bits decode into symbols until they happen to hit an
+                    // end-of-block code, but rarely into a valid header after it. Once
+                    // a few blocks decoded cleanly, unless they expand like zero runs,
+                    // ISA-L with a guessed window beats marker mode; the writer corrects
+                    // the guess.
+                    let compressed = max(1, (decoder.bitPosition - candidate) / 8)
+                    if Int64(position - history) / compressed <= ParallelGzipInflater.zeroHeavyRatio { return .data }
                 }
             }
         } catch is AbandonedError {
