@@ -6,9 +6,9 @@
 // the thread that called `start`, reads the streams in chunk order and is the only
 // thread that touches the sink. Memory is bounded: a stream holds at most `budget`
 // bytes of pieces and its worker blocks until the consumer drains them, and workers
-// start a chunk only within `2 * threads` chunks of the consumer. So at most
-// `2 * threads * (budget + one piece)` bytes of output wait in memory whatever the
-// image size. The chunk at the head of the order is always being drained, so a
+// start a chunk only within `lookahead` chunks of the consumer (2 * threads unless the
+// caller sets it). So at most `lookahead * (budget + one piece)` bytes of output wait in
+// memory whatever the image size. The chunk at the head of the order is always being drained, so a
 // blocked worker always gets unblocked.
 //
 // Cancellation: `ChunkStream.abandon` makes the worker's next `push` return false; the
@@ -154,10 +154,12 @@ final class ChunkPipeline: Sendable {
     private nonisolated(unsafe) var stopped = false
     private let lookahead: Int
 
-    init(chunkCount: Int, threads: Int, budget: Int, decode: @escaping Decoder) {
+    /// - Parameter lookahead: workers start only chunks fewer than this many after the
+    ///   first one not consumed yet; by default twice the threads.
+    init(chunkCount: Int, threads: Int, budget: Int, lookahead: Int? = nil, decode: @escaping Decoder) {
         streams = (0..<chunkCount).map { _ in ChunkStream(budget: budget) }
         self.threads = max(1, min(threads, chunkCount))
-        lookahead = 2 * self.threads
+        self.lookahead = max(self.threads, lookahead ?? 2 * self.threads)
         self.decode = decode
     }
 

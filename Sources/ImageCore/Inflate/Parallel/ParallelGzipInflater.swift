@@ -66,9 +66,11 @@ public enum ParallelGzipInflater {
                        placementPieceSize: placementPieceSize, cancellation: cancellation, progress: progress)
     }
 
-    /// Byte ranges per thread of a speculative decode. Several ranges per thread even out
-    /// differences in cost between ranges.
-    static let defaultRangesPerThread = 4
+    /// Byte ranges per thread of a speculative decode (at least; see `runSpeculative`).
+    /// Several ranges per thread even out differences in cost between ranges.
+    static let defaultRangesPerThread = 6
+    /// Speculative chunks' streams hold this many times the budget (see `runSpeculative`).
+    static let speculativeBudgetFactor = 4
 
     /// `decompress` with `rangesPerThread` speculative ranges per thread (tests use many
     /// small ranges to reach rare chunk ends).
@@ -259,16 +261,27 @@ public enum ParallelGzipInflater {
     private static func runSpeculative(file: MappedFile, threads: Int, budget: Int, minimumChunkInput: Int,
                                        rangesPerThread: Int, writer: inout OrderedWriter) throws -> (Int64, Int) {
         let fileSize = Int64(file.count)
-        // A minimum range size keeps the search and marker overhead small.
+        // A speculative chunk's offset in the output is known only once the chunk before
+        // it is written, so a worker that runs ahead keeps its output in memory until
+        // then. Two workers on chunks of equal cost both keep going when a stream holds
+        // half a chunk's data. So a range has at most half a stream budget of input,
+        // enough for data compressed up to 4 to 1 (zero runs become holes, which take no
+        // room), and speculative streams hold `speculativeBudgetFactor` budgets. Workers
+        // start only chunks within `threads + 1` of the one being written, so the streams
+        // hold at most about `threads` stream budgets.
+        let streamBudget = budget * speculativeBudgetFactor
         let rangeSize = threads > 1
-            ? max(Int64(minimumChunkInput), fileSize / Int64(threads * max(1, rangesPerThread))) : fileSize
+            ? max(Int64(minimumChunkInput),
+                  min(fileSize / Int64(threads * max(1, rangesPerThread)), Int64(streamBudget / 2))) : fileSize
         let count = Int((fileSize + rangeSize - 1) / rangeSize)
         let endOfData = fileSize * 8
         let stops: [Int64] = (0..<count).map { $0 + 1 < count ? Int64($0 + 1) * rangeSize * 8 : .max }
+        let lookahead = threads + 1
         let decoder = SpeculativeDecoder(file: file, usesIsal: true,
-                                         blocks: OutputBlockPool.forStreams(2 * threads * budget))
+                                         blocks: OutputBlockPool.forStreams(lookahead * streamBudget))
         writer.input = file
-        let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: budget) { number, stream in
+        let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: streamBudget,
+                                     lookahead: lookahead) { number, stream in
             let start: SpeculativeDecoder.Start = number == 0 ? .memberHeader(0) : .search(Int64(number) * rangeSize * 8)
             return try decoder.decode(from: start, stopAt: stops[number], into: stream)
         }
