@@ -251,6 +251,45 @@ struct SpeculativeRangeTests {
         }
     }
 
+    @Test("zero runs go to byte mode and data back to ISA-L")
+    func switchesDecoders() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        var payload: [UInt8] = []
+        for number in 0..<3 {
+            payload += compressibleBytes(2 << 20, seed: UInt64(number) + 60)
+            payload += [UInt8](repeating: 0, count: (6 + number) << 20)
+        }
+        payload += compressibleBytes(128 << 10, seed: 61)
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "switching")
+        let file = try MappedFile(path: path)
+        let decoder = SpeculativeDecoder(file: file, usesIsal: true)
+        let stream = ChunkStream(budget: .max)
+        let end = try decoder.decode(from: .memberHeader(0), stopAt: .max, into: stream)
+        stream.finish(.success(end))
+        var bytes: [UInt8] = []
+        var longestHole: Int64 = 0
+        var isalAfterHole = false
+        for piece in stream.take().0 {
+            switch piece {
+            case .data(let data, _):
+                bytes += data
+            case .block(let block, let range, _):
+                bytes += block.bytes[range]
+                if longestHole > 1 << 20 { isalAfterHole = true }
+            case .hole(let count):
+                bytes += repeatElement(0, count: Int(count))
+                longestHole = max(longestHole, count)
+            default:
+                break
+            }
+        }
+        #expect(bytes == payload)
+        // ISA-L hands on at most one 1 MiB call's output per hole; byte mode skips a whole run.
+        #expect(longestHole > 1 << 20)
+        #expect(isalAfterHole)
+    }
+
     @Test("gzip of a few MiB of varied data")
     func variedData() throws {
         let scratch = try ScratchDirectory()

@@ -513,6 +513,8 @@ final class ByteOutput {
     /// Int is 64-bit on every platform imgtool builds for, so a hole may pass 4 GiB.
     var hole = 0
     var trailingZeros = 0
+    /// Output bytes handed on so far, holes included.
+    private(set) var handedOn: Int64 = 0
     /// Decoding stops for a flush once `position` reaches this mark; the room above it
     /// takes one match (258) or one materialised hole (32 KiB).
     let flushMark: Int
@@ -561,6 +563,7 @@ final class ByteOutput {
         if hole > Self.history {
             try flush()
             try emit(.hole(Int64(hole)))
+            handedOn += Int64(hole)
             base.update(repeating: 0, count: Self.history)
             position = Self.history
             flushed = position
@@ -578,6 +581,7 @@ final class ByteOutput {
             let count = position - flushed
             let bytes = [UInt8](UnsafeBufferPointer(start: base + flushed, count: count))
             try emit(.data(bytes, crc: 0))
+            handedOn += Int64(count)
         }
         if position > Self.history {
             let keep = Self.history
@@ -593,9 +597,13 @@ final class ByteOutput {
         try flush()
         if hole > 0 {
             try emit(.hole(Int64(hole)))
+            handedOn += Int64(hole)
             hole = 0
         }
     }
+
+    /// All output so far: handed on, waiting, and the pending hole.
+    var produced: Int64 { handedOn + Int64(position - flushed + hole) }
 
     /// Returns the last 32 KiB of output (fewer at the start of a stream).
     func window() -> [UInt8] {

@@ -50,12 +50,42 @@ struct IsalRangeDecoder: Sendable {
 
     private static let zeroWindow = [UInt8](repeating: 0, count: ByteOutput.history)
 
+    /// How a stretch of decoding ended.
+    enum Leg {
+        /// The chunk ended.
+        case end(ChunkEnd)
+        /// The output turned into zero runs (or back into data, for byte mode): the other
+        /// decoder goes on from this block boundary, after output that ends with `window`.
+        case switchAt(bitOffset: Int64, window: [UInt8])
+
+        /// The chunk's end, for a decode that was not allowed to switch.
+        var end: ChunkEnd {
+            guard case .end(let end) = self else { preconditionFailure("Bug in imgtool: a decoder switched although it was told not to") }
+            return end
+        }
+    }
+
     /// Decodes from `start` until the first block boundary at or after `stopAt` whose
     /// header the block finder accepts, or to the end of the data, pushing pieces into
     /// `stream`. Member ends on the way are handled as in `SpeculativeDecoder`: the
     /// trailer is handed on as `.memberEnd` and decoding goes on with the next member.
     /// - Parameter announce: push `.chunkStart` first (false when marker mode did).
-    func decode(from start: Start, stopAt: Int64, announce: Bool, into stream: ChunkStream) throws -> ChunkEnd {
+    /// - Parameter switches: hand over to byte mode (`.switchAt`) at the next acceptable
+    ///   block boundary before `stopAt` once a call's output expanded more than
+    ///   `zeroHeavyRatio` times, because byte mode keeps zero runs as holes without
+    ///   producing them.
+    func decode(from start: Start, stopAt: Int64, announce: Bool, switches: Bool = false,
+                into stream: ChunkStream) throws -> Leg {
+        var recent = RecentOutput()
+        let end = try decode(from: start, stopAt: stopAt, announce: announce, switches: switches, recent: &recent,
+                             into: stream)
+        if let end { return .end(end) }
+        return .switchAt(bitOffset: recent.boundary, window: recent.window())
+    }
+
+    /// `decode`, returning nil for a switch to byte mode at `recent.boundary`.
+    private func decode(from start: Start, stopAt: Int64, announce: Bool, switches: Bool, recent: inout RecentOutput,
+                        into stream: ChunkStream) throws -> ChunkEnd? {
         let input = file.bytes
         let state = UnsafeMutablePointer<inflate_state>.allocate(capacity: 1)
         defer { state.deallocate() }
@@ -80,12 +110,14 @@ struct IsalRangeDecoder: Sendable {
             guard bitOffset >= 0, bitOffset < endOfData else {
                 throw GzipDataError(offset: bitOffset / 8, reason: "the chunk start at bit \(bitOffset) lies outside the file")
             }
+            recent.seed(window)
             if announce { guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) } }
             if mayStop, bitOffset >= stopAt, accepts(bitOffset, finder: finder) { return ChunkEnd(bitOffset: bitOffset) }
             searchFrom = max(stopAt, bitOffset + 1)
             position = IsalChunkDecoder.prime(state, at: bitOffset, window: window, in: input)
         case .guessedWindow(let bitOffset):
             guard stream.push(.chunkStart(bitOffset)), stream.push(.guessedWindow) else { return ChunkEnd(bitOffset: bitOffset) }
+            recent.seed(Self.zeroWindow)
             searchFrom = max(stopAt, bitOffset + 1)
             position = IsalChunkDecoder.prime(state, at: bitOffset, window: Self.zeroWindow, in: input)
         case .afterFinalBlock(let bitOffset):
@@ -106,10 +138,25 @@ struct IsalRangeDecoder: Sendable {
         var handedEnd = max(position, Int(min(Int64(input.count), stopAt / 8)))
         // The candidate the input ends at, if any.
         var candidate: Int64?
+        // Set once the output turned into zero runs: a candidate before `stopAt` where a
+        // block starts is where byte mode takes over.
+        var switching = false
         while true {
             if stream.isAbandoned { return ChunkEnd(bitOffset: Int64(position) * 8) }
-            guard try run(state, from: &position, to: handedEnd, stream: stream) else {
-                return ChunkEnd(bitOffset: Int64(position) * 8)
+            let ran = try run(state, from: &position, to: handedEnd, stream: stream, recent: &recent,
+                              detectsZeroRuns: switches && !switching)
+            if ran == .abandoned { return ChunkEnd(bitOffset: Int64(position) * 8) }
+            if ran == .zeroRuns {
+                // Candidates in the bits ISA-L holds already could be passed unseen, so the
+                // search starts after the input it was given. Without a candidate before
+                // `stopAt`, ISA-L decodes on to the chunk's end.
+                switching = true
+                searchFrom = min(searchFrom, Int64(position) * 8)
+                if let next = BlockFinder.find(in: finder, from: searchFrom, before: min(stopAt, endOfData)) {
+                    candidate = next
+                    handedEnd = max(position, Int(next / 8) + 1)
+                }
+                continue
             }
             let blockState = state.pointee.block_state
             if blockState == ISAL_BLOCK_FINISH {
@@ -123,17 +170,23 @@ struct IsalRangeDecoder: Sendable {
                     let bit = Int64(deflateStart) * 8
                     if bit >= stopAt, accepts(bit, finder: finder) { return ChunkEnd(bitOffset: bit) }
                     isal_inflate_reset(state)
+                    recent.reset()
                     position = deflateStart
                     searchFrom = max(stopAt, bit + 1)
                     handedEnd = max(position, Int(min(Int64(input.count), stopAt / 8)))
                     candidate = nil
+                    switching = false
                     continue
                 }
             }
             // The input is used up.
             if let candidate, blockState == ISAL_BLOCK_HDR || blockState == ISAL_BLOCK_NEW_HDR {
                 let header = Int64(position - Int(state.pointee.tmp_in_size)) * 8 - Int64(state.pointee.read_in_length)
-                if header == candidate { return ChunkEnd(bitOffset: candidate) }
+                if header == candidate {
+                    guard switching, candidate < stopAt else { return ChunkEnd(bitOffset: candidate) }
+                    recent.boundary = candidate
+                    return nil
+                }
             }
             if handedEnd >= input.count {
                 throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "the file ends inside deflate data (truncated)")
@@ -149,11 +202,19 @@ struct IsalRangeDecoder: Sendable {
         }
     }
 
+    private enum RunResult {
+        /// The input is used up, ISA-L can make no progress, or the member ended.
+        case done
+        case abandoned
+        case zeroRuns
+    }
+
     /// Calls `isal_inflate` with the input from `position` to `end` until it has used
-    /// it up (or can make no progress) or the member ended, pushing the output. Returns
-    /// false when the stream was abandoned.
+    /// it up (or can make no progress) or the member ended, pushing the output. With
+    /// `detectsZeroRuns`, returns `.zeroRuns` early once a full call's output was more
+    /// than `zeroHeavyRatio` times its input.
     private func run(_ state: UnsafeMutablePointer<inflate_state>, from position: inout Int, to end: Int,
-                     stream: ChunkStream) throws -> Bool {
+                     stream: ChunkStream, recent: inout RecentOutput, detectsZeroRuns: Bool) throws -> RunResult {
         let base = file.bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
         while true {
             let inputCount = min(max(0, end - position), Int(Int32.max))
@@ -170,10 +231,14 @@ struct IsalRangeDecoder: Sendable {
             if result < 0 {
                 throw GzipDataError(offset: Int64(position), reason: IsalInflater.describe(result))
             }
-            guard ZeroBlocks.emit(block, count: produced, into: stream) else { return false }
-            if state.pointee.block_state == ISAL_BLOCK_FINISH { return true }
+            guard ZeroBlocks.emit(block, count: produced, into: stream) else { return .abandoned }
+            recent.append(block, count: produced)
+            if state.pointee.block_state == ISAL_BLOCK_FINISH { return .done }
+            if detectsZeroRuns, full, Int64(produced) > ParallelGzipInflater.zeroHeavyRatio * Int64(max(1, consumed)) {
+                return .zeroRuns
+            }
             // `avail_in` is 32 bits wide: more than 2 GiB of input takes several calls.
-            if !full && (position >= end || consumed == 0 && produced == 0) { return true }
+            if !full && (position >= end || consumed == 0 && produced == 0) { return .done }
         }
     }
 
@@ -211,5 +276,44 @@ struct IsalRangeDecoder: Sendable {
     private func accepts(_ bitOffset: Int64, finder: DeflateDecoder) -> Bool {
         finder.seek(toBit: bitOffset)
         return BlockFinder.acceptsBoundary(finder)
+    }
+}
+
+/// The last 32 KiB of a range decoder's output, kept as references to its blocks, and the
+/// block boundary where byte mode takes over.
+struct RecentOutput {
+    /// The window the decoder started with, until its own output is 32 KiB long.
+    private var start: [UInt8] = []
+    private var parts: [(OutputBlock, Int)] = []
+    private var count = 0
+    var boundary: Int64 = 0
+
+    mutating func seed(_ window: [UInt8]) {
+        start = window
+    }
+
+    mutating func append(_ block: OutputBlock, count produced: Int) {
+        guard produced > 0 else { return }
+        parts.append((block, produced))
+        count += produced
+        while let first = parts.first, count - first.1 >= ByteOutput.history {
+            count -= first.1
+            parts.removeFirst()
+        }
+        if count >= ByteOutput.history { start = [] }
+    }
+
+    /// Forgets the output, at the start of a member.
+    mutating func reset() {
+        start = []
+        parts = []
+        count = 0
+    }
+
+    /// The last 32 KiB (fewer at the start of a member).
+    func window() -> [UInt8] {
+        var result = start
+        for (block, produced) in parts { result += block.bytes[..<produced] }
+        return Array(result.suffix(ByteOutput.history))
     }
 }

@@ -124,19 +124,19 @@ struct SpeculativeDecoder: Sendable {
                 throw GzipDataError(offset: Int64(position), reason: "no gzip member starts here")
             }
             if usesIsal && !anyBoundary {
-                return try isal.decode(from: .memberHeader(bitOffset), stopAt: stopAt, announce: true, into: stream)
+                return try decodeSwitching(.isal(.memberHeader(bitOffset), announce: true), stopAt: stopAt, stream: stream)
             }
             guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) }
             decoder.seek(toBit: Int64(position + header.length) * 8)
-            return try decodeBytes(decoder, window: [], stopAt: stopAt, anyBoundary: anyBoundary, stream: stream)
+            return try decodeBytes(decoder, window: [], stopAt: stopAt, anyBoundary: anyBoundary, stream: stream).end
         case .known(let bitOffset, let window):
             if usesIsal && !anyBoundary {
-                return try isal.decode(from: .block(bitOffset: bitOffset, window: window, mayStop: false), stopAt: stopAt,
-                                       announce: true, into: stream)
+                return try decodeSwitching(.isal(.block(bitOffset: bitOffset, window: window, mayStop: false), announce: true),
+                                           stopAt: stopAt, stream: stream)
             }
             guard stream.push(.chunkStart(bitOffset)) else { return ChunkEnd(bitOffset: bitOffset) }
             decoder.seek(toBit: bitOffset)
-            return try decodeBytes(decoder, window: window, stopAt: stopAt, anyBoundary: anyBoundary, stream: stream)
+            return try decodeBytes(decoder, window: window, stopAt: stopAt, anyBoundary: anyBoundary, stream: stream).end
         case .search(let from):
             var searchFrom = from
             var markerValues = 0
@@ -159,11 +159,15 @@ struct SpeculativeDecoder: Sendable {
                 case .finished(let end):
                     return end
                 case .data:
-                    return try isal.decode(from: .guessedWindow(bitOffset: candidate), stopAt: stopAt, announce: true,
-                                           into: stream)
+                    return try decodeSwitching(.isal(.guessedWindow(bitOffset: candidate), announce: true), stopAt: stopAt,
+                                               stream: stream)
                 case .clean(let window):
                     if continuesWithIsal { return try handOver(decoder, window: window, stopAt: stopAt, stream: stream) }
-                    return try decodeBytes(decoder, window: window, stopAt: stopAt, stream: stream, continuing: true)
+                    if usesIsal {
+                        return try decodeSwitching(.bytes(decoder, window: window, insideBlock: false), stopAt: stopAt,
+                                                   stream: stream)
+                    }
+                    return try decodeBytes(decoder, window: window, stopAt: stopAt, stream: stream, continuing: true).end
                 case .cleanInsideBlock(let window):
                     if continuesWithIsal {
                         guard let after = try finishBlock(decoder, window: window, stream: stream) else {
@@ -171,8 +175,12 @@ struct SpeculativeDecoder: Sendable {
                         }
                         return try handOver(decoder, window: after, stopAt: stopAt, stream: stream)
                     }
+                    if usesIsal {
+                        return try decodeSwitching(.bytes(decoder, window: window, insideBlock: true), stopAt: stopAt,
+                                                   stream: stream)
+                    }
                     return try decodeBytes(decoder, window: window, stopAt: stopAt, stream: stream, continuing: true,
-                                           insideBlock: true)
+                                           insideBlock: true).end
                 }
             }
             var end = ChunkEnd(bitOffset: stopAt)
@@ -309,7 +317,40 @@ struct SpeculativeDecoder: Sendable {
         let start: IsalRangeDecoder.Start = decoder.isFinalBlock
             ? .afterFinalBlock(bitOffset: decoder.bitPosition)
             : .block(bitOffset: decoder.bitPosition, window: window, mayStop: true)
-        return try isal.decode(from: start, stopAt: stopAt, announce: false, into: stream)
+        return try decodeSwitching(.isal(start, announce: false), stopAt: stopAt, stream: stream)
+    }
+
+    /// Where the rest of a chunk starts, and with which decoder.
+    private enum Onward {
+        case isal(IsalRangeDecoder.Start, announce: Bool)
+        /// Byte mode from the decoder's position (`decodeBytes` with `continuing`).
+        case bytes(DeflateDecoder, window: [UInt8], insideBlock: Bool)
+    }
+
+    /// Decodes the rest of a chunk from `first` on, with ISA-L for data and byte mode
+    /// for stretches of zero runs, switching between them at block boundaries.
+    private func decodeSwitching(_ first: Onward, stopAt: Int64, stream: ChunkStream) throws -> ChunkEnd {
+        var next = first
+        while true {
+            let leg: IsalRangeDecoder.Leg
+            switch next {
+            case .isal(let start, let announce):
+                leg = try isal.decode(from: start, stopAt: stopAt, announce: announce, switches: true, into: stream)
+            case .bytes(let decoder, let window, let insideBlock):
+                leg = try decodeBytes(decoder, window: window, stopAt: stopAt, stream: stream, continuing: true,
+                                      insideBlock: insideBlock, handsBack: true)
+            }
+            switch (leg, next) {
+            case (.end(let end), _):
+                return end
+            case (.switchAt(let bitOffset, let window), .isal):
+                let decoder = DeflateDecoder(input: file.bytes)
+                decoder.seek(toBit: bitOffset)
+                next = .bytes(decoder, window: window, insideBlock: false)
+            case (.switchAt(let bitOffset, let window), .bytes):
+                next = .isal(.block(bitOffset: bitOffset, window: window, mayStop: true), announce: false)
+            }
+        }
     }
 
     /// Decodes the rest of the block that marker mode stopped in, in byte mode with holes.
@@ -346,14 +387,18 @@ struct SpeculativeDecoder: Sendable {
     /// Decodes in byte mode with holes from the decoder's position until the first
     /// acceptable block boundary at or after `stopAt`, or the end of the data.
     /// `continuing` is true when marker mode already decoded up to here and the final
-    /// block of a member may just have ended.
+    /// block of a member may just have ended. With `handsBack`, returns `.switchAt` at
+    /// the end of a block before `stopAt` whose output was data, not zero runs (at most
+    /// a quarter of `zeroHeavyRatio` times its input), for ISA-L to go on.
     private func decodeBytes(_ decoder: DeflateDecoder, window: [UInt8], stopAt: Int64, anyBoundary: Bool = false,
-                             stream: ChunkStream, continuing: Bool = false, insideBlock: Bool = false) throws -> ChunkEnd {
+                             stream: ChunkStream, continuing: Bool = false, insideBlock: Bool = false,
+                             handsBack: Bool = false) throws -> IsalRangeDecoder.Leg {
         let output = byteOutput(window: window, stream: stream)
         let input = file.bytes
         var first = !continuing
         var memberEnded = continuing && !insideBlock && decoder.isFinalBlock
         var resumeBlock = insideBlock
+        var lastBlockIsData = false
         do {
             while true {
                 if memberEnded {
@@ -366,24 +411,33 @@ struct SpeculativeDecoder: Sendable {
                     let crc = readLittleEndian32(input, at: trailer)
                     let size = readLittleEndian32(input, at: trailer + 4)
                     guard stream.push(.memberEnd(crc: crc, size: size, trailerOffset: Int64(trailer))) else {
-                        return ChunkEnd(bitOffset: decoder.bitPosition)
+                        return .end(ChunkEnd(bitOffset: decoder.bitPosition))
                     }
                     let next = trailer + GzipMemberHeader.trailerSize
                     guard let header = try GzipMemberHeader.parse(input, at: next) else {
                         let rest = UnsafeRawBufferPointer(rebasing: input[next...])
-                        return ChunkEnd(bitOffset: Int64(input.count) * 8,
-                                        trailingGarbage: rest.contains(where: { $0 != 0 }) ? Int64(rest.count) : 0)
+                        return .end(ChunkEnd(bitOffset: Int64(input.count) * 8,
+                                             trailingGarbage: rest.contains(where: { $0 != 0 }) ? Int64(rest.count) : 0))
                     }
                     decoder.seek(toBit: Int64(next + header.length) * 8)
                     output.resetHistory()
                     memberEnded = false
                     first = false
+                    lastBlockIsData = false
                 }
                 if !first, !resumeBlock, decoder.bitPosition >= stopAt, anyBoundary || BlockFinder.acceptsBoundary(decoder) {
                     try output.finish()
-                    return ChunkEnd(bitOffset: decoder.bitPosition)
+                    return .end(ChunkEnd(bitOffset: decoder.bitPosition))
+                }
+                if handsBack, lastBlockIsData, !resumeBlock, decoder.bitPosition < stopAt {
+                    // Before `finish`, which hands on a pending hole and leaves it out of the window.
+                    let window = output.window()
+                    try output.finish()
+                    return .switchAt(bitOffset: decoder.bitPosition, window: window)
                 }
                 first = false
+                let blockStart = decoder.bitPosition
+                let outputBefore = output.produced
                 if resumeBlock {
                     resumeBlock = false
                 } else {
@@ -395,9 +449,11 @@ struct SpeculativeDecoder: Sendable {
                     try output.flush()
                 }
                 memberEnded = decoder.isFinalBlock
+                let blockInput = max(1, (decoder.bitPosition - blockStart) / 8)
+                lastBlockIsData = (output.produced - outputBefore) / blockInput <= ParallelGzipInflater.zeroHeavyRatio / 4
             }
         } catch let error as DeflateError {
-            if stream.isAbandoned { return ChunkEnd(bitOffset: decoder.bitPosition) }
+            if stream.isAbandoned { return .end(ChunkEnd(bitOffset: decoder.bitPosition)) }
             throw Self.dataError(error, decoder: decoder, inputCount: input.count)
         }
     }
