@@ -22,9 +22,9 @@ public struct DecompressOptions: Sendable {
     /// and the writer thread runs beside it.
     public var threads: Int
     /// Decode a single gzip stream without an index on `threads` threads by speculative
-    /// chunks. Off by default: on the 2-core machine measured (docs/BENCHMARKS.md),
-    /// ISA-L on one thread was as fast on a mostly-zero image and twice as fast on a
-    /// data-heavy one.
+    /// chunks. Off by default, because the streams of speculative chunks hold up to
+    /// 64 MiB per thread; `imgtool decompress` turns it on, because two threads were
+    /// faster than one on both test images (docs/BENCHMARKS.md).
     public var splitSingleStream: Bool
     /// Receives progress: compressed bytes consumed of the input's size, and bytes written.
     public var progress: ProgressHandler?

@@ -23,11 +23,12 @@ enum DecompressCommand: Command {
 
     Options:
       --threads N        decoding threads, from 1 to 256 (default: the number of CPUs).
-                         With an index, or for BGZF, a gzip file is split into chunks
-                         decoded in parallel, with runs of zeros kept as holes. A single
-                         gzip stream without an index is split (speculatively) only when
-                         --threads is given, since one ISA-L thread was as fast or faster
-                         in measurements; see docs/PARALLEL.md. The output is always
+                         With more than one, a gzip file is split into chunks decoded
+                         in parallel, with runs of zeros kept as holes: at access
+                         points with an index, at members for BGZF, and otherwise at
+                         deflate blocks found by searching (see docs/PARALLEL.md).
+                         This holds up to about 120 MiB per thread in memory (2
+                         threads measured); --threads 1 needs about 40 MiB in all. The output is always
                          identical to sequential decoding.
       --index FILE       a seek index of SOURCE (GZIDX, from 'imgtool index' or
                          'rapidgzip --export-index'): each access point starts a chunk
@@ -49,8 +50,7 @@ enum DecompressCommand: Command {
     static func run(_ arguments: [String], context: CommandContext) async throws -> Int32 {
         let parsed = try Arguments(arguments, options: ["--threads", "--progress", "--index", "--index-out"])
         try parsed.requirePositionals(2...2, names: "SOURCE RAW")
-        let requestedThreads = try parsed.integer("--threads", in: 1...256)
-        let threads = requestedThreads ?? ProcessInfo.processInfo.activeProcessorCount
+        let threads = try parsed.integer("--threads", in: 1...256) ?? ProcessInfo.processInfo.activeProcessorCount
         let mode = try ProgressMode.parse(parsed.value("--progress"))
         let source = parsed.positionals[0]
         let destination = parsed.positionals[1]
@@ -66,7 +66,7 @@ enum DecompressCommand: Command {
 
         let display = ProgressDisplay(mode)
         var options = DecompressOptions(threads: threads, progress: display.handler, cancellation: context.cancellation,
-                                        index: index, indexOutput: indexOutput, splitSingleStream: requestedThreads != nil)
+                                        index: index, indexOutput: indexOutput, splitSingleStream: true)
         options.indexPath = parsed.value("--index")
         let summary: DecompressSummary
         do {
