@@ -52,7 +52,7 @@ private func gzipMember(deflate: [UInt8], payload: [UInt8]) -> [UInt8] {
 }
 
 @Suite("Matches that reach before their member")
-struct MemberHistoryTests {
+struct ParallelMemberHistoryTests {
     @Test("match before member start rejected")
     func matchBeforeMember() throws {
         let scratch = try ScratchDirectory()
