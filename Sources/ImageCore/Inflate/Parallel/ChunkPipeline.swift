@@ -65,6 +65,10 @@ final class ChunkStream: @unchecked Sendable {
     private var end: Result<ChunkEnd, any Error>?
     private var abandoned = false
     private let budget: Int
+    /// The pooled block whose memory `bufferedBytes` counts already (see `push`). A
+    /// waiting piece keeps it alive, so no other block can have its identifier until
+    /// `take` or `abandon` clears it.
+    private var chargedBlock: ObjectIdentifier?
 
     init(budget: Int) {
         self.budget = budget
@@ -79,7 +83,15 @@ final class ChunkStream: @unchecked Sendable {
         if abandoned { return false }
         switch piece {
         case .data(let bytes, _): bufferedBytes += bytes.count
-        case .block(_, let range, _): bufferedBytes += range.count
+        case .block(let block, _, _):
+            // A piece keeps its whole block in memory, however few bytes of it the piece
+            // refers to (zero blocks around it become holes), so the budget counts the
+            // block once, with its first piece.
+            let identifier = ObjectIdentifier(block)
+            if identifier != chargedBlock {
+                bufferedBytes += block.bytes.count
+                chargedBlock = identifier
+            }
         case .markers(let values): bufferedBytes += values.count * 2
         default: break
         }
@@ -105,6 +117,7 @@ final class ChunkStream: @unchecked Sendable {
         let taken = pieces
         pieces.removeAll(keepingCapacity: true)
         bufferedBytes = 0
+        chargedBlock = nil
         condition.broadcast()
         return (taken, end)
     }
@@ -125,6 +138,7 @@ final class ChunkStream: @unchecked Sendable {
         abandoned = true
         pieces.removeAll()
         bufferedBytes = 0
+        chargedBlock = nil
         condition.broadcast()
         condition.unlock()
     }

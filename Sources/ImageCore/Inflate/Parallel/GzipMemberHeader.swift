@@ -66,7 +66,13 @@ struct GzipMemberHeader {
             }
         }
         if flags & 0x02 != 0 {
+            // FHCRC: the low 16 bits of the CRC-32 of the header bytes before it.
             try need(2, position)
+            let stored = UInt16(input[position]) | UInt16(input[position + 1]) << 8
+            let computed = UInt16(truncatingIfNeeded: crc32Of(UnsafeRawBufferPointer(rebasing: input[offset..<position])))
+            guard stored == computed else {
+                throw GzipDataError(offset: Int64(position), reason: "header CRC-16 is 0x\(String(stored, radix: 16)) but the header bytes give 0x\(String(computed, radix: 16))")
+            }
             position += 2
         }
         return GzipMemberHeader(length: position - offset, bgzfMemberSize: bgzfSize)

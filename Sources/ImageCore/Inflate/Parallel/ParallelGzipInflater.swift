@@ -306,7 +306,7 @@ public enum ParallelGzipInflater {
                 // known end of the previous chunk, with the window the writer holds.
                 stream.abandon()
                 redone += 1
-                let window = writer.window
+                let window = writer.memberWindow
                 let start = expected
                 let stop = stops[number]
                 let again = ChunkPipeline(chunkCount: 1, threads: 1, budget: budget) { _, stream in
@@ -382,6 +382,11 @@ struct OrderedWriter {
         precondition(!windowUnknown, "Bug in imgtool: the window is unknown after placed output")
         return recent.count > ByteOutput.history ? Array(recent.suffix(ByteOutput.history)) : recent
     }
+    /// The part of `window` that the current member wrote: a member starts without
+    /// history, so its matches may not reach before its start.
+    var memberWindow: [UInt8] {
+        memberSize < Int64(ByteOutput.history) ? Array(window.suffix(Int(memberSize))) : window
+    }
     /// The window, or the last data piece when that alone is longer: holding on to the
     /// piece costs no copy, and the window is cut from it only when it is asked for.
     private var recent: [UInt8] = []
@@ -444,21 +449,21 @@ struct OrderedWriter {
                         } else {
                             let windowIndex = Int(value) - 256 - (ByteOutput.history - history)
                             guard windowIndex >= 0 else {
-                                throw GzipDataError(path: path, offset: 0, reason: "a match reaches before the start of the data")
+                                throw GzipDataError(path: path, offset: chunkStartBit / 8, reason:
+                                    "a match distance reaches before the start of its gzip member (in the chunk that starts here)")
                             }
                             bytes[index] = window[windowIndex]
                         }
                     }
                     try writeData(bytes, crc: crc32Of(bytes))
                 case .chunkStart(let bitOffset):
-                    chunkWindow = windowUnknown ? [] : window
+                    chunkWindow = windowUnknown ? [] : memberWindow
                     chunkStartBit = bitOffset
                     repair = nil
                 case .guessedWindow:
                     guard let input else { preconditionFailure("Bug in imgtool: a guessed window without the input to repair it") }
                     // The real history is the member's output so far, at most 32 KiB.
-                    let history = memberSize < Int64(ByteOutput.history) ? Array(window.suffix(Int(memberSize))) : window
-                    repair = WindowRepair(input: input.bytes, bitOffset: chunkStartBit, window: history)
+                    repair = WindowRepair(input: input.bytes, bitOffset: chunkStartBit, window: memberWindow)
                     guessedWindows += 1
                 case .hole(let count) where repair != nil:
                     try writeRepairedHole(count, repair: repair!)
