@@ -34,6 +34,9 @@ struct IsalRangeDecoder: Sendable {
     let file: MappedFile
     /// The memory ISA-L decodes into; its block size is the output of one call.
     let blocks: OutputBlockPool
+    /// The size of the file's byte ranges in bits, when the finder's searches are limited
+    /// (see `BlockFinder.searchLimit`).
+    var rangeBits: Int64?
 
     enum Start {
         /// At a gzip member header (the first chunk).
@@ -43,14 +46,14 @@ struct IsalRangeDecoder: Sendable {
         case block(bitOffset: Int64, window: [UInt8], mayStop: Bool)
         /// Right after the end of a member's final block: its trailer follows.
         case afterFinalBlock(bitOffset: Int64)
-        /// At a block boundary whose window is unknown: zeros stand in for it, and
-        /// `.guessedWindow` tells the writer to correct the first bytes (`WindowRepair`).
+        /// At a block boundary whose window is unknown: zeros stand in for it, and a
+        /// `.guessedWindow` piece asks the writer to correct the first bytes (`WindowRepair`).
         case guessedWindow(bitOffset: Int64)
     }
 
     private static let zeroWindow = [UInt8](repeating: 0, count: ByteOutput.history)
 
-    /// How a stretch of decoding ended.
+    /// The outcome of a stretch of decoding.
     enum Leg {
         /// The chunk ended.
         case end(ChunkEnd)
@@ -147,12 +150,13 @@ struct IsalRangeDecoder: Sendable {
                               detectsZeroRuns: switches && !switching)
             if ran == .abandoned { return ChunkEnd(bitOffset: Int64(position) * 8) }
             if ran == .zeroRuns {
-                // Candidates in the bits ISA-L holds already could be passed unseen, so the
-                // search starts after the input it was given. Without a candidate before
+                // Candidates in the bits already in ISA-L's bit buffer could be passed unseen,
+                // so the search starts after the input it was given. Without a candidate before
                 // `stopAt`, ISA-L decodes on to the chunk's end.
                 switching = true
                 searchFrom = min(searchFrom, Int64(position) * 8)
-                if let next = BlockFinder.find(in: finder, from: searchFrom, before: min(stopAt, endOfData)) {
+                let limit = min(stopAt, endOfData, searchFrom + BlockFinder.searchLimit)
+                if let next = BlockFinder.find(in: finder, from: searchFrom, before: limit) {
                     candidate = next
                     handedEnd = max(position, Int(next / 8) + 1)
                 }
@@ -192,9 +196,24 @@ struct IsalRangeDecoder: Sendable {
                 throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "the file ends inside deflate data (truncated)")
             }
             let from = max(searchFrom, candidate.map { $0 + 1 } ?? searchFrom)
-            if let next = BlockFinder.find(in: finder, from: from, before: endOfData) {
+            // The next range's worker searches only the start of its range for a header,
+            // so this search gives up there too. Otherwise a file of blocks larger than a
+            // range (igzip -0 writes such) would be searched bit by bit to its end. The
+            // chunk then takes in that range whole and searches the next one.
+            var limit = endOfData
+            var nextRange: Int64?
+            if let rangeBits, from >= stopAt {
+                let rangeStart = stopAt + (from - stopAt) / rangeBits * rangeBits
+                limit = min(endOfData, rangeStart + BlockFinder.searchLimit)
+                nextRange = rangeStart + rangeBits
+            }
+            if from < limit, let next = BlockFinder.find(in: finder, from: from, before: limit) {
                 candidate = next
                 handedEnd = max(handedEnd, Int(next / 8) + 1)
+            } else if let nextRange, nextRange < endOfData {
+                candidate = nil
+                searchFrom = nextRange
+                handedEnd = max(handedEnd, Int(nextRange / 8))
             } else {
                 candidate = nil
                 handedEnd = input.count
@@ -310,7 +329,7 @@ struct RecentOutput {
         count = 0
     }
 
-    /// The last 32 KiB (fewer at the start of a member).
+    /// Returns the last 32 KiB (fewer at the start of a member).
     func window() -> [UInt8] {
         var result = start
         for (block, produced) in parts { result += block.bytes[..<produced] }

@@ -270,15 +270,27 @@ public enum ParallelGzipInflater {
         // start only chunks within `threads + 1` of the one being written, so the streams
         // hold at most about `threads` stream budgets.
         let streamBudget = budget * speculativeBudgetFactor
-        let rangeSize = threads > 1
+        var plannedRangeSize = threads > 1
             ? max(Int64(minimumChunkInput),
                   min(fileSize / Int64(threads * max(1, rangesPerThread)), Int64(streamBudget / 2))) : fileSize
+        // A file whose second range starts inside a block larger than the search limit
+        // (igzip -0 writes blocks of megabytes) has nothing to split at: searching every
+        // range for nothing made two threads slower than one.
+        if plannedRangeSize < fileSize {
+            let finder = DeflateDecoder(input: file.bytes)
+            let limit = min(fileSize * 8, plannedRangeSize * 8 + BlockFinder.searchLimit)
+            if BlockFinder.find(in: finder, from: plannedRangeSize * 8, before: limit) == nil {
+                Log.debug("parallel inflate", "\(file.path): no deflate block starts near the second range's start, so the file is decoded as one chunk")
+                plannedRangeSize = fileSize
+            }
+        }
+        let rangeSize = plannedRangeSize
         let count = Int((fileSize + rangeSize - 1) / rangeSize)
         let endOfData = fileSize * 8
         let stops: [Int64] = (0..<count).map { $0 + 1 < count ? Int64($0 + 1) * rangeSize * 8 : .max }
         let lookahead = threads + 1
         let decoder = SpeculativeDecoder(file: file, usesIsal: true,
-                                         blocks: OutputBlockPool.forStreams(lookahead * streamBudget))
+                                         blocks: OutputBlockPool.forStreams(lookahead * streamBudget), rangeBits: rangeSize * 8)
         writer.input = file
         let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: streamBudget,
                                      lookahead: lookahead) { number, stream in
@@ -294,7 +306,8 @@ public enum ParallelGzipInflater {
         for number in 0..<count {
             let stream = pipeline.streams[number]
             defer { pipeline.chunkConsumed(number) }
-            if expected >= endOfData {
+            // The chunk before may have taken in this range whole (see `BlockFinder.searchLimit`).
+            if expected >= endOfData || expected >= stops[number] {
                 stream.abandon()
                 continue
             }

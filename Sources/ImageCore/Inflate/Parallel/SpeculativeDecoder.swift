@@ -22,6 +22,13 @@
 /// A block boundary where a chunk may stop: the next block is one the finder searches
 /// for (not final; dynamic, or stored with zero padding).
 enum BlockFinder {
+    /// The bits from a range's start that speculative decoding searches for a block
+    /// header (256 KiB of input). zlib's blocks hold at most 16 Ki to 64 Ki symbols, tens
+    /// of KiB compressed, and the ranges of the test images found a header within
+    /// 43 KiB. A range without a header that close to its start lies inside one huge
+    /// block, and searching on bit by bit would cost more than decoding it.
+    static let searchLimit: Int64 = 2 << 20
+
     /// The first bit offset in `from..<limit` where a plausible non-final dynamic or
     /// stored block header starts; the header, its code lengths and its tables must
     /// all be valid.
@@ -98,7 +105,10 @@ struct SpeculativeDecoder: Sendable {
     /// The memory ISA-L decodes into.
     var blocks = OutputBlockPool(blockSize: OutputBlockPool.defaultBlockSize, kept: 0)
 
-    private var isal: IsalRangeDecoder { IsalRangeDecoder(file: file, blocks: blocks) }
+    /// The size of the file's byte ranges in bits; see `BlockFinder.searchLimit`.
+    var rangeBits: Int64?
+
+    private var isal: IsalRangeDecoder { IsalRangeDecoder(file: file, blocks: blocks, rangeBits: rangeBits) }
 
     enum Start {
         /// At a gzip member header (chunk 0).
@@ -140,7 +150,8 @@ struct SpeculativeDecoder: Sendable {
         case .search(let from):
             var searchFrom = from
             var markerValues = 0
-            while let candidate = BlockFinder.find(in: decoder, from: searchFrom, before: stopAt) {
+            let searchEnd = rangeBits == nil ? stopAt : min(stopAt, from + BlockFinder.searchLimit)
+            while let candidate = BlockFinder.find(in: decoder, from: searchFrom, before: searchEnd) {
                 if stream.isAbandoned { return ChunkEnd(bitOffset: candidate) }
                 decoder.seek(toBit: candidate)
                 let outcome: MarkerOutcome
