@@ -37,6 +37,33 @@ import Testing
         #expect(leftovers == ["disk.raw"])
     }
 
+    /// A signal that arrives while publish fsyncs the file must leave no file. Before,
+    /// `imgtool decompress` exited 0 with RAW in place after SIGTERM there.
+    @Test func cancellationDuringFileSyncLeavesNoFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let target = scratch.file("disk.raw")
+        let file = try TemporaryFile(for: target)
+        try Array("data".utf8).withUnsafeBytes { try file.descriptor.writeAll($0, at: 0) }
+        let token = CancellationToken()
+        token.cancel()
+        #expect(throws: CancelledError.self) { try file.publish(cancellation: token, operation: "inflate") }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).isEmpty)
+    }
+
+    /// The same during the directory fsync after the rename: the published name goes.
+    @Test func cancellationDuringDirectorySyncRemovesPublishedFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let target = scratch.file("disk.raw")
+        let file = try TemporaryFile(for: target)
+        try Array("data".utf8).withUnsafeBytes { try file.descriptor.writeAll($0, at: 0) }
+        let token = CancellationToken()
+        file.beforeDirectorySync = { token.cancel() }
+        #expect(throws: CancelledError.self) { try file.publish(cancellation: token, operation: "inflate") }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).isEmpty)
+    }
+
     @Test func discardRemovesTemporaryFile() throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }

@@ -89,9 +89,9 @@ public enum Decompressor {
             let input = try FileInput(path: source)
             defer { input.close() }
             let summary = try decompress(input: input, into: file, options: options)
-            // A signal during the last piece or the fsync leaves no file either.
+            // A signal during the last piece or the fsyncs leaves no file either.
             try options.cancellation?.check("inflate")
-            try file.publish()
+            try file.publish(cancellation: options.cancellation, operation: "inflate")
             Log.info("inflate", "published '\(destination)': \(summary.bytesWritten) bytes, \(summary.allocatedBytes ?? 0) allocated")
             return summary
         } catch {

@@ -102,10 +102,16 @@ public final class TemporaryFile {
     }
 
     /// Makes the file visible under `finalPath`: fsync, rename, fsync of the directory.
-    /// - Parameter replacing: when false (the default) an existing target is never
-    ///   replaced, and `TargetExistsError` is thrown with the temporary file removed.
-    ///   When true, the rename replaces the target atomically (for configuration files).
-    public func publish(replacing: Bool = false) throws {
+    /// - Parameters:
+    ///   - replacing: when false (the default) an existing target is never replaced, and
+    ///     `TargetExistsError` is thrown with the temporary file removed. When true, the
+    ///     rename replaces the target atomically (for configuration files).
+    ///   - cancellation: checked after each fsync. A token cancelled by then (a signal
+    ///     during an fsync, which can take seconds for a large file) throws `CancelledError` naming `operation` and leaves
+    ///     no file: the temporary file is removed, or after the rename the published
+    ///     name, as long as it still names this file.
+    public func publish(replacing: Bool = false, cancellation: CancellationToken? = nil,
+                        operation: String = "publish") throws {
         precondition(isOpen, "Bug in imgtool: TemporaryFile published twice or after discard")
         do {
             try descriptor.sync()
@@ -113,6 +119,11 @@ public final class TemporaryFile {
             discard()
             throw SystemError("fsync", path: temporaryPath, errno: error)
         }
+        if let cancellation, cancellation.isCancelled {
+            discard()
+            throw CancelledError(operation)
+        }
+        let written = try? descriptor.status()
 
         do {
             if replacing {
@@ -134,12 +145,25 @@ public final class TemporaryFile {
         isOpen = false
         try? descriptor.close()
         defer { try? directory.close() }
+        beforeDirectorySync?()
         do {
             try directory.sync()
         } catch {
             throw SystemError("fsync directory of", path: finalPath, errno: error)
         }
+        if let cancellation, cancellation.isCancelled {
+            // The name is removed only while it still names the written file.
+            if let written, let current = try? Self.status(of: finalPath),
+               current.device == written.device, current.inode == written.inode {
+                _ = unlinkat(directory.rawValue, finalName, 0)
+                try? directory.sync()
+            }
+            throw CancelledError(operation)
+        }
     }
+
+    /// Runs right before the directory fsync in `publish`; tests use it to cancel there.
+    var beforeDirectorySync: (() -> Void)?
 
     /// Removes the temporary file. Safe to call more than once.
     public func discard() {
