@@ -328,7 +328,8 @@ struct SpeculativeRangeTests {
         // A gzip -6 member, so the second range has block starts, then an igzip -0 member
         // of blocks larger than a range, with zero runs. ISA-L meets the zero runs, finds
         // no block start near them, and must not search the rest of the file bit by bit
-        // for its stop: that took 37% of the CPU time of a 28 MB file.
+        // for its stop: that took 37% of the CPU time of a 28 MB file. The speed is a
+        // benchmark's to check; this test checks the output.
         let head = variedBytes(1 << 20, seed: 80)
         var tail: [UInt8] = []
         for number in 0..<6 {
@@ -339,20 +340,14 @@ struct SpeculativeRangeTests {
         let second = try compressFile(tail, with: "igzip -0 -c", in: scratch, name: "tail")
         let path = scratch.file("both.gz")
         try writeFile(path, try readFile(first) + readFile(second))
-        let start = ContinuousClock.now
         let sequential = try ParallelGzipInflater.decompress(path: path, into: MemorySink(), threads: 1)
-        let sequentialTime = ContinuousClock.now - start
         #expect(sequential.strategy != .speculative)
         for threads in [2] {
             let sink = MemorySink()
-            let started = ContinuousClock.now
             let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads,
                                                              minimumChunkInput: 128 << 10, rangesPerThread: 4)
-            let elapsed = ContinuousClock.now - started
             #expect(sink.bytes == head + tail, "threads \(threads)")
             #expect(result.strategy == .speculative, "threads \(threads)")
-            // Generous: a search to the end of the file took many times longer.
-            #expect(elapsed < sequentialTime * 4 + .milliseconds(500), "threads \(threads): \(elapsed) against \(sequentialTime)")
         }
     }
 
