@@ -263,8 +263,8 @@ public enum ParallelGzipInflater {
         let fileSize = Int64(file.count)
         // A speculative chunk's offset in the output is known only once the chunk before
         // it is written, so a worker that runs ahead keeps its output in memory until
-        // then. Two workers on chunks of equal cost both keep going when a stream holds
-        // half a chunk's data. So a range has at most half a stream budget of input,
+        // then. Two workers on chunks of equal cost both keep going when a stream can
+        // take half a chunk's data. So a range has at most half a stream budget of input,
         // enough for data compressed up to 4 to 1 (zero runs become holes, which take no
         // room), and speculative streams hold `speculativeBudgetFactor` budgets. Workers
         // start only chunks within `threads + 1` of the one being written, so the streams

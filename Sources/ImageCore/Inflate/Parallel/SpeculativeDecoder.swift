@@ -7,8 +7,8 @@
 // bit. Then, with `usesIsal`:
 //   - once two blocks decoded cleanly, and unless they expand like zero runs, ISA-L
 //     decodes the chunk again from the header on, with zeros as its window
-//     (`IsalRangeDecoder`, `.guessedWindow`); the writer corrects the bytes that came
-//     from the wrong window (`WindowRepair`);
+//     (`IsalRangeDecoder`, `.guessedWindow`). The writer then corrects the bytes that
+//     came from the wrong window (`WindowRepair`);
 //   - when the last 32 KiB of marker output hold no marker first, the window is known,
 //     and ISA-L decodes the rest of the chunk from the end of the current block, or
 //     byte mode does (with zero runs as holes) when the output so far is mostly zero
@@ -379,7 +379,7 @@ struct SpeculativeDecoder: Sendable {
         return try decodeSwitching(.isal(start, announce: false), stopAt: stopAt, stream: stream)
     }
 
-    /// Where the rest of a chunk starts, and with which decoder.
+    /// The start of the rest of a chunk, and the decoder for it.
     private enum Onward {
         case isal(IsalRangeDecoder.Start, announce: Bool)
         /// Byte mode from the decoder's position (`decodeBytes` with `continuing`).

@@ -14,6 +14,7 @@ final class OutputBlockPool: Sendable {
     /// The output of one `isal_inflate` call, scanned for zero blocks at once.
     static let defaultBlockSize = 1 << 20
     let blockSize: Int
+    /// The most free blocks held for reuse.
     private let kept: Int
     /// The addresses of free blocks (as integers, which are `Sendable`).
     private let free = Mutex<[UInt]>([])
@@ -23,8 +24,8 @@ final class OutputBlockPool: Sendable {
         self.kept = kept
     }
 
-    /// A pool of `defaultBlockSize` blocks that keeps as many free blocks as chunk
-    /// streams that hold `bytes` in all have in use at most.
+    /// Makes a pool of `defaultBlockSize` blocks that keeps as many free blocks as
+    /// chunk streams holding `bytes` in all use at most.
     static func forStreams(_ bytes: Int) -> OutputBlockPool {
         OutputBlockPool(blockSize: defaultBlockSize, kept: bytes / defaultBlockSize + 8)
     }
@@ -35,7 +36,7 @@ final class OutputBlockPool: Sendable {
         }
     }
 
-    /// A block of `blockSize` bytes, reused when one is free.
+    /// Returns a block of `blockSize` bytes, reused when one is free.
     func take() -> OutputBlock {
         let reused = free.withLock { $0.popLast() }.flatMap { UnsafeMutableRawPointer(bitPattern: $0) }
         let memory = reused ?? .allocate(byteCount: blockSize, alignment: 64)
