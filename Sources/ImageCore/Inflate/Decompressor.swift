@@ -23,7 +23,7 @@ public struct DecompressOptions: Sendable {
     public var threads: Int
     /// Decode a single gzip stream without an index on `threads` threads by speculative
     /// chunks. Off by default, because the streams of speculative chunks hold up to
-    /// 64 MiB per thread; `imgtool decompress` turns it on, because two threads were
+    /// 64 MiB per thread. `imgtool decompress` turns it on, because two threads were
     /// faster than one on both test images (docs/BENCHMARKS.md).
     public var splitSingleStream: Bool
     /// Receives progress: compressed bytes consumed of the input's size, and bytes written.

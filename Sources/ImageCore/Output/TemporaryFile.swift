@@ -106,10 +106,11 @@ public final class TemporaryFile {
     ///   - replacing: when false (the default) an existing target is never replaced, and
     ///     `TargetExistsError` is thrown with the temporary file removed. When true, the
     ///     rename replaces the target atomically (for configuration files).
-    ///   - cancellation: checked after each fsync. A token cancelled by then (a signal
-    ///     during an fsync, which can take seconds for a large file) throws `CancelledError` naming `operation` and leaves
-    ///     no file: the temporary file is removed, or after the rename the published
-    ///     name, as long as it still names this file.
+    ///   - cancellation: checked after each fsync, because a signal may arrive during
+    ///     one, which can take seconds for a large file. A cancelled token throws
+    ///     `CancelledError` naming `operation` and leaves no file. The temporary file is
+    ///     removed, or after the rename the published name, as long as it still names
+    ///     this file.
     public func publish(replacing: Bool = false, cancellation: CancellationToken? = nil,
                         operation: String = "publish") throws {
         precondition(isOpen, "Bug in imgtool: TemporaryFile published twice or after discard")

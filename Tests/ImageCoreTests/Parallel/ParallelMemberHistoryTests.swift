@@ -43,7 +43,7 @@ private func rawDeflate(_ parts: [[UInt8]], dictionary: [UInt8], firstStrategy: 
     return Array(output.prefix(Int(stream.total_out)))
 }
 
-/// A gzip member around `deflate`, whose output is `payload`.
+/// Wraps `deflate`, whose output is `payload`, in a gzip member.
 private func gzipMember(deflate: [UInt8], payload: [UInt8]) -> [UInt8] {
     let crc = payload.withUnsafeBufferPointer { UInt32(crc32(0, $0.baseAddress, UInt32($0.count))) }
     let size = UInt32(truncatingIfNeeded: payload.count)
@@ -60,7 +60,7 @@ struct ParallelMemberHistoryTests {
         let first = compressibleBytes(160 << 10, seed: 31) + randomBytes(40 << 10, seed: 32)
         // The second member's first block is short: 2 KiB stored (random) or fixed
         // (text). Its second block copies the last 8 KiB of the first member, then zero
-        // runs (which keep marker mode going); a short final block and a third member
+        // runs, which keep marker mode going. A short final block and a third member
         // follow.
         let cases: [(String, [UInt8], Int32)] = [
             ("stored first block", randomBytes(2 << 10, seed: 33), Z_DEFAULT_STRATEGY),

@@ -12,7 +12,7 @@ struct ParallelStreamBudgetTests {
     func smallPiecesOfBlocks() throws {
         let blockSize = 1 << 20
         let budget = 4 << 20
-        let pool = OutputBlockPool(blockSize: blockSize, kept: 0)
+        let pool = OutputBlockPool(blockSize: blockSize, maximumFree: 0)
         let stream = ChunkStream(budget: budget)
         let pushed = Atomic<Int>(0)
         // Each piece is the first 4 KiB of its own block, as when ISA-L's output is

@@ -264,11 +264,13 @@ struct SpeculativeRangeTests {
         }
         payload += compressibleBytes(128 << 10, seed: 61)
         let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "switching")
+
         let file = try MappedFile(path: path)
         let decoder = SpeculativeDecoder(file: file, usesIsal: true)
         let stream = ChunkStream(budget: .max)
         let end = try decoder.decode(from: .memberHeader(0), stopAt: .max, into: stream)
         stream.finish(.success(end))
+
         var bytes: [UInt8] = []
         var longestHole: Int64 = 0
         var isalAfterHole = false
@@ -286,6 +288,7 @@ struct SpeculativeRangeTests {
                 break
             }
         }
+
         #expect(bytes == payload)
         // ISA-L hands on at most one 1 MiB call's output per hole; byte mode skips a whole run.
         #expect(longestHole > 1 << 20)

@@ -46,8 +46,8 @@ struct IsalRangeDecoder: Sendable {
         case block(bitOffset: Int64, window: [UInt8], mayStop: Bool)
         /// Right after the end of a member's final block: its trailer follows.
         case afterFinalBlock(bitOffset: Int64)
-        /// At a block boundary whose window is unknown: zeros stand in for it, and a
-        /// `.guessedWindow` piece asks the writer to correct the first bytes (`WindowRepair`).
+        /// At a block boundary whose window is unknown: zeros replace it, and a
+        /// `.guessedWindow` piece makes the writer correct the first bytes (`WindowRepair`).
         case guessedWindow(bitOffset: Int64)
     }
 
@@ -202,10 +202,10 @@ struct IsalRangeDecoder: Sendable {
             // so this search gives up there too. Otherwise a file of blocks larger than a
             // range (igzip -0 writes such) would be searched bit by bit to its end. The
             // chunk then takes in that range whole and searches the next one. A search
-            // from before `stopAt` (for a switch to byte mode that found no block start
-            // near the zero runs) gives up at the same place: it once went on to the end
-            // of the file, which took 37% of the CPU time on a gzip -6 member followed by
-            // an igzip -0 member with zero runs.
+            // from before `stopAt` gives up at the same place. Such a search follows a
+            // switch to byte mode that found no block start near the zero runs, and it
+            // once went on to the end of the file: 37% of the CPU time on a gzip -6
+            // member followed by an igzip -0 member with zero runs.
             var limit = endOfData
             var nextRange: Int64?
             if let rangeBits, stopAt < endOfData {

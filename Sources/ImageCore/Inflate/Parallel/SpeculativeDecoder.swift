@@ -9,10 +9,10 @@
 //     decodes the chunk again from the header on, with zeros as its window
 //     (`IsalRangeDecoder`, `.guessedWindow`). The writer then corrects the bytes that
 //     came from the wrong window (`WindowRepair`);
-//   - when the last 32 KiB of marker output hold no marker first, the window is known,
-//     and ISA-L decodes the rest of the chunk from the end of the current block, or
-//     byte mode does (with zero runs as holes) when the output so far is mostly zero
-//     runs.
+//   - when the last 32 KiB of marker output contain no marker first, the window is
+//     known. ISA-L then decodes the rest of the chunk from the end of the current
+//     block, or byte mode does (with zero runs as holes) when the output so far is
+//     mostly zero runs.
 // Without `usesIsal`, byte mode decodes everything after the marker stretch. Every chunk
 // stops at the first block boundary at or after the next range's first bit whose header
 // the finder would accept, so a correct guess by worker i + 1 starts exactly where
@@ -103,7 +103,7 @@ struct SpeculativeDecoder: Sendable {
     /// chunks (`anyBoundary`) and zero runs; see `IsalRangeDecoder`.
     var usesIsal = false
     /// The memory ISA-L decodes into.
-    var blocks = OutputBlockPool(blockSize: OutputBlockPool.defaultBlockSize, kept: 0)
+    var blocks = OutputBlockPool(blockSize: OutputBlockPool.defaultBlockSize, maximumFree: 0)
 
     /// The size of the file's byte ranges in bits; see `BlockFinder.searchLimit`.
     var rangeBits: Int64?
@@ -230,10 +230,8 @@ struct SpeculativeDecoder: Sendable {
     private func decodeMarkers(_ decoder: DeflateDecoder, startingAt candidate: Int64, stopAt: Int64,
                                stream: ChunkStream, values: inout Int) throws -> MarkerOutcome {
         let history = ByteOutput.history
-        let capacity = history + SpanDecoder.pieceSize
-        let output = UnsafeMutablePointer<UInt16>.allocate(capacity: capacity)
+        let (output, capacity) = Self.markerBuffer()
         defer { output.deallocate() }
-        for index in 0..<history { output[index] = UInt16(256 + index) }
         var position = history
         var flushed = history
         var started = false
@@ -307,6 +305,16 @@ struct SpeculativeDecoder: Sendable {
 
     private struct AbandonedError: Error {}
 
+    /// Allocates marker-mode output: the unknown 32 KiB window as markers 256 + i, then
+    /// room for one piece. The caller deallocates it.
+    private static func markerBuffer() -> (UnsafeMutablePointer<UInt16>, capacity: Int) {
+        let history = ByteOutput.history
+        let capacity = history + SpanDecoder.pieceSize
+        let output = UnsafeMutablePointer<UInt16>.allocate(capacity: capacity)
+        for index in 0..<history { output[index] = UInt16(256 + index) }
+        return (output, capacity)
+    }
+
     /// Decodes the first `blocksBeforeGuessing` blocks from `candidate` in marker mode
     /// without handing anything on. Returns true when they expand like data (at most
     /// `zeroHeavyRatio` times), so ISA-L can decode the chunk with a guessed window.
@@ -318,10 +326,8 @@ struct SpeculativeDecoder: Sendable {
     /// end, or `stopAt` first), and throws `SpeculationFailed` for a false start.
     private func probeIsData(_ decoder: DeflateDecoder, startingAt candidate: Int64, stopAt: Int64) throws -> Bool {
         let history = ByteOutput.history
-        let capacity = history + SpanDecoder.pieceSize
-        let output = UnsafeMutablePointer<UInt16>.allocate(capacity: capacity)
+        let (output, capacity) = Self.markerBuffer()
         defer { output.deallocate() }
-        for index in 0..<history { output[index] = UInt16(256 + index) }
         var position = history
         var values = 0
 

@@ -9,25 +9,25 @@ import Synchronization
 
 /// Output memory that workers reuse, so that decoding writes into pages that are already
 /// mapped. Blocks are taken without waiting; the chunk streams' budget bounds how many
-/// are in use, and at most `kept` free ones are held on to.
+/// are in use, and at most `maximumFree` free ones are held on to.
 final class OutputBlockPool: Sendable {
     /// The output of one `isal_inflate` call, scanned for zero blocks at once.
     static let defaultBlockSize = 1 << 20
     let blockSize: Int
-    /// The most free blocks held for reuse.
-    private let kept: Int
+    /// The maximum number of free blocks held for reuse.
+    private let maximumFree: Int
     /// The addresses of free blocks (as integers, which are `Sendable`).
     private let free = Mutex<[UInt]>([])
 
-    init(blockSize: Int, kept: Int) {
+    init(blockSize: Int, maximumFree: Int) {
         self.blockSize = blockSize
-        self.kept = kept
+        self.maximumFree = maximumFree
     }
 
     /// Makes a pool of `defaultBlockSize` blocks that keeps as many free blocks as
     /// chunk streams holding `bytes` in all use at most.
     static func forStreams(_ bytes: Int) -> OutputBlockPool {
-        OutputBlockPool(blockSize: defaultBlockSize, kept: bytes / defaultBlockSize + 8)
+        OutputBlockPool(blockSize: defaultBlockSize, maximumFree: bytes / defaultBlockSize + 8)
     }
 
     deinit {
@@ -46,7 +46,7 @@ final class OutputBlockPool: Sendable {
     fileprivate func recycle(_ memory: UnsafeMutableRawPointer) {
         let address = UInt(bitPattern: memory)
         let keep = free.withLock { blocks in
-            guard blocks.count < kept else { return false }
+            guard blocks.count < maximumFree else { return false }
             blocks.append(address)
             return true
         }
