@@ -1,6 +1,7 @@
-// Index chunks lend their buffers to the sparse writer, which writes them at their file
-// offsets (`PlacedChunkOutput`). These tests decode into real files and compare them with
-// `gzip -dc`, with buffer and chunk boundaries inside 4 KiB blocks and next to holes.
+// Index chunks, and speculative chunks once the writer reached them, lend their buffers to
+// the sparse writer, which writes them at their file offsets (`PlacedChunkOutput`). These
+// tests decode into real files and compare them with `gzip -dc`, with buffer and chunk
+// boundaries inside 4 KiB blocks and next to holes.
 
 import Foundation
 import Testing
@@ -33,6 +34,82 @@ struct PlacedOutputTests {
         }
         let allocated = try descriptor.status().allocatedBytes
         return ([UInt8](try Data(contentsOf: URL(fileURLWithPath: output))), allocated)
+    }
+
+    /// Decodes `path` without an index, split into `rangesPerThread` ranges per thread,
+    /// into a new file in `directory`; returns the file's bytes and the decode's counts.
+    private func decodeSpeculativelyToFile(_ path: String, threads: Int, rangesPerThread: Int, pieceSize: Int,
+                                           directory: String) throws -> (bytes: [UInt8], result: ParallelInflateResult) {
+        let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+        let output = "\(directory)/\(name)-speculative-\(threads)-\(rangesPerThread)-\(pieceSize).raw"
+        let descriptor = try FileDescriptor.open(output, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
+        defer { try? descriptor.close() }
+        let writer = try SparseFileWriter(descriptor: descriptor, path: output)
+        let result: ParallelInflateResult
+        do {
+            result = try ParallelGzipInflater.decompress(path: path, into: writer, threads: threads,
+                                                         minimumChunkInput: 16 << 10, rangesPerThread: rangesPerThread,
+                                                         placementPieceSize: pieceSize)
+            try writer.finish()
+        } catch {
+            writer.cancel()
+            throw error
+        }
+        return ([UInt8](try Data(contentsOf: URL(fileURLWithPath: output))), result)
+    }
+
+    /// Records of random bytes, each repeated after some text: matches keep reaching back
+    /// to the record before, so a chunk decoded with a guessed window stays wrong for long
+    /// and its output may be placed only after the writer corrected it.
+    private func repeatedRecords() -> [UInt8] {
+        var bytes: [UInt8] = []
+        for number in 0..<120 {
+            let record = randomBytes(12 << 10, seed: UInt64(number) + 500)
+            bytes += record + compressibleBytes(5 << 10, seed: UInt64(number)) + record
+        }
+        return bytes
+    }
+
+    @Test("speculative chunks place their output once the writer reached them", arguments: [2, 3, 4, 8])
+    func speculativeEqualsReference(threads: Int) throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let first = payload()
+        let members = [first, repeatedRecords(), compressibleBytes(900_001, seed: 5) + [UInt8](repeating: 0, count: 300_000)]
+        var joined: [UInt8] = []
+        for (number, part) in members.enumerated() {
+            let path = try compressFile(part, with: number == 1 ? "gzip -9" : "gzip -6", in: scratch, name: "part\(number)")
+            joined += [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        }
+        let single = try compressFile(first, with: "gzip -6", in: scratch, name: "single")
+        let multiple = scratch.file("members.gz")
+        try writeFile(multiple, joined)
+        for path in [single, multiple] {
+            let reference = try referenceOutput(path)
+            for (rangesPerThread, pieceSize) in [(8, 20_000), (24, 4 << 20)] {
+                let (output, result) = try decodeSpeculativelyToFile(path, threads: threads, rangesPerThread: rangesPerThread,
+                                                                     pieceSize: pieceSize, directory: scratch.path)
+                let label = "\(path), \(rangesPerThread) ranges per thread, piece size \(pieceSize)"
+                #expect(result.strategy == .speculative, "\(label)")
+                #expect(output == reference, "\(label)")
+                // Chunk 0's offset is known at once, so some output is always placed.
+                #expect(result.placedBytes > 0, "\(label)")
+            }
+        }
+    }
+
+    @Test("a corrupt stream fails a speculative decode that places output")
+    func speculativeCorrupt() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = try compressFile(compressibleBytes(3 << 20), with: "gzip -6", in: scratch, name: "text")
+        var damaged = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        damaged[damaged.count * 3 / 4] ^= 0x55
+        try writeFile(path, damaged)
+        #expect(throws: (any Error).self) {
+            _ = try decodeSpeculativelyToFile(path, threads: 2, rangesPerThread: 8, pieceSize: 20_000,
+                                              directory: scratch.path)
+        }
     }
 
     @Test("output equals gzip -dc", arguments: [1, 2, 3, 4, 8])
@@ -89,6 +166,9 @@ struct PlacedOutputTests {
         defer { mount.unmount() }
         let (output, _) = try decodeToFile(path, index: index, threads: 2, pieceSize: 20_000, directory: mount.path)
         #expect(output == bytes)
+        let (speculative, _) = try decodeSpeculativelyToFile(path, threads: 2, rangesPerThread: 8, pieceSize: 20_000,
+                                                             directory: mount.path)
+        #expect(speculative == bytes)
     }
 
     @Test("a full file system fails the decode",

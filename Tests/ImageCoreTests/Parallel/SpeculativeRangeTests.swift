@@ -88,7 +88,8 @@ private func decodeChunk(_ decoder: SpeculativeDecoder, from start: SpeculativeD
         case .block(let block, let range, _): bytes += block.bytes[range]
         case .hole(let count): bytes += repeatElement(0, count: Int(count))
         case .markers: Issue.record("a chunk with a known start handed on markers")
-        case .placed: Issue.record("a speculative chunk placed its output")
+        case .placed: Issue.record("a chunk without buffers to place output in placed it")
+        case .window: Issue.record("a chunk that placed nothing handed on a window")
         case .memberEnd(let crc, _, _): memberCRCs.append(crc)
         case .chunkStart: break
         case .guessedWindow: Issue.record("a chunk with a known start guessed its window")

@@ -37,9 +37,26 @@ enum OutputPiece: Sendable {
     /// Follows `.chunkStart` when the chunk was decoded with zeros in place of the
     /// window before it: its first bytes may be wrong until `WindowRepair` corrects them.
     case guessedWindow
+    /// The last 32 KiB of output (fewer at a member's start), after `.placed` pieces of a
+    /// speculative chunk, whose bytes never pass through the writer: the next chunk
+    /// needs them.
+    case window([UInt8])
     /// A member's trailer, reached at this point of the output: the CRC-32 and ISIZE it
     /// stores, and the byte offset of the trailer in the input.
     case memberEnd(crc: UInt32, size: UInt32, trailerOffset: Int64)
+}
+
+extension OutputPiece {
+    /// The bytes of output the piece stands for.
+    var outputCount: Int64 {
+        switch self {
+        case .data(let bytes, _): Int64(bytes.count)
+        case .block(_, let range, _): Int64(range.count)
+        case .hole(let count), .placed(let count, _): count
+        case .markers(let values): Int64(values.count)
+        case .chunkStart, .guessedWindow, .window, .memberEnd: 0
+        }
+    }
 }
 
 /// The position where a chunk's decoding stopped.
@@ -69,6 +86,11 @@ final class ChunkStream: @unchecked Sendable {
     /// waiting piece keeps it alive, so no other block can have its identifier until
     /// `take` or `abandon` clears it.
     private var chargedBlock: ObjectIdentifier?
+    /// The output bytes of every piece pushed so far, holes and placed bytes included.
+    private var pushedOutput: Int64 = 0
+    /// Where the chunk's output starts in the file, set once the writer reached the chunk
+    /// and the output needs no more correcting (see `placeOutput(from:)`).
+    private var outputStart: Int64?
 
     init(budget: Int) {
         self.budget = budget
@@ -95,6 +117,7 @@ final class ChunkStream: @unchecked Sendable {
         case .markers(let values): bufferedBytes += values.count * 2
         default: break
         }
+        pushedOutput += piece.outputCount
         pieces.append(piece)
         condition.broadcast()
         return true
@@ -130,6 +153,24 @@ final class ChunkStream: @unchecked Sendable {
         while pieces.isEmpty && end == nil { condition.wait() }
         guard let first = pieces.first, case .chunkStart(let offset) = first else { return nil }
         return offset
+    }
+
+    /// Lets the worker write the rest of its output at its file offset itself: `offset`
+    /// is the offset of the chunk's first byte, which the writer has once it reached the
+    /// chunk. The writer calls it only when the worker's output from now on is final
+    /// (no window to guess, or `WindowRepair` done).
+    func placeOutput(from offset: Int64) {
+        condition.lock()
+        outputStart = offset
+        condition.unlock()
+    }
+
+    /// The file offset of the next byte the worker pushes, once `placeOutput(from:)` was
+    /// called; nil before.
+    var placementOffset: Int64? {
+        condition.lock()
+        defer { condition.unlock() }
+        return outputStart.map { $0 + pushedOutput }
     }
 
     /// Tells the worker to stop and drops its pieces.

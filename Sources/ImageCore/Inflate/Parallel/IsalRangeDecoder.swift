@@ -27,6 +27,14 @@
 // code's prefix filled with zeros is a used code, and a cut header's repeat counts come
 // out smallest. ISA-L decodes up to three symbols per table lookup, but only the last of
 // them may be other than a literal, so the end-of-block code before C needs no later bit.
+//
+// A speculative chunk's file offset is unknown until the writer reaches it, so its
+// output waits in pooled blocks, and the writer copies it into the sparse writer's
+// aligned buffers. Once the writer reached the chunk and its output is final
+// (`ChunkStream.placeOutput(from:)`), ISA-L decodes the rest into buffers lent to the
+// sparse writer at their file offsets (`PlacedChunkOutput`), as index chunks do, and
+// that copy goes away. Placed bytes never pass through the writer, so the chunk hands
+// it the last 32 KiB (`.window`) after them.
 
 import CIsal
 
@@ -37,6 +45,9 @@ struct IsalRangeDecoder: Sendable {
     /// The size of the file's byte ranges in bits, when the finder's searches are limited
     /// (see `BlockFinder.searchLimit`).
     var rangeBits: Int64?
+    /// The buffers to place output in once the writer gave the chunk its offset; nil
+    /// when the sink cannot take placed output.
+    var placement: PlacementPool?
 
     enum Start {
         /// At a gzip member header (the first chunk).
@@ -82,6 +93,10 @@ struct IsalRangeDecoder: Sendable {
         var recent = RecentOutput()
         let end = try decode(from: start, stopAt: stopAt, announce: announce, switches: switches, recent: &recent,
                              into: stream)
+        if recent.placedSinceWindowSent {
+            // When the stream was abandoned, nothing reads the end or the window.
+            _ = stream.push(.window(recent.window()))
+        }
         if let end { return .end(end) }
         return .switchAt(bitOffset: recent.boundary, window: recent.window())
     }
@@ -245,19 +260,37 @@ struct IsalRangeDecoder: Sendable {
             let inputCount = min(max(0, end - position), Int(Int32.max))
             state.pointee.next_in = UnsafeMutablePointer(mutating: base + position)
             state.pointee.avail_in = UInt32(inputCount)
-            let block = blocks.take()
-            state.pointee.next_out = block.bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            state.pointee.avail_out = UInt32(block.bytes.count)
+            var block: OutputBlock?
+            var placed: PlacedChunkOutput?
+            let space: UnsafeMutableRawBufferPointer
+            if let placement, let offset = stream.placementOffset {
+                let output = PlacedChunkOutput(pool: placement, offset: offset)
+                space = output.space(limit: placement.pieceSize)
+                placed = output
+            } else {
+                let taken = blocks.take()
+                space = taken.bytes
+                block = taken
+            }
+            state.pointee.next_out = space.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            state.pointee.avail_out = UInt32(space.count)
             let result = isal_inflate(state)
             let full = state.pointee.avail_out == 0
-            let produced = block.bytes.count - Int(state.pointee.avail_out)
+            let produced = space.count - Int(state.pointee.avail_out)
             let consumed = inputCount - Int(state.pointee.avail_in)
             position += consumed
             if result < 0 {
+                _ = placed?.commit(0, into: stream)
                 throw GzipDataError(offset: Int64(position), reason: IsalInflater.describe(result))
             }
-            guard ZeroBlocks.emit(block, count: produced, into: stream) else { return .abandoned }
-            recent.append(block, count: produced)
+            if let placed {
+                // The buffer goes to the writer thread, so the window's bytes are copied first.
+                recent.append(copying: UnsafeRawBufferPointer(rebasing: space[..<produced]))
+                guard placed.commit(produced, into: stream) else { return .abandoned }
+            } else if let block {
+                guard ZeroBlocks.emit(block, count: produced, into: stream) else { return .abandoned }
+                recent.append(block, count: produced)
+            }
             if state.pointee.block_state == ISAL_BLOCK_FINISH { return .done }
             if detectsZeroRuns, full, Int64(produced) > ParallelGzipInflater.zeroHeavyRatio * Int64(max(1, consumed)) {
                 return .zeroRuns
@@ -304,14 +337,28 @@ struct IsalRangeDecoder: Sendable {
     }
 }
 
-/// The last 32 KiB of a range decoder's output, kept as references to its blocks, and the
-/// block boundary where byte mode takes over.
+/// The last 32 KiB of a range decoder's output, kept as references to its blocks (or
+/// copies of placed output), and the block boundary where byte mode takes over.
 struct RecentOutput {
+    private enum Part {
+        case block(OutputBlock, Int)
+        case bytes([UInt8])
+
+        var count: Int {
+            switch self {
+            case .block(_, let count): count
+            case .bytes(let bytes): bytes.count
+            }
+        }
+    }
+
     /// The window the decoder started with, until its own output is 32 KiB long.
     private var start: [UInt8] = []
-    private var parts: [(OutputBlock, Int)] = []
+    private var parts: [Part] = []
     private var count = 0
     var boundary: Int64 = 0
+    /// Output went to the file directly since the writer last got the window (`.window`).
+    var placedSinceWindowSent = false
 
     mutating func seed(_ window: [UInt8]) {
         start = window
@@ -319,10 +366,21 @@ struct RecentOutput {
 
     mutating func append(_ block: OutputBlock, count produced: Int) {
         guard produced > 0 else { return }
-        parts.append((block, produced))
-        count += produced
-        while let first = parts.first, count - first.1 >= ByteOutput.history {
-            count -= first.1
+        append(.block(block, produced))
+    }
+
+    /// Appends placed output, of which it keeps a copy of the last 32 KiB.
+    mutating func append(copying bytes: UnsafeRawBufferPointer) {
+        placedSinceWindowSent = true
+        guard !bytes.isEmpty else { return }
+        append(.bytes(Array(bytes.suffix(ByteOutput.history))))
+    }
+
+    private mutating func append(_ part: Part) {
+        parts.append(part)
+        count += part.count
+        while let first = parts.first, count - first.count >= ByteOutput.history {
+            count -= first.count
             parts.removeFirst()
         }
         if count >= ByteOutput.history { start = [] }
@@ -338,7 +396,12 @@ struct RecentOutput {
     /// Returns the last 32 KiB (fewer at the start of a member).
     func window() -> [UInt8] {
         var result = start
-        for (block, produced) in parts { result += block.bytes[..<produced] }
+        for part in parts {
+            switch part {
+            case .block(let block, let produced): result += block.bytes[..<produced]
+            case .bytes(let bytes): result += bytes
+            }
+        }
         return Array(result.suffix(ByteOutput.history))
     }
 }

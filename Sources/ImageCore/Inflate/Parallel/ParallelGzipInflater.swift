@@ -35,6 +35,9 @@ public struct ParallelInflateResult: Sendable {
     /// the writer decoded again to correct them (see `WindowRepair`).
     public var guessedWindows = 0
     public var repairedBytes: Int64 = 0
+    /// Output bytes that workers wrote at their file offsets, without the writer's copy
+    /// (see `PlacedChunkOutput`).
+    public var placedBytes: Int64 = 0
 }
 
 public enum ParallelGzipInflater {
@@ -123,7 +126,8 @@ public enum ParallelGzipInflater {
         } else {
             (trailingGarbage, chunkCount) = try runSpeculative(file: file, threads: threads, budget: budget,
                                                                minimumChunkInput: minimumChunkInput,
-                                                               rangesPerThread: rangesPerThread, writer: &writer)
+                                                               rangesPerThread: rangesPerThread,
+                                                               placementPieceSize: placementPieceSize, writer: &writer)
             strategy = chunkCount > 1 ? .speculative : .singleChunk
         }
         try writer.finish()
@@ -138,9 +142,11 @@ public enum ParallelGzipInflater {
         if writer.guessedWindows > 0 {
             Log.debug("parallel inflate", "\(path): \(writer.guessedWindows) chunks decoded with a guessed window, \(writer.repairedBytes) bytes decoded again to correct them")
         }
+        Log.debug("parallel inflate", "\(path): workers placed \(writer.placedBytes) of \(writer.written) output bytes themselves")
         return ParallelInflateResult(uncompressedSize: writer.written, members: writer.members, chunks: chunkCount,
                                      strategy: strategy, trailingGarbage: trailingGarbage, warnings: warnings,
-                                     guessedWindows: writer.guessedWindows, repairedBytes: writer.repairedBytes)
+                                     guessedWindows: writer.guessedWindows, repairedBytes: writer.repairedBytes,
+                                     placedBytes: writer.placedBytes)
     }
 
     /// Runs chunks whose starts are known (index points, BGZF members) with zlib.
@@ -197,11 +203,7 @@ public enum ParallelGzipInflater {
             lengths.append(length)
         }
         let isal = IsalChunkDecoder(file: file, blocks: OutputBlockPool.forStreams(2 * threads * budget))
-        // Workers lend their output buffers to a sparse writer, instead of copying. Their
-        // offsets count from the start of the output, so the writer must be empty.
-        let pool = (writer.sink as? SparseFileWriter).flatMap { $0.size == 0 ? $0 : nil }.map {
-            PlacementPool(target: $0.placement(), count: PlacementPool.buffersPerThread * threads, pieceSize: pieceSize)
-        }
+        let pool = placementPool(for: writer.sink, threads: threads, pieceSize: pieceSize)
         let swift = SpeculativeDecoder(file: file)
         let chunkPoints = points
         // Chunks that expand more than `zeroHeavyRatio` times are mostly zero runs, which
@@ -256,10 +258,19 @@ public enum ParallelGzipInflater {
         return (trailingGarbage, count)
     }
 
+    /// Returns the buffers that workers lend to `sink` instead of handing it their output
+    /// to copy, when it is a sparse writer. Placed output's offsets count from the start
+    /// of the output, so the writer must be empty.
+    private static func placementPool(for sink: any ExtentSink, threads: Int, pieceSize: Int) -> PlacementPool? {
+        guard let writer = sink as? SparseFileWriter, writer.size == 0 else { return nil }
+        return PlacementPool(target: writer.placement(), count: PlacementPool.buffersPerThread * threads, pieceSize: pieceSize)
+    }
+
     /// Runs the speculative plan: byte ranges of the input, each decoded from the first
     /// block boundary the finder accepts; see `SpeculativeDecoder`.
     private static func runSpeculative(file: MappedFile, threads: Int, budget: Int, minimumChunkInput: Int,
-                                       rangesPerThread: Int, writer: inout OrderedWriter) throws -> (Int64, Int) {
+                                       rangesPerThread: Int, placementPieceSize: Int,
+                                       writer: inout OrderedWriter) throws -> (Int64, Int) {
         let fileSize = Int64(file.count)
         // A speculative chunk's offset in the output is known only once the chunk before
         // it is written, so a worker that runs ahead keeps its output in memory until
@@ -290,7 +301,9 @@ public enum ParallelGzipInflater {
         let stops: [Int64] = (0..<count).map { $0 + 1 < count ? Int64($0 + 1) * rangeSize * 8 : .max }
         let lookahead = threads + 1
         let decoder = SpeculativeDecoder(file: file, usesIsal: true,
-                                         blocks: OutputBlockPool.forStreams(lookahead * streamBudget), rangeBits: rangeSize * 8)
+                                         blocks: OutputBlockPool.forStreams(lookahead * streamBudget), rangeBits: rangeSize * 8,
+                                         placement: placementPool(for: writer.sink, threads: threads,
+                                                                  pieceSize: placementPieceSize))
         writer.input = file
         let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: streamBudget,
                                      lookahead: lookahead) { number, stream in
@@ -422,6 +435,15 @@ struct OrderedWriter {
     /// Chunks that came with a guessed window, and the bytes decoded again for them.
     private(set) var guessedWindows = 0
     private(set) var repairedBytes: Int64 = 0
+    /// Output bytes that workers wrote at their file offsets themselves (`.placed`).
+    private(set) var placedBytes: Int64 = 0
+    /// The stream being consumed, and the output offset where its chunk started.
+    private var stream: ChunkStream?
+    private var chunkOutputStart: Int64 = 0
+    /// True from a speculative chunk's start until its first piece of output, or the end
+    /// of its repair, shows that its output is final from there on: then the worker may
+    /// place the rest.
+    private var placementPending = false
 
     init(sink: any ExtentSink, path: String, cancellation: CancellationToken?, progress: ProgressReporter?, compressedSize: Int64) {
         self.sink = sink
@@ -433,10 +455,19 @@ struct OrderedWriter {
 
     /// Writes every piece of `stream` and returns the chunk's end, or throws its error.
     mutating func consume(_ stream: ChunkStream) throws -> ChunkEnd {
+        self.stream = stream
+        placementPending = false
         while true {
             try cancellation?.check("inflate")
             let (pieces, end) = stream.take()
             for piece in pieces {
+                switch piece {
+                case .chunkStart, .guessedWindow:
+                    break
+                default:
+                    // No window is guessed: the worker's output is final from here on.
+                    if placementPending { allowPlacement() }
+                }
                 switch piece {
                 case .data(let bytes, let crc):
                     if let repair {
@@ -472,9 +503,14 @@ struct OrderedWriter {
                 case .chunkStart(let bitOffset):
                     chunkWindow = windowUnknown ? [] : memberWindow
                     chunkStartBit = bitOffset
+                    chunkOutputStart = written
+                    placementPending = true
                     repair = nil
                 case .guessedWindow:
                     guard let input else { preconditionFailure("Bug in imgtool: a guessed window without the input to repair it") }
+                    precondition(placementPending, "Bug in imgtool: a guessed window after the chunk's first output")
+                    // The worker places output only after the repair is done.
+                    placementPending = false
                     // The real history is the member's output so far, at most 32 KiB.
                     repair = WindowRepair(input: input.bytes, bitOffset: chunkStartBit, window: memberWindow)
                     guessedWindows += 1
@@ -488,8 +524,13 @@ struct OrderedWriter {
                     memberCRC = UInt32(crc32_combine(UInt(memberCRC), UInt(crc), Int(count)))
                     memberSize += count
                     written += count
+                    placedBytes += count
                     recent = []
                     windowUnknown = true
+                case .window(let bytes):
+                    // The history after placed output of a speculative chunk.
+                    recent = bytes
+                    windowUnknown = false
                 case .memberEnd(let crc, let size, let trailerOffset):
                     guard crc == memberCRC else {
                         throw GzipDataError(path: path, offset: trailerOffset, reason: String(
@@ -503,7 +544,10 @@ struct OrderedWriter {
                     memberCRC = 0
                     memberSize = 0
                     // The next member starts without history: nothing after here is guessed.
-                    repair = nil
+                    if repair != nil {
+                        repair = nil
+                        allowPlacement()
+                    }
                 }
             }
             progress?.update(completed: compressedDone, total: compressedSize, written: written)
@@ -535,8 +579,22 @@ struct OrderedWriter {
             }
             offset += count
         }
-        if repair.isDone { self.repair = nil }
+        if repair.isDone { repairDone() }
         try writeBytes(UnsafeRawBufferPointer(rebasing: bytes[agreed...]), crc: agreed == 0 ? crc : nil)
+    }
+
+    /// Ends the repair of the current chunk: the worker's output is final from the pieces
+    /// it has not pushed yet on, so it may place them.
+    private mutating func repairDone() {
+        repair = nil
+        allowPlacement()
+    }
+
+    /// Lets the current chunk's worker place the rest of its output (see
+    /// `ChunkStream.placeOutput(from:)`).
+    private mutating func allowPlacement() {
+        placementPending = false
+        stream?.placeOutput(from: chunkOutputStart)
     }
 
     /// Writes a hole of a chunk decoded with a guessed window, or the bytes that `repair`
@@ -552,7 +610,7 @@ struct OrderedWriter {
             }
             offset += Int64(slice)
         }
-        if repair.isDone { self.repair = nil }
+        if repair.isDone { repairDone() }
         if offset < count { try writeHole(count - offset) }
     }
 

@@ -1,7 +1,8 @@
 // PlacedOutput: lets workers hand their output to the sparse writer without a copy.
 //
-// With a seek index, every chunk's uncompressed offset is known before it is decoded.
-// A worker then decodes into a buffer from a shared pool, aligned to 4 KiB, and lends
+// With a seek index, every chunk's uncompressed offset is known before it is decoded; a
+// speculative chunk's is known once the writer reached it (`IsalRangeDecoder`). A worker
+// then decodes into a buffer from a shared pool, aligned to 4 KiB, and lends
 // the filled buffer to the sparse writer's thread together with its file offset
 // (`SparseFileWriter.Placement`). That thread skips zero blocks and writes the rest as
 // it does for its own buffers, then returns the buffer to the pool. The consumer only

@@ -107,8 +107,13 @@ struct SpeculativeDecoder: Sendable {
 
     /// The size of the file's byte ranges in bits; see `BlockFinder.searchLimit`.
     var rangeBits: Int64?
+    /// Where ISA-L decodes once the writer gave the chunk its file offset (see
+    /// `IsalRangeDecoder.placement`).
+    var placement: PlacementPool?
 
-    private var isal: IsalRangeDecoder { IsalRangeDecoder(file: file, blocks: blocks, rangeBits: rangeBits) }
+    private var isal: IsalRangeDecoder {
+        IsalRangeDecoder(file: file, blocks: blocks, rangeBits: rangeBits, placement: placement)
+    }
 
     enum Start {
         /// At a gzip member header (chunk 0).
