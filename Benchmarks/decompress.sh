@@ -21,7 +21,7 @@
 # size free under --work (default /work/scratch/decompress-bench, or $TMPDIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
+source Benchmarks/lib/images.sh
 
 sizes="1G 4G"
 data_mb=700
@@ -37,8 +37,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-swift build -c release --product imgtool >/dev/null
-imgtool="$root/.build/release/imgtool"
+build_release_imgtool
 mkdir -p "$work"
 results="$work/results.txt"
 : > "$results"
@@ -71,8 +70,8 @@ echo "imgtool $("$imgtool" --version | cut -d' ' -f2), threads $threads, $(date 
 
 for size in $sizes; do
     image="$work/image-$size.raw"
-    [ -e "$image" ] || "$root/scripts/make-disk-image" "$image" --size "$size" --data-mb "$data_mb" >/dev/null
-    gzip -6 -c "$image" > "$image.gzip6.gz"
+    build_disk_image "$image" "$size" "$data_mb"
+    gzip_image "$image" "$image.gzip6.gz"
     pigz -p "$threads" -c "$image" > "$image.pigz.gz"
     bgzip -@ "$threads" -c "$image" > "$image.bgzip.gz"
     xz -T "$threads" -c "$image" > "$image.xz"

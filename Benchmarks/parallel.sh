@@ -19,6 +19,7 @@
 # memory. The page cache is warmed before each run; nothing is dropped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source Benchmarks/lib/images.sh
 
 work="${TMPDIR:-/tmp}/imgtool-parallel-bench"
 max_threads=$(nproc)
@@ -32,8 +33,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-swift build -c release --product imgtool >/dev/null
-imgtool="$(swift build -c release --show-bin-path)/imgtool"
+build_release_imgtool
 mkdir -p "$work"
 results="$work/results.tsv"
 : > "$results"
@@ -65,14 +65,8 @@ run() {
 for spec in "realistic 4G 700" "data-heavy 1400M 1024"; do
     read -r name size data_mb <<< "$spec"
     image="$work/$name.img"
-    if [ ! -f "$image.gz" ]; then
-        rm -f "$image"
-        scripts/make-disk-image "$image" --size "$size" --data-mb "$data_mb" >/dev/null
-        gzip -6 -c "$image" > "$image.gz"
-    fi
-    [ -f "$image" ] || gzip -dc "$image.gz" > "$image"
-    rm -f "$image.gzidx"
-    "$imgtool" index "$image.gz" -o "$image.gzidx"
+    build_gzip_image "$image" "$size" "$data_mb"
+    index_gzip_image "$image"
 
     run "$image" "imgtool decompress (default)" "$max_threads" "$imgtool decompress --progress none $image.gz OUT"
     run "$image" "imgtool decompress --threads 1 (ISA-L, sequential)" 1 "$imgtool decompress --progress none --threads 1 $image.gz OUT"

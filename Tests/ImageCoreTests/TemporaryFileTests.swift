@@ -64,6 +64,43 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).isEmpty)
     }
 
+    @Test func withdrawRemovesPublishedFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let target = scratch.file("disk.raw")
+        let file = try TemporaryFile(for: target)
+        try Array("data".utf8).withUnsafeBytes { try file.descriptor.writeAll($0, at: 0) }
+        try file.publish()
+        #expect(pathExists(target))
+        file.withdraw()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).isEmpty)
+    }
+
+    /// A file that another process put under the final name after publishing is not ours.
+    @Test func withdrawKeepsReplacedFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let target = scratch.file("disk.raw")
+        let file = try TemporaryFile(for: target)
+        try Array("data".utf8).withUnsafeBytes { try file.descriptor.writeAll($0, at: 0) }
+        try file.publish()
+        let other = scratch.file("other")
+        try Data("other".utf8).write(to: URL(fileURLWithPath: other))
+        #expect(rename(other, target) == 0)
+        file.withdraw()
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "other")
+    }
+
+    @Test func withdrawBeforePublishKeepsTemporaryFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let file = try TemporaryFile(for: scratch.file("disk.raw"))
+        file.withdraw()
+        #expect(pathExists(file.temporaryPath))
+        file.discard()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).isEmpty)
+    }
+
     @Test func discardRemovesTemporaryFile() throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }

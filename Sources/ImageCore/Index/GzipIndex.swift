@@ -268,14 +268,25 @@ public struct GzipIndex: Sendable, Equatable {
     /// index never appears under the final name and an existing file is never replaced.
     public func write(to path: String) throws {
         let file = try TemporaryFile(for: path)
+        do {
+            try write(into: file)
+        } catch {
+            file.discard()
+            throw error
+        }
+        try file.publish()
+    }
+
+    /// Writes the index into `file`, which must be empty, and leaves it unpublished, so
+    /// the caller can publish it together with other output. On error the file is left
+    /// for the caller to discard.
+    public func write(into file: TemporaryFile) throws {
         let bytes = serialized()
         do {
             try bytes.withUnsafeBytes { try file.descriptor.writeAll($0, at: 0) }
         } catch let error as Errno {
-            file.discard()
             throw SystemError("write", path: file.temporaryPath, errno: error)
         }
-        try file.publish()
     }
 }
 

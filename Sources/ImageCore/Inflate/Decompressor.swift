@@ -5,10 +5,13 @@
 //   existing target, writes a `TemporaryFile` in the target's directory and publishes it
 //   without replacing anything. Any error or cancellation removes the temporary file,
 //   and temporary files for the same target left by killed processes are removed.
+//   With `indexOutput` the seek index goes through a second `TemporaryFile`, published
+//   only after the RAW file. If publishing the index fails, the RAW file is removed again.
 // - `decompress(input:into:options:)` fills an already created `TemporaryFile` and does
 //   not publish it, so a caller can publish later (for example only after the
 //   download's SHA-256 has matched). It starts over when the input restarts.
 // - `decode(input:into:options:)` decodes into any `ExtentSink`.
+// The two lower levels write no index file but return the index in the summary.
 //
 // The format comes from the content: gzip (1f 8b) or xz (fd 37 7a 58 5a 00).
 
@@ -37,7 +40,9 @@ public struct DecompressOptions: Sendable {
     /// The file `index` was read from, for error messages.
     public var indexPath: String?
     /// Where to write a seek index of a gzip source, built while decoding in one pass
-    /// on one thread; an existing file there is never replaced.
+    /// on one thread. `decompress(source:destination:options:)` publishes it only after
+    /// the RAW file and never replaces an existing file. The other entry points only
+    /// build the index, return it in `DecompressSummary.index` and write no file.
     public var indexOutput: String?
 
     public init(threads: Int = 1, progress: ProgressHandler? = nil, cancellation: CancellationToken? = nil,
@@ -70,32 +75,73 @@ public struct DecompressSummary: Sendable, Equatable {
     public var warnings: [String]
     /// Seconds from start to the end of writing.
     public var elapsed: Double
+    /// The seek index built because `DecompressOptions.indexOutput` was set, or nil.
+    public var index: GzipIndex? = nil
 }
 
 public enum Decompressor {
-    /// Inflates `source` into a new RAW file at `destination`.
-    /// - Throws: `TargetExistsError` when anything exists at `destination` (left
-    ///   untouched); `InflateError` for invalid input; `SystemError` for I/O failures;
-    ///   `CancelledError` when cancelled. No file appears at `destination` on any error.
+    /// Inflates `source` into a new RAW file at `destination`, and writes the seek index
+    /// to a new file at `options.indexOutput` when it is set.
+    /// - Throws: `TargetExistsError` when anything exists at `destination` or at
+    ///   `options.indexOutput` (left untouched); `InflateError` for invalid input;
+    ///   `SystemError` for I/O failures; `CancelledError` when cancelled. On any error
+    ///   no file appears at `destination` or at `options.indexOutput`.
     public static func decompress(source: String, destination: String, options: DecompressOptions) throws -> DecompressSummary {
-        // The target first: opening a FIFO source waits for its writer, and an existing
+        // The targets first: opening a FIFO source waits for its writer, and an existing
         // target must be rejected at once.
         let file = try TemporaryFile(for: destination)
-        // A run killed by SIGKILL could not remove its temporary file, which may hold GiBs.
-        for path in TemporaryFile.removeStale(for: destination) {
-            Log.info("inflate", "removed '\(path)', left by an imgtool process that no longer runs")
+        let indexFile: TemporaryFile?
+        do {
+            indexFile = try options.indexOutput.map { try TemporaryFile(for: $0) }
+        } catch {
+            file.discard()
+            throw error
+        }
+        // A run killed by SIGKILL could not remove its temporary files, and the RAW one may hold GiBs.
+        for target in [destination] + (options.indexOutput.map { [$0] } ?? []) {
+            for path in TemporaryFile.removeStale(for: target) {
+                Log.info("inflate", "removed '\(path)', left by an imgtool process that no longer runs")
+            }
         }
         do {
             let input = try FileInput(path: source)
             defer { input.close() }
             let summary = try decompress(input: input, into: file, options: options)
+            if let indexFile {
+                // `decode` builds an index whenever `indexOutput` is set, or throws.
+                guard let index = summary.index else {
+                    preconditionFailure("Bug in imgtool: no seek index was built for '\(indexFile.finalPath)'")
+                }
+                try index.write(into: indexFile)
+                // Flushed now, so that publishing it right after the RAW file is quick.
+                do {
+                    try indexFile.descriptor.sync()
+                } catch {
+                    throw SystemError("fsync", path: indexFile.temporaryPath, errno: error)
+                }
+            }
             // A signal during the last piece or the fsyncs leaves no file either.
             try options.cancellation?.check("inflate")
             try file.publish(cancellation: options.cancellation, operation: "inflate")
+            // NOTE: a process killed between the two renames (SIGKILL, or the forced exit
+            // after a second SIGINT) leaves the RAW file without its index.
+            if let indexFile {
+                do {
+                    try indexFile.publish(cancellation: options.cancellation, operation: "inflate")
+                } catch {
+                    // A failed directory fsync leaves the index published. Without its
+                    // index the command failed, so the RAW file goes too.
+                    indexFile.withdraw()
+                    file.withdraw()
+                    throw error
+                }
+                Log.info("inflate", "published '\(indexFile.finalPath)': seek index with \(summary.index?.points.count ?? 0) points")
+            }
             Log.info("inflate", "published '\(destination)': \(summary.bytesWritten) bytes, \(summary.allocatedBytes ?? 0) allocated")
             return summary
         } catch {
             file.discard()
+            indexFile?.discard()
             throw error
         }
     }
@@ -168,6 +214,12 @@ public enum Decompressor {
                                        reason: "'\(input.name)' is \(format.rawValue), and a seek index exists only for gzip",
                                        remedy: "leave out \(option) for this file")
         }
+        // The index builder maps the whole file, so it cannot read a pipe or a FIFO.
+        if let indexOutput = options.indexOutput, !(input is FileInput && input.totalSize != nil) {
+            throw InvalidArgumentError(argument: "--index-out", value: indexOutput,
+                                       reason: "'\(input.name)' is not a regular file, and a seek index can be built only from a regular file",
+                                       remedy: "save the gzip file first and decompress the saved file, or leave out --index-out")
+        }
 
         let output = DecodedOutput(sink: sink)
         let reporter = ProgressReporter(step: "inflate", handler: options.progress)
@@ -183,16 +235,15 @@ public enum Decompressor {
             && (options.index != nil || options.indexOutput != nil
                 || (options.threads > 1 && (options.splitSingleStream || Self.isBGZF(window.available)))):
             let progress = ProgressReporter(step: "inflate", handler: options.progress)
-            if let indexOutput = options.indexOutput {
+            if options.indexOutput != nil {
                 let index = try GzipIndexBuilder.build(path: input.name, sink: sink, cancellation: options.cancellation,
                                                        progress: progress)
-                try index.write(to: indexOutput)
                 // The builder marks each member's start, and the end of the file, with a
                 // point without a window.
                 return DecompressSummary(format: format, compressedBytesRead: index.compressedSize,
                                          bytesWritten: index.uncompressedSize, allocatedBytes: nil,
                                          members: index.points.count(where: { !$0.hasWindow }) - 1, warnings: [],
-                                         elapsed: (ContinuousClock.now - started).seconds)
+                                         elapsed: (ContinuousClock.now - started).seconds, index: index)
             }
             let result = try ParallelGzipInflater.decompress(path: input.name, into: sink, threads: options.threads,
                                                              index: options.index, cancellation: options.cancellation,

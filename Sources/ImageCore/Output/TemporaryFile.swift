@@ -6,6 +6,7 @@
 // never replaced (falling back to link+unlink where the filesystem lacks that flag), and
 // fsyncs the directory. Until then nothing exists under the final name. The pid in the
 // name lets a later run tell a dead process's leftovers (`removeStale`) from a live one's.
+// `withdraw` removes a published file again when a later step of the same result fails.
 //
 // Every live temporary path is also recorded in `TemporaryFileRegistry`, so a front end
 // that receives SIGINT or SIGTERM can remove them before it exits.
@@ -44,6 +45,11 @@ public final class TemporaryFile {
     private let finalName: String
     private let temporaryName: String
     private var isOpen = true
+    /// The directory stays open after `publish`, so that `withdraw` removes the name
+    /// from the directory the file was published in.
+    private var directoryIsOpen = true
+    /// The identity of the file after a successful `publish`, until `withdraw` removes it.
+    private var published: FileStatus?
 
     /// Creates the temporary file for `finalPath`.
     /// - Parameter mustNotExist: when true (the default), an existing `finalPath` of any
@@ -99,6 +105,7 @@ public final class TemporaryFile {
 
     deinit {
         if isOpen { discard() }
+        if directoryIsOpen { try? directory.close() }
     }
 
     /// Makes the file visible under `finalPath`: fsync, rename, fsync of the directory.
@@ -145,7 +152,7 @@ public final class TemporaryFile {
         TemporaryFileRegistry.shared.remove(temporaryPath)
         isOpen = false
         try? descriptor.close()
-        defer { try? directory.close() }
+        published = written
         beforeDirectorySync?()
         do {
             try directory.sync()
@@ -153,13 +160,22 @@ public final class TemporaryFile {
             throw SystemError("fsync directory of", path: finalPath, errno: error)
         }
         if let cancellation, cancellation.isCancelled {
-            // The name is removed only while it still names the written file.
-            if let written, let current = try? Self.status(of: finalPath),
-               current.device == written.device, current.inode == written.inode {
-                _ = unlinkat(directory.rawValue, finalName, 0)
-                try? directory.sync()
-            }
+            withdraw()
             throw CancelledError(operation)
+        }
+    }
+
+    /// Removes the published file again, for a caller whose later step failed (for
+    /// example publishing a second file that belongs to the same result). The name is
+    /// removed only while it still names the file this object wrote, so a file that
+    /// replaced it meanwhile stays. Does nothing before `publish` or a second time.
+    public func withdraw() {
+        guard let written = published else { return }
+        published = nil
+        if let current = try? Self.status(of: finalPath),
+           current.device == written.device, current.inode == written.inode {
+            _ = unlinkat(directory.rawValue, finalName, 0)
+            try? directory.sync()
         }
     }
 
@@ -174,6 +190,7 @@ public final class TemporaryFile {
         TemporaryFileRegistry.shared.remove(temporaryPath)
         try? descriptor.close()
         try? directory.close()
+        directoryIsOpen = false
     }
 
     private func renameWithoutReplacing() throws(Errno) {

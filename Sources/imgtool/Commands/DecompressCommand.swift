@@ -15,6 +15,8 @@ enum DecompressCommand: Command {
     its data. RAW must not exist: an existing file, link or device is never modified.
     The output is written to a temporary file beside RAW and renamed to RAW only when
     complete; on any error, SIGINT, SIGTERM or SIGHUP the temporary file is removed.
+    An --index-out file is written the same way and renamed right after RAW; when that
+    fails, RAW is removed again, so neither file stays after a failed command.
 
     gzip: every member is decoded (concatenated and BGZF files included) and each
     member's CRC-32 and length are checked. Zero bytes after the last member are
@@ -33,7 +35,8 @@ enum DecompressCommand: Command {
       --index FILE       a seek index of SOURCE (GZIDX, from 'imgtool index' or
                          'rapidgzip --export-index'): each access point starts a chunk
       --index-out FILE   also write a seek index of SOURCE to FILE, which must not
-                         exist; decoding then runs on one thread in a single pass
+                         exist; decoding then runs on one thread in a single pass,
+                         and SOURCE must be a regular file
       --progress MODE    auto (a bar when standard error is a terminal, the default),
                          bar (a bar with rate and time left on standard error),
                          json (one JSON object per line on standard output: bytes read
@@ -59,10 +62,8 @@ enum DecompressCommand: Command {
             throw UsageError(message: "--index and --index-out cannot be combined: an index is either used or written")
         }
         let index = try parsed.value("--index").map { try GzipIndex(contentsOf: $0) }
+        // Decompressor rejects an existing --index-out file before it decodes anything.
         let indexOutput = parsed.value("--index-out")
-        if let indexOutput, let existing = try? linkStatus(indexOutput) {
-            throw TargetExistsError(path: indexOutput, kind: existing.kindDescription)
-        }
 
         let display = ProgressDisplay(mode)
         var options = DecompressOptions(threads: threads, progress: display.handler, cancellation: context.cancellation,

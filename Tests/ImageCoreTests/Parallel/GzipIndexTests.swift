@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import ImageCore
 
@@ -338,5 +339,119 @@ struct GzipIndexTests {
         #expect(fifth.status == 2)
         #expect(!pathExists(scratch.file("five.raw")))
         #expect(fifth.standardError.contains("decoded with the index '\(movedPath)'"), "\(fifth.standardError)")
+    }
+
+    /// Decompresses `source` into `raw` with `indexOutput` set to `index`, and calls
+    /// `atEnd` from the final progress update, which comes after decoding and before
+    /// anything is published.
+    private func decompressWithIndex(_ source: String, raw: String, index: String,
+                                     cancellation: CancellationToken? = nil,
+                                     atEnd: @escaping @Sendable () -> Void) throws -> DecompressSummary {
+        let options = DecompressOptions(progress: { update in
+            if update.completed == update.total { atEnd() }
+        }, cancellation: cancellation, indexOutput: index)
+        return try Decompressor.decompress(source: source, destination: raw, options: options)
+    }
+
+    /// Returns the path of a gzip file of `count` compressible bytes in `scratch`, the
+    /// only file there.
+    private func gzipSource(_ count: Int, in scratch: ScratchDirectory) throws -> String {
+        let source = try compressFile(compressibleBytes(count), with: "gzip -6", in: scratch, name: "image")
+        try FileManager.default.removeItem(atPath: scratch.file("image.raw"))
+        return source
+    }
+
+    @Test("index output published with RAW")
+    func indexOutputPublishedWithRaw() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = try gzipSource(1 << 20, in: scratch)
+        let raw = scratch.file("disk.raw")
+        let index = scratch.file("image.gzidx")
+        let summary = try decompressWithIndex(source, raw: raw, index: index, atEnd: {})
+        #expect(try readFile(raw) == compressibleBytes(1 << 20))
+        let written = try GzipIndex(contentsOf: index)
+        #expect(written.uncompressedSize == 1 << 20)
+        #expect(written == summary.index)
+        #expect(try directoryNames(scratch.path) == ["disk.raw", "image.gz", "image.gzidx"])
+    }
+
+    /// RAW created by another process while decoding: publishing RAW fails, and the
+    /// index must not stay behind either.
+    @Test("RAW appearing leaves no index")
+    func rawAppearingLeavesNoIndex() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = try gzipSource(1 << 20, in: scratch)
+        let raw = scratch.file("disk.raw")
+        let index = scratch.file("image.gzidx")
+        #expect(throws: TargetExistsError.self) {
+            _ = try decompressWithIndex(source, raw: raw, index: index, atEnd: {
+                if !pathExists(raw) { try? writeFile(raw, Array("other".utf8)) }
+            })
+        }
+        #expect(try readFile(raw) == Array("other".utf8))
+        #expect(try directoryNames(scratch.path) == ["disk.raw", "image.gz"])
+    }
+
+    /// The index file created by another process while decoding: RAW is published
+    /// first, then removed again because the index cannot be.
+    @Test("index appearing removes RAW")
+    func indexAppearingRemovesRaw() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = try gzipSource(1 << 20, in: scratch)
+        let raw = scratch.file("disk.raw")
+        let index = scratch.file("image.gzidx")
+        #expect(throws: TargetExistsError.self) {
+            _ = try decompressWithIndex(source, raw: raw, index: index, atEnd: {
+                if !pathExists(index) { try? writeFile(index, Array("other".utf8)) }
+            })
+        }
+        #expect(try readFile(index) == Array("other".utf8))
+        #expect(try directoryNames(scratch.path) == ["image.gz", "image.gzidx"])
+    }
+
+    @Test("cancelled index output leaves no file")
+    func cancelledIndexOutputLeavesNoFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = try gzipSource(1 << 20, in: scratch)
+        let token = CancellationToken()
+        #expect(throws: CancelledError.self) {
+            _ = try decompressWithIndex(source, raw: scratch.file("disk.raw"), index: scratch.file("image.gzidx"),
+                                        cancellation: token, atEnd: { token.cancel() })
+        }
+        #expect(try directoryNames(scratch.path) == ["image.gz"])
+    }
+
+    @Test("existing index output rejected before decoding")
+    func existingIndexOutputRejected() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = try gzipSource(65536, in: scratch)
+        let index = scratch.file("image.gzidx")
+        try writeFile(index, Array("other".utf8))
+        let decoded = Atomic<Bool>(false)
+        #expect(throws: TargetExistsError.self) {
+            _ = try decompressWithIndex(source, raw: scratch.file("disk.raw"), index: index, atEnd: {
+                decoded.store(true, ordering: .relaxed)
+            })
+        }
+        let decodedBeforeRejection = decoded.load(ordering: .relaxed)
+        #expect(!decodedBeforeRejection)
+        #expect(try readFile(index) == Array("other".utf8))
+        #expect(try directoryNames(scratch.path) == ["image.gz", "image.gzidx"])
+    }
+
+    /// The index builder maps the source file, so a stream input is rejected instead of
+    /// being decoded without an index.
+    @Test("index output rejects stream input")
+    func indexOutputRejectsStreamInput() throws {
+        let input = MemoryInput(try gzip("abc"))
+        let options = DecompressOptions(indexOutput: "/nonexistent/image.gzidx")
+        #expect(throws: InvalidArgumentError.self) {
+            _ = try Decompressor.decode(input: input, into: MemorySink(), options: options)
+        }
     }
 }
