@@ -8,7 +8,7 @@
 #   realistic   4 GiB disk, 700 MiB of real files from /usr, the rest zeros
 #   data-heavy  1400 MiB disk, 1024 MiB of real files, few zeros
 # Commands per image, each writing a sparse RAW file that is compared with cmp:
-#   imgtool decompress                      (the default: sequential ISA-L for one stream)
+#   imgtool decompress                      (the default: speculative on all CPUs)
 #   imgtool decompress --threads 1          (the sequential ISA-L path)
 #   imgtool decompress --threads N          (speculative parallel decoding, N = 2..max)
 #   imgtool decompress --threads N --index  (index from `imgtool index`, N = 1..max)

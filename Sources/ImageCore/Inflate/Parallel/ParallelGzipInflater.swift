@@ -330,6 +330,7 @@ public enum ParallelGzipInflater {
             } else {
                 // The guess was wrong (or found nothing): decode the range again from the
                 // known end of the previous chunk, with the window the writer holds.
+                Log.debug("parallel inflate", "\(file.path): range \(number) decoded again from bit \(expected); its worker started at \(stream.waitForStart().map(String.init) ?? "no boundary")")
                 stream.abandon()
                 redone += 1
                 let window = writer.memberWindow
