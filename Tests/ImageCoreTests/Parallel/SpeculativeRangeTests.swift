@@ -254,6 +254,42 @@ struct SpeculativeRangeTests {
         }
     }
 
+    @Test("uncorrectable guesses finish on one thread")
+    func finishesSequentially() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        // Lines made from a few base lines with one character changed each: every line
+        // copies from the lines before it, so a guessed window's errors never die out.
+        let bases = (0..<40).map { randomBytes(180, seed: UInt64($0) + 900).map { 97 + $0 % 26 } }
+        let changes = randomBytes(1 << 20, seed: 31)
+        var payload: [UInt8] = []
+        var line = 0
+        while payload.count < 40 << 20 {
+            var bytes = bases[Int(changes[line % changes.count]) % bases.count]
+            bytes[Int(changes[(line + 1) % changes.count]) % bytes.count] = 48 + UInt8(line % 10)
+            payload += Array(String(format: "%010d ", line).utf8) + bytes + [10]
+            line += 1
+        }
+        let path = try compressFile(payload, with: "gzip -9", in: scratch, name: "lines")
+        // Eight ranges of about 5 MB of output each: a repair counts as unfinished only
+        // after `unfinishedRepairMinimum` bytes.
+        for threads in [2, 4] {
+            let sink = MemorySink()
+            let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads,
+                                                             minimumChunkInput: 64 << 10, rangesPerThread: 8 / threads)
+            #expect(sink.bytes == payload, "threads \(threads)")
+            #expect(result.finishedSequentially, "threads \(threads)")
+        }
+        // Data whose guessed windows are corrected within each chunk keeps all threads.
+        let varied = variedBytes(24 << 20, seed: 12)
+        let variedPath = try compressFile(varied, with: "gzip -6", in: scratch, name: "varied")
+        let sink = MemorySink()
+        let result = try ParallelGzipInflater.decompress(path: variedPath, into: sink, threads: 2,
+                                                         minimumChunkInput: 64 << 10, rangesPerThread: 4)
+        #expect(sink.bytes == varied)
+        #expect(!result.finishedSequentially)
+    }
+
     @Test("zero runs go to byte mode and data back to ISA-L")
     func switchesDecoders() throws {
         let scratch = try ScratchDirectory()

@@ -38,6 +38,9 @@ public struct ParallelInflateResult: Sendable {
     /// Output bytes that workers wrote at their file offsets, without the writer's copy
     /// (see `PlacedChunkOutput`).
     public var placedBytes: Int64 = 0
+    /// True when the end of the file was decoded on one thread, because a chunk's guessed
+    /// window was still being corrected at the chunk's end (see `runSpeculative`).
+    public var finishedSequentially = false
 }
 
 public enum ParallelGzipInflater {
@@ -110,6 +113,7 @@ public enum ParallelGzipInflater {
         let trailingGarbage: Int64
         let chunkCount: Int
         let strategy: ParallelStrategy
+        var finishedSequentially = false
         if let index {
             (trailingGarbage, chunkCount) = try runIndex(index, file: file, threads: threads, budget: budget,
                                                          pieceSize: placementPieceSize, writer: &writer)
@@ -124,10 +128,9 @@ public enum ParallelGzipInflater {
             (trailingGarbage, chunkCount, strategy) = try runZlibPlan(plan, file: file, threads: threads, budget: budget,
                                                                       writer: &writer)
         } else {
-            (trailingGarbage, chunkCount) = try runSpeculative(file: file, threads: threads, budget: budget,
-                                                               minimumChunkInput: minimumChunkInput,
-                                                               rangesPerThread: rangesPerThread,
-                                                               placementPieceSize: placementPieceSize, writer: &writer)
+            (trailingGarbage, chunkCount, finishedSequentially) = try runSpeculative(
+                file: file, threads: threads, budget: budget, minimumChunkInput: minimumChunkInput,
+                rangesPerThread: rangesPerThread, placementPieceSize: placementPieceSize, writer: &writer)
             strategy = chunkCount > 1 ? .speculative : .singleChunk
         }
         try writer.finish()
@@ -146,7 +149,7 @@ public enum ParallelGzipInflater {
         return ParallelInflateResult(uncompressedSize: writer.written, members: writer.members, chunks: chunkCount,
                                      strategy: strategy, trailingGarbage: trailingGarbage, warnings: warnings,
                                      guessedWindows: writer.guessedWindows, repairedBytes: writer.repairedBytes,
-                                     placedBytes: writer.placedBytes)
+                                     placedBytes: writer.placedBytes, finishedSequentially: finishedSequentially)
     }
 
     /// Runs chunks whose starts are known (index points, BGZF members) with zlib.
@@ -268,9 +271,11 @@ public enum ParallelGzipInflater {
 
     /// Runs the speculative plan: byte ranges of the input, each decoded from the first
     /// block boundary the finder accepts; see `SpeculativeDecoder`.
+    /// Returns the trailing garbage, the number of ranges, and whether the end of the file
+    /// was decoded on one thread.
     private static func runSpeculative(file: MappedFile, threads: Int, budget: Int, minimumChunkInput: Int,
                                        rangesPerThread: Int, placementPieceSize: Int,
-                                       writer: inout OrderedWriter) throws -> (Int64, Int) {
+                                       writer: inout OrderedWriter) throws -> (Int64, Int, Bool) {
         let fileSize = Int64(file.count)
         // A speculative chunk's offset in the output is known only once the chunk before
         // it is written, so a worker that runs ahead keeps its output in memory until
@@ -313,6 +318,18 @@ public enum ParallelGzipInflater {
         pipeline.start()
         defer { pipeline.abandonAll() }
 
+        // Decodes from `start`, the end of the previous chunk, to the first acceptable block
+        // boundary at or after `stop`, on a thread of its own, while the writer writes.
+        func decodeAgain(from start: Int64, stop: Int64, writer: inout OrderedWriter) throws -> ChunkEnd {
+            let window = writer.memberWindow
+            let again = ChunkPipeline(chunkCount: 1, threads: 1, budget: budget) { _, stream in
+                try decoder.decode(from: .known(bitOffset: start, window: window), stopAt: stop, into: stream)
+            }
+            again.start()
+            defer { again.abandonAll() }
+            return try writer.consume(again.streams[0])
+        }
+
         var expected: Int64 = 0
         var trailingGarbage: Int64 = 0
         var redone = 0
@@ -333,21 +350,24 @@ public enum ParallelGzipInflater {
                 Log.debug("parallel inflate", "\(file.path): range \(number) decoded again from bit \(expected); its worker started at \(stream.waitForStart().map(String.init) ?? "no boundary")")
                 stream.abandon()
                 redone += 1
-                let window = writer.memberWindow
-                let start = expected
-                let stop = stops[number]
-                let again = ChunkPipeline(chunkCount: 1, threads: 1, budget: budget) { _, stream in
-                    try decoder.decode(from: .known(bitOffset: start, window: window), stopAt: stop, into: stream)
-                }
-                again.start()
-                defer { again.abandonAll() }
-                end = try writer.consume(again.streams[0])
+                end = try decodeAgain(from: expected, stop: stops[number], writer: &writer)
             }
             expected = end.bitOffset
             trailingGarbage = end.trailingGarbage
+            // Matches that keep copying from far back (records repeated with changes) carry
+            // a guessed window's errors to the end of the chunk, and then the writer decoded
+            // the whole chunk a second time on its own thread. The next chunks are likely
+            // alike, and the workers' decoding would be wasted and slow the writer down,
+            // so one thread decodes the rest of the file.
+            if writer.lastRepairUnfinished, expected < endOfData, number + 1 < count {
+                Log.debug("parallel inflate", "\(file.path): the guessed window of range \(number) was still being corrected at its end, so the rest of the file from bit \(expected) is decoded on one thread")
+                pipeline.abandonAll()
+                trailingGarbage = try decodeAgain(from: expected, stop: .max, writer: &writer).trailingGarbage
+                return (trailingGarbage, count, true)
+            }
         }
         if redone > 0 { Log.debug("parallel inflate", "\(file.path): \(redone) of \(count) ranges decoded again") }
-        return (trailingGarbage, count)
+        return (trailingGarbage, count, false)
     }
 }
 
@@ -438,6 +458,11 @@ struct OrderedWriter {
     private(set) var repairedBytes: Int64 = 0
     /// Output bytes that workers wrote at their file offsets themselves (`.placed`).
     private(set) var placedBytes: Int64 = 0
+    /// True when the last chunk ended while its repair had compared at least
+    /// `unfinishedRepairMinimum` bytes without 32 KiB in a row agreeing.
+    private(set) var lastRepairUnfinished = false
+    /// Repairs shorter than this may end unfinished only because their chunk was short.
+    static let unfinishedRepairMinimum: Int64 = 4 << 20
     /// The stream being consumed, and the output offset where its chunk started.
     private var stream: ChunkStream?
     private var chunkOutputStart: Int64 = 0
@@ -555,6 +580,7 @@ struct OrderedWriter {
             if pieces.isEmpty, let end {
                 switch end {
                 case .success(let value):
+                    lastRepairUnfinished = (repair?.compared ?? 0) >= Self.unfinishedRepairMinimum
                     repair = nil
                     compressedDone = min(compressedSize, max(compressedDone, value.bitOffset / 8))
                     return value
