@@ -83,7 +83,8 @@ public enum Decompressor {
     /// Inflates `source` into a new RAW file at `destination`, and writes the seek index
     /// to a new file at `options.indexOutput` when it is set.
     /// - Throws: `TargetExistsError` when anything exists at `destination` or at
-    ///   `options.indexOutput` (left untouched); `InflateError` for invalid input;
+    ///   `options.indexOutput` (left untouched); `InvalidArgumentError` when
+    ///   `options.indexOutput` names the same file as `destination`; `InflateError` for invalid input;
     ///   `SystemError` for I/O failures; `CancelledError` when cancelled. On any error
     ///   no file appears at `destination` or at `options.indexOutput`.
     public static func decompress(source: String, destination: String, options: DecompressOptions) throws -> DecompressSummary {
@@ -96,6 +97,14 @@ public enum Decompressor {
         } catch {
             file.discard()
             throw error
+        }
+        // Publishing the index under RAW's name could only fail, after all the decoding.
+        if let indexFile, indexFile.hasSameFinalPath(as: file) {
+            indexFile.discard()
+            file.discard()
+            throw InvalidArgumentError(argument: "--index-out", value: indexFile.finalPath,
+                                       reason: "it names the same file as RAW '\(destination)'",
+                                       remedy: "give the index a path of its own, for example '\(destination).gzidx'")
         }
         // A run killed by SIGKILL could not remove its temporary files, and the RAW one may hold GiBs.
         for target in [destination] + (options.indexOutput.map { [$0] } ?? []) {

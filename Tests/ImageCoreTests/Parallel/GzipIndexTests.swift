@@ -444,6 +444,29 @@ struct GzipIndexTests {
         #expect(try directoryNames(scratch.path) == ["image.gz", "image.gzidx"])
     }
 
+    /// An index path that names RAW, also through `./` or a linked directory. Publishing
+    /// the index after RAW could only fail, so the run is rejected before decoding.
+    @Test("index output naming RAW rejected", arguments: ["disk.raw", "./disk.raw", "linked/disk.raw"])
+    func indexOutputNamingRawRejected(indexName: String) throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = try gzipSource(65536, in: scratch)
+        try FileManager.default.createSymbolicLink(atPath: scratch.file("linked"), withDestinationPath: scratch.path)
+        let raw = scratch.file("disk.raw")
+        let index = scratch.file(indexName)
+        let decoded = Atomic<Bool>(false)
+        let error = #expect(throws: InvalidArgumentError.self) {
+            _ = try decompressWithIndex(source, raw: raw, index: index, atEnd: {
+                decoded.store(true, ordering: .relaxed)
+            })
+        }
+        let decodedBeforeRejection = decoded.load(ordering: .relaxed)
+        #expect(!decodedBeforeRejection)
+        #expect(error?.argument == "--index-out")
+        #expect(error?.value == index)
+        #expect(try directoryNames(scratch.path) == ["image.gz", "linked"])
+    }
+
     /// The index builder maps the source file, so a stream input is rejected instead of
     /// being decoded without an index.
     @Test("index output rejects stream input")
