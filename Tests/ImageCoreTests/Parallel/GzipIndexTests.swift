@@ -467,6 +467,43 @@ struct GzipIndexTests {
         #expect(try directoryNames(scratch.path) == ["image.gz", "linked"])
     }
 
+    /// A FIFO source is rejected without opening it: opening waits for a writer, which
+    /// may never come, and a writer that came would lose its data.
+    @Test("index output rejects FIFO unopened")
+    func indexOutputRejectsFifoUnopened() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let fifo = scratch.file("image.gz")
+        try #require(mkfifo(fifo, 0o600) == 0)
+        let returned = Atomic<Bool>(false)
+        let openedBeforeReturn = Atomic<Bool>(false)
+        let writerDone = DispatchSemaphore(value: 0)
+        // Opening the write end waits until the FIFO is opened for reading.
+        Thread {
+            let descriptor = open(fifo, O_WRONLY)
+            if !returned.load(ordering: .sequentiallyConsistent) {
+                openedBeforeReturn.store(true, ordering: .sequentiallyConsistent)
+            }
+            if descriptor >= 0 { close(descriptor) }
+            writerDone.signal()
+        }.start()
+
+        let error = #expect(throws: InvalidArgumentError.self) {
+            _ = try Decompressor.decompress(source: fifo, destination: scratch.file("disk.raw"),
+                                            options: DecompressOptions(indexOutput: scratch.file("image.gzidx")))
+        }
+        returned.store(true, ordering: .sequentiallyConsistent)
+        // A reader that does not wait lets the writer thread's open return.
+        let reader = open(fifo, O_RDONLY | O_NONBLOCK)
+        writerDone.wait()
+        if reader >= 0 { close(reader) }
+
+        let sourceOpened = openedBeforeReturn.load(ordering: .sequentiallyConsistent)
+        #expect(!sourceOpened)
+        #expect(error?.argument == "--index-out")
+        #expect(try directoryNames(scratch.path) == ["image.gz"])
+    }
+
     /// The index builder maps the source file, so a stream input is rejected instead of
     /// being decoded without an index.
     @Test("index output rejects stream input")
