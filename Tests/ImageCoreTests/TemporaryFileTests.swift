@@ -119,4 +119,21 @@ import Testing
         #expect(throws: TargetExistsError.self) { _ = try TemporaryFile(for: target) }
         #expect(!pathExists(scratch.file("nowhere")))
     }
+
+    @Test func sameFinalPathComparesDirectoryAndName() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        try FileManager.default.createDirectory(atPath: scratch.file("other"), withIntermediateDirectories: false)
+        try FileManager.default.createSymbolicLink(atPath: scratch.file("linked"), withDestinationPath: scratch.path)
+        let raw = try TemporaryFile(for: scratch.file("disk.raw"))
+        let throughLink = try TemporaryFile(for: scratch.file("linked/disk.raw"))
+        let otherDirectory = try TemporaryFile(for: scratch.file("other/disk.raw"))
+        let otherName = try TemporaryFile(for: scratch.file("disk.gzidx"))
+        defer {
+            for file in [raw, throughLink, otherDirectory, otherName] { file.discard() }
+        }
+        #expect(raw.hasSameFinalPath(as: throughLink))
+        #expect(!raw.hasSameFinalPath(as: otherDirectory))
+        #expect(!raw.hasSameFinalPath(as: otherName))
+    }
 }

@@ -64,6 +64,18 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(try directory.names() == ["disk.raw", "in.gz"])
     }
 
+    @Test func indexOutputNamingRawExits64() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("printf 'hello' | gzip -c > '\(directory.file("in.gz"))'")
+        let result = try runImgtool(["decompress", directory.file("in.gz"), directory.file("disk.raw"),
+                                     "--index-out", "\(directory.path)/./disk.raw", "--progress", "none"])
+        #expect(result.status == 64)
+        #expect(result.error.contains("invalid --index-out '\(directory.path)/./disk.raw': it names the same file as RAW"))
+        #expect(result.error.contains("hint: give the index a path of its own"))
+        #expect(try directory.names() == ["in.gz"])
+    }
+
     @Test func corruptInputExits2WithOffset() throws {
         let directory = try TestDirectory()
         defer { directory.remove() }

@@ -83,7 +83,8 @@ public enum Decompressor {
     /// Inflates `source` into a new RAW file at `destination`, and writes the seek index
     /// to a new file at `options.indexOutput` when it is set.
     /// - Throws: `TargetExistsError` when anything exists at `destination` or at
-    ///   `options.indexOutput` (left untouched); `InflateError` for invalid input;
+    ///   `options.indexOutput` (left untouched); `InvalidArgumentError` when
+    ///   `options.indexOutput` names the same file as `destination`; `InflateError` for invalid input;
     ///   `SystemError` for I/O failures; `CancelledError` when cancelled. On any error
     ///   no file appears at `destination` or at `options.indexOutput`.
     public static func decompress(source: String, destination: String, options: DecompressOptions) throws -> DecompressSummary {
@@ -97,6 +98,14 @@ public enum Decompressor {
             file.discard()
             throw error
         }
+        // Publishing the index under RAW's name could only fail, after all the decoding.
+        if let indexFile, indexFile.hasSameFinalPath(as: file) {
+            indexFile.discard()
+            file.discard()
+            throw InvalidArgumentError(argument: "--index-out", value: indexFile.finalPath,
+                                       reason: "it names the same file as RAW '\(destination)'",
+                                       remedy: "give the index a path of its own, for example '\(destination).gzidx'")
+        }
         // A run killed by SIGKILL could not remove its temporary files, and the RAW one may hold GiBs.
         for target in [destination] + (options.indexOutput.map { [$0] } ?? []) {
             for path in TemporaryFile.removeStale(for: target) {
@@ -104,6 +113,10 @@ public enum Decompressor {
             }
         }
         do {
+            // Opening a FIFO waits for its writer, and the data it sends would be lost.
+            if let indexOutput = options.indexOutput, let status = try? followedStatus(source), !status.isRegularFile {
+                throw sourceNotRegularError(indexOutput: indexOutput, source: source)
+            }
             let input = try FileInput(path: source)
             defer { input.close() }
             let summary = try decompress(input: input, into: file, options: options)
@@ -180,6 +193,21 @@ public enum Decompressor {
         }
     }
 
+    /// Returns the error for `--index-out` with a source that is no regular file: the
+    /// index builder maps the whole file, so it cannot read a pipe or a FIFO.
+    private static func sourceNotRegularError(indexOutput: String, source: String) -> InvalidArgumentError {
+        InvalidArgumentError(argument: "--index-out", value: indexOutput,
+                             reason: "'\(source)' is not a regular file, and a seek index can be built only from a regular file",
+                             remedy: "save the gzip file first and decompress the saved file, or leave out --index-out")
+    }
+
+    /// Returns the status of the file `path` names, following symbolic links (`stat(2)`).
+    private static func followedStatus(_ path: String) throws(Errno) -> FileStatus {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw Errno.current }
+        return FileStatus(info)
+    }
+
     /// Returns whether `head` starts with a BGZF member header. Its extra field gives the
     /// member's size, so members can be decoded in parallel without guessing.
     static func isBGZF(_ head: UnsafeRawBufferPointer) -> Bool {
@@ -216,9 +244,7 @@ public enum Decompressor {
         }
         // The index builder maps the whole file, so it cannot read a pipe or a FIFO.
         if let indexOutput = options.indexOutput, !(input is FileInput && input.totalSize != nil) {
-            throw InvalidArgumentError(argument: "--index-out", value: indexOutput,
-                                       reason: "'\(input.name)' is not a regular file, and a seek index can be built only from a regular file",
-                                       remedy: "save the gzip file first and decompress the saved file, or leave out --index-out")
+            throw sourceNotRegularError(indexOutput: indexOutput, source: input.name)
         }
 
         let output = DecodedOutput(sink: sink)

@@ -179,6 +179,17 @@ public final class TemporaryFile {
         }
     }
 
+    /// Returns whether `other` would be published under the same name in the same
+    /// directory, however the two paths spell it (`./`, a linked directory). Two such
+    /// files cannot both be published.
+    public func hasSameFinalPath(as other: TemporaryFile) -> Bool {
+        guard finalName == other.finalName else { return false }
+        guard let mine = try? directory.status(), let theirs = try? other.directory.status() else {
+            return finalPath == other.finalPath
+        }
+        return mine.device == theirs.device && mine.inode == theirs.inode
+    }
+
     /// Runs right before the directory fsync in `publish`; tests use it to cancel there.
     var beforeDirectorySync: (() -> Void)?
 

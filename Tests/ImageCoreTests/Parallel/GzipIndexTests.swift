@@ -444,6 +444,66 @@ struct GzipIndexTests {
         #expect(try directoryNames(scratch.path) == ["image.gz", "image.gzidx"])
     }
 
+    /// An index path that names RAW, also through `./` or a linked directory. Publishing
+    /// the index after RAW could only fail, so the run is rejected before decoding.
+    @Test("index output naming RAW rejected", arguments: ["disk.raw", "./disk.raw", "linked/disk.raw"])
+    func indexOutputNamingRawRejected(indexName: String) throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = try gzipSource(65536, in: scratch)
+        try FileManager.default.createSymbolicLink(atPath: scratch.file("linked"), withDestinationPath: scratch.path)
+        let raw = scratch.file("disk.raw")
+        let index = scratch.file(indexName)
+        let decoded = Atomic<Bool>(false)
+        let error = #expect(throws: InvalidArgumentError.self) {
+            _ = try decompressWithIndex(source, raw: raw, index: index, atEnd: {
+                decoded.store(true, ordering: .relaxed)
+            })
+        }
+        let decodedBeforeRejection = decoded.load(ordering: .relaxed)
+        #expect(!decodedBeforeRejection)
+        #expect(error?.argument == "--index-out")
+        #expect(error?.value == index)
+        #expect(try directoryNames(scratch.path) == ["image.gz", "linked"])
+    }
+
+    /// A FIFO source is rejected without opening it: opening waits for a writer, which
+    /// may never come, and a writer that came would lose its data.
+    @Test("index output rejects FIFO unopened")
+    func indexOutputRejectsFifoUnopened() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let fifo = scratch.file("image.gz")
+        try #require(mkfifo(fifo, 0o600) == 0)
+        let returned = Atomic<Bool>(false)
+        let openedBeforeReturn = Atomic<Bool>(false)
+        let writerDone = DispatchSemaphore(value: 0)
+        // Opening the write end waits until the FIFO is opened for reading.
+        Thread {
+            let descriptor = open(fifo, O_WRONLY)
+            if !returned.load(ordering: .sequentiallyConsistent) {
+                openedBeforeReturn.store(true, ordering: .sequentiallyConsistent)
+            }
+            if descriptor >= 0 { close(descriptor) }
+            writerDone.signal()
+        }.start()
+
+        let error = #expect(throws: InvalidArgumentError.self) {
+            _ = try Decompressor.decompress(source: fifo, destination: scratch.file("disk.raw"),
+                                            options: DecompressOptions(indexOutput: scratch.file("image.gzidx")))
+        }
+        returned.store(true, ordering: .sequentiallyConsistent)
+        // A reader that does not wait lets the writer thread's open return.
+        let reader = open(fifo, O_RDONLY | O_NONBLOCK)
+        writerDone.wait()
+        if reader >= 0 { close(reader) }
+
+        let sourceOpened = openedBeforeReturn.load(ordering: .sequentiallyConsistent)
+        #expect(!sourceOpened)
+        #expect(error?.argument == "--index-out")
+        #expect(try directoryNames(scratch.path) == ["image.gz"])
+    }
+
     /// The index builder maps the source file, so a stream input is rejected instead of
     /// being decoded without an index.
     @Test("index output rejects stream input")
