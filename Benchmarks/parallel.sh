@@ -9,7 +9,8 @@
 #   data-heavy  1400 MiB disk, 1024 MiB of real files, few zeros
 # Commands per image, each writing a sparse RAW file that is compared with cmp:
 #   imgtool decompress                      (the default: speculative on all CPUs)
-#   imgtool decompress --threads 1          (the sequential ISA-L path)
+#   imgtool decompress --threads 1          (one chunk: ISA-L, zero runs as holes)
+#   cat | imgtool decompress /dev/stdin     (a pipe: the sequential ISA-L path)
 #   imgtool decompress --threads N          (speculative parallel decoding, N = 2..max)
 #   imgtool decompress --threads N --index  (index from `imgtool index`, N = 1..max)
 #   rapidgzip -d -P 2, igzip -dc, pigz -dc, libdeflate-gunzip -c, each piped into
@@ -69,7 +70,9 @@ for spec in "realistic 4G 700" "data-heavy 1400M 1024"; do
     index_gzip_image "$image"
 
     run "$image" "imgtool decompress (default)" "$max_threads" "$imgtool decompress --progress none $image.gz OUT"
-    run "$image" "imgtool decompress --threads 1 (ISA-L, sequential)" 1 "$imgtool decompress --progress none --threads 1 $image.gz OUT"
+    run "$image" "imgtool decompress --threads 1 (one chunk)" 1 "$imgtool decompress --progress none --threads 1 $image.gz OUT"
+    run "$image" "cat | imgtool decompress (pipe: sequential ISA-L)" 1 \
+        "cat $image.gz | $imgtool decompress --progress none --threads 1 /dev/stdin OUT"
     for threads in $(seq 2 "$max_threads"); do
         run "$image" "imgtool decompress --threads $threads" "$threads" "$imgtool decompress --progress none --threads $threads $image.gz OUT"
     done
@@ -107,8 +110,8 @@ for image, style in (("realistic.img", "-"), ("data-heavy.img", "--")):
     for prefix, marker in (("imgtool decompress --threads", "o"), ("index", "s")):
         points = []
         for row in rows:
-            # The default row repeats one of the others; without an index, 1 thread is
-            # the sequential ISA-L path.
+            # The default row repeats one of the others, and the pipe row is the
+            # sequential path, not a thread count.
             if row[0] != image or not row[1].startswith("imgtool") or "(default)" in row[1]:
                 continue
             if (prefix == "index") != row[1].endswith("--index"):

@@ -20,14 +20,18 @@ import Foundation
 /// How to inflate.
 public struct DecompressOptions: Sendable {
     /// Decoding threads. xz uses up to this many. A gzip file goes to
-    /// `ParallelGzipInflater` with `index` or `indexOutput`, or with more than one thread
-    /// when it is BGZF or `splitSingleStream` is set. Otherwise one thread decodes it,
-    /// and the writer thread runs beside it.
+    /// `ParallelGzipInflater` with `index` or `indexOutput`, with more than one thread
+    /// when it is BGZF, and whenever `splitSingleStream` is set, unless it is BGZF and
+    /// `threads` is 1. Otherwise one thread decodes it, and the writer thread runs
+    /// beside it.
     public var threads: Int
-    /// Decode a single gzip stream without an index on `threads` threads by speculative
-    /// chunks. Off by default, because the streams of speculative chunks hold up to
-    /// 64 MiB per thread. `imgtool decompress` turns it on, because two threads were
-    /// faster than one on both test images (docs/BENCHMARKS.md).
+    /// Decode a single gzip stream from a regular file with `ParallelGzipInflater`: in
+    /// speculative chunks on `threads` threads, or as one chunk on one thread. One chunk
+    /// keeps zero runs as holes instead of producing them, which halved the time on the
+    /// realistic test image (docs/BENCHMARKS.md). Off by default, because the streams of
+    /// speculative chunks hold up to 64 MiB per thread. Also, the input is memory-mapped,
+    /// so a file truncated by another process meanwhile raises SIGBUS.
+    /// `imgtool decompress` turns it on.
     public var splitSingleStream: Bool
     /// Receives progress: compressed bytes consumed of the input's size, and bytes written.
     public var progress: ProgressHandler?
@@ -215,6 +219,15 @@ public enum Decompressor {
         return header?.bgzfMemberSize != nil
     }
 
+    /// Returns whether a gzip file without an index that starts with `head` goes to
+    /// `ParallelGzipInflater` (see `DecompressOptions.threads`). One thread decodes BGZF
+    /// faster sequentially with ISA-L than member by member with zlib.
+    static func decodesInParallel(_ head: UnsafeRawBufferPointer, _ options: DecompressOptions) -> Bool {
+        let bgzf = isBGZF(head)
+        if options.threads > 1 { return options.splitSingleStream || bgzf }
+        return options.splitSingleStream && !bgzf
+    }
+
     /// Decodes `input` into `sink`. The sink is not finished or flushed beyond the bytes
     /// handed to it, and `allocatedBytes` in the result is nil.
     public static func decode(input: any CompressedInput, into sink: any ExtentSink,
@@ -258,8 +271,7 @@ public enum Decompressor {
         var warnings: [String] = []
         switch format {
         case .gzip where input is FileInput && input.totalSize != nil
-            && (options.index != nil || options.indexOutput != nil
-                || (options.threads > 1 && (options.splitSingleStream || Self.isBGZF(window.available)))):
+            && (options.index != nil || options.indexOutput != nil || Self.decodesInParallel(window.available, options)):
             let progress = ProgressReporter(step: "inflate", handler: options.progress)
             if options.indexOutput != nil {
                 let index = try GzipIndexBuilder.build(path: input.name, sink: sink, cancellation: options.cancellation,

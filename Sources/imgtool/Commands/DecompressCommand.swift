@@ -29,9 +29,11 @@ enum DecompressCommand: Command {
                          in parallel, with runs of zeros kept as holes: at access
                          points with an index, at members for BGZF, and otherwise at
                          deflate blocks found by searching (see docs/PARALLEL.md).
-                         This holds up to about 120 MiB per thread in memory (2
-                         threads measured); --threads 1 needs about 40 MiB in all. The output is always
-                         identical to sequential decoding.
+                         One thread decodes a single gzip stream as one chunk, also
+                         with holes for zero runs. Memory: up to about 120 MiB per
+                         thread (2 threads measured), about 40 MiB with one thread,
+                         not counting the pages of SOURCE, which is memory-mapped.
+                         The output is always identical to sequential decoding.
       --index FILE       a seek index of SOURCE (GZIDX, from 'imgtool index' or
                          'rapidgzip --export-index'): each access point starts a chunk
       --index-out FILE   also write a seek index of SOURCE to FILE, which must not

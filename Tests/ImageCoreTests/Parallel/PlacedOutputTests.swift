@@ -4,6 +4,7 @@
 // boundaries inside 4 KiB blocks and next to holes.
 
 import Foundation
+import Synchronization
 import Testing
 @testable import ImageCore
 
@@ -58,9 +59,9 @@ struct PlacedOutputTests {
         return ([UInt8](try Data(contentsOf: URL(fileURLWithPath: output))), result)
     }
 
-    /// Records of random bytes, each repeated after some text: matches keep reaching back
-    /// to the record before, so a chunk decoded with a guessed window stays wrong for long
-    /// and its output may be placed only after the writer corrected it.
+    /// Records of random bytes, each repeated after some text. Matches keep reaching back
+    /// to the record before, so a chunk decoded with a guessed window stays wrong for
+    /// long, and its output may be placed only after the writer corrected it.
     private func repeatedRecords() -> [UInt8] {
         var bytes: [UInt8] = []
         for number in 0..<120 {
@@ -110,6 +111,44 @@ struct PlacedOutputTests {
             _ = try decodeSpeculativelyToFile(path, threads: 2, rangesPerThread: 8, pieceSize: 20_000,
                                               directory: scratch.path)
         }
+    }
+
+    @Test("one thread decodes a single stream as one chunk")
+    func oneThreadOneChunk() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let bytes = payload() + [UInt8](repeating: 0, count: 8 << 20) + compressibleBytes(3 << 20, seed: 4)
+        let path = try compressFile(bytes, with: "gzip -6", in: scratch, name: "mixed")
+        let raw = scratch.file("one-thread.raw")
+        let options = DecompressOptions(threads: 1, splitSingleStream: true)
+        let summary = try Decompressor.decompress(source: path, destination: raw, options: options)
+        #expect(summary.bytesWritten == Int64(bytes.count))
+        #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: raw))) == bytes)
+        // The zero runs stay holes.
+        let descriptor = try FileDescriptor.open(raw, flags: O_RDONLY)
+        defer { try? descriptor.close() }
+        #expect(try descriptor.status().allocatedBytes <= Int64(bytes.count) - (8 << 20))
+    }
+
+    @Test("progress moves within a chunk")
+    func progressWithinChunk() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = try compressFile(compressibleBytes(24 << 20, seed: 9), with: "gzip -6", in: scratch, name: "text")
+        let updates = Mutex<[ProgressUpdate]>([])
+        let reporter = ProgressReporter(step: "inflate", interval: .zero) { update in
+            updates.withLock { $0.append(update) }
+        }
+        let output = scratch.file("progress.raw")
+        let descriptor = try FileDescriptor.open(output, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
+        defer { try? descriptor.close() }
+        let writer = try SparseFileWriter(descriptor: descriptor, path: output)
+        let result = try ParallelGzipInflater.decompress(path: path, into: writer, threads: 1, progress: reporter)
+        try writer.finish()
+        #expect(result.chunks == 1)
+        let total = Int64(try Data(contentsOf: URL(fileURLWithPath: path)).count)
+        let between = updates.withLock { $0.filter { $0.completed > 0 && $0.completed < total } }
+        #expect(between.count >= 2, "\(between.count) updates between the start and the end")
     }
 
     @Test("output equals gzip -dc", arguments: [1, 2, 3, 4, 8])

@@ -88,7 +88,9 @@ final class ChunkStream: @unchecked Sendable {
     private var chargedBlock: ObjectIdentifier?
     /// The output bytes of every piece pushed so far, holes and placed bytes included.
     private var pushedOutput: Int64 = 0
-    /// Where the chunk's output starts in the file, set once the writer reached the chunk
+    /// The input byte offset the worker has decoded to, for progress within a chunk.
+    private var inputOffset: Int64 = 0
+    /// The file offset of the chunk's first byte, set once the writer reached the chunk
     /// and the output needs no more correcting (see `placeOutput(from:)`).
     private var outputStart: Int64?
 
@@ -171,6 +173,20 @@ final class ChunkStream: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return outputStart.map { $0 + pushedOutput }
+    }
+
+    /// Records that the worker has decoded the input up to `byteOffset`.
+    func reportInput(_ byteOffset: Int64) {
+        condition.lock()
+        inputOffset = max(inputOffset, byteOffset)
+        condition.unlock()
+    }
+
+    /// The input byte offset the worker reported last (0 before its first report).
+    var inputReached: Int64 {
+        condition.lock()
+        defer { condition.unlock() }
+        return inputOffset
     }
 
     /// Tells the worker to stop and drops its pieces.

@@ -279,6 +279,7 @@ struct IsalRangeDecoder: Sendable {
             let produced = space.count - Int(state.pointee.avail_out)
             let consumed = inputCount - Int(state.pointee.avail_in)
             position += consumed
+            stream.reportInput(Int64(position))
             if result < 0 {
                 _ = placed?.commit(0, into: stream)
                 throw GzipDataError(offset: Int64(position), reason: IsalInflater.describe(result))

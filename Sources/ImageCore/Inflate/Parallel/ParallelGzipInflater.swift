@@ -417,9 +417,11 @@ struct OrderedWriter {
     let compressedSize: Int64
     private(set) var written: Int64 = 0
     private(set) var members = 0
-    /// Compressed bytes decoded: the end of the last finished chunk (progress moves in
-    /// steps of one chunk).
+    /// Compressed bytes decoded: the end of the last finished chunk.
     private var compressedDone: Int64 = 0
+    /// The compressed bytes last reported as decoded: `compressedDone`, or further into
+    /// the chunk being written where its worker reports its input (`ChunkStream.reportInput`).
+    private var compressedReported: Int64 = 0
     private var memberCRC: UInt32 = 0
     private var memberSize: Int64 = 0
     /// The output of the member being decoded so far (0 between members).
@@ -576,7 +578,8 @@ struct OrderedWriter {
                     }
                 }
             }
-            progress?.update(completed: compressedDone, total: compressedSize, written: written)
+            compressedReported = min(compressedSize, max(compressedReported, compressedDone, stream.inputReached))
+            progress?.update(completed: compressedReported, total: compressedSize, written: written)
             if pieces.isEmpty, let end {
                 switch end {
                 case .success(let value):
