@@ -690,7 +690,7 @@ struct OrderedWriter {
     /// Checks that the data ended at a member boundary.
     func finish() throws {
         guard memberSize == 0 else {
-            throw GzipDataError(path: path, offset: compressedSize, kind: .truncated, reason: "the file ends inside a member (truncated)")
+            throw GzipDataError(path: path, offset: compressedSize, kind: .truncated, reason: "inside a gzip member")
         }
         progress?.finish(completed: compressedSize, total: compressedSize, written: written)
     }
