@@ -90,7 +90,7 @@ public enum GzipIndexBuilder {
             if step.status == .streamEnd {
                 try flushOutput()
                 guard position + GzipMemberHeader.trailerSize <= input.count else {
-                    throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the file ends inside a member's 8-byte trailer")
+                    throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "inside the 8-byte gzip trailer at offset \(position)")
                 }
                 let storedCRC = readLittleEndian32(input, at: position)
                 let storedSize = readLittleEndian32(input, at: position + 4)
@@ -118,7 +118,7 @@ public enum GzipIndexBuilder {
                 lastPoint = total
             }
             if step.consumed == 0 && step.produced == 0 && position >= input.count {
-                throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the file ends inside deflate data (truncated)")
+                throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "inside deflate data")
             }
         }
         points.append(GzipAccessPoint(compressedBitOffset: Int64(input.count) * 8, uncompressedOffset: total, window: nil))

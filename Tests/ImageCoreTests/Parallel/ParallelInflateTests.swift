@@ -123,6 +123,31 @@ struct ParallelInflateTests {
         }
     }
 
+    @Test("truncation names the end offset")
+    func truncationEndOffset() throws {
+        // Cuts inside the second member's header and inside each member's trailer: the
+        // error gives the file's end as its offset, as the sequential decoder's does.
+        let first = try gzipMember(String(repeating: "truncate me ", count: 40))
+        let input = try first + gzipMember("second member")
+        let cuts = [first.count - 5, first.count - 1, first.count + 1, first.count + 6, input.count - 3]
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        for length in cuts {
+            let path = scratch.file("cut-\(length).gz")
+            try writeFile(path, Array(input[0..<length]))
+            for threads in threadCounts {
+                do {
+                    _ = try parallelOutput(path, threads: threads, minimumChunkInput: 16)
+                    Issue.record("length \(length), threads \(threads): accepted")
+                } catch InflateError.truncated(_, let offset, _) {
+                    #expect(offset == Int64(length), "length \(length), threads \(threads)")
+                } catch {
+                    Issue.record("length \(length), threads \(threads): \(error)")
+                }
+            }
+        }
+    }
+
     @Test("round trips through real compressors")
     func roundTrips() throws {
         let scratch = try ScratchDirectory()

@@ -254,22 +254,27 @@ struct SpeculativeRangeTests {
         }
     }
 
-    @Test("uncorrectable guesses finish on one thread")
-    func finishesSequentially() throws {
-        let scratch = try ScratchDirectory()
-        defer { scratch.remove() }
-        // Lines made from a few base lines with one character changed each: every line
-        // copies from the lines before it, so a guessed window's errors never die out.
+    /// Lines made from a few base lines with one character changed each: every line
+    /// copies from the lines before it, so a guessed window's errors never die out.
+    private static func repeatedLines(_ size: Int) -> [UInt8] {
         let bases = (0..<40).map { randomBytes(180, seed: UInt64($0) + 900).map { 97 + $0 % 26 } }
         let changes = randomBytes(1 << 20, seed: 31)
         var payload: [UInt8] = []
         var line = 0
-        while payload.count < 40 << 20 {
+        while payload.count < size {
             var bytes = bases[Int(changes[line % changes.count]) % bases.count]
             bytes[Int(changes[(line + 1) % changes.count]) % bytes.count] = 48 + UInt8(line % 10)
             payload += Array(String(format: "%010d ", line).utf8) + bytes + [10]
             line += 1
         }
+        return payload
+    }
+
+    @Test("uncorrectable guesses finish on one thread")
+    func finishesSequentially() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = Self.repeatedLines(40 << 20)
         let path = try compressFile(payload, with: "gzip -9", in: scratch, name: "lines")
         // Eight ranges of about 5 MB of output each: a repair counts as unfinished only
         // after `unfinishedRepairMinimum` bytes.
@@ -288,6 +293,28 @@ struct SpeculativeRangeTests {
                                                          minimumChunkInput: 64 << 10, rangesPerThread: 4)
         #expect(sink.bytes == varied)
         #expect(!result.finishedSequentially)
+    }
+
+    @Test("one-thread finish reports progress")
+    func sequentialFinishProgress() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = Self.repeatedLines(40 << 20)
+        let path = try compressFile(payload, with: "gzip -9", in: scratch, name: "lines")
+        let total = Int64(try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int)
+        let updates = Recorded<ProgressUpdate>()
+        let reporter = ProgressReporter(step: "inflate", interval: .zero) { updates.append($0) }
+        let sink = MemorySink()
+        let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: 2, minimumChunkInput: 64 << 10,
+                                                         rangesPerThread: 4, progress: reporter)
+        #expect(sink.bytes == payload)
+        #expect(result.finishedSequentially)
+        // Eight ranges: the one-thread part still reports the end of every range it
+        // passes, so the last report before the final one is at the last range's start
+        // (7/8 of the input), not where that part began.
+        let before = updates.values.map(\.completed).filter { $0 < total }
+        #expect((before.max() ?? 0) >= total * 3 / 4, "completed \(before.max() ?? 0) of \(total)")
+        #expect(updates.values.last?.completed == total)
     }
 
     @Test("zero runs go to byte mode and data back to ISA-L")

@@ -25,12 +25,12 @@ struct GzipMemberHeader {
     static func parse(_ input: UnsafeRawBufferPointer, at offset: Int) throws(GzipDataError) -> GzipMemberHeader? {
         // A lone 0x1f at the very end is the first byte of a member cut short.
         if offset + 1 == input.count, input[offset] == 0x1f {
-            throw GzipDataError(offset: Int64(offset), kind: .truncated, reason: "the gzip header is truncated")
+            throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "inside the header of the gzip member at offset \(offset)")
         }
         guard offset + 2 <= input.count, input[offset] == 0x1f, input[offset + 1] == 0x8b else { return nil }
         func need(_ count: Int, _ position: Int) throws(GzipDataError) {
             guard position + count <= input.count else {
-                throw GzipDataError(offset: Int64(offset), kind: .truncated, reason: "the gzip header is truncated")
+                throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "inside the header of the gzip member at offset \(offset)")
             }
         }
         try need(10, offset)

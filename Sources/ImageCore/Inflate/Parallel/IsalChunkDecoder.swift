@@ -130,7 +130,7 @@ struct IsalChunkDecoder: Sendable {
                 // whole bytes left in its bit buffer belong to the trailer.
                 let trailer = position - Int(state.pointee.read_in_length / 8)
                 guard trailer + GzipMemberHeader.trailerSize <= input.count else {
-                    throw GzipDataError(offset: Int64(trailer), kind: .truncated, reason: "the file ends inside a member's 8-byte trailer")
+                    throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "inside the 8-byte gzip trailer at offset \(trailer)")
                 }
                 let crc = readLittleEndian32(input, at: trailer)
                 let size = readLittleEndian32(input, at: trailer + 4)
@@ -166,7 +166,7 @@ struct IsalChunkDecoder: Sendable {
                 continue
             }
             if consumed == 0 && produced == 0 && remaining > 0 {
-                throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "the file ends inside deflate data (truncated)")
+                throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "inside deflate data")
             }
         }
     }

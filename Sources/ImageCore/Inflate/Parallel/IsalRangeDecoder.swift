@@ -208,7 +208,7 @@ struct IsalRangeDecoder: Sendable {
                 }
             }
             if handedEnd >= input.count {
-                throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "the file ends inside deflate data (truncated)")
+                throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "inside deflate data")
             }
             // Candidates before the bit ISA-L has decoded to can no longer be stopped at.
             let decodedTo = Int64(position - Int(state.pointee.tmp_in_size)) * 8 - Int64(state.pointee.read_in_length)
@@ -314,7 +314,7 @@ struct IsalRangeDecoder: Sendable {
         // The trailer starts at the next byte boundary after the final block.
         let trailer = Int((end + 7) / 8)
         guard trailer + GzipMemberHeader.trailerSize <= input.count else {
-            throw GzipDataError(offset: Int64(trailer), kind: .truncated, reason: "the file ends inside a member's 8-byte trailer")
+            throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "inside the 8-byte gzip trailer at offset \(trailer)")
         }
         let crc = readLittleEndian32(input, at: trailer)
         let size = readLittleEndian32(input, at: trailer + 4)

@@ -358,11 +358,16 @@ public enum ParallelGzipInflater {
             // a guessed window's errors to the end of the chunk, and then the writer decoded
             // the whole chunk a second time on its own thread. The next chunks are likely
             // alike, and the workers' decoding would be wasted and slow the writer down,
-            // so one thread decodes the rest of the file.
+            // so one thread decodes the rest of the file. It still stops at the end of
+            // every range, where the writer reports progress.
             if writer.lastRepairUnfinished, expected < endOfData, number + 1 < count {
                 Log.debug("parallel inflate", "\(file.path): the guessed window of range \(number) was still being corrected at its end, so the rest of the file from bit \(expected) is decoded on one thread")
                 pipeline.abandonAll()
-                trailingGarbage = try decodeAgain(from: expected, stop: .max, writer: &writer).trailingGarbage
+                for later in number + 1..<count where expected < endOfData && expected < stops[later] {
+                    let end = try decodeAgain(from: expected, stop: stops[later], writer: &writer)
+                    expected = end.bitOffset
+                    trailingGarbage = end.trailingGarbage
+                }
                 return (trailingGarbage, count, true)
             }
         }
@@ -688,7 +693,7 @@ struct OrderedWriter {
     /// Checks that the data ended at a member boundary.
     func finish() throws {
         guard memberSize == 0 else {
-            throw GzipDataError(path: path, offset: compressedSize, kind: .truncated, reason: "the file ends inside a member (truncated)")
+            throw GzipDataError(path: path, offset: compressedSize, kind: .truncated, reason: "inside a gzip member")
         }
         progress?.finish(completed: compressedSize, total: compressedSize, written: written)
     }

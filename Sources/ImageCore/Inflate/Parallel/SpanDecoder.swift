@@ -78,7 +78,7 @@ struct SpanDecoder: Sendable {
                 if !flush() { return ChunkEnd(bitOffset: Int64(position) * 8) }
                 let trailerOffset = position
                 guard position + GzipMemberHeader.trailerSize <= input.count else {
-                    throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the file ends inside a member's 8-byte trailer")
+                    throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "inside the 8-byte gzip trailer at offset \(position)")
                 }
                 let crc = littleEndian32(at: position)
                 let size = littleEndian32(at: position + 4)
@@ -102,7 +102,7 @@ struct SpanDecoder: Sendable {
             }
 
             if step.consumed == 0 && step.produced == 0 && position >= input.count {
-                throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "the file ends inside deflate data (truncated)")
+                throw GzipDataError(offset: Int64(position), kind: .truncated, reason: "inside deflate data")
             }
         }
     }

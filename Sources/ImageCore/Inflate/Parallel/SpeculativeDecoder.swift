@@ -375,7 +375,7 @@ struct SpeculativeDecoder: Sendable {
         let offset = min(Int64(inputCount), decoder.bitPosition / 8)
         switch error {
         case .truncated:
-            return GzipDataError(offset: offset, kind: .truncated, reason: "the file ends inside deflate data (truncated)")
+            return GzipDataError(offset: offset, kind: .truncated, reason: "inside deflate data")
         case .invalid(let reason):
             return GzipDataError(offset: offset, reason: "invalid deflate data (\(reason))")
         }
@@ -476,7 +476,7 @@ struct SpeculativeDecoder: Sendable {
                     // The trailer starts at the next byte boundary after the final block.
                     let trailer = Int((decoder.bitPosition + 7) / 8)
                     guard trailer + GzipMemberHeader.trailerSize <= input.count else {
-                        throw GzipDataError(offset: Int64(trailer), kind: .truncated, reason: "the file ends inside a member's 8-byte trailer")
+                        throw GzipDataError(offset: Int64(input.count), kind: .truncated, reason: "inside the 8-byte gzip trailer at offset \(trailer)")
                     }
                     let crc = readLittleEndian32(input, at: trailer)
                     let size = readLittleEndian32(input, at: trailer + 4)
