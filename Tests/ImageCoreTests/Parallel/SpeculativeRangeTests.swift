@@ -309,9 +309,9 @@ struct SpeculativeRangeTests {
                                                          rangesPerThread: 4, progress: reporter)
         #expect(sink.bytes == payload)
         #expect(result.finishedSequentially)
-        // Eight ranges: the one-thread part still reports the end of every range it
-        // passes, so the last report before the final one is at the last range's start
-        // (7/8 of the input), not where that part began.
+        // The one-thread part's worker reports the input it has decoded, so the last
+        // report before the final one is near the end of the input, not where that part
+        // began.
         let before = updates.values.map(\.completed).filter { $0 < total }
         #expect((before.max() ?? 0) >= total * 3 / 4, "completed \(before.max() ?? 0) of \(total)")
         #expect(updates.values.last?.completed == total)

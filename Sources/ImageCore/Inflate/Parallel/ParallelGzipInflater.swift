@@ -358,16 +358,12 @@ public enum ParallelGzipInflater {
             // a guessed window's errors to the end of the chunk, and then the writer decoded
             // the whole chunk a second time on its own thread. The next chunks are likely
             // alike, and the workers' decoding would be wasted and slow the writer down,
-            // so one thread decodes the rest of the file. It still stops at the end of
-            // every range, where the writer reports progress.
+            // so one thread decodes the rest of the file (as one chunk, whose worker
+            // reports its input for progress).
             if writer.lastRepairUnfinished, expected < endOfData, number + 1 < count {
                 Log.debug("parallel inflate", "\(file.path): the guessed window of range \(number) was still being corrected at its end, so the rest of the file from bit \(expected) is decoded on one thread")
                 pipeline.abandonAll()
-                for later in number + 1..<count where expected < endOfData && expected < stops[later] {
-                    let end = try decodeAgain(from: expected, stop: stops[later], writer: &writer)
-                    expected = end.bitOffset
-                    trailingGarbage = end.trailingGarbage
-                }
+                trailingGarbage = try decodeAgain(from: expected, stop: .max, writer: &writer).trailingGarbage
                 return (trailingGarbage, count, true)
             }
         }
