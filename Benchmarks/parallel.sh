@@ -2,7 +2,7 @@
 # Times imgtool's parallel gzip inflation against the fastest peers on disk images, side
 # by side in one run, and prints Markdown tables plus a throughput-versus-threads table.
 #
-# Usage: Benchmarks/parallel.sh [--work DIR] [--max-threads N] [--plot FILE.png]
+# Usage: Benchmarks/parallel.sh [--work DIR] [--max-threads N] [--repeat N] [--plot FILE.png]
 #
 # Images (built with scripts/make-disk-image, compressed with gzip -6 as one stream):
 #   realistic   4 GiB disk, 700 MiB of real files from /usr, the rest zeros
@@ -17,7 +17,8 @@
 #   cp --sparse=always so that every tool writes the same sparse file
 # Every imgtool run fsyncs its output before the rename; the peers' cp does not.
 # Reported: wall seconds and CPU seconds (user + system, GNU time) and peak resident
-# memory. The page cache is warmed before each run; nothing is dropped.
+# memory. The page cache is warmed before each run; nothing is dropped. With --repeat N,
+# each command runs N times and its row is the run with the median wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Benchmarks/lib/images.sh
@@ -25,11 +26,13 @@ source Benchmarks/lib/images.sh
 work="${TMPDIR:-/tmp}/imgtool-parallel-bench"
 max_threads=$(nproc)
 plot=""
+repeat=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --work) work="$2"; shift 2 ;;
         --max-threads) max_threads="$2"; shift 2 ;;
         --plot) plot="$2"; shift 2 ;;
+        --repeat) repeat="$2"; shift 2 ;;
         *) echo "parallel.sh: unknown argument '$1'" >&2; exit 64 ;;
     esac
 done
@@ -44,22 +47,32 @@ echo "filesystem of $work: $(stat -f -c %T "$work")"
 echo "imgtool $("$imgtool" --version | cut -d' ' -f2), $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 
-# run IMAGE LABEL THREADS COMMAND: times COMMAND (OUT stands for the output path).
+# run IMAGE LABEL THREADS COMMAND: times COMMAND (OUT stands for the output path)
+# `repeat` times and records the run with the median wall time, or a failed one.
 run() {
     local image="$1" label="$2" threads="$3" command="$4"
-    local output="$work/out.raw"
-    rm -f "$output"
-    cat "$image.gz" > /dev/null
-    local verdict="ok"
-    if ! /usr/bin/time -o "$work/time.txt" -f "%e %U %S %M" sh -c "${command//OUT/$output}" >/dev/null 2>"$work/err.txt"; then
-        verdict="FAILED: $(tail -1 "$work/err.txt")"
+    local output="$work/out.raw" runs="$work/runs.tsv"
+    : > "$runs"
+    for _ in $(seq "$repeat"); do
+        rm -f "$output"
+        cat "$image.gz" > /dev/null
+        local verdict="ok"
+        if ! /usr/bin/time -o "$work/time.txt" -f "%e %U %S %M" sh -c "${command//OUT/$output}" >/dev/null 2>"$work/err.txt"; then
+            verdict="FAILED: $(tail -1 "$work/err.txt")"
+        fi
+        local wall user system peak
+        read -r wall user system peak < <(tail -1 "$work/time.txt")
+        [ "$verdict" = ok ] && { cmp -s "$output" "$image" || verdict="OUTPUT DIFFERS"; }
+        local allocated=$(( $(stat -c %b "$output" 2>/dev/null || echo 0) * 512 >> 20 ))
+        printf '%s\t%s\t%s\t%s\t%.2f\t%d\t%d\t%s\n' "$(basename "$image")" "$label" "$threads" "$wall" \
+            "$(echo "$user + $system" | bc)" $((peak >> 10)) "$allocated" "$verdict" >> "$runs"
+    done
+    # A failed run or a wrong output is recorded in place of the median.
+    if grep -qv $'\tok$' "$runs"; then
+        grep -v $'\tok$' "$runs" | head -1 >> "$results"
+    else
+        sort -t $'\t' -k4,4n "$runs" | sed -n "$(( (repeat + 1) / 2 ))p" >> "$results"
     fi
-    local wall user system peak
-    read -r wall user system peak < <(tail -1 "$work/time.txt")
-    [ "$verdict" = ok ] && { cmp -s "$output" "$image" || verdict="OUTPUT DIFFERS"; }
-    local allocated=$(( $(stat -c %b "$output" 2>/dev/null || echo 0) * 512 >> 20 ))
-    printf '%s\t%s\t%s\t%s\t%.2f\t%d\t%d\t%s\n' "$(basename "$image")" "$label" "$threads" "$wall" \
-        "$(echo "$user + $system" | bc)" $((peak >> 10)) "$allocated" "$verdict" >> "$results"
     rm -f "$output"
 }
 
