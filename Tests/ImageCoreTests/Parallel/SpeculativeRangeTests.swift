@@ -359,6 +359,39 @@ struct SpeculativeRangeTests {
         #expect(isalAfterHole)
     }
 
+    @Test("long zero run handed on in pieces")
+    func longZeroRunInPieces() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        // One zero run as long as 2.5 hole pieces. Byte mode must hand it on in pieces:
+        // as one pending hole, the writer would receive nothing until the member ended,
+        // so it would update no progress and check no cancellation during the run.
+        let zeroCount = Int64(ByteOutput.holePieceLimit) * 5 / 2
+        let path = scratch.file("zeros.gz")
+        let compressed = try shell("head -c \(zeroCount) /dev/zero | gzip -1 > '\(path)'")
+        try #require(compressed.status == 0)
+        let total = Int64(try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int)
+
+        let file = try MappedFile(path: path)
+        let decoder = SpeculativeDecoder(file: file, usesIsal: true)
+        let stream = ChunkStream(budget: .max)
+        let end = try decoder.decode(from: .memberHeader(0), stopAt: .max, into: stream)
+        stream.finish(.success(end))
+
+        var output: Int64 = 0
+        var holes: [Int64] = []
+        for piece in stream.take().0 {
+            output += piece.outputCount
+            if case .hole(let count) = piece { holes.append(count) }
+        }
+        #expect(output == zeroCount)
+        #expect(holes.count >= 2, "hole pieces: \(holes)")
+        // The match that reaches the limit ends the piece: at most 258 bytes more.
+        #expect(holes.allSatisfy { $0 < Int64(ByteOutput.holePieceLimit + 258) }, "hole pieces: \(holes)")
+        // Byte mode reports the input it reached with each piece.
+        #expect(stream.inputReached >= total / 2, "input reached \(stream.inputReached) of \(total)")
+    }
+
     @Test("repetitive text goes to ISA-L with a guessed window")
     func repetitiveText() throws {
         let scratch = try ScratchDirectory()

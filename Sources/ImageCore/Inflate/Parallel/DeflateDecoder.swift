@@ -460,6 +460,16 @@ final class DeflateDecoder {
                 // The source is all zeros: the match adds zeros, kept as a hole.
                 hole += length
                 zeros += length
+                if hole >= ByteOutput.holePieceLimit {
+                    // The bit position is stored first, because the piece's receiver may
+                    // read it (`SpeculativeDecoder` reports it as progress).
+                    self.bitBuffer = bitBuffer
+                    self.bitCount = bitCount
+                    self.nextByte = nextByte
+                    store()
+                    try output.materializeHole()
+                    load()
+                }
                 continue
             }
             if hole > 0 {
@@ -502,6 +512,11 @@ final class DeflateDecoder {
 /// written; `trailingZeros` counts the zero bytes at the logical end (hole included).
 final class ByteOutput {
     static let history = 32768
+    /// The hole size at which a pending hole is handed on, although the zero run may go
+    /// on. A piece may exceed it by less than one 258-byte match. Without pieces, the
+    /// writer would update no progress and check no cancellation until the run ends,
+    /// and an abandoned worker would not stop before then either.
+    static let holePieceLimit = 64 << 20
     let pieceSize: Int
     let base: UnsafeMutablePointer<UInt8>
     let capacity: Int

@@ -426,7 +426,7 @@ struct SpeculativeDecoder: Sendable {
     /// Decodes the rest of the block that marker mode stopped in, in byte mode with holes.
     /// Returns the last 32 KiB of output, or nil when the stream was abandoned.
     private func finishBlock(_ decoder: DeflateDecoder, window: [UInt8], stream: ChunkStream) throws -> [UInt8]? {
-        let output = byteOutput(window: window, stream: stream)
+        let output = byteOutput(window: window, decoder: decoder, stream: stream)
         do throws(DeflateError) {
             while case .outputFull = try decoder.decodeBytes(into: output) {
                 try output.flush()
@@ -442,12 +442,13 @@ struct SpeculativeDecoder: Sendable {
     }
 
     /// Makes a byte-mode output buffer after `window` that hands its pieces to `stream`,
-    /// each data piece with its CRC-32.
-    private func byteOutput(window: [UInt8], stream: ChunkStream) -> ByteOutput {
+    /// each data piece with its CRC-32, and reports the input `decoder` reached with each.
+    private func byteOutput(window: [UInt8], decoder: DeflateDecoder, stream: ChunkStream) -> ByteOutput {
         window.withUnsafeBufferPointer { buffer in
             ByteOutput(window: buffer, pieceSize: SpanDecoder.pieceSize) { piece throws(DeflateError) in
                 var piece = piece
                 if case .data(let bytes, _) = piece { piece = .data(bytes, crc: crc32Of(bytes)) }
+                stream.reportInput(decoder.bitPosition / 8)
                 guard stream.push(piece) else { throw .invalid("abandoned") }
                 return
             }
@@ -463,7 +464,7 @@ struct SpeculativeDecoder: Sendable {
     private func decodeBytes(_ decoder: DeflateDecoder, window: [UInt8], stopAt: Int64, anyBoundary: Bool = false,
                              stream: ChunkStream, continuing: Bool = false, insideBlock: Bool = false,
                              handsBack: Bool = false) throws -> IsalRangeDecoder.Leg {
-        let output = byteOutput(window: window, stream: stream)
+        let output = byteOutput(window: window, decoder: decoder, stream: stream)
         let input = file.bytes
         var first = !continuing
         var memberEnded = continuing && !insideBlock && decoder.isFinalBlock
