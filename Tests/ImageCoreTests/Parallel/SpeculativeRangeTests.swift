@@ -392,6 +392,49 @@ struct SpeculativeRangeTests {
         #expect(stream.inputReached >= total / 2, "input reached \(stream.inputReached) of \(total)")
     }
 
+    @Test("truncated zero run fails")
+    func truncatedZeroRun() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        // In the last blocks of gzip -1 of 32 MiB of zeros, the all-zero bit pattern is a
+        // zero match, so the zero bits read past the end decode as zero runs without end.
+        let zeroCount = 32 << 20
+        let whole = scratch.file("zeros.gz")
+        let compressed = try shell("head -c \(zeroCount) /dev/zero | gzip -1 > '\(whole)'")
+        try #require(compressed.status == 0)
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: whole)))
+        let path = scratch.file("truncated.gz")
+        try writeFile(path, Array(bytes.prefix(bytes.count - 20)))
+
+        let file = try MappedFile(path: path)
+        let decoder = DeflateDecoder(input: file.bytes)
+        decoder.seek(toBit: 10 * 8)
+        var handedOn: Int64 = 0
+        let output = ByteOutput(window: UnsafeBufferPointer(start: nil, count: 0), pieceSize: 1 << 20) { piece throws(DeflateError) in
+            handedOn += piece.outputCount
+            // Far more than the whole member holds: without a truncation check the
+            // decoder would run on forever.
+            if handedOn > Int64(zeroCount) * 4 { throw .invalid("output ran on past the end of the input") }
+        }
+        var failure: DeflateError?
+        do throws(DeflateError) {
+            repeat {
+                try decoder.readBlockHeader()
+                while case .outputFull = try decoder.decodeBytes(into: output) {
+                    try output.flush()
+                }
+            } while !decoder.isFinalBlock
+            try output.finish()
+        } catch {
+            failure = error
+        }
+        guard case .truncated = failure else {
+            Issue.record("expected a truncation error, got \(String(describing: failure)) after \(handedOn) bytes")
+            return
+        }
+        #expect(handedOn <= Int64(zeroCount))
+    }
+
     @Test("repetitive text goes to ISA-L with a guessed window")
     func repetitiveText() throws {
         let scratch = try ScratchDirectory()

@@ -406,6 +406,20 @@ final class DeflateDecoder {
             historyStart = output.historyStart
         }
         defer { store() }
+        // Hands on a hole that reached `ByteOutput.holePieceLimit`. Bits past the end
+        // of the input read as zeros, and where the all-zero code is a zero match they
+        // decode as a zero run without end, so the end is checked here.
+        func handOnLongHole() throws(DeflateError) {
+            if isPastEndLocal { throw .truncated }
+            // The bit position is stored first, because the piece's receiver may read it
+            // (`SpeculativeDecoder` reports it as progress).
+            self.bitBuffer = bitBuffer
+            self.bitCount = bitCount
+            self.nextByte = nextByte
+            store()
+            try output.materializeHole()
+            load()
+        }
         while out < flushMark {
             refillLocal()
             let entry = literalEntries[Int(bitBuffer & literalMask)]
@@ -418,6 +432,7 @@ final class DeflateDecoder {
                     zeros += 1
                     if hole > 0 {
                         hole += 1
+                        if hole >= ByteOutput.holePieceLimit { try handOnLongHole() }
                         continue
                     }
                     base[out] = 0
@@ -460,16 +475,7 @@ final class DeflateDecoder {
                 // The source is all zeros: the match adds zeros, kept as a hole.
                 hole += length
                 zeros += length
-                if hole >= ByteOutput.holePieceLimit {
-                    // The bit position is stored first, because the piece's receiver may
-                    // read it (`SpeculativeDecoder` reports it as progress).
-                    self.bitBuffer = bitBuffer
-                    self.bitCount = bitCount
-                    self.nextByte = nextByte
-                    store()
-                    try output.materializeHole()
-                    load()
-                }
+                if hole >= ByteOutput.holePieceLimit { try handOnLongHole() }
                 continue
             }
             if hole > 0 {
