@@ -87,10 +87,10 @@ public enum Decompressor {
     /// Inflates `source` into a new RAW file at `destination`, and writes the seek index
     /// to a new file at `options.indexOutput` when it is set.
     /// - Throws: `TargetExistsError` when anything exists at `destination` or at
-    ///   `options.indexOutput` (left untouched); `InvalidArgumentError` when
-    ///   `options.indexOutput` names the same file as `destination`; `InflateError` for invalid input;
-    ///   `SystemError` for I/O failures; `CancelledError` when cancelled. On any error
-    ///   no file appears at `destination` or at `options.indexOutput`.
+    ///   `options.indexOutput`, which stays untouched. `InvalidArgumentError` when
+    ///   `options.indexOutput` names the same file as `destination`. `InflateError` for
+    ///   invalid input, `SystemError` for I/O failures, `CancelledError` when cancelled.
+    ///   On any error no file appears at `destination` or at `options.indexOutput`.
     public static func decompress(source: String, destination: String, options: DecompressOptions) throws -> DecompressSummary {
         // The targets first: opening a FIFO source waits for its writer, and an existing
         // target must be rejected at once.

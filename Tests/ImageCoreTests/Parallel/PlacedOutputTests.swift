@@ -121,6 +121,17 @@ struct PlacedOutputTests {
         let path = try compressFile(bytes, with: "gzip -6", in: scratch, name: "mixed")
         let raw = scratch.file("one-thread.raw")
         let options = DecompressOptions(threads: 1, splitSingleStream: true)
+        // The sequential path gives the same file, so the routing is checked directly:
+        // one thread takes the parallel decoder for a single stream, not for BGZF.
+        let bgzf = try compressFile(compressibleBytes(100_000), with: "bgzip -c", in: scratch, name: "bgzf")
+        for (source, expected) in [(path, true), (bgzf, false)] {
+            let head = [UInt8](try Data(contentsOf: URL(fileURLWithPath: source)).prefix(64))
+            let routed = head.withUnsafeBytes { Decompressor.decodesInParallel($0, options) }
+            #expect(routed == expected, "\(source)")
+        }
+        let withoutSplitting = DecompressOptions(threads: 1)
+        let head = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)).prefix(64))
+        #expect(!head.withUnsafeBytes { Decompressor.decodesInParallel($0, withoutSplitting) })
         let summary = try Decompressor.decompress(source: path, destination: raw, options: options)
         #expect(summary.bytesWritten == Int64(bytes.count))
         #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: raw))) == bytes)

@@ -47,7 +47,7 @@ enum OutputPiece: Sendable {
 }
 
 extension OutputPiece {
-    /// The bytes of output the piece stands for.
+    /// The number of output bytes the piece adds.
     var outputCount: Int64 {
         switch self {
         case .data(let bytes, _): Int64(bytes.count)

@@ -268,9 +268,9 @@ struct IsalRangeDecoder: Sendable {
                 space = output.space(limit: placement.pieceSize)
                 placed = output
             } else {
-                let taken = blocks.take()
-                space = taken.bytes
-                block = taken
+                let pooled = blocks.take()
+                space = pooled.bytes
+                block = pooled
             }
             state.pointee.next_out = space.baseAddress!.assumingMemoryBound(to: UInt8.self)
             state.pointee.avail_out = UInt32(space.count)

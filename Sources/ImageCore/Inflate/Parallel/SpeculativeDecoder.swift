@@ -107,8 +107,8 @@ struct SpeculativeDecoder: Sendable {
 
     /// The size of the file's byte ranges in bits; see `BlockFinder.searchLimit`.
     var rangeBits: Int64?
-    /// Where ISA-L decodes once the writer gave the chunk its file offset (see
-    /// `IsalRangeDecoder.placement`).
+    /// The buffers ISA-L decodes into once the writer gave the chunk its file offset
+    /// (see `IsalRangeDecoder.placement`).
     var placement: PlacementPool?
 
     private var isal: IsalRangeDecoder {
