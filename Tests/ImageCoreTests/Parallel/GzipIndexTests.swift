@@ -376,40 +376,28 @@ struct GzipIndexTests {
         #expect(try directoryNames(scratch.path) == ["disk.raw", "image.gz", "image.gzidx"])
     }
 
-    /// RAW created by another process while decoding: publishing RAW fails, and the
-    /// index must not stay behind either.
-    @Test("RAW appearing leaves no index")
-    func rawAppearingLeavesNoIndex() throws {
+    /// A file that another process creates at one of the two targets while decoding. When
+    /// RAW appears, publishing RAW fails, and the index must not stay behind either. When
+    /// the index appears, RAW is published first, then removed again because the index
+    /// cannot be. Either way only the other process's file is left beside the source.
+    @Test("target appearing leaves only that file", arguments: [
+        ("disk.raw", ["disk.raw", "image.gz"]),
+        ("image.gzidx", ["image.gz", "image.gzidx"]),
+    ])
+    func targetAppearingLeavesOnlyThatFile(appearingName: String, expectedNames: [String]) throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
         let source = try gzipSource(1 << 20, in: scratch)
         let raw = scratch.file("disk.raw")
         let index = scratch.file("image.gzidx")
+        let appearing = scratch.file(appearingName)
         #expect(throws: TargetExistsError.self) {
             _ = try decompressWithIndex(source, raw: raw, index: index, atEnd: {
-                if !pathExists(raw) { try? writeFile(raw, Array("other".utf8)) }
+                if !pathExists(appearing) { try? writeFile(appearing, Array("other".utf8)) }
             })
         }
-        #expect(try readFile(raw) == Array("other".utf8))
-        #expect(try directoryNames(scratch.path) == ["disk.raw", "image.gz"])
-    }
-
-    /// The index file created by another process while decoding: RAW is published
-    /// first, then removed again because the index cannot be.
-    @Test("index appearing removes RAW")
-    func indexAppearingRemovesRaw() throws {
-        let scratch = try ScratchDirectory()
-        defer { scratch.remove() }
-        let source = try gzipSource(1 << 20, in: scratch)
-        let raw = scratch.file("disk.raw")
-        let index = scratch.file("image.gzidx")
-        #expect(throws: TargetExistsError.self) {
-            _ = try decompressWithIndex(source, raw: raw, index: index, atEnd: {
-                if !pathExists(index) { try? writeFile(index, Array("other".utf8)) }
-            })
-        }
-        #expect(try readFile(index) == Array("other".utf8))
-        #expect(try directoryNames(scratch.path) == ["image.gz", "image.gzidx"])
+        #expect(try readFile(appearing) == Array("other".utf8))
+        #expect(try directoryNames(scratch.path) == expectedNames)
     }
 
     @Test("cancelled index output leaves no file")

@@ -17,24 +17,36 @@ struct PlacedOutputTests {
             + [UInt8](repeating: 0, count: (1 << 20) + 5) + compressibleBytes(500_000) + [UInt8](repeating: 0, count: 777)
     }
 
-    /// Decodes `path` with `index` into a new file in `directory` through a SparseFileWriter,
-    /// and returns the file's bytes and allocated size.
-    private func decodeToFile(_ path: String, index: GzipIndex, threads: Int, pieceSize: Int,
-                              directory: String) throws -> (bytes: [UInt8], allocated: Int64) {
-        let output = "\(directory)/out-\(threads)-\(pieceSize).raw"
+    /// Creates the file `output`, runs `decode` into a SparseFileWriter on it and finishes the
+    /// writer, or cancels it if either step throws. Returns the file's bytes, its allocated
+    /// size and the result of `decode`.
+    private func decodeThroughWriter(into output: String,
+                                     decode: (SparseFileWriter) throws -> ParallelInflateResult) throws
+        -> (bytes: [UInt8], allocated: Int64, result: ParallelInflateResult) {
         let descriptor = try FileDescriptor.open(output, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
         defer { try? descriptor.close() }
         let writer = try SparseFileWriter(descriptor: descriptor, path: output)
+        let result: ParallelInflateResult
         do {
-            _ = try ParallelGzipInflater.decompress(path: path, into: writer, threads: threads, index: index,
-                                                    placementPieceSize: pieceSize)
+            result = try decode(writer)
             try writer.finish()
         } catch {
             writer.cancel()
             throw error
         }
         let allocated = try descriptor.status().allocatedBytes
-        return ([UInt8](try Data(contentsOf: URL(fileURLWithPath: output))), allocated)
+        return ([UInt8](try Data(contentsOf: URL(fileURLWithPath: output))), allocated, result)
+    }
+
+    /// Decodes `path` with `index` into a new file in `directory`, and returns the file's
+    /// bytes and allocated size.
+    private func decodeToFile(_ path: String, index: GzipIndex, threads: Int, pieceSize: Int,
+                              directory: String) throws -> (bytes: [UInt8], allocated: Int64) {
+        let decoded = try decodeThroughWriter(into: "\(directory)/out-\(threads)-\(pieceSize).raw") { writer in
+            try ParallelGzipInflater.decompress(path: path, into: writer, threads: threads, index: index,
+                                                placementPieceSize: pieceSize)
+        }
+        return (decoded.bytes, decoded.allocated)
     }
 
     /// Decodes `path` without an index, split into `rangesPerThread` ranges per thread,
@@ -43,20 +55,12 @@ struct PlacedOutputTests {
                                            directory: String) throws -> (bytes: [UInt8], result: ParallelInflateResult) {
         let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         let output = "\(directory)/\(name)-speculative-\(threads)-\(rangesPerThread)-\(pieceSize).raw"
-        let descriptor = try FileDescriptor.open(output, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
-        defer { try? descriptor.close() }
-        let writer = try SparseFileWriter(descriptor: descriptor, path: output)
-        let result: ParallelInflateResult
-        do {
-            result = try ParallelGzipInflater.decompress(path: path, into: writer, threads: threads,
-                                                         minimumChunkInput: 16 << 10, rangesPerThread: rangesPerThread,
-                                                         placementPieceSize: pieceSize)
-            try writer.finish()
-        } catch {
-            writer.cancel()
-            throw error
+        let decoded = try decodeThroughWriter(into: output) { writer in
+            try ParallelGzipInflater.decompress(path: path, into: writer, threads: threads,
+                                                minimumChunkInput: 16 << 10, rangesPerThread: rangesPerThread,
+                                                placementPieceSize: pieceSize)
         }
-        return ([UInt8](try Data(contentsOf: URL(fileURLWithPath: output))), result)
+        return (decoded.bytes, decoded.result)
     }
 
     /// Records of random bytes, each repeated after some text. Matches keep reaching back
@@ -150,12 +154,9 @@ struct PlacedOutputTests {
         let reporter = ProgressReporter(step: "inflate", interval: .zero) { update in
             updates.withLock { $0.append(update) }
         }
-        let output = scratch.file("progress.raw")
-        let descriptor = try FileDescriptor.open(output, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
-        defer { try? descriptor.close() }
-        let writer = try SparseFileWriter(descriptor: descriptor, path: output)
-        let result = try ParallelGzipInflater.decompress(path: path, into: writer, threads: 1, progress: reporter)
-        try writer.finish()
+        let (_, _, result) = try decodeThroughWriter(into: scratch.file("progress.raw")) { writer in
+            try ParallelGzipInflater.decompress(path: path, into: writer, threads: 1, progress: reporter)
+        }
         #expect(result.chunks == 1)
         let total = Int64(try Data(contentsOf: URL(fileURLWithPath: path)).count)
         let between = updates.withLock { $0.filter { $0.completed > 0 && $0.completed < total } }
@@ -245,15 +246,12 @@ struct PlacedOutputTests {
         let bytes = compressibleBytes(1 << 20)
         let path = try compressFile(bytes, with: "gzip -6", in: scratch, name: "text")
         let index = try GzipIndexBuilder.build(path: path, spacing: 64 << 10, sink: MemorySink())
-        let output = scratch.file("prefixed.raw")
-        let descriptor = try FileDescriptor.open(output, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
-        defer { try? descriptor.close() }
-        let writer = try SparseFileWriter(descriptor: descriptor, path: output)
         let prefix: [UInt8] = [1, 2, 3, 4, 5]
-        try prefix.withUnsafeBytes { try writer.write($0) }
-        _ = try ParallelGzipInflater.decompress(path: path, into: writer, threads: 2, index: index)
-        try writer.finish()
-        #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: output))) == prefix + bytes)
+        let (output, _, _) = try decodeThroughWriter(into: scratch.file("prefixed.raw")) { writer in
+            try prefix.withUnsafeBytes { try writer.write($0) }
+            return try ParallelGzipInflater.decompress(path: path, into: writer, threads: 2, index: index)
+        }
+        #expect(output == prefix + bytes)
     }
 
     @Test("a corrupt chunk fails the decode")
