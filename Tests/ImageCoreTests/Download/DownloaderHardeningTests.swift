@@ -88,7 +88,7 @@ import Testing
 
         #expect(summary.sha256 == digest)
         #expect(summary.resumedFrom == 0)
-        #expect(try Data(contentsOf: URL(fileURLWithPath: other)) == otherContents)
+        expectEqualBytes(try Data(contentsOf: URL(fileURLWithPath: other)), otherContents)
         #expect((try? linkStatus(other))??.linkCount == 1)
     }
 

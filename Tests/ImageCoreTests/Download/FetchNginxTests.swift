@@ -117,7 +117,7 @@ import Glibc
         let final = try runProcess(imgtoolExecutable(), fixture.fetchArguments())
 
         #expect(final.status == 0)
-        #expect(try Data(contentsOf: URL(fileURLWithPath: fixture.destination)) == fixture.content)
+        expectEqualBytes(try Data(contentsOf: URL(fileURLWithPath: fixture.destination)), fixture.content)
         let requests = try fixture.nginx.requests()
         try #require(requests.count == partSizes.count)
         // Each run requests exactly what is missing from the partial file...

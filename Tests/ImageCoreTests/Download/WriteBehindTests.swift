@@ -55,7 +55,7 @@ private final class ReportedLength: Sendable {
         let length = try submit(pieces, from: Int64(prefix.count), to: writer, reported: reported)
 
         #expect(length == Int64(prefix.count + body.count))
-        #expect(try readFile(path) == prefix + body)
+        expectEqualBytes(try readFile(path), prefix + body)
         #expect(hasher.finalize() == SHA256.hash(body))
 
         // A rewind, as for a 206 that starts before the end of the partial file.
@@ -69,7 +69,7 @@ private final class ReportedLength: Sendable {
         let lengthAfterCut = try submit([tail], from: Int64(cut), to: writer, reported: reported)
 
         #expect(lengthAfterCut == Int64(cut + tail.count))
-        #expect(try readFile(path) == prefixAfterCut + tail)
+        expectEqualBytes(try readFile(path), prefixAfterCut + tail)
         #expect(hasher.finalize() == SHA256.hash(prefixAfterCut + tail))
     }
 
@@ -96,7 +96,7 @@ private final class ReportedLength: Sendable {
         }
 
         #expect(reported.value.load(ordering: .relaxed) == 10)
-        #expect(try readFile(scratch.file("part")) == bytes)
+        expectEqualBytes(try readFile(scratch.file("part")), bytes)
     }
 
     @Test func piecesLandInPlaceOnDisk() throws {

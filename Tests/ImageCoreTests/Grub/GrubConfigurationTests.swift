@@ -336,7 +336,7 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
 
         let bytesAfterFirst = try fixture.bytes(result.grubConfigPath)
         #expect(try !fixture.configurations.setPassword(vmID: 9, password: GuestPassword("new&pw"), policy: policy))
-        #expect(try fixture.bytes(result.grubConfigPath) == bytesAfterFirst)
+        expectEqualBytes(try fixture.bytes(result.grubConfigPath), bytesAfterFirst)
     }
 
     @Test func hashedRewriteTwiceIsIdentical() throws {
@@ -348,7 +348,7 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
         #expect(try fixture.configurations.setPassword(vmID: 9, password: GuestPassword("second"), policy: policy))
         let once = try fixture.bytes(result.grubConfigPath)
         #expect(try !fixture.configurations.setPassword(vmID: 9, password: GuestPassword("second"), policy: policy))
-        #expect(try fixture.bytes(result.grubConfigPath) == once)
+        expectEqualBytes(try fixture.bytes(result.grubConfigPath), once)
     }
 
     @Test func existingConfigurationKeepsKernel() throws {

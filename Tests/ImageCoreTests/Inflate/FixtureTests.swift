@@ -38,7 +38,7 @@ import Testing
                 continue
             }
             let (output, summary) = try inflateInMemory(input, engine: engine)
-            #expect(output == expected, "\(engine)")
+            expectEqualBytes(output, expected, "\(engine)")
             #expect(summary.warnings.count == (fixture.result == "warning" ? 1 : 0), "\(engine)")
         }
     }

@@ -76,8 +76,8 @@ import Testing
                 let input = try compress(payload.bytes, with: compressor)
                 let fromIsal = try inflateInMemory(input, engine: .isal)
                 let fromZlib = try inflateInMemory(input, engine: .zlib)
-                #expect(fromIsal.output == fromZlib.output, "\(payload.name) through \(compressor)")
-                #expect(fromIsal.output == payload.bytes, "\(payload.name) through \(compressor)")
+                expectEqualBytes(fromIsal.output, fromZlib.output, "\(payload.name) through \(compressor)")
+                expectEqualBytes(fromIsal.output, payload.bytes, "\(payload.name) through \(compressor)")
                 #expect(fromIsal.summary.members == fromZlib.summary.members, "\(payload.name) through \(compressor)")
             }
         }
@@ -95,7 +95,7 @@ import Testing
         }
         for engine in DeflateEngine.allCases {
             let (output, summary) = try inflateInMemory(input, engine: engine, pieceSize: pieceSize)
-            #expect(output == payload, "\(engine) with \(pieceSize)-byte reads")
+            expectEqualBytes(output, payload, "\(engine) with \(pieceSize)-byte reads")
             #expect(summary.members == 16, "\(engine) with \(pieceSize)-byte reads")
         }
     }
@@ -105,7 +105,7 @@ import Testing
         let payload = mixedPayload(seed: 5, size: 1 << 20)
         let input = try compress(payload, with: "pigz -i -b 32 -c")
         let (output, _) = try inflateInMemory(input)
-        #expect(output == payload)
+        expectEqualBytes(output, payload)
     }
 
     @Test func progressReportsCompressedBytes() throws {
@@ -147,7 +147,7 @@ import Testing
         let summary = try Decompressor.decompress(input: input, into: file, options: DecompressOptions())
         #expect(!pathExists(scratch.file("disk.raw")))
         try file.publish()
-        #expect(try readFile(scratch.file("disk.raw")) == payload)
+        expectEqualBytes(try readFile(scratch.file("disk.raw")), payload)
         #expect(summary.bytesWritten == Int64(payload.count))
     }
 }

@@ -49,7 +49,7 @@ import Glibc
                     }
                 }
                 #expect(try writer.finish() == Int64(expected.count))
-                #expect(try readFile(path) == expected, "\(directory) round \(round)")
+                expectEqualBytes(try readFile(path), expected, "\(directory) round \(round)")
             }
         }
     }
@@ -64,7 +64,7 @@ import Glibc
         try data.withUnsafeBytes { try writer.write($0) }
         #expect(try writer.finish() == Int64(data.count))
         try descriptor.sync()
-        #expect(try readFile(path) == data)
+        expectEqualBytes(try readFile(path), data)
         // Two 4 KiB data blocks.
         #expect(allocatedBytes(path) == 8192)
     }
@@ -85,7 +85,7 @@ import Glibc
         try writer.writeHole(count: 3)
         expected += [0, 0, 0]
         #expect(try writer.finish() == Int64(expected.count))
-        #expect(try readFile(path) == expected)
+        expectEqualBytes(try readFile(path), expected)
     }
 
     @Test func trailingHoleSetsSize() throws {

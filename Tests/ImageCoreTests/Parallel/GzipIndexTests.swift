@@ -101,7 +101,7 @@ struct GzipIndexTests {
         let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "text")
         let sink = MemorySink()
         let index = try GzipIndexBuilder.build(path: path, spacing: 256 << 10, sink: sink)
-        #expect(sink.bytes == payload)
+        expectEqualBytes(sink.bytes, payload)
         #expect(index.uncompressedSize == Int64(payload.count))
         #expect(index.compressedSize == fileSize(path))
         // 3 MiB at one point per 256 KiB or more: between 3 and 13 points with the
@@ -110,7 +110,7 @@ struct GzipIndexTests {
         #expect(index.points.count <= 14)
         for point in index.points where point.window != nil {
             let offset = Int(point.uncompressedOffset)
-            #expect(point.window! == Array(payload[max(0, offset - 32768)..<offset]))
+            expectEqualBytes(point.window!, Array(payload[max(0, offset - 32768)..<offset]))
         }
     }
 
@@ -125,7 +125,7 @@ struct GzipIndexTests {
         try index.write(to: scratch.file("mixed.gzidx"))
         let result = try runProcess("rapidgzip", ["-d", "-c", "-P", "2", "--import-index", scratch.file("mixed.gzidx"), path])
         #expect(result.status == 0)
-        #expect([UInt8](result.standardOutput) == payload)
+        expectEqualBytes([UInt8](result.standardOutput), payload)
     }
 
     @Test("imgtool decodes with rapidgzip's index")
@@ -142,7 +142,7 @@ struct GzipIndexTests {
         #expect(index.points.count > 3)
         for threads in [1, 2, 4] {
             let (output, decoded) = try parallelOutput(path, threads: threads, index: index)
-            #expect(output == payload, "threads \(threads)")
+            expectEqualBytes(output, payload, "threads \(threads)")
             #expect(decoded.strategy == .index)
         }
     }
@@ -161,7 +161,7 @@ struct GzipIndexTests {
         for number in index.points.indices { index.points[number].window = nil }
         for threads in [1, 2] {
             let (output, decoded) = try parallelOutput(path, threads: threads, index: index)
-            #expect(output == payload, "threads \(threads)")
+            expectEqualBytes(output, payload, "threads \(threads)")
             #expect(decoded.members == 1)
         }
     }
@@ -216,7 +216,7 @@ struct GzipIndexTests {
         // The end point lies at the end of the file, so no point is left to start from.
         index.points = [index.points.last!]
         let (output, _) = try parallelOutput(path, threads: 2, index: index)
-        #expect(output == payload)
+        expectEqualBytes(output, payload)
     }
 
     @Test("point skipping a member")
@@ -246,7 +246,7 @@ struct GzipIndexTests {
         index.points.removeAll { $0 == starts[1] }
         for threads in [1, 2] {
             let (output, decoded) = try parallelOutput(path, threads: threads, index: index)
-            #expect(output == parts.flatMap { $0 }, "threads \(threads)")
+            expectEqualBytes(output, parts.flatMap { $0 }, "threads \(threads)")
             #expect(decoded.strategy == .index)
         }
     }
@@ -369,7 +369,7 @@ struct GzipIndexTests {
         let raw = scratch.file("disk.raw")
         let index = scratch.file("image.gzidx")
         let summary = try decompressWithIndex(source, raw: raw, index: index, atEnd: {})
-        #expect(try readFile(raw) == compressibleBytes(1 << 20))
+        expectEqualBytes(try readFile(raw), compressibleBytes(1 << 20))
         let written = try GzipIndex(contentsOf: index)
         #expect(written.uncompressedSize == 1 << 20)
         #expect(written == summary.index)

@@ -80,7 +80,7 @@ struct ParallelInflateTests {
         let large = try compressFile(payload, with: "bgzip -c", in: scratch, name: "large")
         for threads in threadCounts {
             let (output, result) = try parallelOutput(large, threads: threads, minimumChunkInput: 64 << 10)
-            #expect(output == payload, "threads \(threads)")
+            expectEqualBytes(output, payload, "threads \(threads)")
             #expect(result.strategy == .bgzfMembers)
             #expect(result.chunks > 1)
         }
@@ -163,10 +163,10 @@ struct ParallelInflateTests {
         for (name, payload) in payloads {
             for compressor in compressors {
                 let path = try compressFile(payload, with: compressor, in: scratch, name: name)
-                #expect(try referenceOutput(path) == payload, "\(compressor) \(name)")
+                expectEqualBytes(try referenceOutput(path), payload, "\(compressor) \(name)")
                 for threads in threadCounts {
                     let output = try parallelOutput(path, threads: threads, minimumChunkInput: 16 << 10).0
-                    #expect(output == payload, "\(compressor) \(name) threads \(threads)")
+                    expectEqualBytes(output, payload, "\(compressor) \(name) threads \(threads)")
                 }
             }
         }
@@ -186,11 +186,11 @@ struct ParallelInflateTests {
             let script = "import zlib,sys; c=zlib.compressobj(\(arguments)); d=open(sys.argv[1],'rb').read(); "
                 + "open(sys.argv[2],'wb').write(c.compress(d)+c.flush())"
             #expect(try runProcess("python3", ["-c", script, plain, path]).status == 0)
-            #expect(try referenceOutput(path) == payload, "\(name)")
+            expectEqualBytes(try referenceOutput(path), payload, "\(name)")
             for threads in threadCounts {
-                #expect(try parallelOutput(path, threads: threads).0 == payload, "\(name) threads \(threads)")
+                expectEqualBytes(try parallelOutput(path, threads: threads).0, payload, "\(name) threads \(threads)")
                 let index = try GzipIndexBuilder.build(path: path, spacing: 65536)
-                #expect(try parallelOutput(path, threads: threads, index: index).0 == payload, "\(name) indexed, threads \(threads)")
+                expectEqualBytes(try parallelOutput(path, threads: threads, index: index).0, payload, "\(name) indexed, threads \(threads)")
             }
         }
     }
@@ -210,7 +210,7 @@ struct ParallelInflateTests {
         try writeFile(path, input)
         for threads in threadCounts {
             let (output, result) = try parallelOutput(path, threads: threads, minimumChunkInput: 256)
-            #expect(output == expected, "threads \(threads)")
+            expectEqualBytes(output, expected, "threads \(threads)")
             #expect(result.members == 300, "threads \(threads)")
         }
     }
@@ -225,7 +225,7 @@ struct ParallelInflateTests {
             let index = try GzipIndexBuilder.build(path: path, spacing: 128 << 10)
             for threads in threadCounts {
                 let (output, result) = try parallelOutput(path, threads: threads, index: index)
-                #expect(output == payload, "\(compressor) threads \(threads)")
+                expectEqualBytes(output, payload, "\(compressor) threads \(threads)")
                 #expect(result.chunks == index.points.count - 1, "\(compressor) threads \(threads)")
             }
         }

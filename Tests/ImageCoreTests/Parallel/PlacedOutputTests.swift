@@ -96,7 +96,7 @@ struct PlacedOutputTests {
                                                                      pieceSize: pieceSize, directory: scratch.path)
                 let label = "\(path), \(rangesPerThread) ranges per thread, piece size \(pieceSize)"
                 #expect(result.strategy == .speculative, "\(label)")
-                #expect(output == reference, "\(label)")
+                expectEqualBytes(output, reference, "\(label)")
                 // Chunk 0's offset is known at once, so some output is always placed.
                 #expect(result.placedBytes > 0, "\(label)")
             }
@@ -138,7 +138,7 @@ struct PlacedOutputTests {
         #expect(!head.withUnsafeBytes { Decompressor.decodesInParallel($0, withoutSplitting) })
         let summary = try Decompressor.decompress(source: path, destination: raw, options: options)
         #expect(summary.bytesWritten == Int64(bytes.count))
-        #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: raw))) == bytes)
+        expectEqualBytes([UInt8](try Data(contentsOf: URL(fileURLWithPath: raw))), bytes)
         // The zero runs stay holes.
         let descriptor = try FileDescriptor.open(raw, flags: O_RDONLY)
         defer { try? descriptor.close() }
@@ -176,7 +176,7 @@ struct PlacedOutputTests {
         for pieceSize in [20_000, 4 << 20] {
             let (output, allocated) = try decodeToFile(path, index: index, threads: threads, pieceSize: pieceSize,
                                                        directory: scratch.path)
-            #expect(output == reference, "piece size \(pieceSize)")
+            expectEqualBytes(output, reference, "piece size \(pieceSize)")
             // The 1 MiB zero run stays a hole.
             #expect(allocated <= Int64(output.count) - (1 << 20) + 8192, "piece size \(pieceSize)")
         }
@@ -200,7 +200,7 @@ struct PlacedOutputTests {
         for threads in [1, 2, 4] {
             let (output, _) = try decodeToFile(path, index: index, threads: threads, pieceSize: 10_000,
                                                directory: scratch.path)
-            #expect(output == first + second + third, "threads \(threads)")
+            expectEqualBytes(output, first + second + third, "threads \(threads)")
         }
     }
 
@@ -216,10 +216,10 @@ struct PlacedOutputTests {
         let mount = try ScratchMount(type: "ramfs")
         defer { mount.unmount() }
         let (output, _) = try decodeToFile(path, index: index, threads: 2, pieceSize: 20_000, directory: mount.path)
-        #expect(output == bytes)
+        expectEqualBytes(output, bytes)
         let (speculative, _) = try decodeSpeculativelyToFile(path, threads: 2, rangesPerThread: 8, pieceSize: 20_000,
                                                              directory: mount.path)
-        #expect(speculative == bytes)
+        expectEqualBytes(speculative, bytes)
     }
 
     @Test("a full file system fails the decode",
@@ -251,7 +251,7 @@ struct PlacedOutputTests {
             try prefix.withUnsafeBytes { try writer.write($0) }
             return try ParallelGzipInflater.decompress(path: path, into: writer, threads: 2, index: index)
         }
-        #expect(output == prefix + bytes)
+        expectEqualBytes(output, prefix + bytes)
     }
 
     @Test("a corrupt chunk fails the decode")

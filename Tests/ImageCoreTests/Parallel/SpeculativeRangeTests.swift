@@ -216,7 +216,7 @@ struct SpeculativeRangeTests {
                     let label = "\(name): from bit \(from), stop at \(stopAt)"
                     #expect(actual.end == expected.end, "\(label)")
                     #expect(actual.memberCRCs == expected.memberCRCs, "\(label)")
-                    #expect(actual.bytes == expected.bytes, "\(label): \(actual.bytes.count) bytes, expected \(expected.bytes.count)")
+                    expectEqualBytes(actual.bytes, expected.bytes, "\(label): \(actual.bytes.count) bytes, expected \(expected.bytes.count)")
                 }
             }
         }
@@ -247,7 +247,7 @@ struct SpeculativeRangeTests {
             let sink = MemorySink()
             let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads, minimumChunkInput: 512,
                                                              rangesPerThread: 16)
-            #expect(sink.bytes == payload, "threads \(threads)")
+            expectEqualBytes(sink.bytes, payload, "threads \(threads)")
             // With 8 threads the ranges are too short for marker mode to hand over.
             #expect(threads == 8 || result.guessedWindows > 0 && result.repairedBytes > 0,
                     "threads \(threads): \(result.guessedWindows) guessed windows, \(result.repairedBytes) bytes decoded again")
@@ -282,7 +282,7 @@ struct SpeculativeRangeTests {
             let sink = MemorySink()
             let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads,
                                                              minimumChunkInput: 64 << 10, rangesPerThread: 8 / threads)
-            #expect(sink.bytes == payload, "threads \(threads)")
+            expectEqualBytes(sink.bytes, payload, "threads \(threads)")
             #expect(result.finishedSequentially, "threads \(threads)")
         }
         // Data whose guessed windows are corrected within each chunk keeps all threads.
@@ -291,7 +291,7 @@ struct SpeculativeRangeTests {
         let sink = MemorySink()
         let result = try ParallelGzipInflater.decompress(path: variedPath, into: sink, threads: 2,
                                                          minimumChunkInput: 64 << 10, rangesPerThread: 4)
-        #expect(sink.bytes == varied)
+        expectEqualBytes(sink.bytes, varied)
         #expect(!result.finishedSequentially)
     }
 
@@ -307,7 +307,7 @@ struct SpeculativeRangeTests {
         let sink = MemorySink()
         let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: 2, minimumChunkInput: 64 << 10,
                                                          rangesPerThread: 4, progress: reporter)
-        #expect(sink.bytes == payload)
+        expectEqualBytes(sink.bytes, payload)
         #expect(result.finishedSequentially)
         // The one-thread part's worker reports the input it has decoded, so the last
         // report before the final one is near the end of the input, not where that part
@@ -353,7 +353,7 @@ struct SpeculativeRangeTests {
             }
         }
 
-        #expect(bytes == payload)
+        expectEqualBytes(bytes, payload)
         // ISA-L hands on at most one 1 MiB call's output per hole; byte mode skips a whole run.
         #expect(longestHole > 1 << 20)
         #expect(isalAfterHole)
@@ -459,7 +459,7 @@ struct SpeculativeRangeTests {
             let sink = MemorySink()
             let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads,
                                                              minimumChunkInput: 256 << 10, rangesPerThread: 2)
-            #expect(sink.bytes == payload, "threads \(threads)")
+            expectEqualBytes(sink.bytes, payload, "threads \(threads)")
             #expect(result.guessedWindows > 0, "threads \(threads)")
         }
     }
@@ -489,7 +489,7 @@ struct SpeculativeRangeTests {
             let sink = MemorySink()
             let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads,
                                                              minimumChunkInput: 128 << 10, rangesPerThread: 4)
-            #expect(sink.bytes == head + tail, "threads \(threads)")
+            expectEqualBytes(sink.bytes, head + tail, "threads \(threads)")
             #expect(result.strategy == .speculative, "threads \(threads)")
         }
     }
@@ -505,7 +505,7 @@ struct SpeculativeRangeTests {
             let sink = MemorySink()
             let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads,
                                                              minimumChunkInput: 64 << 10, rangesPerThread: 4)
-            #expect(sink.bytes == payload, "threads \(threads)")
+            expectEqualBytes(sink.bytes, payload, "threads \(threads)")
             #expect(result.strategy == .singleChunk, "threads \(threads)")
         }
     }

@@ -62,7 +62,7 @@ private struct SharefsFixture {
         let second = try fixture.sharefs.activate()
         #expect(second.sharefs == first.sharefs)
         #expect(second.createdDirectories.isEmpty)
-        #expect(try Data(contentsOf: URL(fileURLWithPath: fixture.sharefs.configuration.stateFile)) == stateBefore)
+        expectEqualBytes(try Data(contentsOf: URL(fileURLWithPath: fixture.sharefs.configuration.stateFile)), stateBefore)
     }
 
     @Test func secondActivationRepairsLayout() throws {
