@@ -1,6 +1,7 @@
 // swift-tools-version:6.0
 // imgtool: disk-image toolkit (library ImageCore, service adapter ImageService, CLI imgtool).
 // Every C dependency is a Debian -dev package reached through a system-library target.
+// CMapGuard is imgtool's own C: a SIGBUS handler, which must be async-signal-safe.
 import PackageDescription
 
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
@@ -20,9 +21,10 @@ let package = Package(
         .systemLibrary(name: "CCrypt", providers: [.apt(["libcrypt-dev"])]),
         .systemLibrary(name: "CIsal", providers: [.apt(["libisal-dev"])]),
         .systemLibrary(name: "CSystem"),
+        .target(name: "CMapGuard"),
         .target(
             name: "ImageCore",
-            dependencies: ["CZlib", "CLzma", "CCurl", "CCrypto", "CCrypt", "CIsal", "CSystem"],
+            dependencies: ["CZlib", "CLzma", "CCurl", "CCrypto", "CCrypt", "CIsal", "CSystem", "CMapGuard"],
             swiftSettings: strict
         ),
         .target(

@@ -18,16 +18,30 @@ public enum GzipIndexBuilder {
     /// one is given. Checks every member's CRC-32 and ISIZE.
     public static func build(path: String, spacing: Int = defaultSpacing, sink: (any ExtentSink)? = nil,
                              cancellation: CancellationToken? = nil, progress: ProgressReporter? = nil) throws -> GzipIndex {
-        let file = try MappedFile(path: path)
-        do {
-            return try build(file: file, spacing: spacing, sink: sink, cancellation: cancellation, progress: progress)
-        } catch let error as GzipDataError {
-            throw error.at(path: path).inflateError
-        }
+        try build(file: try MappedFile(path: path), spacing: spacing, sink: sink, cancellation: cancellation,
+                  progress: progress)
     }
 
-    private static func build(file: MappedFile, spacing: Int, sink: (any ExtentSink)?, cancellation: CancellationToken?,
-                              progress: ProgressReporter?) throws -> GzipIndex {
+    /// `build` of a file mapped already (tests change the file in between).
+    static func build(file: MappedFile, spacing: Int = defaultSpacing, sink: (any ExtentSink)? = nil,
+                      cancellation: CancellationToken? = nil, progress: ProgressReporter? = nil) throws -> GzipIndex {
+        let path = file.path
+        let index: GzipIndex
+        do {
+            index = try buildChecked(file: file, spacing: spacing, sink: sink, cancellation: cancellation,
+                                     progress: progress)
+        } catch {
+            // Zeros stood in for the pages the file lost (see `MappedFile`).
+            try file.checkUnchanged()
+            if let error = error as? GzipDataError { throw error.at(path: path).inflateError }
+            throw error
+        }
+        try file.checkUnchanged()
+        return index
+    }
+
+    private static func buildChecked(file: MappedFile, spacing: Int, sink: (any ExtentSink)?,
+                                     cancellation: CancellationToken?, progress: ProgressReporter?) throws -> GzipIndex {
         let input = file.bytes
         let window = GzipIndex.windowSize
         let pieceSize = 1 << 20
@@ -64,6 +78,7 @@ public enum GzipIndexBuilder {
             if filled == buffer.count {
                 try flushOutput()
                 try cancellation?.check("index")
+                try file.checkUnchanged()
                 progress?.update(completed: Int64(position), total: Int64(input.count), written: total)
                 buffer.withUnsafeMutableBytes { bytes in
                     bytes.baseAddress!.copyMemory(from: bytes.baseAddress! + filled - window, byteCount: window)

@@ -29,9 +29,10 @@ public struct DecompressOptions: Sendable {
     /// speculative chunks on `threads` threads, or as one chunk on one thread. One chunk
     /// keeps zero runs as holes instead of producing them, which halved the time on the
     /// realistic test image (docs/BENCHMARKS.md). Off by default, because the streams of
-    /// speculative chunks hold up to 64 MiB per thread. Also, the input is memory-mapped,
-    /// so a file truncated by another process meanwhile raises SIGBUS.
-    /// `imgtool decompress` turns it on.
+    /// speculative chunks hold up to 64 MiB per thread. The input is memory-mapped; a file
+    /// that another process truncates meanwhile fails with `InflateError.inputShrank`
+    /// (see `MappedFile`). `imgtool decompress`, `vm.decompress_gzip` and provisioning
+    /// from a downloaded file turn it on.
     public var splitSingleStream: Bool
     /// Receives progress: compressed bytes consumed of the input's size, and bytes written.
     public var progress: ProgressHandler?

@@ -16,10 +16,13 @@ public enum InflateError: ImageError, Equatable {
     case sizeMismatch(path: String, memberOffset: Int64, stored: UInt32, computed: UInt32)
     /// The xz stream needs more memory than the limit allows.
     case memoryLimitExceeded(path: String, needed: UInt64, limit: UInt64)
+    /// The memory-mapped input lost data while it was decoded: it had `mappedSize` bytes
+    /// when it was mapped and has `size` now (nil when that is unknown).
+    case inputShrank(path: String, mappedSize: Int64, size: Int64?)
 
     public var category: FailureCategory {
         switch self {
-        case .memoryLimitExceeded: return .failure
+        case .memoryLimitExceeded, .inputShrank: return .failure
         default: return .invalidData
         }
     }
@@ -40,6 +43,9 @@ public enum InflateError: ImageError, Equatable {
                 + "but its data is \(computed) bytes long (modulo 2^32)"
         case .memoryLimitExceeded(let path, let needed, let limit):
             return "inflate '\(path)' failed: the xz stream needs \(needed) bytes of memory, more than the limit of \(limit) bytes"
+        case .inputShrank(let path, let mappedSize, let size):
+            let now = size.map { "\($0) bytes" } ?? "fewer bytes"
+            return "inflate '\(path)' failed: the file shrank from \(mappedSize) bytes to \(now) while it was being read"
         }
     }
 
@@ -53,6 +59,8 @@ public enum InflateError: ImageError, Equatable {
             return "the file is damaged: download it again and check its SHA-256"
         case .memoryLimitExceeded:
             return "free memory or use a machine with more memory"
+        case .inputShrank:
+            return "another program changed the file (a download still running?): wait until nothing writes it, then run the command again"
         }
     }
 }

@@ -281,7 +281,10 @@ public final class Provisioner: Sendable {
             return try outcome.withLock { $0! }.get()
         }
 
-        var options = DecompressOptions(threads: 1, progress: { job.report(inflate: $0) }, cancellation: cancellation)
+        // A verified file on disk is split into chunks (`splitSingleStream`); the stream
+        // that follows the download is read as it arrives, on one thread.
+        var options = DecompressOptions(threads: 1, progress: { job.report(inflate: $0) }, cancellation: cancellation,
+                                        splitSingleStream: true)
         var attempts = 1
         switch follower.waitForStart() {
         case .failed:

@@ -32,8 +32,10 @@ enum VMMethods {
                 method: context.method, arguments: redact(context.parameters.values, secretPositions: []),
                 description: "inflate \(source.displayPath) into \(destination.displayPath)", messageIDs: context.messageIDs
             ) { job in
+                // One thread, as the NAS's CPU serves everything else too; as one chunk, which
+                // keeps zero runs as holes instead of producing them (see docs/PARALLEL.md).
                 let options = DecompressOptions(progress: job.progressHandler(description: "inflating"),
-                                                cancellation: job.cancellation)
+                                                cancellation: job.cancellation, splitSingleStream: true)
                 do {
                     let summary = try Decompressor.decompress(source: source.usablePath, destination: destination.usablePath,
                                                               options: options)

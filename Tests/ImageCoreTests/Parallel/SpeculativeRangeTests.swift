@@ -510,6 +510,30 @@ struct SpeculativeRangeTests {
         }
     }
 
+    @Test("false start whose next block fails")
+    func falseStartNextBlockFails() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        // A stored block of 40000 bytes of 0xff at bit 0 gives a clean window at once.
+        // The fixed-Huffman block after it parses, but its first code is 286, which is
+        // no valid symbol. Every other bit position starts with a final block (a set
+        // bit), so the search finds no other start.
+        let length = 40_000
+        var bytes: [UInt8] = [0x00, UInt8(length & 0xff), UInt8(length >> 8),
+                              UInt8(~length & 0xff), UInt8((~length >> 8) & 0xff)]
+        bytes += [UInt8](repeating: 0xff, count: length)
+        // Bits from the least significant: BFINAL 0, BTYPE 01, then code 11000110.
+        bytes += [0x1a, 0x03] + [UInt8](repeating: 0xff, count: 64)
+        let path = scratch.file("false-start.bin")
+        try writeFile(path, bytes)
+        let decoder = SpeculativeDecoder(file: try MappedFile(path: path), usesIsal: true)
+        let stream = ChunkStream(budget: .max)
+        let end = try decoder.decode(from: .search(0), stopAt: Int64(bytes.count) * 8, into: stream)
+        stream.finish(.success(end))
+        #expect(!end.foundStart, "the start at bit 0 is rejected before anything is handed on")
+        #expect(stream.take().0.isEmpty)
+    }
+
     @Test("gzip of a few MiB of varied data")
     func variedData() throws {
         let scratch = try ScratchDirectory()

@@ -274,8 +274,7 @@ final class ChunkPipeline: Sendable {
     }
 
     /// Stops every worker at its next piece and waits until all have exited, so no
-    /// thread reads the input after the caller returns. The caller may then rewrite the
-    /// file, and a mapped file truncated under a reader raises SIGBUS.
+    /// thread reads the input after the caller returns, which may then unmap it.
     func abandonAll() {
         for stream in streams { stream.abandon() }
         running.lock()

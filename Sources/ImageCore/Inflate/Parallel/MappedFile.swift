@@ -3,7 +3,13 @@
 // Workers decode different parts of one compressed file at once; a shared read-only map
 // lets each read any byte range without copies or per-thread descriptors. The map is
 // immutable after init, so concurrent reads need no lock.
+//
+// A mapped file that another process truncates would end this process with SIGBUS on the
+// next read past the new end (a download still writing it, a user's `truncate`). The map
+// is registered with CMapGuard, whose handler puts zeros where the lost pages were, so
+// readers must call `checkUnchanged()` before they trust a result or report an error.
 
+import CMapGuard
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,28 +19,56 @@ public final class MappedFile: @unchecked Sendable {
     /// The file's bytes; empty for an empty file. Valid until the object is freed.
     public let bytes: UnsafeRawBufferPointer
     public var count: Int { bytes.count }
+    /// The `CMapGuard` slot of the map; -1 when it is not guarded (an empty file, or
+    /// no slot was free).
+    private let guardSlot: Int32
+    /// Kept open to report the file's size after it shrank.
+    private let descriptor: FileDescriptor?
 
     /// Maps `path` read-only.
-    /// NOTE: a file truncated by another process while mapped raises SIGBUS on access;
-    /// imgtool's own inputs (downloads it published) are never rewritten in place.
     public init(path: String) throws {
         let (descriptor, status) = try FileDescriptor.openRegularFile(path, argument: "input",
                                                                        remedy: "give the path of a .gz file")
-        defer { try? descriptor.close() }
         self.path = path
         guard status.size > 0 else {
+            try? descriptor.close()
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            guardSlot = -1
+            self.descriptor = nil
             return
         }
         let address = mmap(nil, Int(status.size), PROT_READ, MAP_PRIVATE, descriptor.rawValue, 0)
         guard let address, address != MAP_FAILED else {
-            throw SystemError("mmap", path: path, errno: Errno.current)
+            let error = Errno.current
+            try? descriptor.close()
+            throw SystemError("mmap", path: path, errno: error)
         }
         _ = madvise(address, Int(status.size), MADV_WILLNEED)
         bytes = UnsafeRawBufferPointer(start: address, count: Int(status.size))
+        guardSlot = imgtool_map_guard_register(address, Int(status.size))
+        if guardSlot < 0 {
+            Log.warning("inflate", "'\(path)' is memory-mapped without protection: if another process truncates it now, imgtool ends with SIGBUS")
+        }
+        self.descriptor = descriptor
     }
 
     deinit {
+        imgtool_map_guard_unregister(guardSlot)
         if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
+        try? descriptor?.close()
+    }
+
+    /// True once a read found a page of the map missing because the file shrank after
+    /// it was mapped; zeros stood in for that page.
+    public var lostPage: Bool { guardSlot >= 0 && imgtool_map_guard_faulted(guardSlot) != 0 }
+
+    /// Throws `InflateError.inputShrank` when the file is now shorter than when it was
+    /// mapped, or a read found a page missing, so that what was read cannot be trusted.
+    /// The size counts too: the bytes past the end inside the file's last page read as
+    /// zeros without any fault.
+    public func checkUnchanged() throws(InflateError) {
+        let size = try? descriptor?.status().size
+        guard lostPage || size.map({ $0 < Int64(bytes.count) }) == true else { return }
+        throw InflateError.inputShrank(path: path, mappedSize: Int64(bytes.count), size: size)
     }
 }

@@ -84,22 +84,40 @@ public enum ParallelGzipInflater {
                            budget: Int = defaultChunkBudget, minimumChunkInput: Int, rangesPerThread: Int,
                            placementPieceSize: Int = placementPieceSize, cancellation: CancellationToken? = nil,
                            progress: ProgressReporter? = nil) throws -> ParallelInflateResult {
-        do {
-            return try decompressChecked(path: path, into: sink, threads: threads, index: index, budget: budget,
-                                         minimumChunkInput: minimumChunkInput, rangesPerThread: rangesPerThread,
-                                         placementPieceSize: placementPieceSize,
-                                         cancellation: cancellation, progress: progress)
-        } catch let error as GzipDataError {
-            throw error.at(path: path).inflateError
-        }
+        try decompress(file: try MappedFile(path: path), into: sink, threads: threads, index: index, budget: budget,
+                       minimumChunkInput: minimumChunkInput, rangesPerThread: rangesPerThread,
+                       placementPieceSize: placementPieceSize, cancellation: cancellation, progress: progress)
     }
 
-    private static func decompressChecked(path: String, into sink: any ExtentSink, threads: Int, index: GzipIndex?,
+    /// `decompress` of a file mapped already (tests change the file in between).
+    static func decompress(file: MappedFile, into sink: any ExtentSink, threads: Int, index: GzipIndex? = nil,
+                           budget: Int = defaultChunkBudget, minimumChunkInput: Int = 4 << 20,
+                           rangesPerThread: Int = defaultRangesPerThread,
+                           placementPieceSize: Int = placementPieceSize, cancellation: CancellationToken? = nil,
+                           progress: ProgressReporter? = nil) throws -> ParallelInflateResult {
+        let result: ParallelInflateResult
+        do {
+            result = try decompressChecked(file: file, into: sink, threads: threads, index: index, budget: budget,
+                                           minimumChunkInput: minimumChunkInput, rangesPerThread: rangesPerThread,
+                                           placementPieceSize: placementPieceSize,
+                                           cancellation: cancellation, progress: progress)
+        } catch {
+            // Zeros stood in for the pages the file lost, so whatever failed, the
+            // change is what the caller must hear about.
+            try file.checkUnchanged()
+            if let error = error as? GzipDataError { throw error.at(path: file.path).inflateError }
+            throw error
+        }
+        try file.checkUnchanged()
+        return result
+    }
+
+    private static func decompressChecked(file: MappedFile, into sink: any ExtentSink, threads: Int, index: GzipIndex?,
                                           budget: Int, minimumChunkInput: Int, rangesPerThread: Int,
                                           placementPieceSize: Int,
                                           cancellation: CancellationToken?,
                                           progress: ProgressReporter?) throws -> ParallelInflateResult {
-        let file = try MappedFile(path: path)
+        let path = file.path
         let input = file.bytes
         guard input.count > 0 else {
             throw GzipDataError(path: path, offset: 0, reason: "the file is empty, not a gzip member")
@@ -110,6 +128,7 @@ public enum ParallelGzipInflater {
 
         var writer = OrderedWriter(sink: sink, path: path, cancellation: cancellation, progress: progress,
                                    compressedSize: Int64(input.count))
+        writer.input = file
         let trailingGarbage: Int64
         let chunkCount: Int
         let strategy: ParallelStrategy
@@ -309,7 +328,6 @@ public enum ParallelGzipInflater {
                                          blocks: OutputBlockPool.forStreams(lookahead * streamBudget), rangeBits: rangeSize * 8,
                                          placement: placementPool(for: writer.sink, threads: threads,
                                                                   pieceSize: placementPieceSize))
-        writer.input = file
         let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: streamBudget,
                                      lookahead: lookahead) { number, stream in
             let start: SpeculativeDecoder.Start = number == 0 ? .memberHeader(0) : .search(Int64(number) * rangeSize * 8)
@@ -448,7 +466,8 @@ struct OrderedWriter {
     private var chunkWindow: [UInt8] = []
     /// The bit offset the current speculative chunk started at.
     private var chunkStartBit: Int64 = 0
-    /// The input, for chunks decoded with a guessed window (`.guessedWindow`).
+    /// The input: chunks decoded with a guessed window (`.guessedWindow`) are decoded
+    /// from it again, and every piece is written only while it has not shrunk.
     var input: MappedFile?
     /// Corrects the current chunk's first bytes while it decoded them with a guessed window.
     private var repair: WindowRepair? {
@@ -488,6 +507,7 @@ struct OrderedWriter {
         placementPending = false
         while true {
             try cancellation?.check("inflate")
+            try input?.checkUnchanged()
             let (pieces, end) = stream.take()
             for piece in pieces {
                 switch piece {

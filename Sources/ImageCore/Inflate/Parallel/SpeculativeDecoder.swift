@@ -289,6 +289,10 @@ struct SpeculativeDecoder: Sendable {
                     return .clean([])
                 }
                 if let window = cleanWindow(output, position: position) {
+                    // A false start's first block can end where a header parses but the
+                    // data after it does not. ISA-L would then fail right after the
+                    // chunk started, and the writer would decode the whole range again.
+                    if !started, !nextBlockDecodes(at: decoder.bitPosition) { throw SpeculationFailed() }
                     try flush()
                     return .clean(window)
                 }
@@ -358,6 +362,23 @@ struct SpeculativeDecoder: Sendable {
             throw SpeculationFailed()
         }
         return expandsLikeData()
+    }
+
+    /// Returns whether the block at `bitOffset` decodes in marker mode without an error,
+    /// to its end or for one piece of output.
+    private func nextBlockDecodes(at bitOffset: Int64) -> Bool {
+        let probe = DeflateDecoder(input: file.bytes)
+        probe.seek(toBit: bitOffset)
+        let (output, capacity) = Self.markerBuffer()
+        defer { output.deallocate() }
+        var position = ByteOutput.history
+        do throws(DeflateError) {
+            try probe.readBlockHeader()
+            _ = try probe.decodeMarkers(into: output, position: &position, capacity: capacity)
+        } catch {
+            return false
+        }
+        return true
     }
 
     /// The last 32 KiB of marker-mode output as bytes when none of it is a marker.
