@@ -52,6 +52,27 @@ struct ShrunkInputTests {
         }
     }
 
+    @Test("cut and grown back before the check")
+    func grownBackAfterFault() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = scratch.file("regrown")
+        let size = 3 * Self.pageSize
+        try writeFile(path, [UInt8](repeating: 0x5a, count: size))
+        let file = try MappedFile(path: path)
+        #expect(truncate(path, off_t(Self.pageSize)) == 0)
+        #expect(file.bytes[2 * Self.pageSize] == 0, "a lost page reads as zeros")
+        #expect(truncate(path, off_t(size)) == 0)
+        #expect(file.lostPage)
+
+        let expected = InflateError.inputShrank(path: path, mappedSize: Int64(size), size: Int64(size))
+        #expect(throws: expected) { try file.checkUnchanged() }
+        let message = "\(expected)"
+        #expect(!message.contains("shrank from \(size) bytes to \(size) bytes"), "\(message)")
+        #expect(message.contains("has \(size) bytes now"), "\(message)")
+        #expect(expected.remedy?.contains("disk") == true, "a read error of the disk also raises SIGBUS")
+    }
+
     @Test("fault marks only its own map")
     func separateMaps() throws {
         let scratch = try ScratchDirectory()
