@@ -11,8 +11,8 @@
 #include <stddef.h>
 
 /* Registers the mapped range [start, start + length) and returns its slot, or -1 when
- * the handler cannot be installed or every slot is taken. Installs the handler on the
- * first call. */
+ * the handler cannot be installed or memory for more slots cannot be allocated. Installs
+ * the handler on the first call. */
 int imgtool_map_guard_register(const void *start, size_t length);
 
 /* Removes the range of `slot`. Call it before unmapping the range. */
