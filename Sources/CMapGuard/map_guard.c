@@ -36,21 +36,27 @@ static pthread_once_t install_once = PTHREAD_ONCE_INIT;
 static int installed;
 
 static void pass_on(int signal_number, siginfo_t *info, void *context) {
+    int sent = info == NULL || info->si_code <= 0;
     if ((previous_action.sa_flags & SA_SIGINFO) && previous_action.sa_sigaction != NULL) {
         previous_action.sa_sigaction(signal_number, info, context);
-        return;
-    }
-    if (previous_action.sa_handler != SIG_DFL && previous_action.sa_handler != SIG_IGN) {
+        if (!sent) {
+            return;
+        }
+    } else if (previous_action.sa_handler != SIG_DFL && previous_action.sa_handler != SIG_IGN) {
         previous_action.sa_handler(signal_number);
-        return;
+        if (!sent) {
+            return;
+        }
     }
     /* Restore the default action. A fault then repeats when the handler returns and ends
      * the process with a core dump, as without this handler. A SIGBUS sent by kill(2)
-     * does not repeat, so it is raised again. */
+     * does not repeat, so it is raised again, also after a previous handler returned:
+     * the Swift runtime's crash handler prints a backtrace and returns, which let the
+     * process go on. */
     struct sigaction default_action = { .sa_handler = SIG_DFL };
     sigemptyset(&default_action.sa_mask);
     sigaction(SIGBUS, &default_action, NULL);
-    if (info == NULL || info->si_code <= 0) {
+    if (sent) {
         raise(SIGBUS);
     }
 }

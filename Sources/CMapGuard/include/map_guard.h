@@ -5,7 +5,8 @@
  * over the missing page, marks the range, and lets the read go on. The reader then sees
  * zeros and must check the mark (imgtool_map_guard_faulted) before trusting what it
  * read. Faults outside every registered range go to the handler that was installed
- * before, or end the process as they would have. */
+ * before, or end the process as they would have. A SIGBUS sent with kill(2) ends the
+ * process, after the previous handler ran. */
 #ifndef IMGTOOL_MAP_GUARD_H
 #define IMGTOOL_MAP_GUARD_H
 #include <stddef.h>
