@@ -164,6 +164,38 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(imgtool.terminationStatus == 128 + signalNumber)
         #expect(try directory.names() == ["fifo", "first", "in.gz", "second"])
     }
+
+    // imgtool's SIGBUS handler maps zeros over the pages a mapped input lost. A SIGBUS
+    // that `kill` sends is no such fault and must end the process, also when the Swift
+    // runtime's crash handler, which prints a backtrace and returns, ran before.
+    @Test func sentSIGBUSEndsMappedDecode() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let source = directory.file("in.gz")
+        try sh("seq 1 40000000 | gzip -1 -c > '\(source)'")
+
+        let imgtool = Process()
+        imgtool.executableURL = URL(fileURLWithPath: imgtoolBinary())
+        imgtool.arguments = ["decompress", source, directory.file("disk.raw"), "--threads", "1", "--progress", "none"]
+        imgtool.standardError = FileHandle.nullDevice
+        try imgtool.run()
+
+        // The guard is installed when the input is mapped.
+        var mapped = false
+        for _ in 0..<2000 where !mapped && imgtool.isRunning {
+            let maps = (try? String(contentsOfFile: "/proc/\(imgtool.processIdentifier)/maps", encoding: .utf8)) ?? ""
+            mapped = maps.contains(source)
+            if !mapped { usleep(1000) }
+        }
+        #expect(mapped, "the decode ended before its input was seen mapped")
+        // The map is registered with the guard just after mmap(2) returns.
+        usleep(50_000)
+        kill(imgtool.processIdentifier, SIGBUS)
+        imgtool.waitUntilExit()
+
+        #expect(imgtool.terminationReason == .uncaughtSignal)
+        #expect(imgtool.terminationStatus == SIGBUS)
+    }
 }
 
 @Suite struct NonUTF8ArgumentTests {

@@ -5,14 +5,15 @@
  * over the missing page, marks the range, and lets the read go on. The reader then sees
  * zeros and must check the mark (imgtool_map_guard_faulted) before trusting what it
  * read. Faults outside every registered range go to the handler that was installed
- * before, or end the process as they would have. */
+ * before, or end the process as they would have. A SIGBUS sent with kill(2) ends the
+ * process, after the previous handler ran. */
 #ifndef IMGTOOL_MAP_GUARD_H
 #define IMGTOOL_MAP_GUARD_H
 #include <stddef.h>
 
 /* Registers the mapped range [start, start + length) and returns its slot, or -1 when
- * the handler cannot be installed or every slot is taken. Installs the handler on the
- * first call. */
+ * the handler cannot be installed or memory for more slots cannot be allocated. Installs
+ * the handler on the first call. */
 int imgtool_map_guard_register(const void *start, size_t length);
 
 /* Removes the range of `slot`. Call it before unmapping the range. */

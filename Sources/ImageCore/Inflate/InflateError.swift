@@ -17,7 +17,9 @@ public enum InflateError: ImageError, Equatable {
     /// The xz stream needs more memory than the limit allows.
     case memoryLimitExceeded(path: String, needed: UInt64, limit: UInt64)
     /// The memory-mapped input lost data while it was decoded: it had `mappedSize` bytes
-    /// when it was mapped and has `size` now (nil when that is unknown).
+    /// when it was mapped and has `size` now (nil when that is unknown). `size` is at
+    /// least `mappedSize` when the file was cut and grown again before the check, or a
+    /// read of the disk failed: both raise SIGBUS on a mapped page.
     case inputShrank(path: String, mappedSize: Int64, size: Int64?)
 
     public var category: FailureCategory {
@@ -44,6 +46,11 @@ public enum InflateError: ImageError, Equatable {
         case .memoryLimitExceeded(let path, let needed, let limit):
             return "inflate '\(path)' failed: the xz stream needs \(needed) bytes of memory, more than the limit of \(limit) bytes"
         case .inputShrank(let path, let mappedSize, let size):
+            if let size, size >= mappedSize {
+                return "inflate '\(path)' failed: pages of the file were missing while it was being read, although it "
+                    + "has \(size) bytes now (\(mappedSize) when it was mapped): another program cut it and wrote it "
+                    + "again, or the disk could not read them"
+            }
             let now = size.map { "\($0) bytes" } ?? "fewer bytes"
             return "inflate '\(path)' failed: the file shrank from \(mappedSize) bytes to \(now) while it was being read"
         }
@@ -59,8 +66,10 @@ public enum InflateError: ImageError, Equatable {
             return "the file is damaged: download it again and check its SHA-256"
         case .memoryLimitExceeded:
             return "free memory or use a machine with more memory"
-        case .inputShrank:
-            return "another program changed the file (a download still running?): wait until nothing writes it, then run the command again"
+        case .inputShrank(_, let mappedSize, let size):
+            let retry = "another program changed the file (a download still running?): wait until nothing writes it, then run the command again"
+            guard let size, size >= mappedSize else { return retry }
+            return retry + "; if nothing wrote it, look for read errors of its disk in the kernel log (dmesg)"
         }
     }
 }

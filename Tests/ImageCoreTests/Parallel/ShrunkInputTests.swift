@@ -52,6 +52,47 @@ struct ShrunkInputTests {
         }
     }
 
+    @Test("cut and grown back before the check")
+    func grownBackAfterFault() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = scratch.file("regrown")
+        let size = 3 * Self.pageSize
+        try writeFile(path, [UInt8](repeating: 0x5a, count: size))
+        let file = try MappedFile(path: path)
+        #expect(truncate(path, off_t(Self.pageSize)) == 0)
+        #expect(file.bytes[2 * Self.pageSize] == 0, "a lost page reads as zeros")
+        #expect(truncate(path, off_t(size)) == 0)
+        #expect(file.lostPage)
+
+        let expected = InflateError.inputShrank(path: path, mappedSize: Int64(size), size: Int64(size))
+        #expect(throws: expected) { try file.checkUnchanged() }
+        let message = "\(expected)"
+        #expect(!message.contains("shrank from \(size) bytes to \(size) bytes"), "\(message)")
+        #expect(message.contains("has \(size) bytes now"), "\(message)")
+        #expect(expected.remedy?.contains("disk") == true, "a read error of the disk also raises SIGBUS")
+    }
+
+    @Test("hundreds of maps all guarded")
+    func manyMaps() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = scratch.file("shared")
+        try writeFile(path, [UInt8](repeating: 0x33, count: 2 * Self.pageSize))
+        // The service maps one file per running vm.decompress_gzip job and does not limit
+        // how many run at once, so the guard must not run out of slots.
+        let maps = try (0..<300).map { _ in try MappedFile(path: path) }
+        let unguarded = maps.count(where: { !$0.isGuarded })
+        #expect(unguarded == 0, "an unguarded map ends the process with SIGBUS once the file shrinks")
+        guard unguarded == 0 else { return }
+
+        #expect(truncate(path, off_t(Self.pageSize)) == 0)
+        for (number, map) in maps.enumerated() {
+            #expect(map.bytes[Self.pageSize] == 0, "map \(number)")
+            #expect(map.lostPage, "map \(number)")
+        }
+    }
+
     @Test("fault marks only its own map")
     func separateMaps() throws {
         let scratch = try ScratchDirectory()

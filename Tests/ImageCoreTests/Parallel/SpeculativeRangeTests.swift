@@ -534,6 +534,58 @@ struct SpeculativeRangeTests {
         #expect(stream.take().0.isEmpty)
     }
 
+    @Test("stored header found bits early")
+    func storedHeaderFoundEarly() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        // Stored blocks of 0xff bytes, each ending in one 0x00 byte. A stored header read
+        // from 2 or 1 bits before a real one (the zero top bits of that last byte) has the
+        // same zero padding and reads the same LEN, so it decodes the same block. 0xff
+        // bytes start only final blocks, which the search skips, so the search finds
+        // exactly those early headers. gzip and pigz write runs of stored blocks for
+        // incompressible data, where the top bit of the byte before a header is zero
+        // about every second time.
+        let blockLength = 65_535
+        var content = [UInt8](repeating: 0xff, count: blockLength)
+        content[blockLength - 1] = 0
+        let blockCount = 48
+        var payload: [UInt8] = []
+        var member: [UInt8] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]
+        for number in 0..<blockCount {
+            let final: UInt8 = number == blockCount - 1 ? 1 : 0
+            member += [final, UInt8(blockLength & 0xff), UInt8(blockLength >> 8),
+                       UInt8(~blockLength & 0xff), UInt8((~blockLength >> 8) & 0xff)]
+            member += content
+            payload += content
+        }
+        let crc = crc32Of(payload)
+        let size = UInt32(payload.count)
+        member += [UInt8(crc & 0xff), UInt8((crc >> 8) & 0xff), UInt8((crc >> 16) & 0xff), UInt8(crc >> 24)]
+        member += [UInt8(size & 0xff), UInt8((size >> 8) & 0xff), UInt8((size >> 16) & 0xff), UInt8(size >> 24)]
+        let path = scratch.file("stored.gz")
+        try writeFile(path, member)
+
+        let (output, result) = try parallelOutput(path, threads: 4, minimumChunkInput: 256 << 10)
+        #expect(output == payload)
+        #expect(result.chunks > 4, "the file splits into several ranges")
+        #expect(result.rangesDecodedAgain == 0, "a worker that started bits early decoded the same blocks")
+    }
+
+    @Test("stored starts compared by LEN byte")
+    func storedStartsCompared() {
+        // Data bytes ff 00, then a stored header at bit 16: 00, LEN 0x0400, NLEN 0xfbff.
+        let bytes: [UInt8] = [0xff, 0x00, 0x00, 0x00, 0x04, 0xff, 0xfb] + [UInt8](repeating: 0xff, count: 16)
+        let header: Int64 = 16
+        let cases: [(Int64, Bool)] = [(header, true), (header - 2, true), (header - 1, true), (header + 5, true),
+                                      (header - 3, false), (header + 6, false), (0, false)]
+        bytes.withUnsafeBytes { input in
+            for (offset, same) in cases {
+                #expect(BlockFinder.startsSameBlock(offset, header, in: input) == same, "bit \(offset)")
+                #expect(BlockFinder.startsSameBlock(header, offset, in: input) == same, "bit \(offset), swapped")
+            }
+        }
+    }
+
     @Test("gzip of a few MiB of varied data")
     func variedData() throws {
         let scratch = try ScratchDirectory()

@@ -20,7 +20,7 @@ public final class MappedFile: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
     public var count: Int { bytes.count }
     /// The `CMapGuard` slot of the map; -1 when it is not guarded (an empty file, or
-    /// no slot was free).
+    /// the handler could not be installed or memory for its slots not allocated).
     private let guardSlot: Int32
     /// Kept open to report the file's size after it shrank.
     private let descriptor: FileDescriptor?
@@ -57,6 +57,10 @@ public final class MappedFile: @unchecked Sendable {
         if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
         try? descriptor?.close()
     }
+
+    /// True when `CMapGuard` protects the map, so that a file that shrinks fails the
+    /// decode instead of ending the process with SIGBUS.
+    public var isGuarded: Bool { guardSlot >= 0 }
 
     /// True once a read found a page of the map missing because the file shrank after
     /// it was mapped; zeros stood in for that page.

@@ -38,6 +38,9 @@ public struct ParallelInflateResult: Sendable {
     /// Output bytes that workers wrote at their file offsets, without the writer's copy
     /// (see `PlacedChunkOutput`).
     public var placedBytes: Int64 = 0
+    /// Speculative ranges whose worker did not start where the chunk before ended, so
+    /// the writer decoded them again on its own thread.
+    public var rangesDecodedAgain = 0
     /// True when the end of the file was decoded on one thread, because a chunk's guessed
     /// window was still being corrected at the chunk's end (see `runSpeculative`).
     public var finishedSequentially = false
@@ -168,7 +171,8 @@ public enum ParallelGzipInflater {
         return ParallelInflateResult(uncompressedSize: writer.written, members: writer.members, chunks: chunkCount,
                                      strategy: strategy, trailingGarbage: trailingGarbage, warnings: warnings,
                                      guessedWindows: writer.guessedWindows, repairedBytes: writer.repairedBytes,
-                                     placedBytes: writer.placedBytes, finishedSequentially: finishedSequentially)
+                                     placedBytes: writer.placedBytes, rangesDecodedAgain: writer.rangesDecodedAgain,
+                                     finishedSequentially: finishedSequentially)
     }
 
     /// Runs chunks whose starts are known (index points, BGZF members) with zlib.
@@ -360,7 +364,7 @@ public enum ParallelGzipInflater {
                 continue
             }
             let end: ChunkEnd
-            if number == 0 || stream.waitForStart() == expected {
+            if number == 0 || stream.waitForStart().map({ BlockFinder.startsSameBlock($0, expected, in: file.bytes) }) == true {
                 end = try writer.consume(stream)
             } else {
                 // The guess was wrong (or found nothing): decode the range again from the
@@ -368,6 +372,7 @@ public enum ParallelGzipInflater {
                 Log.debug("parallel inflate", "\(file.path): range \(number) decoded again from bit \(expected); its worker started at \(stream.waitForStart().map(String.init) ?? "no boundary")")
                 stream.abandon()
                 redone += 1
+                writer.rangesDecodedAgain += 1
                 end = try decodeAgain(from: expected, stop: stops[number], writer: &writer)
             }
             expected = end.bitOffset
@@ -480,6 +485,8 @@ struct OrderedWriter {
     private(set) var repairedBytes: Int64 = 0
     /// Output bytes that workers wrote at their file offsets themselves (`.placed`).
     private(set) var placedBytes: Int64 = 0
+    /// Speculative ranges decoded again from the end of the chunk before.
+    var rangesDecodedAgain = 0
     /// True when the last chunk ended while its repair had compared at least
     /// `unfinishedRepairMinimum` bytes without 32 KiB in a row agreeing.
     private(set) var lastRepairUnfinished = false

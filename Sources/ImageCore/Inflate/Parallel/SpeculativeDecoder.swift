@@ -86,6 +86,26 @@ enum BlockFinder {
         }
     }
 
+    /// Returns whether decoding from the bit offsets `first` and `second` of `input` gives
+    /// the same blocks: they are equal, or both start stored-block headers whose padding
+    /// ends at the same byte, so both read the same LEN, NLEN and data. A search finds the
+    /// earliest such offset: up to 2 bits before the real header when the top bits of the
+    /// byte before it are zero, which happens every second time or so in stored data.
+    static func startsSameBlock(_ first: Int64, _ second: Int64, in input: UnsafeRawBufferPointer) -> Bool {
+        if first == second { return true }
+        guard let firstWord = loadWord(at: first, in: input), let secondWord = loadWord(at: second, in: input),
+              firstWord & 7 == 0, secondWord & 7 == 0,
+              quickCheck(firstWord, bitOffset: first), quickCheck(secondWord, bitOffset: second) else { return false }
+        return (first + 3 + 7) / 8 == (second + 3 + 7) / 8
+    }
+
+    /// Loads the 64 bits of `input` from `bitOffset` on; nil when fewer than 8 bytes follow.
+    private static func loadWord(at bitOffset: Int64, in input: UnsafeRawBufferPointer) -> UInt64? {
+        guard bitOffset >= 0, Int(bitOffset >> 3) + 8 <= input.count else { return nil }
+        return UInt64(littleEndian: input.loadUnaligned(fromByteOffset: Int(bitOffset >> 3), as: UInt64.self))
+            >> UInt64(bitOffset & 7)
+    }
+
     /// True when a block that may start a chunk begins at the decoder's position.
     static func acceptsBoundary(_ decoder: DeflateDecoder) -> Bool {
         let offset = decoder.bitPosition
