@@ -245,6 +245,10 @@ struct SpeculativeDecoder: Sendable {
 
     private struct SpeculationFailed: Error {}
 
+    /// The most output `nextBlockDecodes` checks. The Swift decoder is slower than ISA-L,
+    /// which decodes the block again anyway, so the check stays short.
+    static let probeOutput = 64 << 10
+
     /// Blocks marker mode decodes from a candidate before ISA-L may take over with a
     /// guessed window.
     static let blocksBeforeGuessing = 2
@@ -385,7 +389,7 @@ struct SpeculativeDecoder: Sendable {
     }
 
     /// Returns whether the block at `bitOffset` decodes in marker mode without an error,
-    /// to its end or for one piece of output.
+    /// to its end or for `probeOutput` values.
     private func nextBlockDecodes(at bitOffset: Int64) -> Bool {
         let probe = DeflateDecoder(input: file.bytes)
         probe.seek(toBit: bitOffset)
@@ -394,7 +398,8 @@ struct SpeculativeDecoder: Sendable {
         var position = ByteOutput.history
         do throws(DeflateError) {
             try probe.readBlockHeader()
-            _ = try probe.decodeMarkers(into: output, position: &position, capacity: capacity)
+            _ = try probe.decodeMarkers(into: output, position: &position,
+                                        capacity: min(capacity, position + Self.probeOutput))
         } catch {
             return false
         }
