@@ -7,6 +7,9 @@ import Foundation
 import ImageCore
 
 enum Provisioning {
+    /// The most decoding threads a provisioning job uses for an image already on disk.
+    static let maximumInflateThreads = 4
+
     /// Checks the request, then starts the job; returns its id.
     static func submit(_ context: CallContext) throws -> Int64 {
         let request = try GuestRequest(context.parameters[0], service: context.service, needsSize: true)
@@ -35,9 +38,12 @@ enum Provisioning {
             throw RPCError.invalidParameter("size", "'\(request.sizeText)': \(error.reason)")
         }
         let provisioner = Provisioner(catalog: ImageCatalog(entries: [request.entry]), sharefs: service.sharefs)
+        // An image already on disk is decoded in parallel chunks, which hold up to about
+        // 120 MiB per thread. The NAS's CPU and memory serve everything else too.
         let provisionRequest = ProvisionRequest(
             image: request.entry.reference, rawPath: destination.usablePath, size: size, vmID: request.vmID,
             vmName: request.vmName, pool: request.pool, password: request.password,
+            threads: min(ProcessInfo.processInfo.activeProcessorCount, Self.maximumInflateThreads),
             deviceMapPath: service.paths.absolutePath(of: destination))
         let fileName = request.entry.fileName
 
