@@ -246,6 +246,23 @@ struct PathGuardTests {
         #expect(throws: RPCError.self) { try guardian.relativePath("a/../b", argument: "x") }
         #expect(throws: RPCError.self) { try guardian.relativePath("/etc/passwd", argument: "x") }
     }
+
+    // Descriptors are numbered from the lowest free one, so with many connections open
+    // the source can be descriptor 7 and the destination's directory descriptor 70.
+    @Test("translation skips a longer descriptor number")
+    func translationSkipsLongerDescriptor() {
+        let source = CheckedPath(displayPath: "tank/in.gz", relativePath: "tank/in.gz",
+                                 usablePath: "/proc/self/fd/7", descriptor: -1)
+        let destination = CheckedPath(displayPath: "tank/out.raw", relativePath: "tank/out.raw",
+                                      usablePath: "/proc/self/fd/70/out.raw", descriptor: -1)
+
+        let text = "read '/proc/self/fd/7', write '/proc/self/fd/70/out.raw'"
+        #expect(source.translate(text) == "read 'tank/in.gz', write '/proc/self/fd/70/out.raw'")
+
+        let error = SystemError("create", path: destination.usablePath, errno: Errno(rawValue: ENOSPC))
+        let translated = TranslatedError.wrap(error, source, destination) as? SystemError
+        #expect(translated?.path == "tank/out.raw")
+    }
 }
 
 @Suite("JobManager")

@@ -100,6 +100,22 @@ def test_decompress_error_names_caller_path(server):
     assert not os.path.exists(os.path.join(tank, "out.raw"))
 
 
+def test_decompress_warns_of_trailing_data(server):
+    tank = make_pool(server)
+    payload = b"disk image bytes " * 4096
+    with open(os.path.join(tank, "padded.gz"), "wb") as handle:
+        handle.write(gzip.compress(payload) + b"NOT-GZIP-TRAILER")
+    ws = server.connect()
+    job = wait_for_job(ws, result(ws, "vm.decompress_gzip", "tank/padded.gz", "tank/out.raw"))
+    assert job["state"] == "SUCCESS", job
+    assert job["result"]["bytes_written"] == len(payload)
+    warnings = job["result"]["warnings"]
+    assert len(warnings) == 1, warnings
+    assert "16 bytes of trailing data" in warnings[0]
+    assert "'tank/padded.gz'" in warnings[0]
+    assert "/proc/self/fd" not in warnings[0]
+
+
 def test_abort_inflation_removes_temporary_file(server):
     tank = make_pool(server)
     # 64 gzip members of 64 MiB of zeros each: a valid 4 GiB stream built in a second.

@@ -34,9 +34,19 @@ public final class CheckedPath: Sendable {
     deinit { _ = close(descriptor) }
 
     /// Replaces the usable path in `text` (an error message from ImageCore) with the
-    /// caller's path, so messages name what the caller sent.
+    /// caller's path, so messages name what the caller sent. An occurrence followed by a
+    /// digit is another descriptor's path (`/proc/self/fd/7` in `/proc/self/fd/70/x`)
+    /// and stays unchanged.
     public func translate(_ text: String) -> String {
-        text.replacingOccurrences(of: usablePath, with: displayPath)
+        var result = ""
+        var rest = text[...]
+        while let match = rest.range(of: usablePath) {
+            result += rest[..<match.lowerBound]
+            let followedByDigit = rest[match.upperBound...].first.map { ("0"..."9").contains($0) } ?? false
+            result += followedByDigit ? rest[match] : displayPath[...]
+            rest = rest[match.upperBound...]
+        }
+        return result + rest
     }
 }
 

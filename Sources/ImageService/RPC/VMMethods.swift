@@ -39,7 +39,7 @@ enum VMMethods {
                 do {
                     let summary = try Decompressor.decompress(source: source.usablePath, destination: destination.usablePath,
                                                               options: options)
-                    return decompressResult(summary, destination: destination.displayPath)
+                    return decompressResult(summary, source: source, destination: destination)
                 } catch {
                     throw TranslatedError.wrap(error, source, destination)
                 }
@@ -78,15 +78,18 @@ enum VMMethods {
     }
 }
 
-/// Builds the job result of vm.decompress_gzip.
-private func decompressResult(_ summary: DecompressSummary, destination: String) -> JSONValue {
-    .object([
-        "path": .string(destination),
+/// Builds the job result of vm.decompress_gzip. `warnings` lists what decoding ignored
+/// (trailing data after the last gzip member), with the paths the caller sent.
+private func decompressResult(_ summary: DecompressSummary, source: CheckedPath, destination: CheckedPath) -> JSONValue {
+    let warnings = summary.warnings.map { JSONValue.string(destination.translate(source.translate($0))) }
+    return .object([
+        "path": .string(destination.displayPath),
         "format": .string(String(describing: summary.format)),
         "compressed_bytes": .integer(summary.compressedBytesRead),
         "bytes_written": .integer(summary.bytesWritten),
         "allocated_bytes": summary.allocatedBytes.map { .integer($0) } ?? .null,
         "seconds": .double((summary.elapsed * 1000).rounded() / 1000),
+        "warnings": .array(warnings),
     ])
 }
 
