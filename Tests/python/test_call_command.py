@@ -1,7 +1,9 @@
 """`imgtool call`, the midclt-like client, against a running server."""
 
 import json
+import signal
 import subprocess
+import time
 
 from conftest import IMGTOOL
 
@@ -56,3 +58,29 @@ def test_tcp_with_api_key(server):
     assert completed.returncode == 0, completed.stderr
     rejected = imgtool_call(server, "--url", url, "core.get_jobs", socket=False)
     assert "ENOTAUTHENTICATED" in rejected.stderr
+
+
+def test_sigint_detaches_from_job(server):
+    follower = subprocess.Popen([IMGTOOL, "call", "--socket", server.socket_path, "-j", "test.sleep", "4"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Wait until the job exists, so that the client is following it.
+    deadline = time.monotonic() + 10
+    while json.loads(imgtool_call(server, "core.get_jobs", "[]", '{"count": true}').stdout) == 0:
+        assert time.monotonic() < deadline, "the job never appeared"
+        time.sleep(0.05)
+    interrupted = time.monotonic()
+    follower.send_signal(signal.SIGINT)
+    _, error = follower.communicate(timeout=10)
+    assert follower.returncode == 130
+    assert time.monotonic() - interrupted < 2, "the client kept following after SIGINT"
+    job_id = json.loads(imgtool_call(server, "core.get_jobs").stdout)[0]["id"]
+    assert f"stopped following job {job_id}" in error
+    assert f"imgtool call core.job_abort {job_id}" in error
+    # The job itself goes on to its end.
+    while True:
+        state = json.loads(imgtool_call(server, "core.get_jobs").stdout)[0]["state"]
+        if state != "RUNNING" and state != "WAITING":
+            break
+        assert time.monotonic() - interrupted < 15, "the job did not end"
+        time.sleep(0.1)
+    assert state == "SUCCESS"

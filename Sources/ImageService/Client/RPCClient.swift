@@ -60,6 +60,12 @@ public final class RPCClient {
         (UInt8.random(in: 0...255), UInt8.random(in: 0...255), UInt8.random(in: 0...255), UInt8.random(in: 0...255))
     }
 
+    /// Returns a function that shuts the connection down from any thread, so that a
+    /// `receive` blocked on another thread throws. The client is unusable afterwards.
+    public func interrupter() -> @Sendable () -> Void {
+        { [socket] in socket.shutdown() }
+    }
+
     /// Sends one message.
     public func send(_ message: JSONValue) throws {
         try socket.sendAll(Frame(opcode: .text, payload: message.encoded).encoded(mask: RPCClient.randomMask()))

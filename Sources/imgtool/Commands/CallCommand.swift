@@ -18,6 +18,8 @@ enum CallCommand: Command {
       --api-key KEY   log in with this API key first (also read from IMGTOOL_API_KEY).
       -j              METHOD starts a job: follow it with a progress bar on standard
                       error, print its result, and exit 1 when it ends FAILED or ABORTED.
+                      SIGINT (Ctrl-C) stops following and exits 130; the job keeps
+                      running, and the message says how to abort it.
     """
 
     static func run(_ arguments: [String], context: CommandContext) async throws -> Int32 {
@@ -41,7 +43,10 @@ enum CallCommand: Command {
         }
 
         do {
-            if parsed.flag("-j") { return try followJob(client, method: method, parameters: Array(parameters)) }
+            if parsed.flag("-j") {
+                return try followJob(client, method: method, parameters: Array(parameters),
+                                     cancellation: context.cancellation)
+            }
             printResult(try client.call(method, Array(parameters)))
             return 0
         } catch let error as RPCError {
@@ -52,8 +57,10 @@ enum CallCommand: Command {
         }
     }
 
-    /// Calls a job method, then prints the job's progress until it ends.
-    private static func followJob(_ client: RPCClient, method: String, parameters: [JSONValue]) throws -> Int32 {
+    /// Calls a job method, then prints the job's progress until it ends or `cancellation`
+    /// stops the following.
+    private static func followJob(_ client: RPCClient, method: String, parameters: [JSONValue],
+                                  cancellation: CancellationToken) throws -> Int32 {
         _ = try client.call("core.subscribe", [.string("core.get_jobs")])
         var pending: [JSONValue] = []
         let result = try client.call(method, parameters) { pending.append($0) }
@@ -67,8 +74,32 @@ enum CallCommand: Command {
         // once, then follow events.
         var job = try client.call("core.get_jobs", [.array([.array([.string("id"), .string("="), .integer(jobID)])]),
                                                      .object(["get": .bool(true)])]) { pending.append($0) }
+        // The read below blocks until the server sends an event, which a job may not do
+        // for minutes, so a watcher shuts the connection down once the token is cancelled.
+        let watching = CancellationToken()
+        let interrupt = client.interrupter()
+        let watcher = Thread {
+            while !watching.isCancelled {
+                if cancellation.isCancelled {
+                    interrupt()
+                    return
+                }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+        watcher.start()
+        defer { watching.cancel() }
         while !(jobFinished(job)) {
-            let message = pending.isEmpty ? try client.receive() : pending.removeFirst()
+            let message: JSONValue
+            do {
+                message = pending.isEmpty ? try client.receive() : pending.removeFirst()
+            } catch where cancellation.isCancelled {
+                display.finish()
+                let text = "imgtool: stopped following job \(jobID) (\(method)); it keeps running on the server. "
+                    + "Abort it with: imgtool call core.job_abort \(jobID)\n"
+                FileHandle.standardError.write(Data(text.utf8))
+                return FailureCategory.cancelled.rawValue
+            }
             guard message["method"]?.stringValue == "collection_update", let parameters = message["params"],
                   parameters["id"]?.int64Value == jobID, let fields = parameters["fields"] else { continue }
             job = fields
