@@ -281,7 +281,16 @@ public enum ParallelGzipInflater {
                 }
             }
         }
+        logWaiting(for: pool, path: file.path)
         return (trailingGarbage, count)
+    }
+
+    /// Logs how long workers waited for `pool`'s buffers, which the writer thread frees
+    /// only as fast as the disk takes its writes.
+    private static func logWaiting(for pool: PlacementPool?, path: String) {
+        guard let pool else { return }
+        let seconds = String(format: "%.3f", pool.waitingTime.seconds)
+        Log.debug("parallel inflate", "\(path): workers waited \(seconds) s in all for placement buffers")
     }
 
     /// Returns the buffers that workers lend to `sink` instead of handing it their output
@@ -328,10 +337,11 @@ public enum ParallelGzipInflater {
         let endOfData = fileSize * 8
         let stops: [Int64] = (0..<count).map { $0 + 1 < count ? Int64($0 + 1) * rangeSize * 8 : .max }
         let lookahead = threads + 1
+        let placement = placementPool(for: writer.sink, threads: threads, pieceSize: placementPieceSize)
         let decoder = SpeculativeDecoder(file: file, usesIsal: true,
                                          blocks: OutputBlockPool.forStreams(lookahead * streamBudget), rangeBits: rangeSize * 8,
-                                         placement: placementPool(for: writer.sink, threads: threads,
-                                                                  pieceSize: placementPieceSize))
+                                         placement: placement)
+        defer { logWaiting(for: placement, path: file.path) }
         let pipeline = ChunkPipeline(chunkCount: count, threads: threads, budget: streamBudget,
                                      lookahead: lookahead) { number, stream in
             let start: SpeculativeDecoder.Start = number == 0 ? .memberHeader(0) : .search(Int64(number) * rangeSize * 8)

@@ -31,6 +31,8 @@ final class PlacementPool: @unchecked Sendable {
     /// Guards `free`.
     private let condition = NSCondition()
     private var free: [Int]
+    /// Guarded by `condition`; see `waitingTime`.
+    private var waited = Duration.zero
 
     /// - Parameter count: the number of buffers; a few per worker let decoding go on
     ///   while the writer thread writes.
@@ -51,10 +53,22 @@ final class PlacementPool: @unchecked Sendable {
     /// Takes a free buffer, waiting while all are filled or being written.
     fileprivate func take() -> (index: Int, buffer: UnsafeMutableRawBufferPointer) {
         condition.lock()
-        while free.isEmpty { condition.wait() }
+        if free.isEmpty {
+            let started = ContinuousClock.now
+            while free.isEmpty { condition.wait() }
+            waited += ContinuousClock.now - started
+        }
         let index = free.removeLast()
         condition.unlock()
         return (index, buffers[index])
+    }
+
+    /// The time workers spent waiting for a buffer, summed over workers: time in which
+    /// the writer thread, not decoding, set the pace.
+    var waitingTime: Duration {
+        condition.lock()
+        defer { condition.unlock() }
+        return waited
     }
 
     fileprivate func giveBack(_ index: Int) {
