@@ -8,7 +8,8 @@ disk, however many threads decode. Several queue depths show whether more writes
 flight would help.
 
 Usage: Benchmarks/direct-write.py DIRECTORY [--mib N] [--depths 1,2,4] [--runs 3]
-DIRECTORY must be on the disk that RAW files go to; the script creates and removes
+
+DIRECTORY must be on the disk that RAW files go to. The script creates and removes
 DIRECTORY/direct-write.tmp.
 """
 

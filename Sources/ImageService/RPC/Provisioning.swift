@@ -7,7 +7,7 @@ import Foundation
 import ImageCore
 
 enum Provisioning {
-    /// The most decoding threads a provisioning job uses for an image already on disk.
+    /// The maximum number of decoding threads a provisioning job uses for an image already on disk.
     static let maximumInflateThreads = 4
 
     /// Checks the request, then starts the job; returns its id.

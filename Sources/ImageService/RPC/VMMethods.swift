@@ -32,8 +32,8 @@ enum VMMethods {
                 method: context.method, arguments: redact(context.parameters.values, secretPositions: []),
                 description: "inflate \(source.displayPath) into \(destination.displayPath)", messageIDs: context.messageIDs
             ) { job in
-                // One thread, as the NAS's CPU serves everything else too; as one chunk, which
-                // keeps zero runs as holes instead of producing them (see docs/PARALLEL.md).
+                // One thread, because the NAS's CPU serves everything else too. A single gzip
+                // stream is decoded as one chunk, which keeps zero runs as holes.
                 let options = DecompressOptions(progress: job.progressHandler(description: "inflating"),
                                                 cancellation: job.cancellation, splitSingleStream: true)
                 do {

@@ -19,8 +19,8 @@ public final class MappedFile: @unchecked Sendable {
     /// The file's bytes; empty for an empty file. Valid until the object is freed.
     public let bytes: UnsafeRawBufferPointer
     public var count: Int { bytes.count }
-    /// The `CMapGuard` slot of the map; -1 when it is not guarded (an empty file, or
-    /// the handler could not be installed or memory for its slots not allocated).
+    /// The `CMapGuard` slot of the map, or -1 when the map is not guarded: for an empty
+    /// file, or when the handler or memory for more slots was not available.
     private let guardSlot: Int32
     /// Kept open to report the file's size after it shrank.
     private let descriptor: FileDescriptor?

@@ -105,8 +105,8 @@ public enum ParallelGzipInflater {
                                            placementPieceSize: placementPieceSize,
                                            cancellation: cancellation, progress: progress)
         } catch {
-            // Zeros stood in for the pages the file lost, so whatever failed, the
-            // change is what the caller must hear about.
+            // Zeros replaced the pages the file lost, so any failure is reported as
+            // the file's change.
             try file.checkUnchanged()
             if let error = error as? GzipDataError { throw error.at(path: file.path).inflateError }
             throw error

@@ -245,8 +245,8 @@ struct SpeculativeDecoder: Sendable {
 
     private struct SpeculationFailed: Error {}
 
-    /// The most output `nextBlockDecodes` checks. The Swift decoder is slower than ISA-L,
-    /// which decodes the block again anyway, so the check stays short.
+    /// The maximum output `nextBlockDecodes` checks. The Swift decoder is slower than
+    /// ISA-L, which decodes the block again anyway, so the check stays short.
     static let probeOutput = 64 << 10
 
     /// Blocks marker mode decodes from a candidate before ISA-L may take over with a
