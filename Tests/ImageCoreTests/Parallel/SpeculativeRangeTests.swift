@@ -270,12 +270,18 @@ struct SpeculativeRangeTests {
         return payload
     }
 
+    /// Writes 40 MiB of `repeatedLines` compressed with `gzip -9` into `scratch`; returns
+    /// the payload and the gzip file's path.
+    private func linesFile(in scratch: ScratchDirectory) throws -> (payload: [UInt8], path: String) {
+        let payload = Self.repeatedLines(40 << 20)
+        return (payload, try compressFile(payload, with: "gzip -9", in: scratch, name: "lines"))
+    }
+
     @Test("uncorrectable guesses finish on one thread")
     func finishesSequentially() throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
-        let payload = Self.repeatedLines(40 << 20)
-        let path = try compressFile(payload, with: "gzip -9", in: scratch, name: "lines")
+        let (payload, path) = try linesFile(in: scratch)
         // Eight ranges of about 5 MB of output each: a repair counts as unfinished only
         // after `unfinishedRepairMinimum` bytes.
         for threads in [2, 4] {
@@ -299,8 +305,7 @@ struct SpeculativeRangeTests {
     func sequentialFinishProgress() throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
-        let payload = Self.repeatedLines(40 << 20)
-        let path = try compressFile(payload, with: "gzip -9", in: scratch, name: "lines")
+        let (payload, path) = try linesFile(in: scratch)
         let total = Int64(try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int)
         let updates = Recorded<ProgressUpdate>()
         let reporter = ProgressReporter(step: "inflate", interval: .zero) { updates.append($0) }
