@@ -7,6 +7,17 @@ import Foundation
 import ImageCore
 
 enum VMMethods {
+    /// Decoding threads of a vm.decompress_gzip job: one, because the NAS's CPU serves
+    /// everything else too.
+    static let decompressThreads = 1
+
+    /// Builds the options of a vm.decompress_gzip job. With `splitSingleStream` on one
+    /// thread, a single gzip stream is decoded as one chunk, which keeps zero runs as holes.
+    static func decompressOptions(progress: ProgressHandler?, cancellation: CancellationToken?) -> DecompressOptions {
+        DecompressOptions(threads: decompressThreads, progress: progress, cancellation: cancellation,
+                          splitSingleStream: true)
+    }
+
     static func register(in table: inout MethodTable) {
         table.register(MethodSpec("vm.activate_sharefs") { context in
             try context.parameters.expectAtMost(1)
@@ -32,10 +43,8 @@ enum VMMethods {
                 method: context.method, arguments: redact(context.parameters.values, secretPositions: []),
                 description: "inflate \(source.displayPath) into \(destination.displayPath)", messageIDs: context.messageIDs
             ) { job in
-                // One thread, because the NAS's CPU serves everything else too. A single gzip
-                // stream is decoded as one chunk, which keeps zero runs as holes.
-                let options = DecompressOptions(progress: job.progressHandler(description: "inflating"),
-                                                cancellation: job.cancellation, splitSingleStream: true)
+                let options = decompressOptions(progress: job.progressHandler(description: "inflating"),
+                                                cancellation: job.cancellation)
                 do {
                     let summary = try Decompressor.decompress(source: source.usablePath, destination: destination.usablePath,
                                                               options: options)
