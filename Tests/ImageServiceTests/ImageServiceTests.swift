@@ -308,6 +308,7 @@ struct InflationOptionsTests {
         #expect(options.progress != nil)
         #expect(options.index == nil)
         #expect(options.indexOutput == nil)
+        #expect(!options.logsWarnings, "the job logs warnings with its id and the caller's paths")
     }
 
     @Test("provisioning uses at most 4 inflation threads",

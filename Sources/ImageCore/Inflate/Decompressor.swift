@@ -50,6 +50,10 @@ public struct DecompressOptions: Sendable {
     /// the RAW file and never replaces an existing file. The other entry points only
     /// build the index, return it in `DecompressSummary.index` and write no file.
     public var indexOutput: String?
+    /// Log each of `DecompressSummary.warnings` at warning level. The service turns it off
+    /// and logs them itself, with the job id and the paths its caller sent, because
+    /// the paths it hands to ImageCore are `/proc/self/fd/N` names.
+    public var logsWarnings = true
 
     public init(threads: Int = 1, progress: ProgressHandler? = nil, cancellation: CancellationToken? = nil,
                 engine: DeflateEngine = .isal, index: GzipIndex? = nil, indexOutput: String? = nil,
@@ -77,7 +81,8 @@ public struct DecompressSummary: Sendable, Equatable {
     /// gzip members decoded (0 for xz).
     public var members: Int
     /// Problems that did not stop decoding, for example trailing data after the last gzip
-    /// member. Each was also logged at warning level.
+    /// member. Each was also logged at warning level, unless `DecompressOptions.logsWarnings`
+    /// was off.
     public var warnings: [String]
     /// Seconds from start to the end of writing.
     public var elapsed: Double
@@ -317,7 +322,9 @@ public enum Decompressor {
         if format == .gzip, input is FileInput, let total,
            options.index != nil || options.indexOutput != nil || Self.decodesInParallel(window.available, options),
            let file = try mapForParallelDecode(input.name, options: options) {
-            return try decodeMapped(file, size: total, into: sink, options: options, started: started)
+            let summary = try decodeMapped(file, size: total, into: sink, options: options, started: started)
+            logWarnings(of: summary, options: options)
+            return summary
         }
 
         var members = 0
@@ -335,8 +342,15 @@ public enum Decompressor {
         try output.flush()
         reporter.finish(completed: window.offset, total: total, written: output.count)
 
-        return DecompressSummary(format: format, compressedBytesRead: window.offset, bytesWritten: output.count,
-                                 allocatedBytes: nil, members: members, warnings: warnings,
-                                 elapsed: (ContinuousClock.now - started).seconds)
+        let summary = DecompressSummary(format: format, compressedBytesRead: window.offset, bytesWritten: output.count,
+                                        allocatedBytes: nil, members: members, warnings: warnings,
+                                        elapsed: (ContinuousClock.now - started).seconds)
+        logWarnings(of: summary, options: options)
+        return summary
+    }
+
+    private static func logWarnings(of summary: DecompressSummary, options: DecompressOptions) {
+        guard options.logsWarnings else { return }
+        for warning in summary.warnings { Log.warning("inflate", warning) }
     }
 }
