@@ -1,5 +1,5 @@
 // Unit tests of the service's building blocks: JSON, framing, UTF-8, the handshake,
-// job queries, redaction, path checks and the job manager. The protocol as clients see
+// job queries, redaction, path checks, the job manager and the inflation options. The protocol as clients see
 // it is tested end to end in Tests/python with real WebSocket clients.
 
 import Foundation
@@ -292,5 +292,29 @@ struct JobManagerTests {
             try await Task.sleep(for: .milliseconds(10))
         }
         #expect(manager.allJobs().compactMap { $0["id"]?.int64Value } == [3, 4, 5])
+    }
+}
+
+@Suite("Inflation options")
+struct InflationOptionsTests {
+    @Test("vm.decompress_gzip decodes a stream as one chunk")
+    func decompressOptions() {
+        let token = CancellationToken()
+        let options = VMMethods.decompressOptions(progress: { _ in }, cancellation: token)
+        #expect(options.splitSingleStream)
+        #expect(options.threads == VMMethods.decompressThreads)
+        #expect(options.threads == 1)
+        #expect(options.cancellation === token)
+        #expect(options.progress != nil)
+        #expect(options.index == nil)
+        #expect(options.indexOutput == nil)
+        #expect(!options.logsWarnings, "the job logs warnings with its id and the caller's paths")
+    }
+
+    @Test("provisioning uses at most 4 inflation threads",
+          arguments: [(0, 1), (1, 1), (2, 2), (3, 3), (4, 4), (5, 4), (8, 4), (128, 4)])
+    func provisioningThreads(processors: Int, expected: Int) {
+        #expect(Provisioning.inflateThreads(processorCount: processors) == expected)
+        #expect(Provisioning.inflateThreads(processorCount: processors) <= Provisioning.maximumInflateThreads)
     }
 }

@@ -106,7 +106,8 @@ def test_decompress_warns_of_trailing_data(server):
     with open(os.path.join(tank, "padded.gz"), "wb") as handle:
         handle.write(gzip.compress(payload) + b"NOT-GZIP-TRAILER")
     ws = server.connect()
-    job = wait_for_job(ws, result(ws, "vm.decompress_gzip", "tank/padded.gz", "tank/out.raw"))
+    job_id = result(ws, "vm.decompress_gzip", "tank/padded.gz", "tank/out.raw")
+    job = wait_for_job(ws, job_id)
     assert job["state"] == "SUCCESS", job
     assert job["result"]["bytes_written"] == len(payload)
     warnings = job["result"]["warnings"]
@@ -114,6 +115,12 @@ def test_decompress_warns_of_trailing_data(server):
     assert "16 bytes of trailing data" in warnings[0]
     assert "'tank/padded.gz'" in warnings[0]
     assert "/proc/self/fd" not in warnings[0]
+    # The server's log names the job and the path the caller sent, as the result does.
+    logged = [line for line in server.log_text().splitlines() if "trailing data" in line]
+    assert len(logged) == 1, logged
+    assert f"job {job_id} vm.decompress_gzip" in logged[0]
+    assert "'tank/padded.gz'" in logged[0]
+    assert "/proc/self/fd" not in logged[0]
 
 
 def test_abort_inflation_removes_temporary_file(server):

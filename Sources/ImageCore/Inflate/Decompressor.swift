@@ -31,8 +31,9 @@ public struct DecompressOptions: Sendable {
     /// realistic test image (docs/BENCHMARKS.md). Off by default, because the streams of
     /// speculative chunks hold up to 64 MiB per thread. The input is memory-mapped; a file
     /// that another process truncates meanwhile fails with `InflateError.inputShrank`
-    /// (see `MappedFile`). `imgtool decompress`, `vm.decompress_gzip` and provisioning
-    /// from a downloaded file turn it on.
+    /// (see `MappedFile`). A file whose file system rejects the map with ENODEV goes to
+    /// the sequential decoder instead. `imgtool decompress`, `vm.decompress_gzip` and
+    /// provisioning from a downloaded file turn it on.
     public var splitSingleStream: Bool
     /// Receives progress: compressed bytes consumed of the input's size, and bytes written.
     public var progress: ProgressHandler?
@@ -49,6 +50,10 @@ public struct DecompressOptions: Sendable {
     /// the RAW file and never replaces an existing file. The other entry points only
     /// build the index, return it in `DecompressSummary.index` and write no file.
     public var indexOutput: String?
+    /// Log each of `DecompressSummary.warnings` at warning level. The service turns it off
+    /// and logs them itself, with the job id and the paths its caller sent, because
+    /// the paths it hands to ImageCore are `/proc/self/fd/N` names.
+    public var logsWarnings = true
 
     public init(threads: Int = 1, progress: ProgressHandler? = nil, cancellation: CancellationToken? = nil,
                 engine: DeflateEngine = .isal, index: GzipIndex? = nil, indexOutput: String? = nil,
@@ -76,7 +81,8 @@ public struct DecompressSummary: Sendable, Equatable {
     /// gzip members decoded (0 for xz).
     public var members: Int
     /// Problems that did not stop decoding, for example trailing data after the last gzip
-    /// member. Each was also logged at warning level.
+    /// member. Each was also logged at warning level, unless `DecompressOptions.logsWarnings`
+    /// was off.
     public var warnings: [String]
     /// Seconds from start to the end of writing.
     public var elapsed: Double
@@ -229,6 +235,51 @@ public enum Decompressor {
         return options.splitSingleStream && !bgzf
     }
 
+    /// Maps the gzip file `path` for `ParallelGzipInflater` or `GzipIndexBuilder`. Returns
+    /// nil when its file system does not support `mmap` (ENODEV) and no seek index is to
+    /// be built: the sequential decoder then reads the file, as it reads a pipe, and a
+    /// seek index in `options.index` goes unused.
+    private static func mapForParallelDecode(_ path: String, options: DecompressOptions) throws -> MappedFile? {
+        do {
+            return try MappedFile(path: path)
+        } catch var error as SystemError where error.errno == .noDevice {
+            if let indexOutput = options.indexOutput {
+                error.remedy = "building the seek index '\(indexOutput)' needs a memory map, which this file's file system "
+                    + "does not support, so copy the file to a local disk and decompress the copy, or leave out --index-out"
+                throw error
+            }
+            var message = "'\(path)': mmap failed: \(error.errno); decoding it sequentially"
+            if options.index != nil {
+                message += ", so the seek index\(options.indexPath.map { " '\($0)'" } ?? "") goes unused"
+            }
+            Log.debug("inflate", message)
+            return nil
+        }
+    }
+
+    /// Decodes the mapped gzip file `file` of `size` bytes into `sink` with
+    /// `GzipIndexBuilder` when `options.indexOutput` is set, else with `ParallelGzipInflater`.
+    private static func decodeMapped(_ file: MappedFile, size: Int64, into sink: any ExtentSink,
+                                     options: DecompressOptions, started: ContinuousClock.Instant) throws -> DecompressSummary {
+        let progress = ProgressReporter(step: "inflate", handler: options.progress)
+        if options.indexOutput != nil {
+            let index = try GzipIndexBuilder.build(file: file, sink: sink, cancellation: options.cancellation,
+                                                   progress: progress)
+            // The builder marks each member's start, and the end of the file, with a
+            // point without a window.
+            return DecompressSummary(format: .gzip, compressedBytesRead: index.compressedSize,
+                                     bytesWritten: index.uncompressedSize, allocatedBytes: nil,
+                                     members: index.points.count(where: { !$0.hasWindow }) - 1, warnings: [],
+                                     elapsed: (ContinuousClock.now - started).seconds, index: index)
+        }
+        let result = try ParallelGzipInflater.decompress(file: file, into: sink, threads: options.threads,
+                                                         index: options.index, cancellation: options.cancellation,
+                                                         progress: progress)
+        return DecompressSummary(format: .gzip, compressedBytesRead: size, bytesWritten: result.uncompressedSize,
+                                 allocatedBytes: nil, members: result.members, warnings: result.warnings,
+                                 elapsed: (ContinuousClock.now - started).seconds)
+    }
+
     /// Decodes `input` into `sink`. The sink is not finished or flushed beyond the bytes
     /// handed to it, and `allocatedBytes` in the result is nil.
     public static func decode(input: any CompressedInput, into sink: any ExtentSink,
@@ -268,28 +319,17 @@ public enum Decompressor {
         reportProgress()
         Log.debug("inflate", "'\(input.name)': \(format.rawValue), \(total.map(String.init) ?? "unknown") bytes, engine \(options.engine.rawValue)")
 
+        if format == .gzip, input is FileInput, let total,
+           options.index != nil || options.indexOutput != nil || Self.decodesInParallel(window.available, options),
+           let file = try mapForParallelDecode(input.name, options: options) {
+            let summary = try decodeMapped(file, size: total, into: sink, options: options, started: started)
+            logWarnings(of: summary, options: options)
+            return summary
+        }
+
         var members = 0
         var warnings: [String] = []
         switch format {
-        case .gzip where input is FileInput && input.totalSize != nil
-            && (options.index != nil || options.indexOutput != nil || Self.decodesInParallel(window.available, options)):
-            let progress = ProgressReporter(step: "inflate", handler: options.progress)
-            if options.indexOutput != nil {
-                let index = try GzipIndexBuilder.build(path: input.name, sink: sink, cancellation: options.cancellation,
-                                                       progress: progress)
-                // The builder marks each member's start, and the end of the file, with a
-                // point without a window.
-                return DecompressSummary(format: format, compressedBytesRead: index.compressedSize,
-                                         bytesWritten: index.uncompressedSize, allocatedBytes: nil,
-                                         members: index.points.count(where: { !$0.hasWindow }) - 1, warnings: [],
-                                         elapsed: (ContinuousClock.now - started).seconds, index: index)
-            }
-            let result = try ParallelGzipInflater.decompress(path: input.name, into: sink, threads: options.threads,
-                                                             index: options.index, cancellation: options.cancellation,
-                                                             progress: progress)
-            return DecompressSummary(format: format, compressedBytesRead: total ?? 0, bytesWritten: result.uncompressedSize,
-                                     allocatedBytes: nil, members: result.members, warnings: result.warnings,
-                                     elapsed: (ContinuousClock.now - started).seconds)
         case .gzip:
             let decoder = GzipDecoder(window: window, output: output, engine: options.engine,
                                       cancellation: options.cancellation, reportProgress: reportProgress)
@@ -302,8 +342,15 @@ public enum Decompressor {
         try output.flush()
         reporter.finish(completed: window.offset, total: total, written: output.count)
 
-        return DecompressSummary(format: format, compressedBytesRead: window.offset, bytesWritten: output.count,
-                                 allocatedBytes: nil, members: members, warnings: warnings,
-                                 elapsed: (ContinuousClock.now - started).seconds)
+        let summary = DecompressSummary(format: format, compressedBytesRead: window.offset, bytesWritten: output.count,
+                                        allocatedBytes: nil, members: members, warnings: warnings,
+                                        elapsed: (ContinuousClock.now - started).seconds)
+        logWarnings(of: summary, options: options)
+        return summary
+    }
+
+    private static func logWarnings(of summary: DecompressSummary, options: DecompressOptions) {
+        guard options.logsWarnings else { return }
+        for warning in summary.warnings { Log.warning("inflate", warning) }
     }
 }

@@ -10,7 +10,8 @@
 // - 1f 8b: another member, and every error in it is an error (a lone 1f at the end is
 //   a member cut after its first byte);
 // - only zero bytes up to the end of input: block or tape padding, accepted silently;
-// - anything else: trailing data, ignored with a warning and never called corrupt.
+// - anything else: trailing data, ignored with a warning and never called corrupt
+//   (returned to `Decompressor`, which logs it).
 // A truncation anywhere inside a member is an error that gives the offset where the
 // input ends.
 
@@ -71,9 +72,7 @@ final class GzipDecoder {
         } while try window.readMore()
         if allZero { return nil }
         let length = window.offset - start
-        let warning = "'\(path)': ignored \(length) bytes of trailing data at offset \(start) after the last gzip member"
-        Log.warning("inflate", warning)
-        return warning
+        return "'\(path)': ignored \(length) bytes of trailing data at offset \(start) after the last gzip member"
     }
 
     private func decodeMember() throws {

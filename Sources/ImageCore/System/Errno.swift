@@ -26,6 +26,7 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
     public static let exists = Errno(rawValue: EEXIST)
     public static let noEntry = Errno(rawValue: ENOENT)
     public static let noSpace = Errno(rawValue: ENOSPC)
+    public static let noDevice = Errno(rawValue: ENODEV)
     public static let notSupported = Errno(rawValue: EOPNOTSUPP)
     public static let invalidArgument = Errno(rawValue: EINVAL)
     public static let noSystemCall = Errno(rawValue: ENOSYS)
@@ -49,7 +50,7 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
         ENAMETOOLONG: "ENAMETOOLONG", ENOSYS: "ENOSYS", EOPNOTSUPP: "EOPNOTSUPP",
         EDQUOT: "EDQUOT", ETXTBSY: "ETXTBSY", EPIPE: "EPIPE", ECONNRESET: "ECONNRESET",
         ECONNREFUSED: "ECONNREFUSED", ETIMEDOUT: "ETIMEDOUT", EADDRINUSE: "EADDRINUSE",
-        ENOTEMPTY: "ENOTEMPTY",
+        ENOTEMPTY: "ENOTEMPTY", ENODEV: "ENODEV",
         // EWOULDBLOCK is not listed: on Linux it equals EAGAIN, and a duplicate key traps.
     ]
 }

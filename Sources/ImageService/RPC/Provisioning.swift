@@ -10,6 +10,12 @@ enum Provisioning {
     /// The maximum number of decoding threads a provisioning job uses for an image already on disk.
     static let maximumInflateThreads = 4
 
+    /// Returns the decoding threads for an image already on disk when `processorCount`
+    /// CPUs are available: one per CPU, at least 1 and at most `maximumInflateThreads`.
+    static func inflateThreads(processorCount: Int) -> Int {
+        max(1, min(processorCount, maximumInflateThreads))
+    }
+
     /// Checks the request, then starts the job; returns its id.
     static func submit(_ context: CallContext) throws -> Int64 {
         let request = try GuestRequest(context.parameters[0], service: context.service, needsSize: true)
@@ -43,7 +49,7 @@ enum Provisioning {
         let provisionRequest = ProvisionRequest(
             image: request.entry.reference, rawPath: destination.usablePath, size: size, vmID: request.vmID,
             vmName: request.vmName, pool: request.pool, password: request.password,
-            threads: min(ProcessInfo.processInfo.activeProcessorCount, Self.maximumInflateThreads),
+            threads: inflateThreads(processorCount: ProcessInfo.processInfo.activeProcessorCount),
             deviceMapPath: service.paths.absolutePath(of: destination))
         let fileName = request.entry.fileName
 

@@ -7,6 +7,21 @@ import Foundation
 import ImageCore
 
 enum VMMethods {
+    /// Decoding threads of a vm.decompress_gzip job: one, because the NAS's CPU serves
+    /// everything else too.
+    static let decompressThreads = 1
+
+    /// Builds the options of a vm.decompress_gzip job. With `splitSingleStream` on one
+    /// thread, a single gzip stream is decoded as one chunk, which keeps zero runs as holes.
+    /// ImageCore logs no warnings, because they name `/proc/self/fd/N` paths; the job logs
+    /// them with its id and the caller's paths.
+    static func decompressOptions(progress: ProgressHandler?, cancellation: CancellationToken?) -> DecompressOptions {
+        var options = DecompressOptions(threads: decompressThreads, progress: progress, cancellation: cancellation,
+                                        splitSingleStream: true)
+        options.logsWarnings = false
+        return options
+    }
+
     static func register(in table: inout MethodTable) {
         table.register(MethodSpec("vm.activate_sharefs") { context in
             try context.parameters.expectAtMost(1)
@@ -28,21 +43,25 @@ enum VMMethods {
             try context.parameters.expectAtMost(2)
             let source = try context.service.paths.existingFile(try context.parameters.string(0, "src"), argument: "src")
             let destination = try context.service.paths.newFile(try context.parameters.string(1, "dst"), argument: "dst")
+            let method = context.method
             let id = context.service.jobs.submit(
                 method: context.method, arguments: redact(context.parameters.values, secretPositions: []),
                 description: "inflate \(source.displayPath) into \(destination.displayPath)", messageIDs: context.messageIDs
             ) { job in
-                // One thread, because the NAS's CPU serves everything else too. A single gzip
-                // stream is decoded as one chunk, which keeps zero runs as holes.
-                let options = DecompressOptions(progress: job.progressHandler(description: "inflating"),
-                                                cancellation: job.cancellation, splitSingleStream: true)
+                let options = decompressOptions(progress: job.progressHandler(description: "inflating"),
+                                                cancellation: job.cancellation)
+                let summary: DecompressSummary
                 do {
-                    let summary = try Decompressor.decompress(source: source.usablePath, destination: destination.usablePath,
-                                                              options: options)
-                    return decompressResult(summary, source: source, destination: destination)
+                    summary = try Decompressor.decompress(source: source.usablePath, destination: destination.usablePath,
+                                                          options: options)
                 } catch {
                     throw TranslatedError.wrap(error, source, destination)
                 }
+                let warnings = summary.warnings.map { destination.translate(source.translate($0)) }
+                for warning in warnings {
+                    Log.warning("jobs", "job \(job.id) \(method): \(warning)")
+                }
+                return decompressResult(summary, warnings: warnings, destination: destination)
             }
             return .job(id)
         })
@@ -80,16 +99,15 @@ enum VMMethods {
 
 /// Builds the job result of vm.decompress_gzip. `warnings` lists what decoding ignored
 /// (trailing data after the last gzip member), with the paths the caller sent.
-private func decompressResult(_ summary: DecompressSummary, source: CheckedPath, destination: CheckedPath) -> JSONValue {
-    let warnings = summary.warnings.map { JSONValue.string(destination.translate(source.translate($0))) }
-    return .object([
+private func decompressResult(_ summary: DecompressSummary, warnings: [String], destination: CheckedPath) -> JSONValue {
+    .object([
         "path": .string(destination.displayPath),
         "format": .string(String(describing: summary.format)),
         "compressed_bytes": .integer(summary.compressedBytesRead),
         "bytes_written": .integer(summary.bytesWritten),
         "allocated_bytes": summary.allocatedBytes.map { .integer($0) } ?? .null,
         "seconds": .double((summary.elapsed * 1000).rounded() / 1000),
-        "warnings": .array(warnings),
+        "warnings": .array(warnings.map { .string($0) }),
     ])
 }
 

@@ -269,3 +269,64 @@ struct PlacedOutputTests {
         }
     }
 }
+
+/// `PlacementPool.waitingTime` sums the time workers waited for a free buffer. These tests
+/// make a thread wait for certain, through the pool's `beforeWait` hook, instead of
+/// timing anything.
+@Suite("Placement pool waiting time")
+struct PlacementPoolTests {
+    /// Runs `body` with a pool of `count` buffers that lends them to a sparse writer on a
+    /// new file.
+    private func withPool(count: Int, _ body: (PlacementPool) throws -> Void) throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = scratch.file("placed.raw")
+        let descriptor = try FileDescriptor.open(path, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
+        defer { try? descriptor.close() }
+        let writer = try SparseFileWriter(descriptor: descriptor, path: path)
+        defer { writer.cancel() }
+        try body(PlacementPool(target: writer.placement(), count: count, pieceSize: 4096))
+    }
+
+    @Test("a thread that waited for a buffer adds to it")
+    func waitAddsTime() throws {
+        try withPool(count: 2) { pool in
+            let first = pool.take()
+            _ = pool.take()
+            #expect(pool.waitingTime == .zero)
+
+            let waiting = DispatchSemaphore(value: 0)
+            pool.beforeWait = { waiting.signal() }
+            let taken = DispatchSemaphore(value: 0)
+            let taker = Thread {
+                _ = pool.take()
+                taken.signal()
+            }
+            taker.start()
+            // The hook runs under the pool's lock, so `giveBack` gets the lock only once
+            // the other thread waits.
+            waiting.wait()
+            pool.giveBack(first.index)
+            taken.wait()
+
+            #expect(pool.waitingTime > .zero)
+        }
+    }
+
+    @Test("it stays zero when no thread waited")
+    func noWaitNoTime() throws {
+        try withPool(count: 2) { pool in
+            let waits = LockedLines()
+            pool.beforeWait = { waits.append("wait") }
+            let first = pool.take()
+            let second = pool.take()
+            pool.giveBack(first.index)
+            pool.giveBack(second.index)
+            _ = pool.take()
+            _ = pool.take()
+
+            #expect(waits.all.isEmpty)
+            #expect(pool.waitingTime == .zero)
+        }
+    }
+}

@@ -10,6 +10,7 @@
 // readers must call `checkUnchanged()` before they trust a result or report an error.
 
 import CMapGuard
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,7 +26,14 @@ public final class MappedFile: @unchecked Sendable {
     /// Kept open to report the file's size after it shrank.
     private let descriptor: FileDescriptor?
 
+    /// Test seam: paths whose map fails with the given errno instead of calling `mmap`,
+    /// so that tests can stand in for a file system that rejects maps with ENODEV. Keyed
+    /// by path because tests run in parallel. Empty outside tests.
+    static let simulatedMapFailures = Mutex<[String: Errno]>([:])
+
     /// Maps `path` read-only.
+    /// - Throws: `SystemError` when the file cannot be opened or mapped. Its errno is
+    ///   ENODEV when the file system does not support `mmap` (sysfs, for example).
     public init(path: String) throws {
         let (descriptor, status) = try FileDescriptor.openRegularFile(path, argument: "input",
                                                                        remedy: "give the path of a .gz file")
@@ -37,11 +45,16 @@ public final class MappedFile: @unchecked Sendable {
             self.descriptor = nil
             return
         }
-        let address = mmap(nil, Int(status.size), PROT_READ, MAP_PRIVATE, descriptor.rawValue, 0)
+        let simulated = Self.simulatedMapFailures.withLock { $0[path] }
+        var address: UnsafeMutableRawPointer? = MAP_FAILED
+        if simulated == nil {
+            address = mmap(nil, Int(status.size), PROT_READ, MAP_PRIVATE, descriptor.rawValue, 0)
+        }
         guard let address, address != MAP_FAILED else {
-            let error = Errno.current
+            let error = simulated ?? Errno.current
             try? descriptor.close()
-            throw SystemError("mmap", path: path, errno: error)
+            throw SystemError("mmap", path: path, errno: error,
+                              remedy: error == .noDevice ? Self.unmappableRemedy : nil)
         }
         _ = madvise(address, Int(status.size), MADV_WILLNEED)
         bytes = UnsafeRawBufferPointer(start: address, count: Int(status.size))
@@ -51,6 +64,9 @@ public final class MappedFile: @unchecked Sendable {
         }
         self.descriptor = descriptor
     }
+
+    /// The remedy of the ENODEV error from `mmap`.
+    static let unmappableRemedy = "its file system does not support memory maps, so copy the file to a local disk and give the copy"
 
     deinit {
         imgtool_map_guard_unregister(guardSlot)

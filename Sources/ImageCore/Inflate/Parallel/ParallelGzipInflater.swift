@@ -29,7 +29,7 @@ public struct ParallelInflateResult: Sendable {
     public var strategy: ParallelStrategy
     /// Bytes after the last member that are neither zeros nor a member (ignored).
     public var trailingGarbage: Int64
-    /// Problems that did not stop decoding (trailing data), each also logged.
+    /// Problems that did not stop decoding (trailing data). `Decompressor` logs them.
     public var warnings: [String]
     /// Speculative chunks that ISA-L decoded with a guessed window, and the output bytes
     /// the writer decoded again to correct them (see `WindowRepair`).
@@ -158,10 +158,8 @@ public enum ParallelGzipInflater {
         try writer.finish()
         var warnings: [String] = []
         if trailingGarbage > 0 {
-            let warning = "'\(path)': ignored \(trailingGarbage) bytes of trailing data at offset "
-                + "\(Int64(input.count) - trailingGarbage) after the last gzip member"
-            Log.warning("inflate", warning)
-            warnings.append(warning)
+            warnings.append("'\(path)': ignored \(trailingGarbage) bytes of trailing data at offset "
+                            + "\(Int64(input.count) - trailingGarbage) after the last gzip member")
         }
         Log.debug("parallel inflate", "\(path): \(chunkCount) chunks (\(strategy.rawValue)), \(threads) threads")
         if writer.guessedWindows > 0 {

@@ -50,10 +50,16 @@ final class PlacementPool: @unchecked Sendable {
         for buffer in buffers { buffer.deallocate() }
     }
 
+    /// Runs in `take` under the pool's lock right before a thread starts to wait for a
+    /// buffer. Tests set it while no other thread uses the pool, to give a buffer back
+    /// only once a thread waits. Nil outside tests.
+    var beforeWait: (() -> Void)?
+
     /// Takes a free buffer, waiting while all are filled or being written.
-    fileprivate func take() -> (index: Int, buffer: UnsafeMutableRawBufferPointer) {
+    func take() -> (index: Int, buffer: UnsafeMutableRawBufferPointer) {
         condition.lock()
         if free.isEmpty {
+            beforeWait?()
             let started = ContinuousClock.now
             while free.isEmpty { condition.wait() }
             waited += ContinuousClock.now - started
@@ -71,7 +77,8 @@ final class PlacementPool: @unchecked Sendable {
         return waited
     }
 
-    fileprivate func giveBack(_ index: Int) {
+    /// Returns the buffer `index` to the free ones and wakes the threads that wait.
+    func giveBack(_ index: Int) {
         condition.lock()
         free.append(index)
         condition.broadcast()
