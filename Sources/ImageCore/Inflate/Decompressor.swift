@@ -50,9 +50,9 @@ public struct DecompressOptions: Sendable {
     /// the RAW file and never replaces an existing file. The other entry points only
     /// build the index, return it in `DecompressSummary.index` and write no file.
     public var indexOutput: String?
-    /// Log each of `DecompressSummary.warnings` at warning level. The service turns it off
-    /// and logs them itself, with the job id and the paths its caller sent, because
-    /// the paths it hands to ImageCore are `/proc/self/fd/N` names.
+    /// Whether `decode` logs each of `DecompressSummary.warnings` at warning level. The
+    /// service turns it off and logs them itself, with the job id and the paths its caller
+    /// sent, because the paths it hands to ImageCore are `/proc/self/fd/N` names.
     public var logsWarnings = true
 
     public init(threads: Int = 1, progress: ProgressHandler? = nil, cancellation: CancellationToken? = nil,
@@ -237,8 +237,8 @@ public enum Decompressor {
 
     /// Maps the gzip file `path` for `ParallelGzipInflater` or `GzipIndexBuilder`. Returns
     /// nil when its file system does not support `mmap` (ENODEV) and no seek index is to
-    /// be built: the sequential decoder then reads the file, as it reads a pipe, and a
-    /// seek index in `options.index` goes unused.
+    /// be built. The sequential decoder then reads the file as it reads a pipe, without
+    /// the seek index in `options.index`.
     private static func mapForParallelDecode(_ path: String, options: DecompressOptions) throws -> MappedFile? {
         do {
             return try MappedFile(path: path)

@@ -297,17 +297,17 @@ struct PlacementPoolTests {
 
             let waiting = DispatchSemaphore(value: 0)
             pool.beforeWait = { waiting.signal() }
-            let taken = DispatchSemaphore(value: 0)
+            let tookBuffer = DispatchSemaphore(value: 0)
             let taker = Thread {
                 _ = pool.take()
-                taken.signal()
+                tookBuffer.signal()
             }
             taker.start()
             // The hook runs under the pool's lock, so `giveBack` gets the lock only once
             // the other thread waits.
             waiting.wait()
             pool.giveBack(first.index)
-            taken.wait()
+            tookBuffer.wait()
 
             #expect(pool.waitingTime > .zero)
         }
