@@ -20,6 +20,11 @@ static inline int imgtool_renameat2(int olddirfd, const char *oldpath, int newdi
     return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
 }
 
+/* gettid(2): the calling thread's id, which setpriority(2) takes to change one thread. */
+static inline int imgtool_gettid(void) {
+    return (int)syscall(SYS_gettid);
+}
+
 /* fallocate(2) with mode 0 reserves blocks and extends the size (Linux 2.6.23). */
 static inline int imgtool_fallocate(int fd, int mode, int64_t offset, int64_t length) {
     return (int)syscall(SYS_fallocate, fd, mode, (off_t)offset, (off_t)length);

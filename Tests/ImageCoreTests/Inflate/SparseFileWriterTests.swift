@@ -1,6 +1,7 @@
 // SparseFileWriter on its own: zero blocks become holes, holes and unaligned writes land
 // at the right offsets, and the final size is exact.
 
+import CSystem
 import Foundation
 import Testing
 @testable import ImageCore
@@ -67,6 +68,30 @@ import Glibc
         expectEqualBytes(try readFile(path), data)
         // Two 4 KiB data blocks.
         #expect(allocatedBytes(path) == 8192)
+    }
+
+    /// The writer thread raises its priority where the process may. A probe thread tries
+    /// the same nice value first, so the test passes as root and as another user.
+    @Test func writerThreadRaisesPriority() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let scope = __priority_which_t(PRIO_PROCESS.rawValue)
+        let inherited = getpriority(scope, id_t(imgtool_gettid()))
+        let permitted = Recorded<Bool>()
+        let probed = DispatchSemaphore(value: 0)
+        let probe = Thread {
+            permitted.append(setpriority(scope, id_t(imgtool_gettid()), SparseFileWriter.requestedNice) == 0)
+            probed.signal()
+        }
+        probe.start()
+        probed.wait()
+        let expected = permitted.values[0] ? SparseFileWriter.requestedNice : inherited
+
+        let (writer, descriptor) = try makeWriter(scratch.file("out"))
+        defer { try? descriptor.close() }
+        try [UInt8](repeating: 7, count: 4096).withUnsafeBytes { try writer.write($0) }
+        _ = try writer.finish()
+        #expect(writer.writerNice == expected)
     }
 
     @Test func holesAndUnalignedWritesLandInPlace() throws {
