@@ -265,6 +265,22 @@ struct PathGuardTests {
     }
 }
 
+@Suite("RPCClient")
+struct RPCClientTests {
+    // The client speaks only JSON-RPC 2.0. On the DDP endpoint the server answers its
+    // request with {"msg": "failed"}, which carries no id, so the client waited forever.
+    @Test("a URL path other than /api/current is rejected", arguments: ["/websocket", "/websocket/", "/", "/api"])
+    func otherPathRejected(path: String) {
+        #expect(throws: InvalidArgumentError.self) { try RPCClient(url: "ws://127.0.0.1:1\(path)") }
+    }
+
+    // Nothing listens on port 1, so a URL that passes validation fails to connect.
+    @Test("no path and /api/current pass validation", arguments: ["", "/api/current"])
+    func endpointPathAccepted(path: String) {
+        #expect(throws: SocketError.self) { try RPCClient(url: "ws://127.0.0.1:1\(path)") }
+    }
+}
+
 @Suite("JobManager")
 struct JobManagerTests {
     @Test("jobs under one lock run one after the other")
