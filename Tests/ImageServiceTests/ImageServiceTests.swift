@@ -247,6 +247,20 @@ struct PathGuardTests {
         #expect(throws: RPCError.self) { try guardian.relativePath("/etc/passwd", argument: "x") }
     }
 
+    // A file to create is expected not to exist, so the message must name its missing
+    // directory, not the file.
+    @Test("a new file in a missing directory names the directory")
+    func newFileMissingDirectory() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("pathguard-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: root + "/tank", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let guardian = try PathGuard(root: root)
+
+        let error = #expect(throws: RPCError.self) { try guardian.newFile("tank/missing/disk.raw", argument: "dst") }
+        #expect(error?.reason.contains("the directory 'tank/missing' does not exist") == true)
+        #expect(error?.reason.contains("'tank/missing/disk.raw' does not exist") == false)
+    }
+
     // Descriptors are numbered from the lowest free one, so with many connections open
     // the source can be descriptor 7 and the destination's directory descriptor 70.
     @Test("translation skips a longer descriptor number")
