@@ -261,6 +261,16 @@ struct PathGuardTests {
         #expect(error?.reason.contains("'tank/missing/disk.raw' does not exist") == false)
     }
 
+    // The root itself is inside the root: it is a directory, not an outside path.
+    @Test("the root itself is not called outside")
+    func rootItselfIsInside() throws {
+        let guardian = try PathGuard(root: "/tmp")
+        #expect(try guardian.relativePath("/tmp", argument: "x") == ".")
+        let error = #expect(throws: RPCError.self) { try guardian.newFile("/tmp", argument: "dst") }
+        #expect(error?.reason.contains("outside") == false)
+        #expect(error?.reason.contains("names a directory") == true)
+    }
+
     // Descriptors are numbered from the lowest free one, so with many connections open
     // the source can be descriptor 7 and the destination's directory descriptor 70.
     @Test("translation skips a longer descriptor number")
