@@ -80,7 +80,9 @@ public final class PathGuard: Sendable {
         guard !value.isEmpty else { throw RPCError.invalidParameter(argument, "the path is empty") }
         guard !value.utf8.contains(0) else { throw RPCError.invalidParameter(argument, "the path contains a NUL byte") }
         var relative = value
-        if value.hasPrefix("/") {
+        if value == root {
+            relative = "."
+        } else if value.hasPrefix("/") {
             let prefix = root == "/" ? "/" : root + "/"
             guard value.hasPrefix(prefix) else {
                 throw RPCError.invalidParameter(argument, "'\(value)' is outside the pools root \(root); give a path under \(root)")
