@@ -333,4 +333,20 @@ struct JobManagerTests {
         }
         #expect(manager.allJobs().compactMap { $0["id"]?.int64Value } == [3, 4, 5])
     }
+
+    // A call's error reply carries the remedy, and a job's error must too: a failed
+    // vm.create_container reported "disk size ... is smaller than the inflated image"
+    // without the size to give.
+    @Test("a failed job's error includes the remedy")
+    func failedJobKeepsRemedy() async throws {
+        let manager = JobManager()
+        let id = manager.submit(method: "m", arguments: .array([])) { _ in
+            throw SystemError("write", path: "tank/disk.raw", errno: .noSpace)
+        }
+        while manager.jobState(id) != .failed { try await Task.sleep(for: .milliseconds(10)) }
+        let job = try #require(manager.job(id))
+        let error = try #require(job["error"]?.stringValue)
+        #expect(error.contains("write 'tank/disk.raw' failed"))
+        #expect(error.contains("free space on that filesystem"))
+    }
 }
