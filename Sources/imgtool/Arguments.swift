@@ -20,15 +20,19 @@ struct Arguments {
     let helpRequested: Bool
 
     /// Parses `arguments`. `options` take a value; `flags` do not. Anything else that
-    /// starts with `-` (except `-` alone) is a usage error.
-    init(_ arguments: [String], options: Set<String> = [], flags: Set<String> = []) throws {
+    /// starts with `-` (except `-` alone) is a usage error, unless
+    /// `negativeNumbersArePositionals` is set and it looks like a negative number ("-1",
+    /// "-.5"), which no option does.
+    init(_ arguments: [String], options: Set<String> = [], flags: Set<String> = [],
+         negativeNumbersArePositionals: Bool = false) throws {
         var help = false
         var index = 0
         var onlyPositionals = false
         while index < arguments.count {
             let argument = arguments[index]
             index += 1
-            if onlyPositionals || !argument.hasPrefix("-") || argument == "-" {
+            let negativeNumber = negativeNumbersArePositionals && Arguments.looksLikeNegativeNumber(argument)
+            if onlyPositionals || !argument.hasPrefix("-") || argument == "-" || negativeNumber {
                 positionals.append(argument)
                 continue
             }
@@ -62,6 +66,11 @@ struct Arguments {
             }
         }
         helpRequested = help
+    }
+
+    static func looksLikeNegativeNumber(_ argument: String) -> Bool {
+        guard argument.hasPrefix("-"), let second = argument.dropFirst().first else { return false }
+        return second.isNumber || second == "."
     }
 
     /// The last value given for `name`, or nil.

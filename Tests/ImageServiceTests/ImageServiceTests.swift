@@ -247,6 +247,30 @@ struct PathGuardTests {
         #expect(throws: RPCError.self) { try guardian.relativePath("/etc/passwd", argument: "x") }
     }
 
+    // A file to create is expected not to exist, so the message must name its missing
+    // directory, not the file.
+    @Test("a new file in a missing directory names the directory")
+    func newFileMissingDirectory() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("pathguard-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: root + "/tank", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let guardian = try PathGuard(root: root)
+
+        let error = #expect(throws: RPCError.self) { try guardian.newFile("tank/missing/disk.raw", argument: "dst") }
+        #expect(error?.reason.contains("the directory 'tank/missing' does not exist") == true)
+        #expect(error?.reason.contains("'tank/missing/disk.raw' does not exist") == false)
+    }
+
+    // The root itself is inside the root: it is a directory, not an outside path.
+    @Test("the root itself is not called outside")
+    func rootItselfIsInside() throws {
+        let guardian = try PathGuard(root: "/tmp")
+        #expect(try guardian.relativePath("/tmp", argument: "x") == ".")
+        let error = #expect(throws: RPCError.self) { try guardian.newFile("/tmp", argument: "dst") }
+        #expect(error?.reason.contains("outside") == false)
+        #expect(error?.reason.contains("names a directory") == true)
+    }
+
     // Descriptors are numbered from the lowest free one, so with many connections open
     // the source can be descriptor 7 and the destination's directory descriptor 70.
     @Test("translation skips a longer descriptor number")
@@ -262,6 +286,22 @@ struct PathGuardTests {
         let error = SystemError("create", path: destination.usablePath, errno: Errno(rawValue: ENOSPC))
         let translated = TranslatedError.wrap(error, source, destination) as? SystemError
         #expect(translated?.path == "tank/out.raw")
+    }
+}
+
+@Suite("RPCClient")
+struct RPCClientTests {
+    // The client speaks only JSON-RPC 2.0. On the DDP endpoint the server answers its
+    // request with {"msg": "failed"}, which carries no id, so the client waited forever.
+    @Test("a URL path other than /api/current is rejected", arguments: ["/websocket", "/websocket/", "/", "/api"])
+    func otherPathRejected(path: String) {
+        #expect(throws: InvalidArgumentError.self) { try RPCClient(url: "ws://127.0.0.1:1\(path)") }
+    }
+
+    // Nothing listens on port 1, so a URL that passes validation fails to connect.
+    @Test("no path and /api/current pass validation", arguments: ["", "/api/current"])
+    func endpointPathAccepted(path: String) {
+        #expect(throws: SocketError.self) { try RPCClient(url: "ws://127.0.0.1:1\(path)") }
     }
 }
 
@@ -292,6 +332,22 @@ struct JobManagerTests {
             try await Task.sleep(for: .milliseconds(10))
         }
         #expect(manager.allJobs().compactMap { $0["id"]?.int64Value } == [3, 4, 5])
+    }
+
+    // A call's error reply carries the remedy, and a job's error must too: a failed
+    // vm.create_container reported "disk size ... is smaller than the inflated image"
+    // without the size to give.
+    @Test("a failed job's error includes the remedy")
+    func failedJobKeepsRemedy() async throws {
+        let manager = JobManager()
+        let id = manager.submit(method: "m", arguments: .array([])) { _ in
+            throw SystemError("write", path: "tank/disk.raw", errno: .noSpace)
+        }
+        while manager.jobState(id) != .failed { try await Task.sleep(for: .milliseconds(10)) }
+        let job = try #require(manager.job(id))
+        let error = try #require(job["error"]?.stringValue)
+        #expect(error.contains("write 'tank/disk.raw' failed"))
+        #expect(error.contains("free space on that filesystem"))
     }
 }
 

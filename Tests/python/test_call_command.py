@@ -1,6 +1,7 @@
 """`imgtool call`, the midclt-like client, against a running server."""
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -49,6 +50,18 @@ def test_call_validation_error_names_errno_once(server):
     # A validation reason already starts with "[EINVAL]", as the middleware's do.
     completed = imgtool_call(server, "vm.raw_resize", "/etc/passwd", "1")
     assert completed.stderr.count("[EINVAL]") == 1
+
+
+def test_negative_number_is_an_argument(server):
+    # "-1" is valid JSON, so it is sent as an ARG rather than taken for an option.
+    tank = os.path.join(server.pools_root, "tank")
+    os.makedirs(tank, exist_ok=True)
+    with open(os.path.join(tank, "disk.raw"), "wb") as handle:
+        handle.truncate(1 << 20)
+    completed = imgtool_call(server, "vm.raw_resize", "tank/disk.raw", "-1")
+    assert "unknown option" not in completed.stderr
+    assert completed.returncode == 1
+    assert "a size cannot be negative" in completed.stderr
 
 
 def test_tcp_with_api_key(server):

@@ -164,6 +164,21 @@ def test_raw_resize_rules(server):
     assert reply["error"]["data"]["extra"][0][0] == "size"
 
 
+def test_raw_resize_smaller_names_service_fix(server):
+    # vm.raw_resize never shrinks, so its message must not point the caller at the
+    # command line's --shrink, and must say how large the size has to be.
+    tank = make_pool(server)
+    with open(os.path.join(tank, "disk.raw"), "wb") as handle:
+        handle.truncate(2 * GIB)
+    ws = server.connect()
+    reply = call(ws, "vm.raw_resize", "tank/disk.raw", "1")
+    reason = reply["error"]["data"]["reason"]
+    assert reply["error"]["data"]["errname"] == "EINVAL"
+    assert "--shrink" not in reason
+    assert "tank/disk.raw" in reason
+    assert f"at least {2 * GIB} bytes" in reason
+
+
 def test_rm_container_conf(server):
     tank = make_pool(server)
     ws = server.connect()

@@ -60,6 +60,8 @@ public struct SystemError: ImageError {
         case .readOnlyFileSystem: return "choose a directory on a writable filesystem, or remount this one read-write"
         case .quotaExceeded: return "free space within the quota, raise the quota, or choose another directory"
         case .nameTooLong: return "use a shorter name: at most 255 bytes per name and 4096 bytes per path"
+        case .fileTooLarge:
+            return "the size is over the filesystem's maximum file size: give a smaller size, or use a filesystem that allows larger files"
         default: return nil
         }
     }

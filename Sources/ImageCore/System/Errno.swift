@@ -41,6 +41,7 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
     public static let readOnlyFileSystem = Errno(rawValue: EROFS)
     public static let quotaExceeded = Errno(rawValue: EDQUOT)
     public static let nameTooLong = Errno(rawValue: ENAMETOOLONG)
+    public static let fileTooLarge = Errno(rawValue: EFBIG)
 
     static let symbolicNames: [Int32: String] = [
         EPERM: "EPERM", ENOENT: "ENOENT", EINTR: "EINTR", EIO: "EIO", EBADF: "EBADF",

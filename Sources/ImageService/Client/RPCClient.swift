@@ -23,14 +23,22 @@ public final class RPCClient {
         try self.init(socket: Socket.connectUnix(path: socketPath), host: "localhost", path: "/api/current")
     }
 
-    /// Connects to `ws://HOST:PORT/PATH` (numeric addresses only).
+    /// Connects to `ws://HOST:PORT/api/current` (numeric addresses only); a URL without
+    /// a path means /api/current.
     public convenience init(url: String) throws {
         guard let components = URLComponents(string: url), components.scheme == "ws",
               let host = components.host, let port = components.port, (1...65_535).contains(port) else {
             throw InvalidArgumentError(argument: "--url", value: url, reason: "expected ws://HOST:PORT/api/current",
                                        remedy: "for example ws://127.0.0.1:6000/api/current")
         }
-        let path = components.path.isEmpty ? "/api/current" : components.path
+        // The client speaks only JSON-RPC 2.0. The DDP endpoint /websocket answers its
+        // request with a message that has no id, so the reply it waits for never comes.
+        guard components.path.isEmpty || components.path == "/api/current" else {
+            throw InvalidArgumentError(argument: "--url", value: url,
+                                       reason: "the path '\(components.path)' is not /api/current, the only endpoint 'imgtool call' speaks",
+                                       remedy: "use ws://\(host):\(port)/api/current")
+        }
+        let path = "/api/current"
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
         try self.init(socket: Socket.connectTCP(host: bareHost, port: UInt16(port)), host: host, path: path)
     }

@@ -258,7 +258,10 @@ public final class JobManager: Sendable {
         if let error {
             let rpcError = RPCError.from(error)
             job.rpcError = rpcError
-            job.error = final == .aborted ? "Job aborted: \(error)" : String(describing: error)
+            // The remedy goes with the message, as it does in a call's error reply.
+            var message = String(describing: error)
+            if let remedy = (error as? any ImageError)?.remedy { message += " (\(remedy))" }
+            job.error = final == .aborted ? "Job aborted: \(message)" : message
             job.exception = "\(type(of: error)): \(error)"
             job.excInfo = .object([
                 "type": .string(final == .aborted ? "CancelledError" : "CallError"),

@@ -80,7 +80,9 @@ public final class PathGuard: Sendable {
         guard !value.isEmpty else { throw RPCError.invalidParameter(argument, "the path is empty") }
         guard !value.utf8.contains(0) else { throw RPCError.invalidParameter(argument, "the path contains a NUL byte") }
         var relative = value
-        if value.hasPrefix("/") {
+        if value == root {
+            relative = "."
+        } else if value.hasPrefix("/") {
             let prefix = root == "/" ? "/" : root + "/"
             guard value.hasPrefix(prefix) else {
                 throw RPCError.invalidParameter(argument, "'\(value)' is outside the pools root \(root); give a path under \(root)")
@@ -124,7 +126,15 @@ public final class PathGuard: Sendable {
         let name = String(parts.last!)
         let parent = parts.count > 1 ? parts.dropLast().joined(separator: "/") : "."
         guard name != "." else { throw RPCError.invalidParameter(argument, "'\(value)' names a directory") }
-        let fd = try open(parent, flags: UInt64(openPathOnly | O_DIRECTORY | O_CLOEXEC), value: value, argument: argument)
+        // The file itself is expected to be missing, so a missing directory is named as such.
+        var directory = "."
+        if let slash = value.lastIndex(of: "/") {
+            directory = slash == value.startIndex ? "/" : String(value[..<slash])
+        }
+        let missing = "the directory '\(directory)' does not exist under the pools root \(root); "
+            + "create it first or give a path in an existing directory"
+        let fd = try open(parent, flags: UInt64(openPathOnly | O_DIRECTORY | O_CLOEXEC), value: value, argument: argument,
+                          missingMessage: missing)
         var info = stat()
         if fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 {
             _ = close(fd)
@@ -134,7 +144,9 @@ public final class PathGuard: Sendable {
         return CheckedPath(displayPath: value, relativePath: relative, usablePath: "/proc/self/fd/\(fd)/\(name)", descriptor: fd)
     }
 
-    private func open(_ relative: String, flags: UInt64, value: String, argument: String) throws(RPCError) -> Int32 {
+    /// Opens `relative` beneath the root. `missingMessage` replaces the message for ENOENT.
+    private func open(_ relative: String, flags: UInt64, value: String, argument: String,
+                      missingMessage: String? = nil) throws(RPCError) -> Int32 {
         let resolve = UInt64(IMGTOOL_RESOLVE_BENEATH | IMGTOOL_RESOLVE_NO_MAGICLINKS)
         var attempts = 0
         while true {
@@ -150,7 +162,7 @@ public final class PathGuard: Sendable {
             case ELOOP:
                 throw RPCError.invalidParameter(argument, "'\(value)' has too many levels of symbolic links")
             case ENOENT:
-                throw RPCError.invalidParameter(argument, "'\(value)' does not exist under the pools root \(root)")
+                throw RPCError.invalidParameter(argument, missingMessage ?? "'\(value)' does not exist under the pools root \(root)")
             case ENOTDIR:
                 throw RPCError.invalidParameter(argument, "a component of '\(value)' is not a directory")
             case EISDIR:

@@ -81,6 +81,13 @@ enum VMMethods {
             do {
                 let result = try RawDisk.resize(path: disk.usablePath, to: size)
                 Log.info("service", "vm.raw_resize '\(disk.displayPath)': \(result.oldSize) -> \(result.newSize) bytes")
+            } catch let DiskError.shrinkRejected(_, current, requested) {
+                // ImageCore's remedy names the command line's --shrink, which this method has no
+                // equivalent of: it never shrinks.
+                throw RPCError.call(EINVAL, "EINVAL",
+                                    "cannot shrink '\(disk.displayPath)' from \(current) to \(requested) bytes: vm.raw_resize never "
+                                        + "shrinks a disk, because that destroys the data past the new end (give a size of at "
+                                        + "least \(current) bytes, or \"0\" to keep the current size)")
             } catch {
                 throw TranslatedError.wrap(error, disk)
             }

@@ -23,7 +23,9 @@ enum CallCommand: Command {
     """
 
     static func run(_ arguments: [String], context: CommandContext) async throws -> Int32 {
-        let parsed = try Arguments(arguments, options: ["--socket", "--url", "--api-key"], flags: ["-j"])
+        // A negative number is valid JSON, so "-1" is an ARG.
+        let parsed = try Arguments(arguments, options: ["--socket", "--url", "--api-key"], flags: ["-j"],
+                                   negativeNumbersArePositionals: true)
         guard let method = parsed.positionals.first else { throw UsageError(message: "missing METHOD") }
         if parsed.value("--socket") != nil, parsed.value("--url") != nil {
             throw UsageError(message: "--socket and --url exclude each other; give one")
