@@ -291,7 +291,7 @@ struct PathGuardTests {
 
 @Suite("RPCClient")
 struct RPCClientTests {
-    // The client speaks only JSON-RPC 2.0. On the DDP endpoint the server answers its
+    // The client speaks only JSON-RPC 2.0. On the DDP endpoint the server replies to its
     // request with {"msg": "failed"}, which carries no id, so the client waited forever.
     @Test("a URL path other than /api/current is rejected", arguments: ["/websocket", "/websocket/", "/", "/api"])
     func otherPathRejected(path: String) {

@@ -166,7 +166,7 @@ def test_raw_resize_rules(server):
 
 def test_raw_resize_smaller_names_service_fix(server):
     # vm.raw_resize never shrinks, so its message must not point the caller at the
-    # command line's --shrink, and must say how large the size has to be.
+    # command line's --shrink, and must give the smallest size it accepts.
     tank = make_pool(server)
     with open(os.path.join(tank, "disk.raw"), "wb") as handle:
         handle.truncate(2 * GIB)

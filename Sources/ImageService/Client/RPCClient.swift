@@ -31,7 +31,7 @@ public final class RPCClient {
             throw InvalidArgumentError(argument: "--url", value: url, reason: "expected ws://HOST:PORT/api/current",
                                        remedy: "for example ws://127.0.0.1:6000/api/current")
         }
-        // The client speaks only JSON-RPC 2.0. The DDP endpoint /websocket answers its
+        // The client speaks only JSON-RPC 2.0. The DDP endpoint /websocket replies to its
         // request with a message that has no id, so the reply it waits for never comes.
         guard components.path.isEmpty || components.path == "/api/current" else {
             throw InvalidArgumentError(argument: "--url", value: url,

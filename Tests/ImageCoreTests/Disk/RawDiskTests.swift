@@ -93,8 +93,8 @@ private func makeDisk(_ path: String, size: Int64, data: [UInt8] = []) throws {
         #expect(allocatedBytes(disk) == 0)
     }
 
-    // ext4 with 4 KiB blocks rejects sizes from 16 TiB on with EFBIG; the message must
-    // say what to do instead of only "File too large".
+    // ext4 with 4 KiB blocks rejects sizes from 16 TiB on with EFBIG. The message must
+    // give the fix, not only "File too large".
     @Test func fileTooLargeHasRemedy() {
         let error = SystemError("set the size to 17592186044416 bytes of", path: "disk.raw", errno: Errno(rawValue: EFBIG))
         #expect(error.remedy?.contains("maximum file size") == true)
