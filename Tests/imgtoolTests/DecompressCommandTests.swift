@@ -51,6 +51,23 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(result.error.contains("wrote '\(directory.file("disk.raw"))': 5 bytes"))
     }
 
+    /// SOURCE '-' reads standard input, from a pipe (sequential) and from a redirected
+    /// file (mapped, so in parallel).
+    @Test func dashReadsStandardInput() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let binary = imgtoolBinary()
+        try sh("seq 1 200000 > '\(directory.file("data"))' && gzip -c '\(directory.file("data"))' > '\(directory.file("in.gz"))'")
+        let piped = try sh("gzip -c '\(directory.file("data"))' | '\(binary)' decompress --progress none - '\(directory.file("piped.raw"))'")
+        let redirected = try sh("'\(binary)' decompress --progress none --threads 2 - '\(directory.file("redirected.raw"))'"
+                                + " < '\(directory.file("in.gz"))'")
+        #expect(piped == 0)
+        #expect(redirected == 0)
+        let data = try Data(contentsOf: URL(fileURLWithPath: directory.file("data")))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: directory.file("piped.raw"))) == data)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: directory.file("redirected.raw"))) == data)
+    }
+
     @Test func existingTargetExits73Unchanged() throws {
         let directory = try TestDirectory()
         defer { directory.remove() }

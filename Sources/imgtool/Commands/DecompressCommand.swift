@@ -11,7 +11,8 @@ enum DecompressCommand: Command {
                               [--index FILE | --index-out FILE]
 
     Inflates SOURCE, a gzip or xz file (detected from its content, not its name), into
-    RAW, a new file. Zero blocks are left as holes, so RAW allocates disk space only for
+    RAW, a new file. SOURCE '-' reads standard input, for example a pipe from a
+    download; a pipe is decoded in one pass on one thread. Zero blocks are left as holes, so RAW allocates disk space only for
     its data. RAW must not exist: an existing file, link or device is never modified.
     The output is written to a temporary file beside RAW and renamed to RAW only when
     complete; on any error, SIGINT, SIGTERM or SIGHUP the temporary file is removed.
@@ -57,8 +58,15 @@ enum DecompressCommand: Command {
         try parsed.requirePositionals(2...2, names: "SOURCE RAW")
         let threads = try parsed.integer("--threads", in: 1...256) ?? ProcessInfo.processInfo.activeProcessorCount
         let mode = try ProgressMode.parse(parsed.value("--progress"))
-        let source = parsed.positionals[0]
+        var source = parsed.positionals[0]
         let destination = parsed.positionals[1]
+        if source == "-" {
+            guard isatty(STDIN_FILENO) == 0 else {
+                throw UsageError(message: "SOURCE '-' reads standard input, which is a terminal; "
+                                 + "pipe a gzip or xz file into imgtool, or give the file's path")
+            }
+            source = "/dev/stdin"
+        }
 
         if parsed.value("--index") != nil, parsed.value("--index-out") != nil {
             throw UsageError(message: "--index and --index-out cannot be combined: an index is either used or written")
