@@ -213,13 +213,14 @@ final class DownloadSession: CurlTransferDelegate {
                                            restarts: restarts, finalURL: state?.finalURL, elapsed: .zero)
                 }
                 let mismatch = ChecksumMismatchError(path: paths.part, expected: expected, actual: actual, url: url)
-                Log.warning("download", mismatch.description)
-                try discardPartial(reason: "checksum mismatch: expected \(expected.hex), got \(actual.hex)")
                 if checksumRetried {
+                    // The error reports this mismatch, so it is not logged as well.
                     unlink(paths.part)
                     unlink(paths.state)
                     throw mismatch
                 }
+                Log.warning("download", "\(mismatch.description); downloading it once more")
+                try discardPartial(reason: "checksum mismatch: expected \(expected.hex), got \(actual.hex)")
                 checksumRetried = true
                 restarts += 1
             case .restart(let reason):
