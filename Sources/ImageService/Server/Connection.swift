@@ -71,6 +71,7 @@ public final class Connection: Sendable {
         enqueue(Frame.close(code: code, reason: reason).encoded(), closing: true)
     }
 
+    @discardableResult
     private func enqueue(_ bytes: [UInt8], closing: Bool = false) -> Bool {
         let limit = service.configuration.sendQueueLimit
         let accepted: Bool? = outbox.withLock { outbox in

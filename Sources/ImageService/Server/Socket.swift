@@ -284,17 +284,23 @@ public final class Socket: Sendable {
                              remedy: "use 127.0.0.1:PORT or [::1]:PORT, and a TLS proxy for remote clients")
     }
 
+    /// Returns the text of the NUL-terminated `characters`.
+    private static func decodeCString(_ characters: [CChar]) -> String {
+        let bytes = characters.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     private static func describe(_ storage: sockaddr_storage) -> String {
         var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
         switch Int32(storage.ss_family) {
         case AF_INET:
             var address = withUnsafeBytes(of: storage) { $0.load(as: sockaddr_in.self) }
             inet_ntop(AF_INET, &address.sin_addr, &text, socklen_t(text.count))
-            return "\(String(cString: text)):\(UInt16(bigEndian: address.sin_port))"
+            return "\(decodeCString(text)):\(UInt16(bigEndian: address.sin_port))"
         case AF_INET6:
             var address = withUnsafeBytes(of: storage) { $0.load(as: sockaddr_in6.self) }
             inet_ntop(AF_INET6, &address.sin6_addr, &text, socklen_t(text.count))
-            return "[\(String(cString: text))]:\(UInt16(bigEndian: address.sin6_port))"
+            return "[\(decodeCString(text))]:\(UInt16(bigEndian: address.sin6_port))"
         case AF_UNIX:
             return "unix"
         default:
