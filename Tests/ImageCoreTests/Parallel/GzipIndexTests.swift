@@ -502,4 +502,22 @@ struct GzipIndexTests {
             _ = try Decompressor.decode(input: input, into: MemorySink(), options: options)
         }
     }
+
+    @Test("--index-out keeps the trailing data warning")
+    func indexOutputKeepsWarning() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = compressibleBytes(1 << 20)
+        let source = try compressFile(payload, with: "gzip -6", in: scratch, name: "text")
+        let compressedSize = fileSize(source)
+        try writeFile(source, try readFile(source) + Array("GARBAGE".utf8))
+        let destination = scratch.file("out.raw")
+        let options = DecompressOptions(threads: 1, indexOutput: scratch.file("out.gzidx"), splitSingleStream: true)
+
+        let summary = try Decompressor.decompress(source: source, destination: destination, options: options)
+
+        #expect(try readFile(destination) == payload)
+        #expect(summary.warnings == ["'\(source)': ignored 7 bytes of trailing data at offset \(compressedSize) "
+                                     + "after the last gzip member"])
+    }
 }
