@@ -261,6 +261,21 @@ struct PathGuardTests {
         #expect(error?.reason.contains("'tank/missing/disk.raw' does not exist") == false)
     }
 
+    // The caller's text is kept, but the slashes that separated the file's name from its
+    // directory are not part of the directory's name.
+    @Test("missing directory drops trailing slashes")
+    func newFileMissingDirectorySlashes() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("pathguard-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: root + "/tank", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let guardian = try PathGuard(root: root)
+
+        let error = #expect(throws: RPCError.self) { try guardian.newFile("tank//missing//disk.raw", argument: "dst") }
+        #expect(error?.reason.contains("the directory 'tank//missing' does not exist") == true)
+        let absolute = #expect(throws: RPCError.self) { try guardian.newFile(root + "/missing///disk.raw", argument: "dst") }
+        #expect(absolute?.reason.contains("the directory '\(root)/missing' does not exist") == true)
+    }
+
     // The root itself is inside the root: it is a directory, not an outside path.
     @Test("the root itself is not called outside")
     func rootItselfIsInside() throws {

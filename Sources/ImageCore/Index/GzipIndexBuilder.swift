@@ -15,21 +15,28 @@ public enum GzipIndexBuilder {
     public static let defaultSpacing = 4 << 20
 
     /// Builds the index of the gzip file at `path`, writing the output to `sink` when
-    /// one is given. Checks every member's CRC-32 and ISIZE.
+    /// one is given. Checks every member's CRC-32 and ISIZE, and logs a warning for
+    /// trailing data after the last member.
     public static func build(path: String, spacing: Int = defaultSpacing, sink: (any ExtentSink)? = nil,
                              cancellation: CancellationToken? = nil, progress: ProgressReporter? = nil) throws -> GzipIndex {
-        try build(file: try MappedFile(path: path), spacing: spacing, sink: sink, cancellation: cancellation,
-                  progress: progress)
+        let built = try build(file: try MappedFile(path: path), spacing: spacing, sink: sink, cancellation: cancellation,
+                              progress: progress)
+        for warning in built.warnings { Log.warning("index", warning) }
+        return built.index
     }
 
-    /// `build` of a file mapped already (tests change the file in between).
+    /// `build` of a file mapped already, which logs nothing: `warnings` lists the trailing
+    /// data after the last member as the sequential decoder words it, and `Decompressor`
+    /// logs it (tests change the file in between).
     static func build(file: MappedFile, spacing: Int = defaultSpacing, sink: (any ExtentSink)? = nil,
-                      cancellation: CancellationToken? = nil, progress: ProgressReporter? = nil) throws -> GzipIndex {
+                      cancellation: CancellationToken? = nil,
+                      progress: ProgressReporter? = nil) throws -> (index: GzipIndex, warnings: [String]) {
         let path = file.path
         let index: GzipIndex
+        let trailingData: Int
         do {
-            index = try buildChecked(file: file, spacing: spacing, sink: sink, cancellation: cancellation,
-                                     progress: progress)
+            (index, trailingData) = try buildChecked(file: file, spacing: spacing, sink: sink, cancellation: cancellation,
+                                                     progress: progress)
         } catch {
             // Zeros stood in for the pages the file lost (see `MappedFile`).
             try file.checkUnchanged()
@@ -37,11 +44,15 @@ public enum GzipIndexBuilder {
             throw error
         }
         try file.checkUnchanged()
-        return index
+        guard trailingData > 0 else { return (index, []) }
+        let offset = file.bytes.count - trailingData
+        return (index, ["'\(path)': ignored \(trailingData) bytes of trailing data at offset \(offset) after the last gzip member"])
     }
 
-    private static func buildChecked(file: MappedFile, spacing: Int, sink: (any ExtentSink)?,
-                                     cancellation: CancellationToken?, progress: ProgressReporter?) throws -> GzipIndex {
+    /// Builds the index and returns it with the length of the trailing data after the
+    /// last member: 0 when nothing or only zero bytes follow it.
+    private static func buildChecked(file: MappedFile, spacing: Int, sink: (any ExtentSink)?, cancellation: CancellationToken?,
+                                     progress: ProgressReporter?) throws -> (index: GzipIndex, trailingData: Int) {
         let input = file.bytes
         let window = GzipIndex.windowSize
         let pieceSize = 1 << 20
@@ -138,8 +149,13 @@ public enum GzipIndexBuilder {
         }
         points.append(GzipAccessPoint(compressedBitOffset: Int64(input.count) * 8, uncompressedOffset: total, window: nil))
         progress?.finish(completed: Int64(input.count), total: Int64(input.count), written: total)
-        return GzipIndex(compressedSize: Int64(input.count), uncompressedSize: total, spacing: UInt32(clamping: spacing),
-                         points: points)
+        // What follows the last member is neither a member (`parse` returned nil) nor cut
+        // short. Zero bytes are padding, as `GzipDecoder` accepts them.
+        let rest = UnsafeRawBufferPointer(rebasing: input[position...])
+        let trailingData = rest.contains(where: { $0 != 0 }) ? rest.count : 0
+        let index = GzipIndex(compressedSize: Int64(input.count), uncompressedSize: total,
+                              spacing: UInt32(clamping: spacing), points: points)
+        return (index, trailingData)
     }
 
     private static func readLittleEndian32(_ input: UnsafeRawBufferPointer, at offset: Int) -> UInt32 {

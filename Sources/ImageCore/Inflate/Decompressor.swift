@@ -263,13 +263,13 @@ public enum Decompressor {
                                      options: DecompressOptions, started: ContinuousClock.Instant) throws -> DecompressSummary {
         let progress = ProgressReporter(step: "inflate", handler: options.progress)
         if options.indexOutput != nil {
-            let index = try GzipIndexBuilder.build(file: file, sink: sink, cancellation: options.cancellation,
-                                                   progress: progress)
+            let (index, warnings) = try GzipIndexBuilder.build(file: file, sink: sink, cancellation: options.cancellation,
+                                                               progress: progress)
             // The builder marks each member's start, and the end of the file, with a
             // point without a window.
             return DecompressSummary(format: .gzip, compressedBytesRead: index.compressedSize,
                                      bytesWritten: index.uncompressedSize, allocatedBytes: nil,
-                                     members: index.points.count(where: { !$0.hasWindow }) - 1, warnings: [],
+                                     members: index.points.count(where: { !$0.hasWindow }) - 1, warnings: warnings,
                                      elapsed: (ContinuousClock.now - started).seconds, index: index)
         }
         let result = try ParallelGzipInflater.decompress(file: file, into: sink, threads: options.threads,

@@ -129,7 +129,9 @@ public final class PathGuard: Sendable {
         // The file itself is expected to be missing, so a missing directory is named as such.
         var directory = "."
         if let slash = value.lastIndex(of: "/") {
-            directory = slash == value.startIndex ? "/" : String(value[..<slash])
+            directory = String(value[...slash])
+            // Every slash before the name separates it, as in 'tank//disk.raw'.
+            while directory.count > 1, directory.hasSuffix("/") { directory.removeLast() }
         }
         let missing = "the directory '\(directory)' does not exist under the pools root \(root); "
             + "create it first or give a path in an existing directory"

@@ -502,4 +502,50 @@ struct GzipIndexTests {
             _ = try Decompressor.decode(input: input, into: MemorySink(), options: options)
         }
     }
+
+    @Test("builder reports trailing data")
+    func builderReportsTrailingData() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = compressibleBytes(1 << 20)
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "text")
+        let compressedSize = fileSize(path)
+        try writeFile(path, try readFile(path) + Array("GARBAGE".utf8))
+
+        let built = try GzipIndexBuilder.build(file: try MappedFile(path: path), spacing: 256 << 10)
+
+        #expect(built.index.uncompressedSize == Int64(payload.count))
+        #expect(built.warnings == ["'\(path)': ignored 7 bytes of trailing data at offset \(compressedSize) "
+                                   + "after the last gzip member"])
+    }
+
+    @Test("builder accepts trailing zeros silently")
+    func builderAcceptsTrailingZeros() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = try compressFile(compressibleBytes(1 << 20), with: "gzip -6", in: scratch, name: "text")
+        try writeFile(path, try readFile(path) + [UInt8](repeating: 0, count: 512))
+
+        let built = try GzipIndexBuilder.build(file: try MappedFile(path: path), spacing: 256 << 10)
+
+        #expect(built.warnings.isEmpty)
+    }
+
+    @Test("--index-out keeps the trailing data warning")
+    func indexOutputKeepsWarning() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = compressibleBytes(1 << 20)
+        let source = try compressFile(payload, with: "gzip -6", in: scratch, name: "text")
+        let compressedSize = fileSize(source)
+        try writeFile(source, try readFile(source) + Array("GARBAGE".utf8))
+        let destination = scratch.file("out.raw")
+        let options = DecompressOptions(threads: 1, indexOutput: scratch.file("out.gzidx"), splitSingleStream: true)
+
+        let summary = try Decompressor.decompress(source: source, destination: destination, options: options)
+
+        #expect(try readFile(destination) == payload)
+        #expect(summary.warnings == ["'\(source)': ignored 7 bytes of trailing data at offset \(compressedSize) "
+                                     + "after the last gzip member"])
+    }
 }
