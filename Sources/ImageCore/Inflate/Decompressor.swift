@@ -248,11 +248,12 @@ public enum Decompressor {
                     + "does not support, so copy the file to a local disk and decompress the copy, or leave out --index-out"
                 throw error
             }
-            var message = "'\(path)': mmap failed: \(error.errno); decoding it sequentially"
+            var message = "'\(path)': its file system does not support memory maps (mmap failed: \(error.errno)), "
+                + "so it is decoded on one thread"
             if options.index != nil {
-                message += ", so the seek index\(options.indexPath.map { " '\($0)'" } ?? "") goes unused"
+                message += " without the seek index\(options.indexPath.map { " '\($0)'" } ?? "")"
             }
-            Log.debug("inflate", message)
+            Log.warning("inflate", message + "; copy it to a local disk for a parallel decode")
             return nil
         }
     }
