@@ -205,3 +205,18 @@ def test_sigterm_during_inflation_leaves_no_file(server):
     assert server.process.returncode == 0
     assert sorted(os.listdir(tank)) == ["big.raw.gz"]
     assert "stopped" in server.log_text()
+
+
+@pytest.mark.parametrize("pool, expected", [("../x", "cannot contain '/'"), (".hidden", "cannot start with '.'"),
+                                            (5, "expected the name of a pool as a string")])
+def test_invalid_pool_rejected_while_sharefs_active(server, pool, expected):
+    """An active sharefs makes `pool` unused, but a name that can never be valid is
+    still rejected, before any job starts."""
+    make_pool(server)
+    ws = server.connect()
+    result(ws, "vm.activate_sharefs", "tank")
+    reply = call(ws, "vm.create_container", {"vm_id": 9, "vm_name": "x", "raw_path": "tank/x.raw", "size": "1",
+                                             "password": "pw", "pool": pool})
+    assert "error" in reply
+    assert expected in reply["error"]["data"]["reason"]
+    assert not os.path.exists(os.path.join(server.pools_root, "tank", "x.raw"))

@@ -279,7 +279,7 @@ public struct Sharefs: Sendable {
     }
 
     /// Rejects pool names that are not one directory name under the root.
-    static func validatePoolName(_ pool: String) throws(InvalidArgumentError) {
+    public static func validatePoolName(_ pool: String) throws(InvalidArgumentError) {
         let reason: String? =
             pool.isEmpty ? "the name is empty"
             : pool.contains("/") ? "a pool name cannot contain '/'"

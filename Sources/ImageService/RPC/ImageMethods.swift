@@ -133,6 +133,20 @@ struct GuestRequest {
                 throw RPCError.invalidParameter("size", "'\(sizeText)': \(error.reason)")
             }
         }
-        pool = members["pool"]?.stringValue
+        // The pool matters only when no sharefs is active yet, but a name that could never
+        // be valid is rejected either way.
+        switch members["pool"] {
+        case nil, .null?:
+            pool = nil
+        case .string(let name)?:
+            do {
+                try Sharefs.validatePoolName(name)
+            } catch {
+                throw RPCError.invalidParameter("pool", "'\(name)': \(error.reason)" + (error.remedy.map { "; \($0)" } ?? ""))
+            }
+            pool = name
+        case let other?:
+            throw RPCError.invalidParameter("pool", "expected the name of a pool as a string, got \(other.typeDescription)")
+        }
     }
 }
