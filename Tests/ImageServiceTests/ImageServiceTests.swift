@@ -358,7 +358,8 @@ struct JobManagerTests {
         let id = manager.submit(method: "m", arguments: .array([])) { _ in
             throw SystemError("write", path: "tank/disk.raw", errno: .noSpace)
         }
-        while manager.jobState(id) != .failed { try await Task.sleep(for: .milliseconds(10)) }
+        while manager.jobState(id)?.isFinished != true { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(manager.jobState(id) == .failed)
         let job = try #require(manager.job(id))
         let error = try #require(job["error"]?.stringValue)
         #expect(error.contains("write 'tank/disk.raw' failed"))
