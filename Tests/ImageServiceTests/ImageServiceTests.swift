@@ -318,6 +318,13 @@ struct RPCClientTests {
     func endpointPathAccepted(path: String) {
         #expect(throws: SocketError.self) { try RPCClient(url: "ws://127.0.0.1:1\(path)") }
     }
+
+    // An IPv6 address in a message is bracketed, as in the URL, so the port is readable.
+    @Test("a failed IPv6 connection names [host]:port")
+    func ipv6AddressBracketed() {
+        let error = #expect(throws: SocketError.self) { try RPCClient(url: "ws://[::1]:1/api/current") }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("[::1]:1"))
+    }
 }
 
 @Suite("JobManager")

@@ -228,7 +228,7 @@ public final class Socket: Sendable {
 
     /// Connects to `host:port` over TCP (numeric IPv4 or IPv6 addresses only).
     public static func connectTCP(host: String, port: UInt16) throws -> Socket {
-        let label = "\(host):\(port)"
+        let label = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         if host.contains(":") {
             var address = sockaddr_in6()
             address.sin6_family = sa_family_t(AF_INET6)
