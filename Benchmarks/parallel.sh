@@ -105,7 +105,9 @@ for name in realistic data-heavy; do
     echo
     echo "| command | threads | wall s | CPU s | peak MiB | allocated MiB | output |"
     echo "|---|---|---|---|---|---|---|"
-    awk -F'\t' -v image="$name.img" '$1 == image { printf "| %s | %s | %s | %s | %s | %s | %s |\n", $2, $3, $4, $5, $6, $7, $8 }' "$results"
+    # A pipe in a command would end its table cell, so it is escaped.
+    awk -F'\t' -v image="$name.img" '$1 == image { label = $2; gsub(/\|/, "\\|", label)
+        printf "| %s | %s | %s | %s | %s | %s | %s |\n", label, $3, $4, $5, $6, $7, $8 }' "$results"
     echo
 done
 
