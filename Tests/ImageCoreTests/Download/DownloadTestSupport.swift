@@ -65,7 +65,7 @@ final class FaultServer {
         try process.run()
         child = ChildServer(process: process, stopSignal: SIGKILL)
         self.logPath = logPath
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
 
         var line = Data()
         while !line.contains(UInt8(ascii: "\n")) {

@@ -349,7 +349,7 @@ import Testing
     @Test func checksumFileWithBOMAndCRLFIsRead() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
-        FileManager.default.createFile(atPath: "\(fixture.www)/x", contents: Data())
+        _ = FileManager.default.createFile(atPath: "\(fixture.www)/x", contents: Data())
         let listing = "\u{FEFF}e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 *x\r\n"
         try listing.write(toFile: "\(fixture.www)/SHA256SUMS", atomically: true, encoding: .utf8)
 
