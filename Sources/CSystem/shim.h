@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -23,6 +24,12 @@ static inline int imgtool_renameat2(int olddirfd, const char *oldpath, int newdi
 /* gettid(2): the calling thread's id, which setpriority(2) takes to change one thread. */
 static inline int imgtool_gettid(void) {
     return (int)syscall(SYS_gettid);
+}
+
+/* prctl(2) PR_SET_NAME: names the calling thread (at most 15 bytes and a NUL). prctl is
+ * variadic, which Swift cannot call. */
+static inline int imgtool_set_thread_name(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0UL, 0UL, 0UL);
 }
 
 /* fallocate(2) with mode 0 reserves blocks and extends the size (Linux 2.6.23). */

@@ -99,9 +99,7 @@ public final class Service: Sendable {
         state.withLock { $0.listeners = listeners }
         for (index, listener) in listeners.enumerated() {
             let label = index == 0 ? configuration.socketPath : "\(configuration.tcpHost!):\(port ?? 0)"
-            let thread = Thread { [self] in acceptLoop(listener, label: label) }
-            thread.name = "imgtool-accept-\(index)"
-            thread.start()
+            Thread.named("accept-\(index)") { [self] in acceptLoop(listener, label: label) }.start()
         }
         var where_ = "unix:\(configuration.socketPath)"
         if let host = configuration.tcpHost, let port { where_ += " and tcp:\(host):\(port)" }

@@ -590,13 +590,12 @@ extension Downloader {
                       progress: ProgressHandler? = nil, observer: DownloadObserver? = nil,
                       cancellation: CancellationToken = CancellationToken()) async throws -> DownloadSummary {
         try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread {
+            let thread = Thread.named("download") {
                 continuation.resume(with: Result {
                     try self.fetch(url: url, expected: expected, to: destination, force: force, progress: progress,
                                    observer: observer, cancellation: cancellation)
                 })
             }
-            thread.name = "imgtool download"
             thread.start()
         }
     }

@@ -41,8 +41,8 @@ final class WriteBehind: @unchecked Sendable {
 
         var threadName: String {
             switch self {
-            case .write: "imgtool download writer"
-            case .hash: "imgtool download hasher"
+            case .write: "dl-writer"
+            case .hash: "dl-hasher"
             }
         }
     }
@@ -106,9 +106,7 @@ final class WriteBehind: @unchecked Sendable {
             UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferSize, alignment: Self.directAlignment)
         }
         for role in Role.allCases {
-            let thread = Thread { [self] in workerLoop(role) }
-            thread.name = role.threadName
-            thread.start()
+            Thread.named(role.threadName) { [self] in workerLoop(role) }.start()
         }
     }
 

@@ -81,12 +81,10 @@ public final class SparseFileWriter: ExtentSink {
         shared = Shared(descriptor: descriptor, path: path, blockSize: chosenBlockSize,
                         bufferSize: bufferSize, bufferCount: bufferCount)
         let shared = self.shared
-        let thread = Thread {
+        Thread.named("sparse-writer") {
             shared.raisePriority()
             shared.runWriter()
-        }
-        thread.name = "imgtool-sparse-writer"
-        thread.start()
+        }.start()
     }
 
     deinit {

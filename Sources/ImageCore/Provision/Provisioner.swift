@@ -260,7 +260,7 @@ public final class Provisioner: Sendable {
         let isoFiles = sharefs.isoFilesPath
 
         job.begin("download+inflate", timing: ["download"])
-        let thread = Thread {
+        let thread = Thread.named("download") {
             let result: Result<DownloadSummary, any Error>
             do {
                 result = .success(try downloader.fetch(entry, into: isoFiles, force: force,
@@ -274,7 +274,6 @@ public final class Provisioner: Sendable {
             outcome.withLock { $0 = result }
             finished.signal()
         }
-        thread.name = "imgtool-download"
         thread.start()
         func waitForDownload() throws -> DownloadSummary {
             finished.wait()

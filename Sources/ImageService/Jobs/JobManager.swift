@@ -206,7 +206,7 @@ public final class JobManager: Sendable {
         Log.info("jobs", "job \(id) \(job.method) RUNNING")
         let context = JobContext(id: id, cancellation: token, manager: self)
         let method = job.method
-        let thread = Thread { [self] in
+        let thread = Thread.named("job-\(id)") { [self] in
             let started = ContinuousClock.now
             do {
                 try token.check(method)
@@ -216,7 +216,6 @@ public final class JobManager: Sendable {
                 complete(id, result: .null, error: error, elapsed: ContinuousClock.now - started)
             }
         }
-        thread.name = "imgtool-job-\(id)"
         thread.start()
     }
 

@@ -44,12 +44,8 @@ public final class Connection: Sendable {
 
     /// Starts the reader and writer threads.
     func start() {
-        let writer = Thread { [self] in runWriter() }
-        writer.name = "imgtool-conn-\(id)-writer"
-        writer.start()
-        let reader = Thread { [self] in runReader() }
-        reader.name = "imgtool-conn-\(id)-reader"
-        reader.start()
+        Thread.named("conn\(id)-write") { [self] in runWriter() }.start()
+        Thread.named("conn\(id)-read") { [self] in runReader() }.start()
     }
 
     // MARK: Sending

@@ -240,8 +240,7 @@ final class ChunkPipeline: Sendable {
         runningCount = threads
         running.unlock()
         for number in 0..<threads {
-            let thread = Thread { [self] in work() }
-            thread.name = "imgtool-inflate-\(number)"
+            let thread = Thread.named("inflate-\(number)") { [self] in work() }
             thread.stackSize = 1 << 20
             thread.start()
         }
