@@ -10,8 +10,9 @@
 //   is at most one buffer long (4 MiB by default).
 // - The whole 4 KiB blocks of a run go out through a second descriptor opened with
 //   O_DIRECT. The device then copies them from the buffer, and no CPU time goes into
-//   filling the page cache. The partial blocks at a run's ends use the page cache. On the 2-core test machine, `dd bs=1M` of 1 GiB took 2.77 s through
-//   the page cache and 0.64 s with `oflag=direct`. Where the file system rejects
+//   filling the page cache. The partial blocks at a run's ends use the page cache. On
+//   the 2-core test machine, `dd bs=1M` of 1 GiB took 2.77 s through the page cache and
+//   0.64 s with `oflag=direct`. Where the file system rejects
 //   O_DIRECT, every run uses the page cache.
 // - The writer thread requests a higher priority (nice -10), because it mostly waits for
 //   the disk, and the disk idles while the thread waits for a CPU. With two decoding

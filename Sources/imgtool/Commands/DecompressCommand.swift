@@ -12,8 +12,9 @@ enum DecompressCommand: Command {
 
     Inflates SOURCE, a gzip or xz file (detected from its content, not its name), into
     RAW, a new file. SOURCE '-' reads standard input, for example a pipe from a
-    download; a pipe is decoded in one pass on one thread. Zero blocks are left as holes, so RAW allocates disk space only for
-    its data. RAW must not exist: an existing file, link or device is never modified.
+    download; a pipe is decoded in one pass on one thread. Zero blocks are left as
+    holes, so RAW allocates disk space only for its data. RAW must not exist: an
+    existing file, link or device is never modified.
     The output is written to a temporary file beside RAW and renamed to RAW only when
     complete; on any error, SIGINT, SIGTERM or SIGHUP the temporary file is removed.
     An --index-out file is written the same way and renamed right after RAW; when that
