@@ -68,6 +68,41 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(try Data(contentsOf: URL(fileURLWithPath: directory.file("redirected.raw"))) == data)
     }
 
+    /// Standard input closed by the caller: the process reuses descriptor 0 before main,
+    /// so '/dev/stdin' names one of imgtool's own files, which must not be read.
+    @Test func dashWithClosedStandardInputRejected() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let status = try sh("'\(imgtoolBinary())' decompress --progress none - '\(directory.file("out.raw"))'"
+                            + " <&- 2> '\(directory.file("err"))'")
+        let error = try String(contentsOfFile: directory.file("err"), encoding: .utf8)
+        #expect(status == 64)
+        #expect(error.contains("SOURCE '-' reads standard input, which is closed"), "\(error)")
+        #expect(try directory.names() == ["err"])
+    }
+
+    /// Linux cannot open a socket through /dev/stdin (ENXIO), so a socket on standard
+    /// input gets a usage error that says so, not "No such device or address".
+    @Test func dashWithSocketStandardInputRejected() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        var pair: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        defer { close(pair[1]) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: imgtoolBinary())
+        process.arguments = ["decompress", "--progress", "none", "-", directory.file("out.raw")]
+        process.standardInput = FileHandle(fileDescriptor: pair[0], closeOnDealloc: true)
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        let error = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 64)
+        #expect(error.contains("SOURCE '-' reads standard input, which is a socket"), "\(error)")
+        #expect(try directory.names() == [])
+    }
+
     @Test func existingTargetExits73Unchanged() throws {
         let directory = try TestDirectory()
         defer { directory.remove() }
