@@ -103,6 +103,22 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(try directory.names() == [])
     }
 
+    /// '-' is standard input for SOURCE, so as an index path it would silently name a
+    /// file called '-' in the current directory.
+    @Test(arguments: ["--index", "--index-out"])
+    func dashAsIndexPathRejected(option: String) throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("printf 'hello' | gzip -c > '\(directory.file("in.gz"))'")
+        let status = try sh("cd '\(directory.path)' && '\(imgtoolBinary())' decompress --progress none \(option) - "
+                            + "in.gz out.raw 2> err")
+        let error = try String(contentsOfFile: directory.file("err"), encoding: .utf8)
+        #expect(status == 64)
+        #expect(error.contains("\(option) '-'"), "\(error)")
+        #expect(error.contains("./-"), "\(error)")
+        #expect(try directory.names() == ["err", "in.gz"])
+    }
+
     @Test func existingTargetExits73Unchanged() throws {
         let directory = try TestDirectory()
         defer { directory.remove() }

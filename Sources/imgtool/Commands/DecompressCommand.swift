@@ -67,6 +67,12 @@ enum DecompressCommand: Command {
             source = "/dev/stdin"
         }
 
+        // SOURCE '-' is standard input, and standard output carries --progress json, so an
+        // index path '-' would only name a file called '-' by surprise.
+        for option in ["--index", "--index-out"] where parsed.value(option) == "-" {
+            throw UsageError(message: "\(option) '-': an index is read from and written to files only, "
+                             + "not standard input or output; give a path, or './-' for a file named '-'")
+        }
         if parsed.value("--index") != nil, parsed.value("--index-out") != nil {
             throw UsageError(message: "--index and --index-out cannot be combined: an index is either used or written")
         }
