@@ -233,6 +233,41 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(try directory.names() == ["fifo", "first", "in.gz", "second"])
     }
 
+    // Ctrl-C reaches every process of a pipeline, so the writer of the pipe usually stops
+    // too and the input ends early. The exit is still the signal's, not "truncated".
+    @Test func sigintWithPipeWriterStoppedExits130() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("seq 1 400000 | gzip -1 -c | head -c 100000 > '\(directory.file("part.gz"))'")
+        let input = Pipe()
+        let imgtool = Process()
+        imgtool.executableURL = URL(fileURLWithPath: imgtoolBinary())
+        imgtool.arguments = ["decompress", "--progress", "none", "-", directory.file("disk.raw")]
+        imgtool.standardInput = input
+        let errors = Pipe()
+        imgtool.standardError = errors
+        try imgtool.run()
+        try input.fileHandleForWriting.write(contentsOf: try Data(contentsOf: URL(fileURLWithPath: directory.file("part.gz"))))
+
+        var sawTemporaryFile = false
+        for _ in 0..<250 where !sawTemporaryFile {
+            sawTemporaryFile = try directory.names().contains { $0.hasPrefix(".disk.raw.imgtool-") }
+            if !sawTemporaryFile { usleep(20_000) }
+        }
+        #expect(sawTemporaryFile)
+        kill(imgtool.processIdentifier, SIGINT)
+        // The signal's handler runs on a Dispatch queue, and the pipe's writer stops a
+        // moment after the signal, as a shell's pipeline does.
+        usleep(200_000)
+        try input.fileHandleForWriting.close()
+        let error = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        imgtool.waitUntilExit()
+
+        #expect(imgtool.terminationStatus == 128 + SIGINT, "\(error)")
+        #expect(!error.contains("truncated"), "\(error)")
+        #expect(try directory.names() == ["part.gz"])
+    }
+
     // imgtool's SIGBUS handler maps zeros over the pages a mapped input lost. A SIGBUS
     // that `kill` sends is no such fault and must end the process, also when the Swift
     // runtime's crash handler, which prints a backtrace and returns, ran before.
