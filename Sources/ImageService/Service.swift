@@ -98,11 +98,11 @@ public final class Service: Sendable {
         }
         state.withLock { $0.listeners = listeners }
         for (index, listener) in listeners.enumerated() {
-            let label = index == 0 ? configuration.socketPath : "\(configuration.tcpHost!):\(port ?? 0)"
+            let label = index == 0 ? configuration.socketPath : Socket.endpointLabel(host: configuration.tcpHost!, port: port ?? 0)
             Thread.named("accept-\(index)") { [self] in acceptLoop(listener, label: label) }.start()
         }
         var where_ = "unix:\(configuration.socketPath)"
-        if let host = configuration.tcpHost, let port { where_ += " and tcp:\(host):\(port)" }
+        if let host = configuration.tcpHost, let port { where_ += " and tcp:\(Socket.endpointLabel(host: host, port: port))" }
         Log.info("service", "imgtool \(ImageCoreVersion.current) serving on \(where_), pools root \(configuration.poolsRoot), \(methods.names.count) methods")
         return port
     }

@@ -26,4 +26,11 @@ import Testing
     @Test func longNameIsCut() throws {
         #expect(try kernelName(of: "a-name-longer-than-15") == "a-name-longer-t")
     }
+
+    // "é" is 2 bytes in UTF-8, so byte 15 is the first half of the eighth "é". Cutting
+    // there would leave /proc with an invalid name, which decodes to nothing here.
+    @Test func multibyteNameIsCutBetweenCharacters() throws {
+        #expect(try kernelName(of: "ééééééééé") == "ééééééé")
+        #expect(try kernelName(of: "job-€€€€") == "job-€€€")
+    }
 }

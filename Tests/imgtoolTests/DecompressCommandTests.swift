@@ -68,6 +68,57 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(try Data(contentsOf: URL(fileURLWithPath: directory.file("redirected.raw"))) == data)
     }
 
+    /// Standard input closed by the caller: the process reuses descriptor 0 before main,
+    /// so '/dev/stdin' names one of imgtool's own files, which must not be read.
+    @Test func dashWithClosedStandardInputRejected() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let status = try sh("'\(imgtoolBinary())' decompress --progress none - '\(directory.file("out.raw"))'"
+                            + " <&- 2> '\(directory.file("err"))'")
+        let error = try String(contentsOfFile: directory.file("err"), encoding: .utf8)
+        #expect(status == 64)
+        #expect(error.contains("SOURCE '-' reads standard input, which is closed"), "\(error)")
+        #expect(try directory.names() == ["err"])
+    }
+
+    /// Linux cannot open a socket through /dev/stdin (ENXIO), so a socket on standard
+    /// input gets a usage error that says so, not "No such device or address".
+    @Test func dashWithSocketStandardInputRejected() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        var pair: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        defer { close(pair[1]) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: imgtoolBinary())
+        process.arguments = ["decompress", "--progress", "none", "-", directory.file("out.raw")]
+        process.standardInput = FileHandle(fileDescriptor: pair[0], closeOnDealloc: true)
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        let error = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 64)
+        #expect(error.contains("SOURCE '-' reads standard input, which is a socket"), "\(error)")
+        #expect(try directory.names() == [])
+    }
+
+    /// '-' is standard input for SOURCE, so as an index path it would silently name a
+    /// file called '-' in the current directory.
+    @Test(arguments: ["--index", "--index-out"])
+    func dashAsIndexPathRejected(option: String) throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("printf 'hello' | gzip -c > '\(directory.file("in.gz"))'")
+        let status = try sh("cd '\(directory.path)' && '\(imgtoolBinary())' decompress --progress none \(option) - "
+                            + "in.gz out.raw 2> err")
+        let error = try String(contentsOfFile: directory.file("err"), encoding: .utf8)
+        #expect(status == 64)
+        #expect(error.contains("\(option) '-'"), "\(error)")
+        #expect(error.contains("./-"), "\(error)")
+        #expect(try directory.names() == ["err", "in.gz"])
+    }
+
     @Test func existingTargetExits73Unchanged() throws {
         let directory = try TestDirectory()
         defer { directory.remove() }
@@ -180,6 +231,41 @@ private func sh(_ command: String) throws -> Int32 {
 
         #expect(imgtool.terminationStatus == 128 + signalNumber)
         #expect(try directory.names() == ["fifo", "first", "in.gz", "second"])
+    }
+
+    // Ctrl-C reaches every process of a pipeline, so the writer of the pipe usually stops
+    // too and the input ends early. The exit is still the signal's, not "truncated".
+    @Test func sigintWithPipeWriterStoppedExits130() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("seq 1 400000 | gzip -1 -c | head -c 100000 > '\(directory.file("part.gz"))'")
+        let input = Pipe()
+        let imgtool = Process()
+        imgtool.executableURL = URL(fileURLWithPath: imgtoolBinary())
+        imgtool.arguments = ["decompress", "--progress", "none", "-", directory.file("disk.raw")]
+        imgtool.standardInput = input
+        let errors = Pipe()
+        imgtool.standardError = errors
+        try imgtool.run()
+        try input.fileHandleForWriting.write(contentsOf: try Data(contentsOf: URL(fileURLWithPath: directory.file("part.gz"))))
+
+        var sawTemporaryFile = false
+        for _ in 0..<250 where !sawTemporaryFile {
+            sawTemporaryFile = try directory.names().contains { $0.hasPrefix(".disk.raw.imgtool-") }
+            if !sawTemporaryFile { usleep(20_000) }
+        }
+        #expect(sawTemporaryFile)
+        kill(imgtool.processIdentifier, SIGINT)
+        // The signal's handler runs on a Dispatch queue, and the pipe's writer stops a
+        // moment after the signal, as a shell's pipeline does.
+        usleep(200_000)
+        try input.fileHandleForWriting.close()
+        let error = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        imgtool.waitUntilExit()
+
+        #expect(imgtool.terminationStatus == 128 + SIGINT, "\(error)")
+        #expect(!error.contains("truncated"), "\(error)")
+        #expect(try directory.names() == ["part.gz"])
     }
 
     // imgtool's SIGBUS handler maps zeros over the pages a mapped input lost. A SIGBUS

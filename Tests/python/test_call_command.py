@@ -97,3 +97,26 @@ def test_sigint_detaches_from_job(server):
         assert time.monotonic() - interrupted < 15, "the job did not end"
         time.sleep(0.1)
     assert state == "SUCCESS"
+
+
+def test_serve_log_brackets_ipv6_listener(tmp_path):
+    """The start line names an IPv6 listener as [::1]:PORT, as a ws:// URL needs it, not
+    ::1:PORT, where the port cannot be told from the address."""
+    os.makedirs(tmp_path / "pools")
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [IMGTOOL, "serve", "--socket", str(tmp_path / "imgtool.sock"), "--pools-root", str(tmp_path / "pools"),
+             "--api-keys", str(tmp_path / "api-keys.json"), "--state-dir", str(tmp_path / "state"),
+             "--listen", "[::1]:0"],
+            stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 20
+        while "serving on" not in log_path.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    text = log_path.read_text()
+    assert "serving on" in text, text
+    assert "tcp:[::1]:" in text, text

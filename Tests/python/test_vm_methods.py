@@ -208,7 +208,8 @@ def test_sigterm_during_inflation_leaves_no_file(server):
 
 
 @pytest.mark.parametrize("pool, expected", [("../x", "cannot contain '/'"), (".hidden", "cannot start with '.'"),
-                                            (5, "expected the name of a pool as a string")])
+                                            (5, "expected the name of a pool as a string"),
+                                            ("x" * 256, "at most 255 bytes"), ("\u00e9" * 128, "at most 255 bytes")])
 def test_invalid_pool_rejected_while_sharefs_active(server, pool, expected):
     """An active sharefs makes `pool` unused, but a name that can never be valid is
     still rejected, before any job starts."""

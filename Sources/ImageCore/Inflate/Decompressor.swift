@@ -166,6 +166,12 @@ public enum Decompressor {
         } catch {
             file.discard()
             indexFile?.discard()
+            // Ctrl-C stops every process of a pipeline, so a pipe's writer usually ends with
+            // us and the input looks truncated. The cancellation is the cause to report.
+            if let cancellation = options.cancellation, cancellation.isCancelled, !(error is CancelledError) {
+                Log.info("inflate", "cancelled; the input failed meanwhile: \(error)")
+                throw CancelledError("inflate")
+            }
             throw error
         }
     }
@@ -236,10 +242,11 @@ public enum Decompressor {
     }
 
     /// Maps the gzip file `path` for `ParallelGzipInflater` or `GzipIndexBuilder`. Returns
-    /// nil when its file system does not support `mmap` (ENODEV) and no seek index is to
-    /// be built. The sequential decoder then reads the file as it reads a pipe, without
-    /// the seek index in `options.index`.
-    private static func mapForParallelDecode(_ path: String, options: DecompressOptions) throws -> MappedFile? {
+    /// nil, and appends the reason to `warnings`, when its file system does not support
+    /// `mmap` (ENODEV) and no seek index is to be built. The sequential decoder then reads
+    /// the file as it reads a pipe, without the seek index in `options.index`.
+    private static func mapForParallelDecode(_ path: String, options: DecompressOptions,
+                                             warnings: inout [String]) throws -> MappedFile? {
         do {
             return try MappedFile(path: path)
         } catch var error as SystemError where error.errno == .noDevice {
@@ -253,7 +260,7 @@ public enum Decompressor {
             if options.index != nil {
                 message += " without the seek index\(options.indexPath.map { " '\($0)'" } ?? "")"
             }
-            Log.warning("inflate", message + "; copy it to a local disk for a parallel decode")
+            warnings.append(message + "; copy it to a local disk for a parallel decode")
             return nil
         }
     }
@@ -320,21 +327,24 @@ public enum Decompressor {
         reportProgress()
         Log.debug("inflate", "'\(input.name)': \(format.rawValue), \(total.map(String.init) ?? "unknown") bytes, engine \(options.engine.rawValue)")
 
+        // Warnings of the sequential decode, starting with why the file could not be mapped.
+        var warnings: [String] = []
         if format == .gzip, input is FileInput, let total,
            options.index != nil || options.indexOutput != nil || Self.decodesInParallel(window.available, options),
-           let file = try mapForParallelDecode(input.name, options: options) {
+           let file = try mapForParallelDecode(input.name, options: options, warnings: &warnings) {
             let summary = try decodeMapped(file, size: total, into: sink, options: options, started: started)
             logWarnings(of: summary, options: options)
             return summary
         }
 
         var members = 0
-        var warnings: [String] = []
         switch format {
         case .gzip:
             let decoder = GzipDecoder(window: window, output: output, engine: options.engine,
                                       cancellation: options.cancellation, reportProgress: reportProgress)
-            (members, warnings) = try decoder.decode()
+            let decoded = try decoder.decode()
+            members = decoded.members
+            warnings += decoded.warnings
         case .xz:
             let decoder = XzDecoder(window: window, output: output, threads: options.threads,
                                     cancellation: options.cancellation, reportProgress: reportProgress)

@@ -285,6 +285,8 @@ public struct Sharefs: Sendable {
             : pool.contains("/") ? "a pool name cannot contain '/'"
             : pool.hasPrefix(".") ? "a pool name cannot start with '.'"
             : pool.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F } ? "a pool name cannot contain control characters"
+            // NAME_MAX on Linux: a longer directory name cannot exist.
+            : pool.utf8.count > 255 ? "a pool name is at most 255 bytes (\(pool.utf8.count) given)"
             : nil
         if let reason {
             throw InvalidArgumentError(argument: "pool", value: pool, reason: reason,

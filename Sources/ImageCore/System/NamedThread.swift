@@ -7,7 +7,8 @@ import Foundation
 
 extension Thread {
     /// Returns a thread, not started yet, that gives itself the kernel name `name` and
-    /// then runs `body`. The kernel keeps 15 bytes of a name, so longer names are cut.
+    /// then runs `body`. The kernel keeps 15 bytes of a name, so longer names are cut
+    /// at the last whole character that fits.
     public static func named(_ name: String, _ body: @escaping @Sendable () -> Void) -> Thread {
         let thread = Thread {
             setKernelName(name)
@@ -17,9 +18,16 @@ extension Thread {
         return thread
     }
 
-    /// Gives the calling thread the kernel name `name`, cut to 15 bytes.
+    /// Gives the calling thread the kernel name `name`, cut to at most 15 bytes between
+    /// two Unicode scalars, so that /proc shows valid UTF-8.
     static func setKernelName(_ name: String) {
-        let bytes = Array(name.utf8.prefix(15).map { CChar(bitPattern: $0) }) + [0]
+        var kept: [UInt8] = []
+        for scalar in name.unicodeScalars {
+            let encoded = Array(String(scalar).utf8)
+            if kept.count + encoded.count > 15 { break }
+            kept += encoded
+        }
+        let bytes = kept.map { CChar(bitPattern: $0) } + [0]
         _ = bytes.withUnsafeBufferPointer { imgtool_set_thread_name($0.baseAddress!) }
     }
 }

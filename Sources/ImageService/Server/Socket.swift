@@ -159,6 +159,12 @@ public final class Socket: Sendable {
         return socket
     }
 
+    /// Returns `host:port` for messages, with an IPv6 address in brackets as in a URL
+    /// (`[::1]:6000`), so that the port stays apart from the address.
+    public static func endpointLabel(host: String, port: UInt16) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
     /// Listens on `host:port` over TCP. `host` must be a loopback address (127.0.0.0/8 or
     /// ::1): the service has no TLS, so it never listens on an external interface.
     public static func listenTCP(host: String, port: UInt16, backlog: Int32 = 128) throws -> Socket {
@@ -228,7 +234,7 @@ public final class Socket: Sendable {
 
     /// Connects to `host:port` over TCP (numeric IPv4 or IPv6 addresses only).
     public static func connectTCP(host: String, port: UInt16) throws -> Socket {
-        let label = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        let label = endpointLabel(host: host, port: port)
         if host.contains(":") {
             var address = sockaddr_in6()
             address.sin6_family = sa_family_t(AF_INET6)

@@ -62,13 +62,18 @@ enum DecompressCommand: Command {
         var source = parsed.positionals[0]
         let destination = parsed.positionals[1]
         if source == "-" {
-            guard isatty(STDIN_FILENO) == 0 else {
-                throw UsageError(message: "SOURCE '-' reads standard input, which is a terminal; "
-                                 + "pipe a gzip or xz file into imgtool, or give the file's path")
+            if let problem = standardInputProblem() {
+                throw UsageError(message: "SOURCE '-' reads standard input, which is \(problem)")
             }
             source = "/dev/stdin"
         }
 
+        // SOURCE '-' is standard input, and standard output carries --progress json, so an
+        // index path '-' would only name a file called '-' by surprise.
+        for option in ["--index", "--index-out"] where parsed.value(option) == "-" {
+            throw UsageError(message: "\(option) '-': an index is read from and written to files only, "
+                             + "not standard input or output; give a path, or './-' for a file named '-'")
+        }
         if parsed.value("--index") != nil, parsed.value("--index-out") != nil {
             throw UsageError(message: "--index and --index-out cannot be combined: an index is either used or written")
         }
@@ -100,5 +105,26 @@ enum DecompressCommand: Command {
         line += String(format: ", %@ in %.2f s", summary.format.rawValue, summary.elapsed)
         try? FileHandle.standardError.write(contentsOf: Data((line + "\n").utf8))
         return 0
+    }
+
+    /// Returns what makes standard input unusable as SOURCE '-', with the fix, or nil.
+    private static func standardInputProblem() -> String? {
+        let remedy = "pipe a gzip or xz file into imgtool, or give the file's path"
+        if isatty(STDIN_FILENO) != 0 {
+            return "a terminal; " + remedy
+        }
+        // execve closes every descriptor with FD_CLOEXEC, so an inherited standard input
+        // never has it. A descriptor 0 with the flag was opened by this process (Dispatch
+        // opens its epoll descriptor before main) after the caller closed standard input.
+        let flags = fcntl(STDIN_FILENO, F_GETFD)
+        if flags == -1 || flags & FD_CLOEXEC != 0 {
+            return "closed; " + remedy
+        }
+        var info = stat()
+        if fstat(STDIN_FILENO, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK {
+            return "a socket, which Linux cannot open as /dev/stdin (ENXIO); pipe it through cat "
+                + "(... | cat | imgtool decompress - RAW), or give the file's path"
+        }
+        return nil
     }
 }

@@ -38,7 +38,26 @@ struct UnmappableInputTests {
         expectEqualBytes(try readFile(destination), bytes)
         #expect(summary.bytesWritten == Int64(bytes.count))
         #expect(summary.members == 1)
-        #expect(summary.warnings.isEmpty)
+        // The fallback is one of the summary's warnings, which the service logs with the
+        // caller's paths instead of the /proc/self/fd/N names it hands to ImageCore.
+        #expect(summary.warnings.count == 1)
+        #expect(summary.warnings.first?.hasPrefix("'\(source)': its file system does not support memory maps") == true)
+    }
+
+    @Test("ENODEV warning returned with logging off")
+    func fallbackWarningReturnedNotLogged() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let source = try compressFile(payload(), with: "gzip -6", in: scratch, name: "image")
+        var options = DecompressOptions(threads: 2, splitSingleStream: true)
+        options.logsWarnings = false
+
+        let summary = try whileMapFails(source, with: .noDevice) {
+            try Decompressor.decompress(source: source, destination: scratch.file("out.raw"), options: options)
+        }
+
+        #expect(summary.warnings.count == 1)
+        #expect(summary.warnings.first?.contains("decoded on one thread") == true)
     }
 
     @Test("ENODEV with --index decodes without the index")
