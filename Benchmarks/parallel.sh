@@ -105,9 +105,10 @@ for name in realistic data-heavy; do
     echo
     echo "| command | threads | wall s | CPU s | peak MiB | allocated MiB | output |"
     echo "|---|---|---|---|---|---|---|"
-    # A pipe in a command would end its table cell, so it is escaped.
-    awk -F'\t' -v image="$name.img" '$1 == image { label = $2; gsub(/\|/, "\\|", label)
-        printf "| %s | %s | %s | %s | %s | %s | %s |\n", label, $3, $4, $5, $6, $7, $8 }' "$results"
+    # A pipe in a command or an error message would end its table cell, so it is escaped.
+    awk -F'\t' -v image="$name.img" '$1 == image { label = $2; output = $8
+        gsub(/\|/, "\\|", label); gsub(/\|/, "\\|", output)
+        printf "| %s | %s | %s | %s | %s | %s | %s |\n", label, $3, $4, $5, $6, $7, output }' "$results"
     echo
 done
 
