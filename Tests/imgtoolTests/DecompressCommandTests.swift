@@ -82,7 +82,7 @@ private func sh(_ command: String) throws -> Int32 {
     }
 
     /// Linux cannot open a socket through /dev/stdin (ENXIO), so a socket on standard
-    /// input gets a usage error that says so, not "No such device or address".
+    /// input gets a usage error that names the cause, not "No such device or address".
     @Test func dashWithSocketStandardInputRejected() throws {
         let directory = try TestDirectory()
         defer { directory.remove() }

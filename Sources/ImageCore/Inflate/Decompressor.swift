@@ -167,7 +167,7 @@ public enum Decompressor {
             file.discard()
             indexFile?.discard()
             // Ctrl-C stops every process of a pipeline, so a pipe's writer usually ends with
-            // us and the input looks truncated. The cancellation is the cause to report.
+            // imgtool and the input looks truncated. The cancellation is the cause to report.
             if let cancellation = options.cancellation, cancellation.isCancelled, !(error is CancelledError) {
                 Log.info("inflate", "cancelled; the input failed meanwhile: \(error)")
                 throw CancelledError("inflate")
