@@ -108,7 +108,7 @@ public struct ChecksumMismatchError: ImageError {
     }
     public var remedy: String? {
         url == nil ? "the file is not the expected one; fetch it again with --force"
-            : "the server sent different bytes twice; check the URL and the published checksum"
+            : "both downloads differed from the expected SHA-256; check the URL and the published checksum"
     }
 }
 
