@@ -256,11 +256,11 @@ public enum Decompressor {
                 throw error
             }
             var message = "'\(path)': its file system does not support memory maps (mmap failed: \(error.errno)), "
-                + "so it is decoded on one thread"
+                + "so it is decoded sequentially, which is slower"
             if options.index != nil {
                 message += " without the seek index\(options.indexPath.map { " '\($0)'" } ?? "")"
             }
-            warnings.append(message + "; copy it to a local disk for a parallel decode")
+            warnings.append(message + "; copy it to a local disk to decode it faster")
             return nil
         }
     }

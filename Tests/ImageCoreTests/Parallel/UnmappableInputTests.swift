@@ -57,7 +57,7 @@ struct UnmappableInputTests {
         }
 
         #expect(summary.warnings.count == 1)
-        #expect(summary.warnings.first?.contains("decoded on one thread") == true)
+        #expect(summary.warnings.first?.contains("decoded sequentially") == true)
     }
 
     @Test("ENODEV with --index decodes without the index")
