@@ -276,6 +276,19 @@ struct PathGuardTests {
         #expect(absolute?.reason.contains("the directory '\(root)/missing' does not exist") == true)
     }
 
+    // A name over 255 bytes can never be created, so it is rejected before a job starts.
+    @Test("a new file's overlong name is rejected up front")
+    func newFileNameTooLong() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("pathguard-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: root + "/tank", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let guardian = try PathGuard(root: root)
+
+        let name = String(repeating: "x", count: 300)
+        let error = #expect(throws: RPCError.self) { try guardian.newFile("tank/\(name)", argument: "dst") }
+        #expect(error?.reason.contains("longer than the file system allows") == true)
+    }
+
     // The root itself is inside the root: it is a directory, not an outside path.
     @Test("the root itself is not called outside")
     func rootItselfIsInside() throws {

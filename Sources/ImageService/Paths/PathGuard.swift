@@ -143,6 +143,15 @@ public final class PathGuard: Sendable {
             let kind = FileStatusKind.describe(info.st_mode)
             throw RPCError.call(EEXIST, "EEXIST", "'\(value)' already exists (\(kind)); it was not modified. Choose a path that does not exist yet")
         }
+        // Only a missing name is free to create. A name that is too long, for example,
+        // would otherwise fail only later in the job.
+        let lookup = errno
+        guard lookup == ENOENT else {
+            _ = close(fd)
+            let reason = lookup == ENAMETOOLONG ? "its name is longer than the file system allows (255 bytes)"
+                : "it cannot be looked up (\(Errno(rawValue: lookup)))"
+            throw RPCError.invalidParameter(argument, "'\(value)': \(reason); give another name")
+        }
         return CheckedPath(displayPath: value, relativePath: relative, usablePath: "/proc/self/fd/\(fd)/\(name)", descriptor: fd)
     }
 
