@@ -101,7 +101,7 @@ def test_sigint_detaches_from_job(server):
 
 def test_serve_log_brackets_ipv6_listener(tmp_path):
     """The start line names an IPv6 listener as [::1]:PORT, as a ws:// URL needs it, not
-    ::1:PORT, where the port cannot be told from the address."""
+    ::1:PORT, where the port cannot be separated from the address."""
     os.makedirs(tmp_path / "pools")
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log:

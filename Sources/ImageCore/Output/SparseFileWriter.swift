@@ -344,7 +344,7 @@ private final class Shared: @unchecked Sendable {
         let thread = id_t(imgtool_gettid())
         let scope = __priority_which_t(PRIO_PROCESS.rawValue)
         let failure = setpriority(scope, thread, SparseFileWriter.requestedNice) == 0 ? nil : Errno.current
-        // getpriority can return -1 as a value, so only errno tells a failure.
+        // getpriority can return -1 as a value, so only errno shows a failure.
         errno = 0
         let nice = getpriority(scope, thread)
         let niceKnown = errno == 0
