@@ -326,6 +326,16 @@ struct RPCClientTests {
         #expect(throws: InvalidArgumentError.self) { try RPCClient(url: "ws://127.0.0.1:1\(path)") }
     }
 
+    // The client sends no query and no credentials, so a URL with them is rejected
+    // rather than shortened without a word.
+    @Test("a URL with a query, fragment or user is rejected",
+          arguments: ["ws://127.0.0.1:1/api/current?x=1", "ws://127.0.0.1:1/api/current#top",
+                      "ws://bob:pw@127.0.0.1:1/api/current"])
+    func extraURLPartsRejected(url: String) {
+        let error = #expect(throws: InvalidArgumentError.self) { try RPCClient(url: url) }
+        #expect(error?.reason.contains("which 'imgtool call' does not send") == true)
+    }
+
     // Nothing listens on port 1, so a URL that passes validation fails to connect.
     @Test("no path and /api/current pass validation", arguments: ["", "/api/current"])
     func endpointPathAccepted(path: String) {

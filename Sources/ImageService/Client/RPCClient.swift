@@ -38,6 +38,14 @@ public final class RPCClient {
                                        reason: "the path '\(components.path)' is not /api/current, the only endpoint 'imgtool call' speaks",
                                        remedy: "use ws://\(host):\(port)/api/current")
         }
+        // The client sends neither a query nor credentials, so dropping them would be silent.
+        let extra = [components.query.map { "a query ('?\($0)')" }, components.fragment.map { "a fragment ('#\($0)')" },
+                     components.user.map { _ in "a user name" }].compactMap { $0 }
+        guard extra.isEmpty else {
+            throw InvalidArgumentError(argument: "--url", value: url,
+                                       reason: "it has \(extra.joined(separator: " and ")), which 'imgtool call' does not send",
+                                       remedy: "use ws://\(host):\(port)/api/current, and --api-key for a key")
+        }
         let path = "/api/current"
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
         try self.init(socket: Socket.connectTCP(host: bareHost, port: UInt16(port)), host: host, path: path)
