@@ -279,12 +279,22 @@ public struct Sharefs: Sendable {
     }
 
     /// Rejects pool names that are not one directory name under the root.
+    /// Returns whether `scalar` is a C0 or C1 control character, or a bidirectional
+    /// control (U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069) that makes a name read
+    /// differently from what it is.
+    static func isControlOrDirection(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0..<0x20, 0x7F...0x9F, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: true
+        default: false
+        }
+    }
+
     public static func validatePoolName(_ pool: String) throws(InvalidArgumentError) {
         let reason: String? =
             pool.isEmpty ? "the name is empty"
             : pool.contains("/") ? "a pool name cannot contain '/'"
             : pool.hasPrefix(".") ? "a pool name cannot start with '.'"
-            : pool.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F } ? "a pool name cannot contain control characters"
+            : pool.unicodeScalars.contains(where: isControlOrDirection) ? "a pool name cannot contain control or text-direction characters"
             // NAME_MAX on Linux: a longer directory name cannot exist.
             : pool.utf8.count > 255 ? "a pool name is at most 255 bytes (\(pool.utf8.count) given)"
             : nil
@@ -295,7 +305,7 @@ public struct Sharefs: Sendable {
     }
 
     /// Returns `<vm id>_<vm name>` after checking both parts: the ID is a positive integer
-    /// and the name is one path component without control characters.
+    /// and the name is one path component without control or text-direction characters.
     public static func configDirectoryName(vmID: Int, vmName: String) throws(InvalidArgumentError) -> String {
         guard vmID > 0 else {
             throw InvalidArgumentError(argument: "VM ID", value: String(vmID), reason: "a VM ID is a positive integer")
@@ -303,7 +313,7 @@ public struct Sharefs: Sendable {
         let reason: String? =
             vmName.isEmpty ? "the name is empty"
             : vmName.contains("/") ? "a VM name cannot contain '/'"
-            : vmName.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F } ? "a VM name cannot contain control characters"
+            : vmName.unicodeScalars.contains(where: isControlOrDirection) ? "a VM name cannot contain control or text-direction characters"
             : vmName.utf8.count > 200 ? "a VM name is at most 200 bytes"
             : nil
         if let reason {

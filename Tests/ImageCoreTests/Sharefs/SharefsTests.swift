@@ -118,7 +118,9 @@ private struct SharefsFixture {
         }
     }
 
-    @Test(arguments: ["", "../tank", "a/b", ".bhyve", "bad\nname"])
+    // C1 controls (U+0085) and bidirectional controls (U+202E, U+200F) make a name
+    // display as something else.
+    @Test(arguments: ["", "../tank", "a/b", ".bhyve", "bad\nname", "a\u{85}b", "tank\u{202E}", "\u{200F}tank"])
     func invalidPoolNameIsRejected(_ pool: String) throws {
         let fixture = try SharefsFixture(pools: ["tank"])
         defer { fixture.scratch.remove() }
@@ -194,8 +196,14 @@ private struct SharefsFixture {
         #expect(try Sharefs.configDirectoryName(vmID: example.0, vmName: example.1) == example.2)
     }
 
-    @Test(arguments: [(0, "web"), (-3, "web"), (1, ""), (1, "a/b"), (1, "a\nb")])
+    @Test(arguments: [(0, "web"), (-3, "web"), (1, ""), (1, "a/b"), (1, "a\nb"), (1, "a\u{85}b"),
+                      (1, "web\u{202E}gpj.exe"), (1, "\u{2066}web")])
     func invalidVMIsRejected(_ example: (Int, String)) {
         #expect(throws: InvalidArgumentError.self) { _ = try Sharefs.configDirectoryName(vmID: example.0, vmName: example.1) }
+    }
+
+    @Test(arguments: ["tank", "pool-2", "données", "池"])
+    func validPoolNameIsAccepted(_ name: String) throws {
+        try Sharefs.validatePoolName(name)
     }
 }
