@@ -103,6 +103,21 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(try directory.names() == [])
     }
 
+    /// /dev/stdin reopens a regular file from its start, so a file the caller already
+    /// read from is rejected instead of decoded from byte 0.
+    @Test func dashWithPartlyReadFileRejected() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let binary = imgtoolBinary()
+        try sh("seq 1 1000 | gzip -c > '\(directory.file("in.gz"))'")
+        let status = try sh("( head -c 10 > /dev/null; '\(binary)' decompress --progress none - "
+                            + "'\(directory.file("out.raw"))' 2> '\(directory.file("err.txt"))' ) < '\(directory.file("in.gz"))'")
+        let error = try String(contentsOfFile: directory.file("err.txt"), encoding: .utf8)
+        #expect(status == 64)
+        #expect(error.contains("a file already read up to offset 10"), "\(error)")
+        #expect(try directory.names() == ["err.txt", "in.gz"])
+    }
+
     /// '-' is standard input for SOURCE, so as an index path it would silently name a
     /// file called '-' in the current directory.
     @Test(arguments: ["--index", "--index-out"])

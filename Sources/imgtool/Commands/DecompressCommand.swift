@@ -121,9 +121,17 @@ enum DecompressCommand: Command {
             return "closed; " + remedy
         }
         var info = stat()
-        if fstat(STDIN_FILENO, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK {
+        guard fstat(STDIN_FILENO, &info) == 0 else { return nil }
+        if info.st_mode & S_IFMT == S_IFSOCK {
             return "a socket, which Linux cannot open as /dev/stdin (ENXIO); pipe it through cat "
                 + "(... | cat | imgtool decompress - RAW), or give the file's path"
+        }
+        // /dev/stdin opens a regular file again from its start, so bytes the caller
+        // already read from standard input would be decoded too.
+        let offset = lseek(STDIN_FILENO, 0, SEEK_CUR)
+        if info.st_mode & S_IFMT == S_IFREG, offset > 0 {
+            return "a file already read up to offset \(offset), and imgtool would read it again from its start; "
+                + "pipe the rest through cat (... | cat | imgtool decompress - RAW), or give the file's path"
         }
         return nil
     }
