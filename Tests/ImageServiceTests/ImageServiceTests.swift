@@ -247,46 +247,46 @@ struct PathGuardTests {
         #expect(throws: RPCError.self) { try guardian.relativePath("/etc/passwd", argument: "x") }
     }
 
+    /// Runs `body` with a guard of a new temporary root that contains the directory
+    /// `tank`, and with the root's path. The root is removed afterwards.
+    private func withTankRoot(_ body: (PathGuard, String) throws -> Void) throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("pathguard-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: root + "/tank", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try body(try PathGuard(root: root), root)
+    }
+
     // A file to create is expected not to exist, so the message must name its missing
     // directory, not the file.
     @Test("a new file in a missing directory names the directory")
     func newFileMissingDirectory() throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("pathguard-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: root + "/tank", withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let guardian = try PathGuard(root: root)
-
-        let error = #expect(throws: RPCError.self) { try guardian.newFile("tank/missing/disk.raw", argument: "dst") }
-        #expect(error?.reason.contains("the directory 'tank/missing' does not exist") == true)
-        #expect(error?.reason.contains("'tank/missing/disk.raw' does not exist") == false)
+        try withTankRoot { guardian, _ in
+            let error = #expect(throws: RPCError.self) { try guardian.newFile("tank/missing/disk.raw", argument: "dst") }
+            #expect(error?.reason.contains("the directory 'tank/missing' does not exist") == true)
+            #expect(error?.reason.contains("'tank/missing/disk.raw' does not exist") == false)
+        }
     }
 
     // The caller's text is kept, but the slashes that separated the file's name from its
     // directory are not part of the directory's name.
     @Test("missing directory drops trailing slashes")
     func newFileMissingDirectorySlashes() throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("pathguard-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: root + "/tank", withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let guardian = try PathGuard(root: root)
-
-        let error = #expect(throws: RPCError.self) { try guardian.newFile("tank//missing//disk.raw", argument: "dst") }
-        #expect(error?.reason.contains("the directory 'tank//missing' does not exist") == true)
-        let absolute = #expect(throws: RPCError.self) { try guardian.newFile(root + "/missing///disk.raw", argument: "dst") }
-        #expect(absolute?.reason.contains("the directory '\(root)/missing' does not exist") == true)
+        try withTankRoot { guardian, root in
+            let error = #expect(throws: RPCError.self) { try guardian.newFile("tank//missing//disk.raw", argument: "dst") }
+            #expect(error?.reason.contains("the directory 'tank//missing' does not exist") == true)
+            let absolute = #expect(throws: RPCError.self) { try guardian.newFile(root + "/missing///disk.raw", argument: "dst") }
+            #expect(absolute?.reason.contains("the directory '\(root)/missing' does not exist") == true)
+        }
     }
 
     // A name over 255 bytes can never be created, so it is rejected before a job starts.
     @Test("a new file's overlong name is rejected up front")
     func newFileNameTooLong() throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("pathguard-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: root + "/tank", withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let guardian = try PathGuard(root: root)
-
-        let name = String(repeating: "x", count: 300)
-        let error = #expect(throws: RPCError.self) { try guardian.newFile("tank/\(name)", argument: "dst") }
-        #expect(error?.reason.contains("longer than the file system allows") == true)
+        try withTankRoot { guardian, _ in
+            let name = String(repeating: "x", count: 300)
+            let error = #expect(throws: RPCError.self) { try guardian.newFile("tank/\(name)", argument: "dst") }
+            #expect(error?.reason.contains("longer than the file system allows") == true)
+        }
     }
 
     // The root itself is inside the root: it is a directory, not an outside path.

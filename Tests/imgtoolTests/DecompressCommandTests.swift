@@ -18,6 +18,16 @@ private struct TestDirectory {
 
     func file(_ name: String) -> String { "\(path)/\(name)" }
     func names() throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: path).sorted() }
+
+    /// Polls every 20 ms, up to `attempts` times, until imgtool's temporary file for
+    /// `name` appears; returns whether it did.
+    func waitForTemporaryFile(of name: String, attempts: Int) throws -> Bool {
+        for _ in 0..<attempts {
+            if try names().contains(where: { $0.hasPrefix(".\(name).imgtool-") }) { return true }
+            usleep(20_000)
+        }
+        return false
+    }
     func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
@@ -234,12 +244,7 @@ private func sh(_ command: String) throws -> Int32 {
         imgtool.standardError = FileHandle.nullDevice
         try imgtool.run()
 
-        var sawTemporaryFile = false
-        for _ in 0..<100 where !sawTemporaryFile {
-            sawTemporaryFile = try directory.names().contains { $0.hasPrefix(".disk.raw.imgtool-") }
-            if !sawTemporaryFile { usleep(20_000) }
-        }
-        #expect(sawTemporaryFile)
+        #expect(try directory.waitForTemporaryFile(of: "disk.raw", attempts: 100))
         kill(imgtool.processIdentifier, signalNumber)
         imgtool.waitUntilExit()
         feeder.waitUntilExit()
@@ -264,12 +269,7 @@ private func sh(_ command: String) throws -> Int32 {
         try imgtool.run()
         try input.fileHandleForWriting.write(contentsOf: try Data(contentsOf: URL(fileURLWithPath: directory.file("part.gz"))))
 
-        var sawTemporaryFile = false
-        for _ in 0..<250 where !sawTemporaryFile {
-            sawTemporaryFile = try directory.names().contains { $0.hasPrefix(".disk.raw.imgtool-") }
-            if !sawTemporaryFile { usleep(20_000) }
-        }
-        #expect(sawTemporaryFile)
+        #expect(try directory.waitForTemporaryFile(of: "disk.raw", attempts: 250))
         kill(imgtool.processIdentifier, SIGINT)
         // The signal's handler runs on a Dispatch queue, and the pipe's writer stops a
         // moment after the signal, as a shell's pipeline does.
