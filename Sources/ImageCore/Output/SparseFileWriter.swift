@@ -265,7 +265,7 @@ private final class Shared: @unchecked Sendable {
     /// The first write error; later buffers are returned unwritten.
     var failure: (any Error)?
     var writerExited = false
-    /// The writer thread's nice value after `raisePriority`; nil until then.
+    /// The writer thread's nice value after `raisePriority`, or nil until then.
     var writerNice: Int32?
 
     init(descriptor: FileDescriptor, path: String, blockSize: Int, bufferSize: Int, bufferCount: Int) {

@@ -21,13 +21,13 @@ extension Thread {
     /// Gives the calling thread the kernel name `name`, cut to at most 15 bytes between
     /// two Unicode scalars, so that /proc shows valid UTF-8.
     static func setKernelName(_ name: String) {
-        var kept: [UInt8] = []
+        var cut: [UInt8] = []
         for scalar in name.unicodeScalars {
             let encoded = Array(String(scalar).utf8)
-            if kept.count + encoded.count > 15 { break }
-            kept += encoded
+            if cut.count + encoded.count > 15 { break }
+            cut += encoded
         }
-        let bytes = kept.map { CChar(bitPattern: $0) } + [0]
+        let bytes = cut.map { CChar(bitPattern: $0) } + [0]
         _ = bytes.withUnsafeBufferPointer { imgtool_set_thread_name($0.baseAddress!) }
     }
 }

@@ -23,7 +23,7 @@ public final class RPCClient {
         try self.init(socket: Socket.connectUnix(path: socketPath), host: "localhost", path: "/api/current")
     }
 
-    /// Connects to `ws://HOST:PORT/api/current` (numeric addresses only); a URL without
+    /// Connects to `ws://HOST:PORT/api/current` (numeric addresses only). A URL without
     /// a path means /api/current.
     public convenience init(url: String) throws {
         guard let components = URLComponents(string: url), components.scheme == "ws",
@@ -38,7 +38,8 @@ public final class RPCClient {
                                        reason: "the path '\(components.path)' is not /api/current, the only endpoint 'imgtool call' speaks",
                                        remedy: "use ws://\(host):\(port)/api/current")
         }
-        // The client sends neither a query nor credentials, so dropping them would be silent.
+        // The client sends neither a query nor credentials, so it rejects them rather than
+        // drop them without a word.
         let extra = [components.query.map { "a query ('?\($0)')" }, components.fragment.map { "a fragment ('#\($0)')" },
                      components.user.map { _ in "a user name" }].compactMap { $0 }
         guard extra.isEmpty else {
