@@ -84,6 +84,16 @@ struct SpeculativeInflateTests {
         }
     }
 
+    @Test("the writer's CRC-32 equals zlib's")
+    func writerCRC() throws {
+        let data = randomBytes(3 << 20)
+        for count in [0, 1, 15, 16, 17, 4099, 65_536, 1 << 20, 3 << 20] {
+            let bytes = Array(data.prefix(count))
+            let expected = bytes.withUnsafeBufferPointer { UInt32(crc32(0, $0.baseAddress, UInt32(count))) }
+            #expect(crc32Of(bytes) == expected, "\(count) bytes")
+        }
+    }
+
     @Test("truncations fail with many chunks")
     func truncations() throws {
         let scratch = try ScratchDirectory()
