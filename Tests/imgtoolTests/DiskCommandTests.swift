@@ -33,7 +33,7 @@ private func makeScratch() throws -> String {
     @Test func resizeNegativeSizeExits64() throws {
         let scratch = try makeScratch()
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        FileManager.default.createFile(atPath: scratch + "/disk.raw", contents: nil)
+        #expect(FileManager.default.createFile(atPath: scratch + "/disk.raw", contents: nil))
         let result = try runImgtool(["resize", scratch + "/disk.raw", "-1G"], environment: [:])
         #expect(result.status == 64)
         #expect(result.error.contains("invalid size '-1G': a size cannot be negative"))
@@ -43,7 +43,7 @@ private func makeScratch() throws -> String {
     @Test func resizeReportsRounding() throws {
         let scratch = try makeScratch()
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        FileManager.default.createFile(atPath: scratch + "/disk.raw", contents: nil)
+        #expect(FileManager.default.createFile(atPath: scratch + "/disk.raw", contents: nil))
         let result = try runImgtool(["resize", scratch + "/disk.raw", "1000"], environment: [:])
         #expect(result.status == 0)
         #expect(result.output.contains("rounded 1000 bytes up to 1024 bytes"))

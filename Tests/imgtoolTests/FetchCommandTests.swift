@@ -59,7 +59,7 @@ import Testing
 
     @Test func verifyMatchExitsZero() throws {
         let path = NSTemporaryDirectory() + "/imgtool-verify-\(getpid())-empty"
-        FileManager.default.createFile(atPath: path, contents: Data())
+        #expect(FileManager.default.createFile(atPath: path, contents: Data()))
         defer { try? FileManager.default.removeItem(atPath: path) }
 
         let result = try runImgtool(["verify", path, "--sha256", Self.emptyHash.uppercased()])
@@ -70,7 +70,7 @@ import Testing
 
     @Test func verifyMismatchExitsTwo() throws {
         let path = NSTemporaryDirectory() + "/imgtool-verify-\(getpid())-x"
-        FileManager.default.createFile(atPath: path, contents: Data("x".utf8))
+        #expect(FileManager.default.createFile(atPath: path, contents: Data("x".utf8)))
         defer { try? FileManager.default.removeItem(atPath: path) }
 
         let result = try runImgtool(["verify", path, "--sha256", Self.emptyHash])

@@ -9,7 +9,7 @@ import Testing
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("imgtool-resize-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: directory.appendingPathComponent(file).path, contents: nil)
+        #expect(FileManager.default.createFile(atPath: directory.appendingPathComponent(file).path, contents: nil))
         return directory
     }
 
