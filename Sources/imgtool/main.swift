@@ -47,6 +47,7 @@ func report(_ error: any Error) -> Int32 {
 
 /// Writes each control character in `text` as a `\u{...}` escape, so that a value quoted
 /// in a message can neither break its line nor send escape sequences to the terminal.
+/// Error messages and every message that quotes a path pass through it.
 func escapingControlCharacters(_ text: String) -> String {
     var result = ""
     for scalar in text.unicodeScalars {

@@ -289,6 +289,21 @@ struct PathGuardTests {
         }
     }
 
+    // POSIX resolves 'disk.raw/' only when disk.raw is a directory, and the command line
+    // fails on it with ENOTDIR, so the guard must not drop the slash and open the file.
+    @Test("an existing file's path with a trailing slash is rejected")
+    func existingFileTrailingSlash() throws {
+        try withTankRoot { guardian, root in
+            #expect(FileManager.default.createFile(atPath: root + "/tank/disk.raw", contents: Data("x".utf8)))
+            for value in ["tank/disk.raw/", "tank/disk.raw//", root + "/tank/disk.raw/"] {
+                let error = #expect(throws: RPCError.self) { try guardian.existingFile(value, argument: "path", writable: true) }
+                #expect(error?.reason.contains("names a directory") == true, "\(value)")
+            }
+            let checked = try guardian.existingFile("tank/disk.raw", argument: "path")
+            #expect(checked.relativePath == "tank/disk.raw")
+        }
+    }
+
     // The root itself is inside the root: it is a directory, not an outside path.
     @Test("the root itself is not called outside")
     func rootItselfIsInside() throws {

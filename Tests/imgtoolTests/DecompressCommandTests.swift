@@ -61,6 +61,18 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(result.error.contains("wrote '\(directory.file("disk.raw"))': 5 bytes"))
     }
 
+    @Test func summaryEscapesControlCharacters() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("printf 'hello' | gzip -c > '\(directory.file("in.gz"))'")
+        let name = "a\nimgtool: \u{1B}[2Kb.raw"
+        let result = try runImgtool(["decompress", directory.file("in.gz"), directory.file(name), "--progress", "none"])
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.error.contains(#"wrote '\#(directory.path)/a\u{A}imgtool: \u{1B}[2Kb.raw': 5 bytes"#))
+        #expect(!result.error.contains("\u{1B}"))
+        #expect(result.error.split(separator: "\n").count == 1)
+    }
+
     /// SOURCE '-' reads standard input, from a pipe (sequential) and from a redirected
     /// file (mapped, so in parallel).
     @Test func dashReadsStandardInput() throws {

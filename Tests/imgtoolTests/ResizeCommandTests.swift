@@ -34,6 +34,17 @@ import Testing
         #expect(!result.error.contains("\u{1B}"))
     }
 
+    @Test func controlCharactersInPathAreEscaped() throws {
+        let name = "a\ngrew \u{1B}[2Kb.raw"
+        let directory = try makeDirectory(with: name)
+        defer { try? FileManager.default.removeItem(at: directory) }
+
+        let result = try runImgtool(["resize", name, "1M"], in: directory)
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.output == #"grew 'a\u{A}grew \u{1B}[2Kb.raw' from 0 to 1048576 bytes"# + "\n")
+        #expect(try size(directory.appendingPathComponent(name).path) == 1 << 20)
+    }
+
     @Test func negativeSizeKeepsItsPlace() throws {
         let directory = try makeDirectory(with: "disk.raw")
         defer { try? FileManager.default.removeItem(at: directory) }

@@ -25,6 +25,11 @@ enum PlainPasswordRules {
             if scalar.properties.generalCategory == .control {
                 return "the password contains a tab or another control character"
             }
+            // YAML 1.1 excludes these two from its printable characters, so the guest's
+            // parser rejects the whole command-line value.
+            if scalar == "\u{FFFE}" || scalar == "\u{FFFF}" {
+                return "the password contains U+FFFE or U+FFFF, which the guest's YAML parser rejects as non-printable"
+            }
         }
         if text.contains("\\") {
             return "the password contains a backslash: GRUB doubles it on the kernel command line and the guest does not undo that"

@@ -99,6 +99,10 @@ public final class PathGuard: Sendable {
     /// Opens an existing regular file under the root, for reading or for writing.
     public func existingFile(_ value: String, argument: String, writable: Bool = false) throws(RPCError) -> CheckedPath {
         let relative = try relativePath(value, argument: argument)
+        // relativePath drops a trailing slash, which would turn 'disk.raw/' into the file.
+        guard !value.hasSuffix("/") else {
+            throw RPCError.invalidParameter(argument, "'\(value)' ends with '/', so it names a directory; give the path of a regular file")
+        }
         let flags = UInt64(writable ? O_RDWR : O_RDONLY) | UInt64(O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
         let fd = try open(relative, flags: flags, value: value, argument: argument)
         var info = stat()

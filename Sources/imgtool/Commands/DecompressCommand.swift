@@ -100,7 +100,7 @@ enum DecompressCommand: Command {
         }
         display.finish()
 
-        var line = "imgtool: wrote '\(destination)': \(summary.bytesWritten) bytes (\(formatBytes(summary.bytesWritten)))"
+        var line = "imgtool: wrote '\(escapingControlCharacters(destination))': \(summary.bytesWritten) bytes (\(formatBytes(summary.bytesWritten)))"
         if let allocated = summary.allocatedBytes { line += ", \(formatBytes(allocated)) allocated" }
         line += String(format: ", %@ in %.2f s", summary.format.rawValue, summary.elapsed)
         try? FileHandle.standardError.write(contentsOf: Data((line + "\n").utf8))

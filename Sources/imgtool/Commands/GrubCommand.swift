@@ -73,10 +73,11 @@ enum GrubCommand: Command {
             let entry = try catalogEntry(options)
             let password = try readPassword(options)
             let result = try configurations.write(vmID: vmID, vmName: vmName, rawPath: rawPath, entry: entry, password: password)
+            let grubConfigPath = escapingControlCharacters(result.grubConfigPath)
             switch result.outcome {
-            case .created: print("wrote '\(result.grubConfigPath)' and '\(result.deviceMapPath)'")
-            case .passwordUpdated: print("kept the existing '\(result.grubConfigPath)' and changed its password")
-            case .unchanged: print("kept the existing '\(result.grubConfigPath)'; its password was already set")
+            case .created: print("wrote '\(grubConfigPath)' and '\(escapingControlCharacters(result.deviceMapPath))'")
+            case .passwordUpdated: print("kept the existing '\(grubConfigPath)' and changed its password")
+            case .unchanged: print("kept the existing '\(grubConfigPath)'; its password was already set")
             }
         case "set-password":
             let policy: PasswordPolicy
@@ -94,7 +95,7 @@ enum GrubCommand: Command {
             print(changed ? "changed the password of VM \(vmID)" : "VM \(vmID) already has this password; nothing changed")
         case "remove":
             let removed = try configurations.remove(vmID: vmID)
-            for path in removed { print("removed '\(path)'") }
+            for path in removed { print("removed '\(escapingControlCharacters(path))'") }
         default:
             throw UsageError(message: "unknown grub command '\(subcommand)': expected write, set-password or remove")
         }

@@ -60,7 +60,7 @@ enum ResizeCommand: Command {
     }
 
     private static func printSummary(_ result: ResizeResult) {
-        let path = result.path
+        let path = escapingControlCharacters(result.path)
         if result.wasRounded {
             print("note: rounded \(result.requestedBytes) bytes up to \(result.newSize) bytes, a multiple of 512")
         }

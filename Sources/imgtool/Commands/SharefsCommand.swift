@@ -35,12 +35,12 @@ enum SharefsCommand: Command {
         case "activate":
             try options.requirePositionals(1...2, names: "activate [POOL]")
             let activation = try sharefs.activate(pool: options.positionals.dropFirst().first)
-            for directory in activation.createdDirectories { print("created '\(directory)'") }
-            print("active sharefs: '\(activation.sharefs.path)' on pool '\(activation.sharefs.pool)'")
+            for directory in activation.createdDirectories { print("created '\(escapingControlCharacters(directory))'") }
+            print("active sharefs: '\(escapingControlCharacters(activation.sharefs.path))' on pool '\(activation.sharefs.pool)'")
         case "show":
             try options.requirePositionals(1...1, names: "show")
             if let active = try sharefs.active() {
-                print("active sharefs: '\(active.path)' on pool '\(active.pool)'")
+                print("active sharefs: '\(escapingControlCharacters(active.path))' on pool '\(active.pool)'")
             } else {
                 print("no sharefs is active; run 'imgtool sharefs activate [POOL]'")
             }

@@ -112,10 +112,11 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
     ] + yamlBreakTraps
 
     /// Passwords that survive GRUB and the kernel but that the guest's YAML parse changes:
-    /// U+2028 and U+2029 are YAML 1.1 line breaks, and a leading U+FEFF is a byte order mark.
+    /// U+2028 and U+2029 are YAML 1.1 line breaks, a leading U+FEFF is a byte order mark,
+    /// and U+FFFE and U+FFFF are outside YAML's printable characters, so the parse fails.
     static let yamlBreakTraps: [(String, String)] = [
         ("\u{2028}ab", "separator"), ("ab\u{2029}", "separator"), ("a\u{2028}#b", "separator"),
-        ("\u{FEFF}ab", "byte order mark"),
+        ("\u{FEFF}ab", "byte order mark"), ("ab\u{FFFF}cd", "non-printable"), ("ab\u{FFFE}", "non-printable"),
     ]
 
     @Test func yamlBreakTrapsChangeInGuest() throws {
