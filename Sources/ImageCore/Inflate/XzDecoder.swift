@@ -9,6 +9,7 @@
 // capacity, and liblzma copies what it keeps between calls.
 
 import CLzma
+import CZlib
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,6 +21,14 @@ final class XzDecoder {
     private let cancellation: CancellationToken?
     private let reportProgress: () -> Void
     private var path: String { window.input.name }
+    /// The last bytes given to liblzma, at most `footerSearch` of them, to tell a file with
+    /// bytes after its last stream from a truncated one.
+    private var recentInput: [UInt8] = []
+    /// The size of an xz stream footer.
+    private static let footerSize = 12
+    /// Input bytes kept in `recentInput`: a footer and the up to 11 bytes after it that
+    /// liblzma reports as a cut stream header (12 or more fail as an invalid header).
+    private static let footerSearch = 2 * footerSize
 
     /// Above this much memory liblzma decodes with one thread instead of failing.
     let threadingMemoryLimit: UInt64
@@ -69,7 +78,9 @@ final class XzDecoder {
             stream.pointee.next_out = space.baseAddress?.assumingMemoryBound(to: UInt8.self)
             stream.pointee.avail_out = space.count
             let result = lzma_code(stream, action)
-            window.consume(input.count - stream.pointee.avail_in)
+            let consumed = input.count - stream.pointee.avail_in
+            recentInput = Array((recentInput + input[..<consumed].suffix(Self.footerSearch)).suffix(Self.footerSearch))
+            window.consume(consumed)
             let produced = space.count - stream.pointee.avail_out
             try output.commit(produced)
             if produced > 0 { reportProgress() }
@@ -78,10 +89,36 @@ final class XzDecoder {
         }
     }
 
+    /// Returns the bytes after the last complete stream footer of the input, when 1 to 11
+    /// bytes follow one: liblzma then waits for the rest of a stream header.
+    private func bytesAfterLastStream() -> [UInt8]? {
+        let bytes = recentInput
+        for extra in 1..<Self.footerSize where bytes.count >= Self.footerSize + extra {
+            let footer = Array(bytes[(bytes.count - extra - Self.footerSize)..<(bytes.count - extra)])
+            // A footer: CRC-32 of the next six bytes, backward size, stream flags, "YZ".
+            guard footer[10] == 0x59, footer[11] == 0x5A, footer[8] == 0 else { continue }
+            let stored = UInt32(footer[0]) | UInt32(footer[1]) << 8 | UInt32(footer[2]) << 16 | UInt32(footer[3]) << 24
+            let computed = footer[4..<10].withUnsafeBufferPointer { crc32(0, $0.baseAddress, 6) }
+            guard UInt32(computed) == stored else { continue }
+            // The start of the next stream's header is a cut stream, not extra bytes.
+            let after = Array(bytes.suffix(extra))
+            let magic = CompressionFormat.xzMagic
+            return magic.starts(with: after) || after.starts(with: magic) ? nil : after
+        }
+        return nil
+    }
+
     private func error(for result: lzma_ret, stream: UnsafeMutablePointer<lzma_stream>) -> any Error {
         let offset = window.offset
         switch result {
         case LZMA_BUF_ERROR:
+            // liblzma took in every byte, so the last ones are in `recentInput`.
+            if window.reachedEnd, window.count == 0, let extra = bytesAfterLastStream() {
+                let streamEnd = offset - Int64(extra.count)
+                return InflateError.corrupt(path: path, offset: streamEnd, reason:
+                    "\(extra.count == 1 ? "1 byte follows" : "\(extra.count) bytes follow") the last xz stream, where only zero bytes in multiples of four (stream padding) may; "
+                    + "if the rest of the file is intact, cut it to \(streamEnd) bytes (truncate -s)")
+            }
             return InflateError.truncated(path: path, offset: offset + Int64(window.count), context: "inside the xz stream")
         case LZMA_DATA_ERROR:
             return InflateError.corrupt(path: path, offset: offset,

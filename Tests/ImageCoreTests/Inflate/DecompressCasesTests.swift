@@ -116,6 +116,34 @@ import Testing
         #expect(throws: InflateError.self) { _ = try inflateInMemory(stream + Array("garbage!".utf8)) }
     }
 
+    @Test func xzFewBytesAfterStreamNamed() throws {
+        // Fewer than 12 bytes after a stream look to liblzma like a cut stream header.
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        for extra in [[UInt8(0x0a)], Array("garbage!".utf8), [0x41, 0, 0, 0], Array(repeating: 0x41, count: 11)] {
+            let error = #expect(throws: InflateError.self) { _ = try inflateInMemory(stream + extra) }
+            guard case .corrupt(_, let offset, let reason)? = error else {
+                Issue.record("\(extra.count) bytes after the stream gave \(String(describing: error))")
+                continue
+            }
+            #expect(offset == Int64(stream.count))
+            #expect(reason.contains("\(extra.count) "))
+            #expect(reason.contains("follow the last xz stream"))
+            #expect(reason.contains("cut it to \(stream.count) bytes"))
+        }
+    }
+
+    @Test func xzCutStreamStillTruncated() throws {
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        // Cut inside the stream, or inside the header of a second stream.
+        for input in [stream.dropLast(1), stream.dropLast(5), stream.dropLast(13), stream + stream.prefix(4)] {
+            let error = #expect(throws: InflateError.self) { _ = try inflateInMemory(Array(input)) }
+            guard case .truncated? = error else {
+                Issue.record("\(input.count) bytes gave \(String(describing: error))")
+                continue
+            }
+        }
+    }
+
     @Test(.enabled(if: ProcessInfo.processInfo.environment["IMGTOOL_LARGE_TESTS"] == "1"))
     func zerosPast4GiBKeepTheirSize() throws {
         let scratch = try ScratchDirectory()
