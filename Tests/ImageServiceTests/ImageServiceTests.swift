@@ -35,6 +35,13 @@ struct JSONValueTests {
         #expect(value.description == #""a\"b\\c\né😀""#)
     }
 
+    @Test("lone surrogates are rejected", arguments: [#""\ud800""#, #""\udc00""#, #""a\ud800\u0041""#, #""\ud800x""#])
+    func loneSurrogates(text: String) {
+        let error = #expect(throws: JSONParseError.self) { try JSONValue.parse(text) }
+        #expect(error?.reason.contains("surrogate without its other half") == true)
+        #expect(error?.reason.contains("\\ud800") == true || error?.reason.contains("\\udc00") == true)
+    }
+
     @Test("invalid texts are rejected", arguments: ["", "{", "[1,]", "01", "1.", "\"\u{01}\"", "tru", "{\"a\" 1}", "1 2", "\"\\x\""])
     func invalidTexts(text: String) {
         #expect(throws: JSONParseError.self) { try JSONValue.parse(text) }

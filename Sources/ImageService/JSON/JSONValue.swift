@@ -345,25 +345,26 @@ private struct JSONParser {
             case UInt8(ascii: "r"): scalars.append("\r")
             case UInt8(ascii: "t"): scalars.append("\t")
             case UInt8(ascii: "u"):
+                let escapeStart = index - 2
                 let unit = try parseHexQuad()
+                if let scalar = Unicode.Scalar(unit) {
+                    scalars.append(scalar)
+                    break
+                }
+                // A surrogate must be the first half of a pair. A lone one has no
+                // character, and replacing it would change an id or a password unseen.
                 if (0xD800...0xDBFF).contains(unit), bytes.count - index >= 6,
                    bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") {
-                    let saved = index
                     index += 2
                     let low = try parseHexQuad()
                     if (0xDC00...0xDFFF).contains(low) {
-                        let value = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
-                        scalars.append(Unicode.Scalar(value)!)
-                    } else {
-                        scalars.append("\u{FFFD}")
-                        index = saved
+                        scalars.append(Unicode.Scalar(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))!)
+                        break
                     }
-                } else if let scalar = Unicode.Scalar(unit) {
-                    scalars.append(scalar)
-                } else {
-                    // A lone surrogate has no UTF-8 form; it becomes U+FFFD as in most decoders.
-                    scalars.append("\u{FFFD}")
                 }
+                index = escapeStart
+                throw fail(String(format: "the escape \\u%04x is a UTF-16 surrogate without its other half, which is no "
+                                  + "character; send the text as valid Unicode", unit))
             default:
                 throw fail("invalid escape")
             }
