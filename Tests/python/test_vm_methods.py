@@ -221,3 +221,36 @@ def test_invalid_pool_rejected_while_sharefs_active(server, pool, expected):
     assert "error" in reply
     assert expected in reply["error"]["data"]["reason"]
     assert not os.path.exists(os.path.join(server.pools_root, "tank", "x.raw"))
+
+
+@pytest.mark.parametrize("method, accepted", [
+    ("vm.create_container", "vm_id, vm_name, image, raw_path, password, size and pool"),
+    ("vm.write_container_conf", "vm_id, vm_name, image, raw_path and password"),
+])
+def test_guest_object_rejects_unknown_key(server, method, accepted):
+    """A misspelt key ("sise") would otherwise be dropped without a word and the guest
+    would get defaults the caller never chose."""
+    make_pool(server)
+    ws = server.connect()
+    result(ws, "vm.activate_sharefs", "tank")
+    reply = call(ws, method, {"vm_id": 9, "vm_name": "x", "raw_path": "tank/x.raw", "password": "pw", "sise": "20"})
+    assert reply["error"]["code"] == -32602
+    assert reply["error"]["data"]["extra"][0][0] == "sise"
+    reason = reply["error"]["data"]["reason"]
+    assert "unknown key" in reason
+    assert method in reason
+    assert accepted in reason
+    assert result(ws, "core.get_jobs") == []
+    assert not os.path.exists(os.path.join(server.pools_root, "tank", "x.raw"))
+
+
+def test_write_container_conf_rejects_size(server):
+    """vm.write_container_conf never resizes, so a size sent to it is rejected rather
+    than ignored."""
+    make_pool(server)
+    ws = server.connect()
+    result(ws, "vm.activate_sharefs", "tank")
+    reply = call(ws, "vm.write_container_conf", {"vm_id": 9, "vm_name": "x", "raw_path": "tank/x.raw",
+                                                 "password": "pw", "size": "20"})
+    assert reply["error"]["data"]["extra"][0][0] == "size"
+    assert "vm.create_container" in reply["error"]["data"]["reason"]

@@ -18,7 +18,7 @@ enum Provisioning {
 
     /// Checks the request, then starts the job; returns its id.
     static func submit(_ context: CallContext) throws -> Int64 {
-        let request = try GuestRequest(context.parameters[0], service: context.service, needsSize: true)
+        let request = try GuestRequest(context.parameters[0], service: context.service, kind: .provisioning)
         do {
             _ = try Sharefs.configDirectoryName(vmID: request.vmID, vmName: request.vmName)
         } catch {
