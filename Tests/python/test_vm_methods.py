@@ -254,3 +254,31 @@ def test_write_container_conf_rejects_size(server):
                                                  "password": "pw", "size": "20"})
     assert reply["error"]["data"]["extra"][0][0] == "size"
     assert "vm.create_container" in reply["error"]["data"]["reason"]
+
+
+@pytest.mark.parametrize("size", [" 2", "2 ", "\t2", "2G\t", "  "])
+def test_raw_resize_rejects_whitespace(server, size):
+    tank = make_pool(server)
+    disk = os.path.join(tank, "disk.raw")
+    with open(disk, "wb") as handle:
+        handle.truncate(MIB)
+    ws = server.connect()
+    reply = call(ws, "vm.raw_resize", "tank/disk.raw", size)
+    assert reply["error"]["code"] == -32602
+    assert reply["error"]["data"]["extra"][0][0] == "size"
+    message = reply["error"]["data"]["extra"][0][1]
+    assert f"'{size}'" in message
+    assert "whitespace" in message
+    assert ("remove the whitespace" in message) or ("empty string" in message)
+    assert os.path.getsize(disk) == MIB
+
+
+def test_create_container_rejects_size_with_whitespace(server):
+    make_pool(server)
+    ws = server.connect()
+    result(ws, "vm.activate_sharefs", "tank")
+    reply = call(ws, "vm.create_container", {"vm_id": 9, "vm_name": "x", "raw_path": "tank/x.raw", "size": " 20",
+                                             "password": "pw"})
+    assert reply["error"]["data"]["extra"][0][0] == "size"
+    assert "remove the whitespace: '20'" in reply["error"]["data"]["extra"][0][1]
+    assert result(ws, "core.get_jobs") == []

@@ -146,7 +146,7 @@ struct GuestRequest {
             do {
                 _ = try DiskSize.parseResizeRequest(sizeText)
             } catch {
-                throw RPCError.invalidParameter("size", "'\(sizeText)': \(error.reason)")
+                throw RPCError.from(error)
             }
         }
         // The pool matters only when no sharefs is active yet, but a name that could never

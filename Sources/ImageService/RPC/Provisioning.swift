@@ -41,7 +41,7 @@ enum Provisioning {
         do {
             size = try DiskSize.parseResizeRequest(request.sizeText)
         } catch {
-            throw RPCError.invalidParameter("size", "'\(request.sizeText)': \(error.reason)")
+            throw RPCError.from(error)
         }
         let provisioner = Provisioner(catalog: ImageCatalog(entries: [request.entry]), sharefs: service.sharefs)
         // An image already on disk is decoded in parallel chunks, which hold up to about
