@@ -282,3 +282,18 @@ def test_create_container_rejects_size_with_whitespace(server):
     assert reply["error"]["data"]["extra"][0][0] == "size"
     assert "remove the whitespace: '20'" in reply["error"]["data"]["extra"][0][1]
     assert result(ws, "core.get_jobs") == []
+
+
+def test_log_names_callers_paths(server):
+    """The info log is for the NAS admin, so it names the paths the caller sent, not the
+    /proc/self/fd names the service hands to ImageCore."""
+    tank = make_pool(server)
+    make_image(os.path.join(tank, "image.raw"), 4 * MIB, data_at=(0,))
+    ws = server.connect()
+    job = wait_for_job(ws, result(ws, "vm.decompress_gzip", "tank/image.raw.gz", "tank/disk.raw"))
+    assert job["state"] == "SUCCESS", job
+    assert result(ws, "vm.raw_resize", "tank/disk.raw", "8M") is True
+    log = server.log_text()
+    assert "/proc/self/fd" not in log
+    assert "published 'tank/disk.raw'" in log
+    assert "resized 'tank/disk.raw'" in log
