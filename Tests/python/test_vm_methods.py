@@ -297,3 +297,20 @@ def test_log_names_callers_paths(server):
     assert "/proc/self/fd" not in log
     assert "published 'tank/disk.raw'" in log
     assert "resized 'tank/disk.raw'" in log
+
+
+def test_write_container_conf_space_in_raw_path_hint(server):
+    """grub-bhyve ends a device.map path at its first space, so such a path is rejected;
+    the hint must say to remove the spaces, not to give an absolute path."""
+    tank = make_pool(server)
+    with open(os.path.join(tank, "my vm.raw"), "wb") as handle:
+        handle.truncate(MIB)
+    ws = server.connect()
+    result(ws, "vm.activate_sharefs", "tank")
+    reply = call(ws, "vm.write_container_conf", {"vm_id": 9, "vm_name": "x", "raw_path": "tank/my vm.raw",
+                                                 "password": "pw"})
+    reason = reply["error"]["data"]["reason"]
+    assert "contains a space" in reason
+    assert "without spaces" in reason
+    assert "my_vm.raw" in reason
+    assert "give the absolute path" not in reason
