@@ -3,6 +3,7 @@
 // it is tested end to end in Tests/python with real WebSocket clients.
 
 import Foundation
+import Synchronization
 import ImageCore
 import Testing
 @testable import ImageService
@@ -319,6 +320,37 @@ struct PathGuardTests {
         let error = #expect(throws: RPCError.self) { try guardian.newFile("/tmp", argument: "dst") }
         #expect(error?.reason.contains("outside") == false)
         #expect(error?.reason.contains("names a directory") == true)
+    }
+
+    // ImageCore logs the /proc/self/fd names it was given, such as a temporary file beside
+    // the destination. The admin must read the caller's names instead.
+    @Test("log lines name the caller's paths while the path is checked")
+    func logLinesNameCallersPaths() throws {
+        try withTankRoot { guardian, _ in
+            let lines = Mutex<[String]>([])
+            let previousSink = Log.sink, previousLevel = Log.level
+            Log.sink = { _, _, message in lines.withLock { $0.append(message) } }
+            Log.level = .info
+            defer {
+                Log.sink = previousSink
+                Log.level = previousLevel
+            }
+            var destination: CheckedPath? = try guardian.newFile("tank/disk.raw", argument: "dst")
+            let usablePath = destination!.usablePath
+            let directory = String(usablePath[..<usablePath.lastIndex(of: "/")!])
+            let marker = "log-alias-\(UUID().uuidString)"
+
+            Log.info("test", "\(marker) published '\(usablePath)'")
+            Log.info("test", "\(marker) removed '\(directory)/.disk.raw.tmp'")
+            destination = nil
+            Log.info("test", "\(marker) after release '\(usablePath)'")
+
+            let logged = lines.withLock { $0 }.filter { $0.hasPrefix(marker) }
+            #expect(logged.count == 3)
+            #expect(logged.first == "\(marker) published 'tank/disk.raw'")
+            #expect(logged.dropFirst().first == "\(marker) removed 'tank/.disk.raw.tmp'")
+            #expect(logged.last == "\(marker) after release '\(usablePath)'")
+        }
     }
 
     // Descriptors are numbered from the lowest free one, so with many connections open

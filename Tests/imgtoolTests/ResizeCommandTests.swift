@@ -55,4 +55,18 @@ import Testing
         #expect(result.error.contains("invalid size '-1G': a size cannot be negative"))
         #expect(try size(disk) == 0)
     }
+
+    @Test func sizeWithWhitespaceIsRejected() throws {
+        let directory = try makeDirectory(with: "disk.raw")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let disk = directory.appendingPathComponent("disk.raw").path
+
+        for text in [" 10G", "10G ", "\t10G"] {
+            let result = try runImgtool(["resize", disk, text])
+            #expect(result.status == 64, "\(text.debugDescription): \(result.error)")
+            #expect(result.error.contains("whitespace"), "\(result.error)")
+            #expect(result.error.contains("hint: remove the whitespace: '10G'"), "\(result.error)")
+        }
+        #expect(try size(disk) == 0)
+    }
 }

@@ -21,14 +21,16 @@ GIB = 1 << 30
 @pytest.fixture(params=[None])
 def flow(tmp_path, request):
     """nginx with a gzipped 64 MiB disk image, and a server whose catalog points at it.
-    An indirect parameter sets nginx's limit_rate."""
+    An indirect parameter sets nginx's limit_rate, or is a dict with `rate` and
+    `trailing` (bytes appended after the gzip member)."""
+    options = request.param if isinstance(request.param, dict) else {"rate": request.param}
     files = tmp_path / "www"
     files.mkdir()
     raw = bytearray(64 * MIB)
     raw[0:512] = bytes(range(256)) * 2
-    compressed = gzip.compress(bytes(raw), compresslevel=1)
+    compressed = gzip.compress(bytes(raw), compresslevel=1) + options.get("trailing", b"")
     (files / "rancheros-test.img.gz").write_bytes(compressed)
-    nginx = Nginx(str(tmp_path), str(files), rate=request.param)
+    nginx = Nginx(str(tmp_path), str(files), rate=options.get("rate"))
     catalog = tmp_path / "catalog.json"
     catalog.write_text(json.dumps({"images": [{
         "name": "RancherOS", "version": "v9.9.9", "url": nginx.url("rancheros-test.img.gz"),
@@ -128,6 +130,27 @@ def test_create_container_one_job(flow):
     assert subprocess.run(["grub-script-check", job["result"]["grub_config"]]).returncode == 0
     assert job["arguments"][0]["password"] == "********"
     assert "secret-pw" not in server.log_text()
+
+
+@pytest.mark.parametrize("flow", [{"trailing": b"junk after the last member"}], indirect=True)
+def test_create_container_logs_trailing_data_with_job_id(flow):
+    """ImageCore's warning about ignored trailing data names no job; with several jobs
+    running, the admin needs the id to know which disk it concerns."""
+    server, _ = flow
+    ws = server.connect()
+    job_id = result(ws, "vm.create_container", {"vm_id": 7, "vm_name": "tail", "image": "RancherOS", "pool": "tank",
+                                                 "raw_path": "tank/vm7.raw", "size": "1", "password": "pw"})
+    deadline = time.monotonic() + 60
+    job = result(ws, "core.get_jobs", [["id", "=", job_id]], {"get": True})
+    while job["state"] not in ("SUCCESS", "FAILED", "ABORTED"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+        job = result(ws, "core.get_jobs", [["id", "=", job_id]], {"get": True})
+    assert job["state"] == "SUCCESS", job["error"]
+    logged = [line for line in server.log_text().splitlines() if "trailing data" in line]
+    assert len(logged) == 1, logged
+    assert f"job {job_id} vm.create_container" in logged[0]
+    assert "warning" in logged[0]
 
 
 def test_create_container_rejects_existing_raw(flow):

@@ -221,3 +221,96 @@ def test_invalid_pool_rejected_while_sharefs_active(server, pool, expected):
     assert "error" in reply
     assert expected in reply["error"]["data"]["reason"]
     assert not os.path.exists(os.path.join(server.pools_root, "tank", "x.raw"))
+
+
+@pytest.mark.parametrize("method, accepted", [
+    ("vm.create_container", "vm_id, vm_name, image, raw_path, password, size and pool"),
+    ("vm.write_container_conf", "vm_id, vm_name, image, raw_path and password"),
+])
+def test_guest_object_rejects_unknown_key(server, method, accepted):
+    """A misspelt key ("sise") would otherwise be dropped without a word and the guest
+    would get defaults the caller never chose."""
+    make_pool(server)
+    ws = server.connect()
+    result(ws, "vm.activate_sharefs", "tank")
+    reply = call(ws, method, {"vm_id": 9, "vm_name": "x", "raw_path": "tank/x.raw", "password": "pw", "sise": "20"})
+    assert reply["error"]["code"] == -32602
+    assert reply["error"]["data"]["extra"][0][0] == "sise"
+    reason = reply["error"]["data"]["reason"]
+    assert "unknown key" in reason
+    assert method in reason
+    assert accepted in reason
+    assert result(ws, "core.get_jobs") == []
+    assert not os.path.exists(os.path.join(server.pools_root, "tank", "x.raw"))
+
+
+def test_write_container_conf_rejects_size(server):
+    """vm.write_container_conf never resizes, so a size sent to it is rejected rather
+    than ignored."""
+    make_pool(server)
+    ws = server.connect()
+    result(ws, "vm.activate_sharefs", "tank")
+    reply = call(ws, "vm.write_container_conf", {"vm_id": 9, "vm_name": "x", "raw_path": "tank/x.raw",
+                                                 "password": "pw", "size": "20"})
+    assert reply["error"]["data"]["extra"][0][0] == "size"
+    assert "vm.create_container" in reply["error"]["data"]["reason"]
+
+
+@pytest.mark.parametrize("size", [" 2", "2 ", "\t2", "2G\t", "  "])
+def test_raw_resize_rejects_whitespace(server, size):
+    tank = make_pool(server)
+    disk = os.path.join(tank, "disk.raw")
+    with open(disk, "wb") as handle:
+        handle.truncate(MIB)
+    ws = server.connect()
+    reply = call(ws, "vm.raw_resize", "tank/disk.raw", size)
+    assert reply["error"]["code"] == -32602
+    assert reply["error"]["data"]["extra"][0][0] == "size"
+    message = reply["error"]["data"]["extra"][0][1]
+    assert f"'{size}'" in message
+    assert "whitespace" in message
+    assert ("remove the whitespace" in message) or ("empty string" in message)
+    assert os.path.getsize(disk) == MIB
+
+
+def test_create_container_rejects_size_with_whitespace(server):
+    make_pool(server)
+    ws = server.connect()
+    result(ws, "vm.activate_sharefs", "tank")
+    reply = call(ws, "vm.create_container", {"vm_id": 9, "vm_name": "x", "raw_path": "tank/x.raw", "size": " 20",
+                                             "password": "pw"})
+    assert reply["error"]["data"]["extra"][0][0] == "size"
+    assert "remove the whitespace: '20'" in reply["error"]["data"]["extra"][0][1]
+    assert result(ws, "core.get_jobs") == []
+
+
+def test_log_names_callers_paths(server):
+    """The info log is for the NAS admin, so it names the paths the caller sent, not the
+    /proc/self/fd names the service hands to ImageCore."""
+    tank = make_pool(server)
+    make_image(os.path.join(tank, "image.raw"), 4 * MIB, data_at=(0,))
+    ws = server.connect()
+    job = wait_for_job(ws, result(ws, "vm.decompress_gzip", "tank/image.raw.gz", "tank/disk.raw"))
+    assert job["state"] == "SUCCESS", job
+    assert result(ws, "vm.raw_resize", "tank/disk.raw", "8M") is True
+    log = server.log_text()
+    assert "/proc/self/fd" not in log
+    assert "published 'tank/disk.raw'" in log
+    assert "resized 'tank/disk.raw'" in log
+
+
+def test_write_container_conf_space_in_raw_path_hint(server):
+    """grub-bhyve ends a device.map path at its first space, so such a path is rejected;
+    the hint must say to remove the spaces, not to give an absolute path."""
+    tank = make_pool(server)
+    with open(os.path.join(tank, "my vm.raw"), "wb") as handle:
+        handle.truncate(MIB)
+    ws = server.connect()
+    result(ws, "vm.activate_sharefs", "tank")
+    reply = call(ws, "vm.write_container_conf", {"vm_id": 9, "vm_name": "x", "raw_path": "tank/my vm.raw",
+                                                 "password": "pw"})
+    reason = reply["error"]["data"]["reason"]
+    assert "contains a space" in reason
+    assert "without spaces" in reason
+    assert "my_vm.raw" in reason
+    assert "give the absolute path" not in reason

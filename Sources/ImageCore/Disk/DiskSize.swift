@@ -2,9 +2,11 @@
 //
 // Accepted text: a byte count ("4294967296") or a number with a binary unit, K, M, G, T
 // or KiB, MiB, GiB, TiB (powers of 1024, any letter case), with an optional decimal
-// fraction ("4.5G"). The byte count is computed in integer arithmetic, rounded up to the
-// next whole byte, then up to a multiple of 512 (the sector size a RAW disk is read in).
-// Anything past Int64.max after rounding is rejected.
+// fraction ("4.5G"). Whitespace anywhere is rejected, and the error names it, because a
+// stray space or tab in a pasted size is easy to miss. The byte count is computed in
+// integer arithmetic, rounded up to the next whole byte, then up to a multiple of 512
+// (the sector size a RAW disk is read in). Anything past Int64.max after rounding is
+// rejected.
 
 /// A disk size in bytes, a multiple of 512, with the text it came from.
 public struct DiskSize: Sendable, Equatable, CustomStringConvertible {
@@ -44,10 +46,49 @@ public struct DiskSize: Sendable, Equatable, CustomStringConvertible {
     /// GiB (the old interface took whole GiB), a number with a unit is read as on the
     /// command line. Returns nil for "0", for any other zero value and for empty text,
     /// which all mean "keep the current size"; the old implementation emptied the disk.
+    /// Text of only whitespace is rejected like any other whitespace, with a remedy that
+    /// names the forms that keep the size.
     public static func parseResizeRequest(_ text: String) throws(InvalidArgumentError) -> DiskSize? {
-        if text.allSatisfy({ $0 == " " }) { return nil }
-        let size = try DiskSize(parsing: text, bareNumberMultiplier: 1 << 30)
+        if text.isEmpty { return nil }
+        let size: DiskSize
+        do {
+            size = try DiskSize(parsing: text, bareNumberMultiplier: 1 << 30)
+        } catch var error {
+            if text.allSatisfy(\.isWhitespace) {
+                error.remedy = "send an empty string or \"0\" to keep the current size, or a size such as \"20\""
+            }
+            throw error
+        }
         return size.requestedBytes == 0 ? nil : size
+    }
+
+    /// Throws when `text` contains whitespace, naming the first whitespace character and
+    /// where it is, with the text without whitespace as the fix.
+    private static func rejectWhitespace(in text: String) throws(InvalidArgumentError) {
+        guard let index = text.firstIndex(where: \.isWhitespace) else { return }
+        let character = text[index]
+        let name: String
+        switch character {
+        case " ": name = "a space"
+        case "\t": name = "a tab"
+        default:
+            name = character.unicodeScalars.map { scalar in
+                let hex = String(scalar.value, radix: 16, uppercase: true)
+                return "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+            }.joined(separator: " ")
+        }
+        let place: String
+        if index == text.startIndex {
+            place = "at the start"
+        } else if text[text.index(after: index)...].allSatisfy(\.isWhitespace) {
+            place = "at the end"
+        } else {
+            place = "inside"
+        }
+        let trimmed = String(text.filter { !$0.isWhitespace })
+        let remedy = trimmed.isEmpty ? "give a size such as '10G'" : "remove the whitespace: '\(trimmed)'"
+        throw InvalidArgumentError(argument: "size", value: text,
+                                   reason: "a size cannot contain whitespace, found \(name) \(place)", remedy: remedy)
     }
 
     private init(parsing text: String, bareNumberMultiplier: UInt64) throws(InvalidArgumentError) {
@@ -55,9 +96,8 @@ public struct DiskSize: Sendable, Equatable, CustomStringConvertible {
             InvalidArgumentError(argument: "size", value: text, reason: "\(reason), expected \(DiskSize.acceptedForms)")
         }
 
-        var utf8 = Array(text.utf8)
-        while utf8.last == UInt8(ascii: " ") { utf8.removeLast() }
-        while utf8.first == UInt8(ascii: " ") { utf8.removeFirst() }
+        try Self.rejectWhitespace(in: text)
+        let utf8 = Array(text.utf8)
         guard !utf8.isEmpty else { throw reject("the size is empty") }
         if utf8[0] == UInt8(ascii: "-") { throw reject("a size cannot be negative") }
 

@@ -42,7 +42,9 @@ public enum GrubError: ImageError, Equatable {
     case ambiguousConfiguration(vmID: Int, directories: [String])
     case passwordWordNotFound(path: String)
     case fileTooLarge(path: String, size: Int64)
-    case invalidRawPath(path: String, reason: String)
+    /// `fix` is the remedy for this `reason`, because a space, a control character and
+    /// a relative path each need another change.
+    case invalidRawPath(path: String, reason: String, fix: String)
     case notRegularFile(path: String, kind: String)
 
     public var category: FailureCategory {
@@ -62,7 +64,7 @@ public enum GrubError: ImageError, Equatable {
             return "'\(path)' has no linux line with a rancher.password= word"
         case let .fileTooLarge(path, size):
             return "'\(path)' is \(size) bytes, too large for a grub.cfg"
-        case let .invalidRawPath(path, reason):
+        case let .invalidRawPath(path, reason, _):
             return "invalid RAW path '\(path)': \(reason)"
         case let .notRegularFile(path, kind):
             return "'\(path)' is a \(kind), not a regular file"
@@ -74,7 +76,7 @@ public enum GrubError: ImageError, Equatable {
         case .configurationNotFound: return "write it first with 'imgtool grub write'"
         case .ambiguousConfiguration: return "name the VM with --vm-name"
         case .passwordWordNotFound, .fileTooLarge, .notRegularFile: return "remove the configuration with 'imgtool grub remove' and write it again"
-        case .invalidRawPath: return "give the absolute path of the RAW disk file"
+        case let .invalidRawPath(_, _, fix): return fix
         }
     }
 }
@@ -300,17 +302,24 @@ public struct GrubConfigurations: Sendable {
     static let maximumRawPathLength = 1023 - "(hd0) ".utf8.count
 
     static func validateRawPath(_ path: String) throws {
-        if !path.hasPrefix("/") { throw GrubError.invalidRawPath(path: path, reason: "the path is not absolute") }
+        if !path.hasPrefix("/") {
+            throw GrubError.invalidRawPath(path: path, reason: "the path is not absolute",
+                                           fix: "give the absolute path of the RAW disk file")
+        }
         if path.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
-            throw GrubError.invalidRawPath(path: path, reason: "the path contains a control character")
+            throw GrubError.invalidRawPath(path: path, reason: "the path contains a control character",
+                                           fix: "rename the RAW file, or the directory that contains the control character, to a name without control characters")
         }
         // grub-bhyve's device.map reader (read_device_map in grub-core/kern/emu/hostdisk.c)
         // ends the path at the first blank, so the guest would boot from another file.
         if path.contains(" ") {
-            throw GrubError.invalidRawPath(path: path, reason: "the path contains a space, and grub-bhyve's device.map reader ends the path at the first space")
+            let suggestion = path.replacingOccurrences(of: " ", with: "_")
+            throw GrubError.invalidRawPath(path: path, reason: "the path contains a space, and grub-bhyve's device.map reader ends the path at the first space",
+                                           fix: "move or rename the RAW file to a path without spaces, such as '\(suggestion)'")
         }
         if path.utf8.count > maximumRawPathLength {
-            throw GrubError.invalidRawPath(path: path, reason: "the path is \(path.utf8.count) bytes long, and grub-bhyve reads at most \(maximumRawPathLength) from device.map")
+            throw GrubError.invalidRawPath(path: path, reason: "the path is \(path.utf8.count) bytes long, and grub-bhyve reads at most \(maximumRawPathLength) from device.map",
+                                           fix: "move the RAW file to a path of at most \(maximumRawPathLength) bytes")
         }
     }
 

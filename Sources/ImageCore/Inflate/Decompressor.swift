@@ -51,8 +51,8 @@ public struct DecompressOptions: Sendable {
     /// build the index, return it in `DecompressSummary.index` and write no file.
     public var indexOutput: String?
     /// Whether `decode` logs each of `DecompressSummary.warnings` at warning level. The
-    /// service turns it off and logs them itself, with the job id and the paths its caller
-    /// sent, because the paths it hands to ImageCore are `/proc/self/fd/N` names.
+    /// service turns it off and logs them itself, with the job id, which ImageCore does
+    /// not know.
     public var logsWarnings = true
 
     public init(threads: Int = 1, progress: ProgressHandler? = nil, cancellation: CancellationToken? = nil,

@@ -33,6 +33,9 @@ public enum Log {
     private struct Configuration {
         var level: LogLevel = .warning
         var sink: Sink = Log.standardErrorSink
+        /// Path aliases by token, applied to every message before it reaches the sink.
+        var pathAliases: [Int: (path: String, name: String)] = [:]
+        var nextAliasToken = 0
     }
 
     private static let configuration = Mutex(Configuration())
@@ -54,14 +57,52 @@ public enum Log {
         FileHandle.standardError.write(Data("imgtool[\(subsystem)] \(level.name): \(message)\n".utf8))
     }
 
+    /// Makes every later log line show `name` in place of `path`, until
+    /// `removePathAlias` is called with the returned token. The service registers each
+    /// `/proc/self/fd/N` path it hands to ImageCore with the path its caller sent, so the
+    /// admin reads the caller's path. An occurrence of `path` followed by a digit is left
+    /// alone, because it is another descriptor's path.
+    public static func addPathAlias(_ path: String, shownAs name: String) -> Int {
+        configuration.withLock { configuration in
+            configuration.nextAliasToken += 1
+            configuration.pathAliases[configuration.nextAliasToken] = (path, name)
+            return configuration.nextAliasToken
+        }
+    }
+
+    public static func removePathAlias(_ token: Int) {
+        _ = configuration.withLock { $0.pathAliases.removeValue(forKey: token) }
+    }
+
     public static func debug(_ subsystem: String, _ message: @autoclosure () -> String) { write(.debug, subsystem, message) }
     public static func info(_ subsystem: String, _ message: @autoclosure () -> String) { write(.info, subsystem, message) }
     public static func warning(_ subsystem: String, _ message: @autoclosure () -> String) { write(.warning, subsystem, message) }
     public static func error(_ subsystem: String, _ message: @autoclosure () -> String) { write(.error, subsystem, message) }
 
     private static func write(_ level: LogLevel, _ subsystem: String, _ message: () -> String) {
-        let (minimum, sink) = configuration.withLock { ($0.level, $0.sink) }
+        let (minimum, sink, aliases) = configuration.withLock { ($0.level, $0.sink, $0.pathAliases) }
         guard level >= minimum else { return }
-        sink(level, subsystem, message())
+        var text = message()
+        // Longer paths first, so that `/proc/self/fd/7/disk.raw` is replaced as a whole
+        // before an alias of its directory `/proc/self/fd/7` could match its start.
+        for alias in aliases.values.sorted(by: { $0.path.count > $1.path.count }) {
+            text = replacingPath(alias.path, with: alias.name, in: text)
+        }
+        sink(level, subsystem, text)
     }
+}
+
+/// Returns `text` with each occurrence of `path` replaced by `replacement`, except where a
+/// digit follows it: `/proc/self/fd/7` is not the start of `/proc/self/fd/70`.
+public func replacingPath(_ path: String, with replacement: String, in text: String) -> String {
+    guard !path.isEmpty else { return text }
+    var result = ""
+    var rest = text[...]
+    while let match = rest.range(of: path) {
+        result += rest[..<match.lowerBound]
+        let followedByDigit = rest[match.upperBound...].first.map { ("0"..."9").contains($0) } ?? false
+        result += followedByDigit ? rest[match] : replacement[...]
+        rest = rest[match.upperBound...]
+    }
+    return result + rest
 }

@@ -46,6 +46,10 @@ public struct ProvisionRequest: Sendable {
     public var threads: Int
     /// Reserve the disk's blocks with fallocate instead of leaving it sparse.
     public var preallocate: Bool
+    /// Whether inflation logs each of `DecompressSummary.warnings` itself (see
+    /// `DecompressOptions.logsWarnings`). The service turns it off and logs them from
+    /// `ProvisionSummary.inflate` with the job id.
+    public var logsInflateWarnings = true
 
     public init(image: String, rawPath: String, size: DiskSize?, vmID: Int, vmName: String, pool: String? = nil,
                 password: GuestPassword, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
@@ -284,6 +288,7 @@ public final class Provisioner: Sendable {
         // that follows the download is read as it arrives, on one thread.
         var options = DecompressOptions(threads: 1, progress: { job.report(inflate: $0) }, cancellation: cancellation,
                                         splitSingleStream: true)
+        options.logsWarnings = request.logsInflateWarnings
         var attempts = 1
         switch follower.waitForStart() {
         case .failed:

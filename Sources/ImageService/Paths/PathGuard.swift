@@ -23,30 +23,38 @@ public final class CheckedPath: Sendable {
     /// `/proc/self/fd/N/name` for a file to create in the checked directory N.
     public let usablePath: String
     private let descriptor: Int32
+    /// Tokens of the `Log` path aliases that show the caller's names in log lines.
+    private let logAliasTokens: [Int]
 
-    init(displayPath: String, relativePath: String, usablePath: String, descriptor: Int32) {
+    /// `directoryAlias` names the checked directory of a file to create (its
+    /// `/proc/self/fd/N` and the caller's directory), so that log lines about temporary
+    /// files beside it name the caller's directory too.
+    init(displayPath: String, relativePath: String, usablePath: String, descriptor: Int32,
+         directoryAlias: (path: String, name: String)? = nil) {
         self.displayPath = displayPath
         self.relativePath = relativePath
         self.usablePath = usablePath
         self.descriptor = descriptor
+        var tokens = [Log.addPathAlias(usablePath, shownAs: displayPath)]
+        if let directoryAlias {
+            tokens.append(Log.addPathAlias(directoryAlias.path, shownAs: directoryAlias.name))
+        }
+        self.logAliasTokens = tokens
     }
 
-    deinit { _ = close(descriptor) }
+    // The aliases go before the descriptor closes, because its number is then free for
+    // another file.
+    deinit {
+        for token in logAliasTokens { Log.removePathAlias(token) }
+        _ = close(descriptor)
+    }
 
     /// Replaces the usable path in `text` (an error message from ImageCore) with the
     /// caller's path, so messages name what the caller sent. An occurrence followed by a
     /// digit is another descriptor's path (`/proc/self/fd/7` in `/proc/self/fd/70/x`)
     /// and stays unchanged.
     public func translate(_ text: String) -> String {
-        var result = ""
-        var rest = text[...]
-        while let match = rest.range(of: usablePath) {
-            result += rest[..<match.lowerBound]
-            let followedByDigit = rest[match.upperBound...].first.map { ("0"..."9").contains($0) } ?? false
-            result += followedByDigit ? rest[match] : displayPath[...]
-            rest = rest[match.upperBound...]
-        }
-        return result + rest
+        replacingPath(usablePath, with: displayPath, in: text)
     }
 }
 
@@ -156,7 +164,8 @@ public final class PathGuard: Sendable {
                 : "it cannot be looked up (\(Errno(rawValue: lookup)))"
             throw RPCError.invalidParameter(argument, "'\(value)': \(reason); give another name")
         }
-        return CheckedPath(displayPath: value, relativePath: relative, usablePath: "/proc/self/fd/\(fd)/\(name)", descriptor: fd)
+        return CheckedPath(displayPath: value, relativePath: relative, usablePath: "/proc/self/fd/\(fd)/\(name)", descriptor: fd,
+                           directoryAlias: ("/proc/self/fd/\(fd)", directory))
     }
 
     /// Opens `relative` beneath the root. `missingMessage` replaces the message for ENOENT.

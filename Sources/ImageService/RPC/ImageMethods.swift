@@ -55,7 +55,7 @@ enum ImageMethods {
 
         table.register(MethodSpec("vm.write_container_conf", secretPositions: []) { context in
             try context.parameters.expectAtMost(1)
-            let request = try GuestRequest(context.parameters[0], service: context.service, needsSize: false)
+            let request = try GuestRequest(context.parameters[0], service: context.service, kind: .configuration)
             let disk = try context.service.paths.existingFile(request.rawPath, argument: "raw_path")
             let sharefs = try context.service.sharefs.requireActive()
             let result = try GrubConfigurations(sharefs: sharefs).write(
@@ -89,8 +89,23 @@ enum ImageMethods {
 }
 
 /// The object `vm.write_container_conf` and `vm.create_container` take:
-/// `{vm_id, vm_name, image, raw_path, password, size, pool}`.
+/// `{vm_id, vm_name, image, raw_path, password}`, and for `vm.create_container` also
+/// `size` and `pool`. Any other key is rejected, as the NAS middleware rejects fields
+/// its schema does not list.
 struct GuestRequest {
+    /// The method the object is for, which decides the keys it accepts.
+    enum Kind {
+        case configuration
+        case provisioning
+
+        var method: String { self == .configuration ? "vm.write_container_conf" : "vm.create_container" }
+
+        var acceptedKeys: [String] {
+            let common = ["vm_id", "vm_name", "image", "raw_path", "password"]
+            return self == .configuration ? common : common + ["size", "pool"]
+        }
+    }
+
     var vmID: Int
     var vmName: String
     var entry: CatalogEntry
@@ -99,10 +114,11 @@ struct GuestRequest {
     var sizeText: String
     var pool: String?
 
-    init(_ value: JSONValue?, service: Service, needsSize: Bool) throws(RPCError) {
+    init(_ value: JSONValue?, service: Service, kind: Kind) throws(RPCError) {
         guard let members = value?.objectValue else {
             throw RPCError.invalidParameter("data", "expected an object with vm_id, vm_name, image, raw_path and password")
         }
+        try Self.rejectUnknownKeys(of: members, kind: kind)
         func string(_ name: String) throws(RPCError) -> String {
             guard let text = members[name]?.stringValue else { throw RPCError.invalidParameter(name, "missing; expected a string") }
             return text
@@ -126,11 +142,11 @@ struct GuestRequest {
         case nil, .null?: sizeText = ""
         case let other?: throw RPCError.invalidParameter("size", "expected a string or a number, got \(other.typeDescription)")
         }
-        if needsSize {
+        if kind == .provisioning {
             do {
                 _ = try DiskSize.parseResizeRequest(sizeText)
             } catch {
-                throw RPCError.invalidParameter("size", "'\(sizeText)': \(error.reason)")
+                throw RPCError.from(error)
             }
         }
         // The pool matters only when no sharefs is active yet, but a name that could never
@@ -148,5 +164,23 @@ struct GuestRequest {
         case let other?:
             throw RPCError.invalidParameter("pool", "expected the name of a pool as a string, got \(other.typeDescription)")
         }
+    }
+
+    /// Throws -32602 naming the first unknown key (in sorted order), the others, and the
+    /// keys `kind` accepts.
+    private static func rejectUnknownKeys(of members: [String: JSONValue], kind: Kind) throws(RPCError) {
+        let accepted = kind.acceptedKeys
+        let unknown = members.keys.filter { !accepted.contains($0) }.sorted()
+        guard let first = unknown.first else { return }
+
+        var message = "unknown key; \(kind.method) accepts "
+            + accepted.dropLast().joined(separator: ", ") + " and " + accepted.last!
+        if kind == .configuration, Kind.provisioning.acceptedKeys.contains(first) {
+            message += " (\(first) is a key of vm.create_container)"
+        }
+        if unknown.count > 1 {
+            message += "; other unknown keys: " + unknown.dropFirst().map { "'\($0)'" }.joined(separator: ", ")
+        }
+        throw RPCError.invalidParameter(first, message)
     }
 }

@@ -18,7 +18,7 @@ enum Provisioning {
 
     /// Checks the request, then starts the job; returns its id.
     static func submit(_ context: CallContext) throws -> Int64 {
-        let request = try GuestRequest(context.parameters[0], service: context.service, needsSize: true)
+        let request = try GuestRequest(context.parameters[0], service: context.service, kind: .provisioning)
         do {
             _ = try Sharefs.configDirectoryName(vmID: request.vmID, vmName: request.vmName)
         } catch {
@@ -31,26 +31,28 @@ enum Provisioning {
             description: "create VM \(request.vmID) (\(request.vmName)) from \(request.entry.reference)",
             messageIDs: context.messageIDs
         ) { job in
-            try run(request, destination: destination, service: service, job: job)
+            try run(request, destination: destination, service: service, job: job, method: context.method)
         }
     }
 
-    private static func run(_ request: GuestRequest, destination: CheckedPath, service: Service, job: JobContext) throws -> JSONValue {
+    private static func run(_ request: GuestRequest, destination: CheckedPath, service: Service, job: JobContext,
+                            method: String) throws -> JSONValue {
         job.setProgress(percent: 0, description: "Checking the request")
         let size: DiskSize?
         do {
             size = try DiskSize.parseResizeRequest(request.sizeText)
         } catch {
-            throw RPCError.invalidParameter("size", "'\(request.sizeText)': \(error.reason)")
+            throw RPCError.from(error)
         }
         let provisioner = Provisioner(catalog: ImageCatalog(entries: [request.entry]), sharefs: service.sharefs)
         // An image already on disk is decoded in parallel chunks, which hold up to about
         // 120 MiB per thread. The NAS's CPU and memory serve everything else too.
-        let provisionRequest = ProvisionRequest(
+        var provisionRequest = ProvisionRequest(
             image: request.entry.reference, rawPath: destination.usablePath, size: size, vmID: request.vmID,
             vmName: request.vmName, pool: request.pool, password: request.password,
             threads: inflateThreads(processorCount: ProcessInfo.processInfo.activeProcessorCount),
             deviceMapPath: service.paths.absolutePath(of: destination))
+        provisionRequest.logsInflateWarnings = false
         let fileName = request.entry.fileName
 
         let summary: ProvisionSummary
@@ -61,6 +63,11 @@ enum Provisioning {
             }, cancellation: job.cancellation)
         } catch {
             throw TranslatedError.wrap(error, destination)
+        }
+        // What inflation ignored, such as trailing data after the last gzip member. The
+        // job logs it because ImageCore does not know the job id.
+        for warning in summary.inflate.warnings {
+            Log.warning("jobs", "job \(job.id) \(method): \(destination.translate(warning))")
         }
         return .object([
             "raw_path": .string(destination.displayPath),

@@ -13,8 +13,8 @@ enum VMMethods {
 
     /// Builds the options of a vm.decompress_gzip job. With `splitSingleStream` on one
     /// thread, a single gzip stream is decoded as one chunk, which keeps zero runs as holes.
-    /// ImageCore logs no warnings, because they would name `/proc/self/fd/N` paths. The
-    /// job logs them with its id and the caller's paths.
+    /// ImageCore logs no warnings, so that the job logs each once, with its id and the
+    /// caller's paths.
     static func decompressOptions(progress: ProgressHandler?, cancellation: CancellationToken?) -> DecompressOptions {
         var options = DecompressOptions(threads: decompressThreads, progress: progress, cancellation: cancellation,
                                         splitSingleStream: true)

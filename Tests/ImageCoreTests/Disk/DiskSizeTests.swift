@@ -27,7 +27,6 @@ import Testing
         ("1.5", 2, 512),                                // 1.5 bytes rounds up to 2
         ("1.250M", 1_310_720, 1_310_720),               // trailing zeros in the fraction carry no value
         ("0.000000000000000001T", 1, 512),              // 2^40 / 10^18 rounds up to 1 byte
-        (" 8G ", 8 << 30, 8 << 30),                     // outer spaces are ignored
         ("8388607T", 9_223_370_937_343_148_032, 9_223_370_937_343_148_032), // (2^23 - 1) * 2^40
         ("9223372036854775296", 9_223_372_036_854_775_296, 9_223_372_036_854_775_296), // the largest multiple of 512
     ]
@@ -43,12 +42,10 @@ import Testing
     /// Text and a word the reason must contain.
     static let rejectedForms: [(String, String)] = [
         ("", "empty"),
-        ("   ", "empty"),
         ("-1", "negative"),
         ("-1G", "negative"),
         ("20gG", "unknown unit 'gG'"),
         ("1KB", "unknown unit 'KB'"),
-        ("1 G", "unknown unit ' G'"),
         ("abc", "start with a digit"),
         (".5G", "start with a digit"),
         ("5.G", "decimal point"),
@@ -75,6 +72,45 @@ import Testing
         }
     }
 
+    /// Text with whitespace, the whitespace the reason must name, and the fix the remedy
+    /// must give.
+    static let whitespaceForms: [(String, String, String)] = [
+        (" 10G", "a space at the start", "'10G'"),
+        ("10G ", "a space at the end", "'10G'"),
+        (" 8G ", "a space at the start", "'8G'"),
+        ("1 G", "a space inside", "'1G'"),
+        ("\t10G", "a tab at the start", "'10G'"),
+        ("10G\t", "a tab at the end", "'10G'"),
+        ("10G\n", "U+000A at the end", "'10G'"),
+        ("10\u{00A0}G", "U+00A0 inside", "'10G'"),
+        ("   ", "a space at the start", "such as '10G'"),
+    ]
+
+    @Test(arguments: whitespaceForms)
+    func whitespaceIsRejectedWithFix(_ form: (String, String, String)) {
+        #expect {
+            _ = try DiskSize(parsing: form.0)
+        } throws: { error in
+            guard let error = error as? InvalidArgumentError else { return false }
+            return error.value == form.0 && error.reason.contains("whitespace") && error.reason.contains(form.1)
+                && (error.remedy ?? "").contains(form.2)
+        }
+    }
+
+    @Test(arguments: [" 20", "20 ", "\t20", " 0"])
+    func resizeRequestWithWhitespaceIsRejected(_ text: String) {
+        #expect(throws: InvalidArgumentError.self) { _ = try DiskSize.parseResizeRequest(text) }
+    }
+
+    @Test func resizeRequestOfOnlySpacesNamesKeepForm() {
+        #expect {
+            _ = try DiskSize.parseResizeRequest("  ")
+        } throws: { error in
+            guard let error = error as? InvalidArgumentError else { return false }
+            return error.reason.contains("whitespace") && (error.remedy ?? "").contains("empty string or \"0\"")
+        }
+    }
+
     @Test func resizeRequestBareNumberIsGiB() throws {
         let size = try #require(try DiskSize.parseResizeRequest("20"))
         #expect(size.bytes == 20 << 30)
@@ -90,7 +126,7 @@ import Testing
         #expect(size.bytes == 3 << 29)
     }
 
-    @Test(arguments: ["0", "", "0G", "0.0", "  "])
+    @Test(arguments: ["0", "", "0G", "0.0"])
     func resizeRequestZeroKeepsSize(_ text: String) throws {
         #expect(try DiskSize.parseResizeRequest(text) == nil)
     }

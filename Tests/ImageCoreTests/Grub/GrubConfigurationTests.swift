@@ -290,10 +290,28 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
             try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: example.0, entry: TestEntries.v142,
                                              password: GuestPassword("secret"))
         } throws: { error in
-            guard case .invalidRawPath(_, let reason)? = error as? GrubError else { return false }
+            guard case .invalidRawPath(_, let reason, _)? = error as? GrubError else { return false }
             return reason.contains(example.1)
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.sharefs.configsPath).isEmpty)
+    }
+
+    /// Text each unreadable RAW path's remedy must contain: the generic "give the absolute
+    /// path" does not fit a path that is already absolute.
+    @Test(arguments: [("/mnt/tank/vm/web disk.raw", "path without spaces, such as '/mnt/tank/vm/web_disk.raw'"),
+                      ("/mnt/tank/web\u{7}.raw", "without control characters"),
+                      ("/" + String(repeating: "d", count: 1017), "at most 1017 bytes"),
+                      ("web.raw", "give the absolute path")])
+    func unreadableRawPathRemedyFitsProblem(_ example: (String, String)) throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        #expect {
+            try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: example.0, entry: TestEntries.v142,
+                                             password: GuestPassword("secret"))
+        } throws: { error in
+            guard let error = error as? GrubError, case .invalidRawPath = error else { return false }
+            return (error.remedy ?? "").contains(example.1)
+        }
     }
 
     @Test func longestReadableRawPathIsAccepted() throws {
@@ -309,7 +327,8 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
     @Test func relativeRawPathIsRejected() throws {
         let fixture = try GrubFixture()
         defer { fixture.scratch.remove() }
-        #expect(throws: GrubError.invalidRawPath(path: "web.raw", reason: "the path is not absolute")) {
+        #expect(throws: GrubError.invalidRawPath(path: "web.raw", reason: "the path is not absolute",
+                                                 fix: "give the absolute path of the RAW disk file")) {
             try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: "web.raw", entry: TestEntries.v142,
                                              password: GuestPassword("secret"))
         }
