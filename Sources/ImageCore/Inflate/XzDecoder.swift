@@ -100,10 +100,13 @@ final class XzDecoder {
             let stored = UInt32(footer[0]) | UInt32(footer[1]) << 8 | UInt32(footer[2]) << 16 | UInt32(footer[3]) << 24
             let computed = footer[4..<10].withUnsafeBufferPointer { crc32(0, $0.baseAddress, 6) }
             guard UInt32(computed) == stored else { continue }
-            // The start of the next stream's header is a cut stream, not extra bytes.
+            // The start of the next stream's header is a cut stream, not extra bytes, and
+            // stream padding (zero bytes in groups of four) may come before that header.
             let after = Array(bytes.suffix(extra))
+            var header = after[...]
+            while header.count >= 4, header.prefix(4).allSatisfy({ $0 == 0 }) { header = header.dropFirst(4) }
             let magic = CompressionFormat.xzMagic
-            return magic.starts(with: after) || after.starts(with: magic) ? nil : after
+            return magic.starts(with: header) || header.starts(with: magic) ? nil : after
         }
         return nil
     }

@@ -132,6 +132,20 @@ import Testing
         }
     }
 
+    @Test func xzPaddingThenCutHeaderTruncated() throws {
+        // Stream padding may sit between two streams, so a second stream cut inside its
+        // header after the padding is a truncated file, not bytes to cut off.
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        for (padding, headerBytes) in [(4, 3), (4, 6), (4, 7), (8, 2)] {
+            let input = stream + Array(repeating: 0, count: padding) + stream.prefix(headerBytes)
+            let error = #expect(throws: InflateError.self) { _ = try inflateInMemory(input) }
+            guard case .truncated? = error else {
+                Issue.record("\(padding) padding and \(headerBytes) header bytes gave \(String(describing: error))")
+                continue
+            }
+        }
+    }
+
     @Test func xzCutStreamStillTruncated() throws {
         let stream = try compress(Array("payload".utf8), with: "xz -c")
         // Cut inside the stream, or inside the header of a second stream.
