@@ -314,3 +314,36 @@ def test_write_container_conf_space_in_raw_path_hint(server):
     assert "without spaces" in reason
     assert "my_vm.raw" in reason
     assert "give the absolute path" not in reason
+
+
+@pytest.mark.parametrize("key, meant", [
+    (" vm_id", "vm_id"), ("raw_path ", "raw_path"), ("VM_ID", "vm_id"), ("Password", "password"),
+    ("vm\u200b_id", "vm_id"), ("vm_name\n", "vm_name"),
+])
+def test_guest_object_names_near_miss_key(server, key, meant):
+    """A key that differs from an accepted one only in letter case, whitespace or an
+    invisible character reads like the accepted key in a bare message, so the message
+    quotes it with such characters escaped and names the key the caller meant."""
+    make_pool(server)
+    ws = server.connect()
+    result(ws, "vm.activate_sharefs", "tank")
+    request = {"vm_id": 9, "vm_name": "x", "raw_path": "tank/x.raw", "password": "pw"}
+    request[key] = request.pop(meant)
+    reply = call(ws, "vm.write_container_conf", request)
+    assert reply["error"]["data"]["extra"][0][0] == key
+    message = reply["error"]["data"]["extra"][0][1]
+    escaped = key.replace("\u200b", "\\u{200B}").replace("\n", "\\u{A}")
+    assert f"unknown key '{escaped}'" in message
+    assert f"did you mean '{meant}'?" in message
+    assert "\n" not in message
+
+
+def test_guest_object_quotes_empty_key(server):
+    make_pool(server)
+    ws = server.connect()
+    result(ws, "vm.activate_sharefs", "tank")
+    reply = call(ws, "vm.write_container_conf", {"vm_id": 9, "vm_name": "x", "raw_path": "tank/x.raw",
+                                                 "password": "pw", "": 1})
+    message = reply["error"]["data"]["extra"][0][1]
+    assert "unknown key ''" in message
+    assert "did you mean" not in message

@@ -166,21 +166,51 @@ struct GuestRequest {
         }
     }
 
-    /// Throws -32602 naming the first unknown key (in sorted order), the others, and the
-    /// keys `kind` accepts.
+    /// Throws -32602 naming the first unknown key (in sorted order), the accepted key it
+    /// seems meant for, the other unknown keys, and the keys `kind` accepts.
     private static func rejectUnknownKeys(of members: [String: JSONValue], kind: Kind) throws(RPCError) {
         let accepted = kind.acceptedKeys
         let unknown = members.keys.filter { !accepted.contains($0) }.sorted()
         guard let first = unknown.first else { return }
 
-        var message = "unknown key; \(kind.method) accepts "
-            + accepted.dropLast().joined(separator: ", ") + " and " + accepted.last!
+        var message = "unknown key \(quoted(first))"
+        if let meant = acceptedKey(resembling: first, among: accepted) {
+            message += ", did you mean '\(meant)'? Keys are case-sensitive and contain no spaces"
+        }
+        message += "; \(kind.method) accepts " + accepted.dropLast().joined(separator: ", ") + " and " + accepted.last!
         if kind == .configuration, Kind.provisioning.acceptedKeys.contains(first) {
             message += " (\(first) is a key of vm.create_container)"
         }
         if unknown.count > 1 {
-            message += "; other unknown keys: " + unknown.dropFirst().map { "'\($0)'" }.joined(separator: ", ")
+            message += "; other unknown keys: " + unknown.dropFirst().map(quoted).joined(separator: ", ")
         }
         throw RPCError.invalidParameter(first, message)
+    }
+
+    /// Returns `key` in single quotes, with control, format and line separator characters
+    /// as `\u{...}` escapes: a zero-width space or a newline in a key is otherwise
+    /// invisible or breaks the message.
+    private static func quoted(_ key: String) -> String {
+        var text = "'"
+        for scalar in key.unicodeScalars {
+            switch scalar.properties.generalCategory {
+            case .control, .format, .lineSeparator, .paragraphSeparator:
+                text += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
+            default:
+                text.unicodeScalars.append(scalar)
+            }
+        }
+        return text + "'"
+    }
+
+    /// Returns the accepted key that `key` equals once whitespace and format characters
+    /// are removed and letters are lowercased, such as `vm_id` for " VM_ID".
+    private static func acceptedKey(resembling key: String, among accepted: [String]) -> String? {
+        var visible = String.UnicodeScalarView()
+        for scalar in key.unicodeScalars where !scalar.properties.isWhitespace && scalar.properties.generalCategory != .format {
+            visible.append(scalar)
+        }
+        let folded = String(visible).lowercased()
+        return accepted.first { $0 == folded }
     }
 }
