@@ -2,11 +2,11 @@
 //
 // Accepted text: a byte count ("4294967296") or a number with a binary unit, K, M, G, T
 // or KiB, MiB, GiB, TiB (powers of 1024, any letter case), with an optional decimal
-// fraction ("4.5G"). Whitespace anywhere is rejected, and the error names it, because a
-// stray space or tab in a pasted size is easy to miss. The byte count is computed in
-// integer arithmetic, rounded up to the next whole byte, then up to a multiple of 512
-// (the sector size a RAW disk is read in). Anything past Int64.max after rounding is
-// rejected.
+// fraction ("4.5G"). Whitespace and invisible format characters (U+200B, U+FEFF)
+// anywhere are rejected, and the error names them, because they are easy to miss in a
+// pasted size. The byte count is computed in integer arithmetic, rounded up to the next
+// whole byte, then up to a multiple of 512 (the sector size a RAW disk is read in).
+// Anything past Int64.max after rounding is rejected.
 
 /// A disk size in bytes, a multiple of 512, with the text it came from.
 public struct DiskSize: Sendable, Equatable, CustomStringConvertible {
@@ -62,33 +62,41 @@ public struct DiskSize: Sendable, Equatable, CustomStringConvertible {
         return size.requestedBytes == 0 ? nil : size
     }
 
-    /// Throws when `text` contains whitespace, naming the first whitespace character and
-    /// where it is, with the text without whitespace as the fix.
+    /// Throws when `text` contains whitespace or an invisible format character (such as
+    /// U+200B ZERO WIDTH SPACE or U+FEFF, a byte order mark), naming the first one and
+    /// where it is, with the text without them as the fix. The check is per Unicode scalar,
+    /// because a format character such as U+200D joins the character before it.
     private static func rejectWhitespace(in text: String) throws(InvalidArgumentError) {
-        guard let index = text.firstIndex(where: \.isWhitespace) else { return }
-        let character = text[index]
+        func isBlank(_ scalar: Unicode.Scalar) -> Bool {
+            scalar.properties.isWhitespace || scalar.properties.generalCategory == .format
+        }
+        let scalars = Array(text.unicodeScalars)
+        guard let index = scalars.firstIndex(where: isBlank) else { return }
+        let scalar = scalars[index]
         let name: String
-        switch character {
+        switch scalar {
         case " ": name = "a space"
         case "\t": name = "a tab"
         default:
-            name = character.unicodeScalars.map { scalar in
-                let hex = String(scalar.value, radix: 16, uppercase: true)
-                return "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
-            }.joined(separator: " ")
+            let hex = String(scalar.value, radix: 16, uppercase: true)
+            name = "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
         }
         let place: String
-        if index == text.startIndex {
+        if index == 0 {
             place = "at the start"
-        } else if text[text.index(after: index)...].allSatisfy(\.isWhitespace) {
+        } else if scalars[(index + 1)...].allSatisfy(isBlank) {
             place = "at the end"
         } else {
             place = "inside"
         }
-        let trimmed = String(text.filter { !$0.isWhitespace })
-        let remedy = trimmed.isEmpty ? "give a size such as '10G'" : "remove the whitespace: '\(trimmed)'"
+        let isWhitespace = scalar.properties.isWhitespace
+        var trimmed = String.UnicodeScalarView()
+        trimmed.append(contentsOf: scalars.filter { !isBlank($0) })
+        let remedy = trimmed.isEmpty ? "give a size such as '10G'"
+            : "remove the \(isWhitespace ? "whitespace" : "invisible characters"): '\(String(trimmed))'"
+        let kind = isWhitespace ? "whitespace" : "an invisible format character"
         throw InvalidArgumentError(argument: "size", value: text,
-                                   reason: "a size cannot contain whitespace, found \(name) \(place)", remedy: remedy)
+                                   reason: "a size cannot contain \(kind), found \(name) \(place)", remedy: remedy)
     }
 
     private init(parsing text: String, bareNumberMultiplier: UInt64) throws(InvalidArgumentError) {

@@ -97,6 +97,24 @@ import Testing
         }
     }
 
+    /// Format characters such as a zero-width space or a byte order mark are invisible in
+    /// a pasted size, so the reason must name them rather than an unknown unit.
+    static let invisibleForms: [(String, String, String)] = [
+        ("10\u{200B}G", "U+200B inside", "'10G'"),
+        ("\u{FEFF}10G", "U+FEFF at the start", "'10G'"),
+        ("10G\u{2060}", "U+2060 at the end", "'10G'"),
+    ]
+
+    @Test(arguments: invisibleForms)
+    func invisibleCharacterIsRejectedWithFix(_ form: (String, String, String)) {
+        #expect {
+            _ = try DiskSize(parsing: form.0)
+        } throws: { error in
+            guard let error = error as? InvalidArgumentError else { return false }
+            return error.value == form.0 && error.reason.contains(form.1) && (error.remedy ?? "").contains(form.2)
+        }
+    }
+
     @Test(arguments: [" 20", "20 ", "\t20", " 0"])
     func resizeRequestWithWhitespaceIsRejected(_ text: String) {
         #expect(throws: InvalidArgumentError.self) { _ = try DiskSize.parseResizeRequest(text) }
