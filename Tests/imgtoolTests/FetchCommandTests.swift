@@ -141,6 +141,15 @@ import Testing
         #expect(result.error.contains("invalid --max-size '\(value)'"))
     }
 
+    // The size parser's reason and fix must reach the user, not only the accepted forms.
+    @Test func fetchMaxSizeNamesWhitespace() throws {
+        let result = try runImgtool(["fetch", "http://127.0.0.1:9/x", "--sha256", Self.emptyHash, "--max-size", "4\tG"])
+        #expect(result.status == 64)
+        #expect(result.error.contains("invalid --max-size '4\\u{9}G'"))
+        #expect(result.error.contains("found a tab inside"))
+        #expect(result.error.contains("remove the whitespace: '4G'"))
+    }
+
     @Test func fetchHelpNamesOptions() throws {
         let result = try runImgtool(["fetch", "--help"])
         #expect(result.status == 0)

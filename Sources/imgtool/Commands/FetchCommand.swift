@@ -58,7 +58,15 @@ enum FetchCommand: Command {
         }
 
         if let text = parsed.value("--max-size") {
-            guard let size = try? DiskSize(parsing: text), size.requestedBytes > 0 else {
+            let size: DiskSize
+            do {
+                size = try DiskSize(parsing: text)
+            } catch var error {
+                // The parser's reason and fix, such as the whitespace to remove, under this option's name.
+                error.argument = "--max-size"
+                throw error
+            }
+            guard size.requestedBytes > 0 else {
                 throw UsageError(message: "invalid --max-size '\(text)': expected \(DiskSize.acceptedForms), greater than 0")
             }
             options.maximumSize = size.requestedBytes
