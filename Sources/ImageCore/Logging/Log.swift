@@ -80,15 +80,21 @@ public enum Log {
     public static func error(_ subsystem: String, _ message: @autoclosure () -> String) { write(.error, subsystem, message) }
 
     private static func write(_ level: LogLevel, _ subsystem: String, _ message: () -> String) {
-        let (minimum, sink, aliases) = configuration.withLock { ($0.level, $0.sink, $0.pathAliases) }
+        let (minimum, sink) = configuration.withLock { ($0.level, $0.sink) }
         guard level >= minimum else { return }
-        var text = message()
+        sink(level, subsystem, render(message()))
+    }
+
+    /// Returns `message` as the sink receives it, with the path aliases applied.
+    static func render(_ message: String) -> String {
+        let aliases = configuration.withLock { $0.pathAliases }
+        var text = message
         // Longer paths first, so that `/proc/self/fd/7/disk.raw` is replaced as a whole
         // before an alias of its directory `/proc/self/fd/7` could match its start.
         for alias in aliases.values.sorted(by: { $0.path.count > $1.path.count }) {
             text = replacingPath(alias.path, with: alias.name, in: text)
         }
-        sink(level, subsystem, text)
+        return text
     }
 }
 
