@@ -4,7 +4,7 @@
 
 import Foundation
 import Synchronization
-import ImageCore
+@testable import ImageCore
 import Testing
 @testable import ImageService
 
@@ -350,6 +350,23 @@ struct PathGuardTests {
             #expect(logged.first == "\(marker) published 'tank/disk.raw'")
             #expect(logged.dropFirst().first == "\(marker) removed 'tank/.disk.raw.tmp'")
             #expect(logged.last == "\(marker) after release '\(usablePath)'")
+        }
+    }
+
+    // A caller's path may contain a newline or an escape sequence. Shown in a log line in
+    // place of its /proc/self/fd name, it must neither start a forged line nor reach the
+    // terminal as a control sequence.
+    // `Log.render` is what every sink receives. Calling it directly keeps this test off
+    // the shared `Log.sink`, which other tests swap while they run in parallel.
+    @Test("log lines escape control characters in caller's paths")
+    func logLinesEscapeControlCharacters() throws {
+        try withTankRoot { guardian, _ in
+            let destination = try guardian.newFile("tank/a\nimgtool[service] info: forged\u{1B}[2K.raw", argument: "dst")
+            let line = withExtendedLifetime(destination) { Log.render("published '\(destination.usablePath)'") }
+
+            #expect(line == #"published 'tank/a\u{A}imgtool[service] info: forged\u{1B}[2K.raw'"#)
+            #expect(!line.contains("\n"))
+            #expect(!line.contains("\u{1B}"))
         }
     }
 

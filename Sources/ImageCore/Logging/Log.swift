@@ -85,7 +85,8 @@ public enum Log {
         sink(level, subsystem, render(message()))
     }
 
-    /// Returns `message` as the sink receives it, with the path aliases applied.
+    /// Returns `message` as the sink receives it: with the path aliases applied and
+    /// control characters escaped.
     static func render(_ message: String) -> String {
         let aliases = configuration.withLock { $0.pathAliases }
         var text = message
@@ -94,7 +95,29 @@ public enum Log {
         for alias in aliases.values.sorted(by: { $0.path.count > $1.path.count }) {
             text = replacingPath(alias.path, with: alias.name, in: text)
         }
-        return text
+        return escapingControlCharacters(in: text)
+    }
+
+    /// Returns `text` with each control character, line separator and paragraph separator
+    /// written as a `\u{...}` escape. Messages quote paths and names that callers chose,
+    /// and a newline in one would otherwise start a forged log line.
+    static func escapingControlCharacters(in text: String) -> String {
+        func isLineBreaking(_ scalar: Unicode.Scalar) -> Bool {
+            switch scalar.properties.generalCategory {
+            case .control, .lineSeparator, .paragraphSeparator: return true
+            default: return false
+            }
+        }
+        guard text.unicodeScalars.contains(where: isLineBreaking) else { return text }
+        var result = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            if isLineBreaking(scalar) {
+                result.append(contentsOf: "\\u{\(String(scalar.value, radix: 16, uppercase: true))}".unicodeScalars)
+            } else {
+                result.append(scalar)
+            }
+        }
+        return String(result)
     }
 }
 
