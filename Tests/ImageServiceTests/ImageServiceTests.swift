@@ -370,6 +370,23 @@ struct PathGuardTests {
         }
     }
 
+    // A caller's path is text it chose, and may contain another job's /proc/self/fd name.
+    // Each alias applies to the message as logged, never to a name another alias put in.
+    @Test("log aliases do not rewrite a caller's path")
+    func logAliasesApplyOnce() throws {
+        try withTankRoot { guardian, root in
+            #expect(FileManager.default.createFile(atPath: root + "/tank/b.raw", contents: Data("x".utf8)))
+            let other = try guardian.existingFile("tank/b.raw", argument: "src")
+            let descriptorDirectory = "tank" + other.usablePath
+            try FileManager.default.createDirectory(atPath: root + "/" + descriptorDirectory, withIntermediateDirectories: true)
+            let destination = try guardian.newFile(descriptorDirectory + "/x.raw", argument: "dst")
+
+            let line = withExtendedLifetime((other, destination)) { Log.render("published '\(destination.usablePath)'") }
+
+            #expect(line == "published '\(descriptorDirectory)/x.raw'")
+        }
+    }
+
     // Descriptors are numbered from the lowest free one, so with many connections open
     // the source can be descriptor 7 and the destination's directory descriptor 70.
     @Test("translation skips a longer descriptor number")

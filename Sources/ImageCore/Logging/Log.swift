@@ -88,14 +88,43 @@ public enum Log {
     /// Returns `message` as the sink receives it: with the path aliases applied and
     /// control characters escaped.
     static func render(_ message: String) -> String {
-        let aliases = configuration.withLock { $0.pathAliases }
-        var text = message
-        // Longer paths first, so that `/proc/self/fd/7/disk.raw` is replaced as a whole
-        // before an alias of its directory `/proc/self/fd/7` could match its start.
-        for alias in aliases.values.sorted(by: { $0.path.count > $1.path.count }) {
-            text = replacingPath(alias.path, with: alias.name, in: text)
+        let aliases = configuration.withLock { Array($0.pathAliases.values) }
+        return escapingControlCharacters(in: replacingPaths(aliases, in: message))
+    }
+
+    /// Returns `text` with each alias path replaced by its name in one pass, so that a name
+    /// (a path the caller chose) is never searched for another alias. At each place the
+    /// longest matching path wins: `/proc/self/fd/7/disk.raw` before its directory
+    /// `/proc/self/fd/7`. As in `replacingPath`, a match followed by a digit is skipped.
+    static func replacingPaths(_ aliases: [(path: String, name: String)], in text: String) -> String {
+        let longestFirst = aliases.filter { !$0.path.isEmpty }.sorted { $0.path.count > $1.path.count }
+        guard !longestFirst.isEmpty else { return text }
+        var result = ""
+        var rest = text[...]
+        while true {
+            var earliest: (range: Range<Substring.Index>, name: String)?
+            for alias in longestFirst {
+                guard let match = firstMatch(of: alias.path, in: rest) else { continue }
+                if earliest == nil || match.lowerBound < earliest!.range.lowerBound {
+                    earliest = (match, alias.name)
+                }
+            }
+            guard let earliest else { return result + rest }
+            result += rest[..<earliest.range.lowerBound]
+            result += earliest.name
+            rest = rest[earliest.range.upperBound...]
         }
-        return escapingControlCharacters(in: text)
+    }
+
+    /// The first occurrence of `path` in `text` that no digit follows.
+    private static func firstMatch(of path: String, in text: Substring) -> Range<Substring.Index>? {
+        var searched = text
+        while let match = searched.range(of: path) {
+            let followedByDigit = text[match.upperBound...].first.map { ("0"..."9").contains($0) } ?? false
+            if !followedByDigit { return match }
+            searched = text[match.upperBound...]
+        }
+        return nil
     }
 
     /// Returns `text` with each control character, line separator and paragraph separator
