@@ -314,8 +314,12 @@ public struct GrubConfigurations: Sendable {
         // ends the path at the first blank, so the guest would boot from another file.
         if path.contains(" ") {
             let suggestion = path.replacingOccurrences(of: " ", with: "_")
+            // The suggestion must pass the length check below too.
+            let fix = suggestion.utf8.count > maximumRawPathLength
+                ? "move or rename the RAW file to a path without spaces of at most \(maximumRawPathLength) bytes"
+                : "move or rename the RAW file to a path without spaces, such as '\(suggestion)'"
             throw GrubError.invalidRawPath(path: path, reason: "the path contains a space, and grub-bhyve's device.map reader ends the path at the first space",
-                                           fix: "move or rename the RAW file to a path without spaces, such as '\(suggestion)'")
+                                           fix: fix)
         }
         if path.utf8.count > maximumRawPathLength {
             throw GrubError.invalidRawPath(path: path, reason: "the path is \(path.utf8.count) bytes long, and grub-bhyve reads at most \(maximumRawPathLength) from device.map",

@@ -314,6 +314,22 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
         }
     }
 
+    /// A path with a space that is also too long: the remedy must not suggest the same
+    /// path with underscores, which is rejected next for its length.
+    @Test func longRawPathWithSpaceRemedyFitsLimit() throws {
+        let fixture = try GrubFixture()
+        defer { fixture.scratch.remove() }
+        let path = "/mnt/tank/web disk/" + String(repeating: "d", count: 1010)
+        #expect {
+            try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: path, entry: TestEntries.v142,
+                                             password: GuestPassword("secret"))
+        } throws: { error in
+            guard let error = error as? GrubError, case .invalidRawPath = error else { return false }
+            let remedy = error.remedy ?? ""
+            return !remedy.contains("web_disk") && remedy.contains("without spaces") && remedy.contains("at most 1017 bytes")
+        }
+    }
+
     @Test func longestReadableRawPathIsAccepted() throws {
         let fixture = try GrubFixture()
         defer { fixture.scratch.remove() }
