@@ -68,6 +68,18 @@ import Testing
         #expect(result.output == "\(path): OK (SHA-256 \(Self.emptyHash))\n")
     }
 
+    @Test func verifyMatchEscapesControlCharacters() throws {
+        let path = NSTemporaryDirectory() + "/imgtool-verify-\(getpid())-a\nimgtool: \u{1B}[2Kb"
+        #expect(FileManager.default.createFile(atPath: path, contents: Data()))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+
+        let result = try runImgtool(["verify", path, "--sha256", Self.emptyHash])
+        #expect(result.status == 0)
+        #expect(result.output.contains(#"-a\u{A}imgtool: \u{1B}[2Kb: OK"#))
+        #expect(!result.output.contains("\u{1B}"))
+        #expect(result.output.split(separator: "\n").count == 1)
+    }
+
     @Test func verifyMismatchExitsTwo() throws {
         let path = NSTemporaryDirectory() + "/imgtool-verify-\(getpid())-x"
         #expect(FileManager.default.createFile(atPath: path, contents: Data("x".utf8)))

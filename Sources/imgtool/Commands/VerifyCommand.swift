@@ -64,7 +64,7 @@ enum VerifyCommand: Command {
         guard actual == expected else {
             throw ChecksumMismatchError(path: path, expected: expected, actual: actual)
         }
-        print("\(path): OK (SHA-256 \(actual.hex))")
+        print("\(escapingControlCharacters(path)): OK (SHA-256 \(actual.hex))")
         return 0
     }
 }
