@@ -63,6 +63,19 @@ def test_malformed_json_gets_parse_error_and_connection_stays(ws):
     assert call(ws, "core.ping")["result"] == "pong"
 
 
+def test_parse_error_reason_is_logged(server):
+    """-32700 carries no `data`, so the parser's reason (here a lone surrogate escape,
+    which a client cannot see in its text) must reach the admin through the log."""
+    ws = server.connect()
+    ws.send('{"jsonrpc": "2.0", "id": "\\ud800", "method": "core.ping", "params": []}')
+    reply = json.loads(ws.recv())
+    assert reply["error"]["code"] == -32700
+    assert call(ws, "core.ping")["result"] == "pong"
+    log = server.log_text()
+    assert "invalid JSON at byte 26" in log
+    assert "surrogate without its other half" in log
+
+
 def test_params_object_gets_invalid_params(ws):
     ws.send(json.dumps({"jsonrpc": "2.0", "id": 4, "method": "core.ping", "params": {"by": "name"}}))
     reply = json.loads(ws.recv())

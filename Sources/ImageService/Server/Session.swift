@@ -127,6 +127,8 @@ public final class Session: Sendable {
         do {
             message = try JSONValue.parse(bytes)
         } catch {
+            // A -32700 reply has no data, so the log is the only place that shows why.
+            Log.info("service", "connection \(connection.id): message rejected: \(error.description)")
             switch kind {
             case .jsonRPC: replyError(id: .null, RPCError.parse(error.description))
             case .ddp: connection.send(.object(["msg": .string("error"), "reason": .string(error.description)]))
