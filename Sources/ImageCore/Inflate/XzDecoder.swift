@@ -93,7 +93,9 @@ final class XzDecoder {
     /// bytes follow one: liblzma then waits for the rest of a stream header.
     private func bytesAfterLastStream() -> [UInt8]? {
         let bytes = recentInput
-        for extra in 1..<Self.footerSize where bytes.count >= Self.footerSize + extra {
+        // The earliest footer first: stray bytes can form a later one with the "YZ" that
+        // ends the real footer, but cannot change the bytes before them.
+        for extra in (1..<Self.footerSize).reversed() where bytes.count >= Self.footerSize + extra {
             let footer = Array(bytes[(bytes.count - extra - Self.footerSize)..<(bytes.count - extra)])
             // A footer: CRC-32 of the next six bytes, backward size, stream flags, "YZ".
             guard footer[10] == 0x59, footer[11] == 0x5A, footer[8] == 0 else { continue }

@@ -132,6 +132,22 @@ import Testing
         }
     }
 
+    @Test func xzStrayBytesFormingFooterNamed() throws {
+        // With the "YZ" that ends every footer, the first 10 of these 11 bytes form a
+        // second valid footer: its CRC-32 over the next six bytes matches, its flags byte
+        // is 0 and it ends in "YZ". The offset must still be the end of the real stream.
+        let stray: [UInt8] = [0x1F, 0x1D, 0x8B, 0x5A, 0x02, 0x00, 0x00, 0x00, 0x59, 0x5A, 0x51]
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        let error = #expect(throws: InflateError.self) { _ = try inflateInMemory(stream + stray) }
+        guard case .corrupt(_, let offset, let reason)? = error else {
+            Issue.record("stray bytes gave \(String(describing: error))")
+            return
+        }
+        #expect(offset == Int64(stream.count))
+        #expect(reason.contains("11 bytes follow the last xz stream"))
+        #expect(reason.contains("cut it to \(stream.count) bytes"))
+    }
+
     @Test func xzPaddingThenCutHeaderTruncated() throws {
         // Stream padding may sit between two streams, so a second stream cut inside its
         // header after the padding is a truncated file, not bytes to cut off.
