@@ -301,7 +301,7 @@ def test_log_names_callers_paths(server):
 
 def test_write_container_conf_space_in_raw_path_hint(server):
     """grub-bhyve ends a device.map path at its first space, so such a path is rejected;
-    the hint must say to remove the spaces, not to give an absolute path."""
+    the hint must ask for a path without spaces, not for an absolute path."""
     tank = make_pool(server)
     with open(os.path.join(tank, "my vm.raw"), "wb") as handle:
         handle.truncate(MIB)
@@ -322,7 +322,7 @@ def test_write_container_conf_space_in_raw_path_hint(server):
 ])
 def test_guest_object_names_near_miss_key(server, key, meant):
     """A key that differs from an accepted one only in letter case, whitespace or an
-    invisible character reads like the accepted key in a bare message, so the message
+    invisible character looks like the accepted key in a bare message. So the message
     quotes it with such characters escaped and names the key the caller meant."""
     make_pool(server)
     ws = server.connect()

@@ -116,7 +116,7 @@ public enum Log {
         }
     }
 
-    /// The first occurrence of `path` in `text` that no digit follows.
+    /// Returns the first occurrence of `path` in `text` that no digit follows.
     private static func firstMatch(of path: String, in text: Substring) -> Range<Substring.Index>? {
         var searched = text
         while let match = searched.range(of: path) {
