@@ -36,6 +36,18 @@ struct JSONValueTests {
         #expect(value.description == #""a\"b\\c\né😀""#)
     }
 
+    @Test("duplicate keys are rejected", arguments: [#"{"a":1,"a":2}"#, #"{"a":1,"b":{"c":1,"c":1}}"#, #"{"\u0061":1,"a":2}"#])
+    func duplicateKeys(text: String) {
+        let error = #expect(throws: JSONParseError.self) { try JSONValue.parse(text) }
+        #expect(error?.reason.contains("appears twice in one object") == true)
+    }
+
+    @Test("equal keys in separate objects")
+    func keysInSeparateObjects() throws {
+        let value = try JSONValue.parse(#"[{"a":1},{"a":2}]"#)
+        #expect(value.arrayValue?.count == 2)
+    }
+
     @Test("lone surrogates are rejected", arguments: [#""\ud800""#, #""\udc00""#, #""a\ud800\u0041""#, #""\ud800x""#])
     func loneSurrogates(text: String) {
         let error = #expect(throws: JSONParseError.self) { try JSONValue.parse(text) }

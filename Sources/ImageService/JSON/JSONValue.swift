@@ -239,7 +239,14 @@ private struct JSONParser {
         while true {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
+            let keyStart = index
             let key = try parseString()
+            // Parsers differ on which of two equal keys counts (Python's json keeps the
+            // last), so a request with two `raw_path` keys could mean either file.
+            guard members[key] == nil else {
+                index = keyStart
+                throw fail("the key \(JSONValue.string(key)) appears twice in one object; send each key once")
+            }
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw fail("expected ':'") }
             index += 1
