@@ -45,21 +45,6 @@ func report(_ error: any Error) -> Int32 {
     return FailureCategory.failure.rawValue
 }
 
-/// Writes each control character in `text` as a `\u{...}` escape, so that a value quoted
-/// in a message can neither break its line nor send escape sequences to the terminal.
-/// Error messages and every message that quotes a path pass through it.
-func escapingControlCharacters(_ text: String) -> String {
-    var result = ""
-    for scalar in text.unicodeScalars {
-        if scalar.properties.generalCategory == .control {
-            result += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
-        } else {
-            result.unicodeScalars.append(scalar)
-        }
-    }
-    return result
-}
-
 /// SIGINT, SIGTERM and SIGHUP cancel the running operation, which removes its temporary
 /// files and returns. A second signal, or a first one not honoured within 10 seconds,
 /// removes every registered temporary file and exits at once.

@@ -89,7 +89,7 @@ public enum Log {
     /// control characters escaped.
     static func render(_ message: String) -> String {
         let aliases = configuration.withLock { Array($0.pathAliases.values) }
-        return escapingControlCharacters(in: replacingPaths(aliases, in: message))
+        return escapingControlCharacters(replacingPaths(aliases, in: message))
     }
 
     /// Returns `text` with each alias path replaced by its name in one pass, so that a name
@@ -126,28 +126,29 @@ public enum Log {
         }
         return nil
     }
+}
 
-    /// Returns `text` with each control character, line separator and paragraph separator
-    /// written as a `\u{...}` escape. Messages quote paths and names that callers chose,
-    /// and a newline in one would otherwise start a forged log line.
-    static func escapingControlCharacters(in text: String) -> String {
-        func isLineBreaking(_ scalar: Unicode.Scalar) -> Bool {
-            switch scalar.properties.generalCategory {
-            case .control, .lineSeparator, .paragraphSeparator: return true
-            default: return false
-            }
+/// Returns `text` with each control character, line or paragraph separator and
+/// text-direction control written as a `\u{...}` escape. Messages quote paths and names
+/// that callers chose: a newline in one would start a forged line, an escape sequence
+/// would reach the terminal, and U+202E would make the rest read backwards.
+public func escapingControlCharacters(_ text: String) -> String {
+    func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.properties.generalCategory {
+        case .control, .lineSeparator, .paragraphSeparator: true
+        default: Sharefs.isControlOrDirection(scalar)
         }
-        guard text.unicodeScalars.contains(where: isLineBreaking) else { return text }
-        var result = String.UnicodeScalarView()
-        for scalar in text.unicodeScalars {
-            if isLineBreaking(scalar) {
-                result.append(contentsOf: "\\u{\(String(scalar.value, radix: 16, uppercase: true))}".unicodeScalars)
-            } else {
-                result.append(scalar)
-            }
-        }
-        return String(result)
     }
+    guard text.unicodeScalars.contains(where: needsEscape) else { return text }
+    var result = String.UnicodeScalarView()
+    for scalar in text.unicodeScalars {
+        if needsEscape(scalar) {
+            result.append(contentsOf: "\\u{\(String(scalar.value, radix: 16, uppercase: true))}".unicodeScalars)
+        } else {
+            result.append(scalar)
+        }
+    }
+    return String(result)
 }
 
 /// Returns `text` with each occurrence of `path` replaced by `replacement`, except where a

@@ -1,0 +1,28 @@
+// Messages quote paths and names that users chose; `escapingControlCharacters` keeps
+// them from breaking a line, reaching the terminal as escape sequences, or reading
+// backwards.
+
+import Testing
+@testable import ImageCore
+
+@Suite("Escaping quoted values")
+struct EscapingTests {
+    @Test("breaking characters become escapes", arguments: [
+        ("a\nb", "a\\u{A}b"),
+        ("\u{1B}[2K", "\\u{1B}[2K"),
+        ("tab\there", "tab\\u{9}here"),
+        ("next\u{85}line", "next\\u{85}line"),
+        ("line\u{2028}sep", "line\\u{2028}sep"),
+        ("para\u{2029}sep", "para\\u{2029}sep"),
+        ("evil\u{202E}war.exe", "evil\\u{202E}war.exe"),
+        ("isolate\u{2066}x\u{2069}", "isolate\\u{2066}x\\u{2069}"),
+    ])
+    func breakingCharacters(_ form: (String, String)) {
+        #expect(escapingControlCharacters(form.0) == form.1)
+    }
+
+    @Test("other text stays as it is", arguments: ["/mnt/tank/disk.raw", "café", "disque dur 😀", "a\\u{A}b", ""])
+    func otherText(_ text: String) {
+        #expect(escapingControlCharacters(text) == text)
+    }
+}
