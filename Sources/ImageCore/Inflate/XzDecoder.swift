@@ -21,14 +21,14 @@ final class XzDecoder {
     private let cancellation: CancellationToken?
     private let reportProgress: () -> Void
     private var path: String { window.input.name }
-    /// The last bytes given to liblzma, at most `footerSearch` of them, to tell a file with
-    /// bytes after its last stream from a truncated one.
+    /// The last bytes given to liblzma, at most `recentInputSize` of them, to tell a file
+    /// with bytes after its last stream from a truncated or damaged one.
     private var recentInput: [UInt8] = []
-    /// The size of an xz stream footer.
+    /// The size of an xz stream footer, and of a stream header.
     private static let footerSize = 12
-    /// Input bytes kept in `recentInput`: a footer and the up to 11 bytes after it that
-    /// liblzma reports as a cut stream header (12 or more fail as an invalid header).
-    private static let footerSearch = 2 * footerSize
+    /// Input bytes kept in `recentInput`: a footer, up to 40 bytes of stream padding, and
+    /// the stream header that liblzma reads after them.
+    private static let recentInputSize = 64
 
     /// Above this much memory liblzma decodes with one thread instead of failing.
     let threadingMemoryLimit: UInt64
@@ -79,7 +79,7 @@ final class XzDecoder {
             stream.pointee.avail_out = space.count
             let result = lzma_code(stream, action)
             let consumed = input.count - stream.pointee.avail_in
-            recentInput = Array((recentInput + input[..<consumed].suffix(Self.footerSearch)).suffix(Self.footerSearch))
+            recentInput = Array((recentInput + input[..<consumed].suffix(Self.recentInputSize)).suffix(Self.recentInputSize))
             window.consume(consumed)
             let produced = space.count - stream.pointee.avail_out
             try output.commit(produced)
@@ -89,43 +89,71 @@ final class XzDecoder {
         }
     }
 
-    /// Returns the bytes after the last complete stream footer of the input, when 1 to 11
-    /// bytes follow one: liblzma then waits for the rest of a stream header.
-    private func bytesAfterLastStream() -> [UInt8]? {
+    /// What follows the last complete stream in the bytes liblzma took in: the stream
+    /// padding (zero bytes in groups of four) and the bytes after it.
+    private struct StreamTail {
+        var padding: Int
+        var rest: [UInt8]
+        var count: Int { padding + rest.count }
+    }
+
+    /// Returns the tail after the earliest valid stream footer in `recentInput` whose
+    /// tail `accepts`. The earliest first: stray bytes can form a later footer with the
+    /// "YZ" that ends the real one, but cannot change the bytes before them.
+    private func tailAfterLastStream(where accepts: (StreamTail) -> Bool) -> StreamTail? {
         let bytes = recentInput
-        // The earliest footer first: stray bytes can form a later one with the "YZ" that
-        // ends the real footer, but cannot change the bytes before them.
-        for extra in (1..<Self.footerSize).reversed() where bytes.count >= Self.footerSize + extra {
+        guard bytes.count > Self.footerSize else { return nil }
+        for extra in (1...(bytes.count - Self.footerSize)).reversed() {
             let footer = Array(bytes[(bytes.count - extra - Self.footerSize)..<(bytes.count - extra)])
             // A footer: CRC-32 of the next six bytes, backward size, stream flags, "YZ".
             guard footer[10] == 0x59, footer[11] == 0x5A, footer[8] == 0 else { continue }
             let stored = UInt32(footer[0]) | UInt32(footer[1]) << 8 | UInt32(footer[2]) << 16 | UInt32(footer[3]) << 24
             let computed = footer[4..<10].withUnsafeBufferPointer { crc32(0, $0.baseAddress, 6) }
             guard UInt32(computed) == stored else { continue }
-            // The start of the next stream's header is a cut stream, not extra bytes, and
-            // stream padding (zero bytes in groups of four) may come before that header.
-            let after = Array(bytes.suffix(extra))
-            var header = after[...]
-            while header.count >= 4, header.prefix(4).allSatisfy({ $0 == 0 }) { header = header.dropFirst(4) }
-            let magic = CompressionFormat.xzMagic
-            return magic.starts(with: header) || header.starts(with: magic) ? nil : after
+            var rest = bytes.suffix(extra)[...]
+            while rest.count >= 4, rest.prefix(4).allSatisfy({ $0 == 0 }) { rest = rest.dropFirst(4) }
+            let tail = StreamTail(padding: extra - rest.count, rest: Array(rest))
+            if accepts(tail) { return tail }
         }
         return nil
+    }
+
+    /// Returns whether `bytes` are the start of an xz stream header, or begin with one.
+    private static func startsStream(_ bytes: [UInt8]) -> Bool {
+        let magic = CompressionFormat.xzMagic
+        return magic.starts(with: bytes) || bytes.starts(with: magic)
+    }
+
+    /// Describes the stray bytes of `tail`, which ends at `end` (the bytes liblzma took
+    /// in), with the size to cut the file to. `problem` completes a sentence whose subject
+    /// is the stray bytes.
+    private func strayBytesError(_ tail: StreamTail, end: Int64, problem: String) -> InflateError {
+        let streamEnd = end - Int64(tail.count)
+        let padding = tail.padding > 0 ? " and its \(tail.padding) bytes of stream padding" : ""
+        return InflateError.corrupt(path: path, offset: streamEnd + Int64(tail.padding), reason:
+            "the bytes after the last xz stream\(padding) \(problem), and only stream padding (zero bytes in groups "
+            + "of four) or another stream may follow a stream; if the file was complete before them, cut it to "
+            + "\(streamEnd) bytes (truncate -s)")
     }
 
     private func error(for result: lzma_ret, stream: UnsafeMutablePointer<lzma_stream>) -> any Error {
         let offset = window.offset
         switch result {
         case LZMA_BUF_ERROR:
-            // liblzma took in every byte, so the last ones are in `recentInput`.
-            if window.reachedEnd, window.count == 0, let extra = bytesAfterLastStream() {
-                let streamEnd = offset - Int64(extra.count)
-                return InflateError.corrupt(path: path, offset: streamEnd, reason:
-                    "\(extra.count == 1 ? "1 byte follows" : "\(extra.count) bytes follow") the last xz stream, where only zero bytes in multiples of four (stream padding) may; "
-                    + "if the rest of the file is intact, cut it to \(streamEnd) bytes (truncate -s)")
+            // liblzma took in every byte, and waits for the rest of a stream header: 1 to
+            // 11 bytes that do not begin one are stray bytes, not a cut stream.
+            if window.reachedEnd, window.count == 0,
+               let tail = tailAfterLastStream(where: { (1..<Self.footerSize).contains($0.rest.count) && !Self.startsStream($0.rest) }) {
+                let count = tail.rest.count
+                return strayBytesError(tail, end: offset, problem: "(\(count == 1 ? "1 byte" : "\(count) bytes")) are too few for a stream")
             }
             return InflateError.truncated(path: path, offset: offset + Int64(window.count), context: "inside the xz stream")
         case LZMA_DATA_ERROR:
+            // The 12 bytes after the last stream (and its padding) are not a stream header.
+            // A damaged header of a real next stream still starts with the magic bytes.
+            if let tail = tailAfterLastStream(where: { $0.rest.count == Self.footerSize && !Self.startsStream($0.rest) }) {
+                return strayBytesError(tail, end: offset, problem: "do not start an xz stream")
+            }
             return InflateError.corrupt(path: path, offset: offset,
                                         reason: "the xz data, its integrity check or its stream padding is invalid (liblzma: LZMA_DATA_ERROR)")
         case LZMA_FORMAT_ERROR:

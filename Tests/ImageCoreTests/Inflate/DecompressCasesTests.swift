@@ -126,8 +126,7 @@ import Testing
                 continue
             }
             #expect(offset == Int64(stream.count))
-            #expect(reason.contains("\(extra.count) "))
-            #expect(reason.contains(extra.count == 1 ? "follows the last xz stream" : "follow the last xz stream"))
+            #expect(reason.contains(extra.count == 1 ? "(1 byte) are too few" : "(\(extra.count) bytes) are too few"))
             #expect(reason.contains("cut it to \(stream.count) bytes"))
         }
     }
@@ -144,8 +143,38 @@ import Testing
             return
         }
         #expect(offset == Int64(stream.count))
-        #expect(reason.contains("11 bytes follow the last xz stream"))
+        #expect(reason.contains("(11 bytes) are too few"))
         #expect(reason.contains("cut it to \(stream.count) bytes"))
+    }
+
+    @Test func xzManyStrayBytesNamed() throws {
+        // Twelve or more bytes are read as a stream header, which they are not.
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        for (padding, stray) in [(0, 12), (0, 40), (4, 20), (8, 12)] {
+            let input = stream + Array(repeating: 0, count: padding) + Array(repeating: 0x41, count: stray)
+            let error = #expect(throws: InflateError.self) { _ = try inflateInMemory(input) }
+            guard case .corrupt(_, let offset, let reason)? = error else {
+                Issue.record("\(padding) padding and \(stray) stray bytes gave \(String(describing: error))")
+                continue
+            }
+            #expect(offset == Int64(stream.count + padding))
+            #expect(reason.contains("do not start an xz stream"))
+            #expect(reason.contains("cut it to \(stream.count) bytes"))
+        }
+    }
+
+    @Test func xzDamagedNextHeaderNotStray() throws {
+        // A second stream whose header is damaged after its magic bytes is damage, not
+        // bytes to cut off.
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        var second = stream
+        second[7] ^= 0xFF
+        let error = #expect(throws: InflateError.self) { _ = try inflateInMemory(stream + second) }
+        guard case .corrupt(_, _, let reason)? = error else {
+            Issue.record("a damaged second header gave \(String(describing: error))")
+            return
+        }
+        #expect(!reason.contains("cut it to"))
     }
 
     @Test func xzPaddingThenCutHeaderTruncated() throws {
