@@ -89,7 +89,7 @@ final class XzDecoder {
         }
     }
 
-    /// What follows the last complete stream in the bytes liblzma took in: the stream
+    /// The bytes after the last complete stream that liblzma took in: the stream
     /// padding (zero bytes in groups of four) and the bytes after it.
     private struct StreamTail {
         var padding: Int
