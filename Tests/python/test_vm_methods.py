@@ -284,6 +284,21 @@ def test_create_container_rejects_size_with_whitespace(server):
     assert result(ws, "core.get_jobs") == []
 
 
+def test_create_container_raw_path_space(server):
+    """A RAW path with a space cannot go into device.map, so the call fails at once
+    with the hint, instead of returning a job that fails before its download."""
+    make_pool(server)
+    ws = server.connect()
+    result(ws, "vm.activate_sharefs", "tank")
+    reply = call(ws, "vm.create_container", {"vm_id": 9, "vm_name": "x", "raw_path": "tank/my vm.raw", "size": "1",
+                                             "password": "pw"})
+    reason = reply["error"]["data"]["reason"]
+    assert "contains a space" in reason
+    assert "my_vm.raw" in reason
+    assert result(ws, "core.get_jobs") == []
+    assert not os.path.exists(os.path.join(server.pools_root, "tank", "my vm.raw"))
+
+
 def test_log_names_callers_paths(server):
     """The info log is for the NAS admin, so it names the paths the caller sent, not the
     /proc/self/fd names the service hands to ImageCore."""
@@ -300,8 +315,8 @@ def test_log_names_callers_paths(server):
 
 
 def test_write_container_conf_space_in_raw_path_hint(server):
-    """grub-bhyve ends a device.map path at its first space, so such a path is rejected;
-    the hint must ask for a path without spaces, not for an absolute path."""
+    """grub-bhyve ends a device.map path at its first space, so such a path is rejected.
+    The hint must ask for a path without spaces, not for an absolute path."""
     tank = make_pool(server)
     with open(os.path.join(tank, "my vm.raw"), "wb") as handle:
         handle.truncate(MIB)

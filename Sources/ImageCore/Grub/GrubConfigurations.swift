@@ -301,7 +301,9 @@ public struct GrubConfigurations: Sendable {
     /// fgets into a 1024-byte buffer, so "(hd0) " and the path must fit in 1023 bytes.
     static let maximumRawPathLength = 1023 - "(hd0) ".utf8.count
 
-    static func validateRawPath(_ path: String) throws {
+    /// Throws `GrubError.invalidRawPath` for a RAW path that device.map cannot carry:
+    /// relative, with a control character or a space, or too long.
+    public static func validateRawPath(_ path: String) throws {
         if !path.hasPrefix("/") {
             throw GrubError.invalidRawPath(path: path, reason: "the path is not absolute",
                                            fix: "give the absolute path of the RAW disk file")

@@ -26,6 +26,13 @@ enum Provisioning {
         }
         let destination = try context.service.paths.newFile(request.rawPath, argument: "raw_path")
         let service = context.service
+        // The job writes this path into device.map at its end; a path that cannot go
+        // there is rejected now, before anything is downloaded.
+        do {
+            try GrubConfigurations.validateRawPath(service.paths.absolutePath(of: destination))
+        } catch {
+            throw RPCError.from(error)
+        }
         return service.jobs.submit(
             method: context.method, arguments: redact(context.parameters.values, secretPositions: []),
             description: "create VM \(request.vmID) (\(request.vmName)) from \(request.entry.reference)",
