@@ -120,3 +120,12 @@ def test_serve_log_brackets_ipv6_listener(tmp_path):
     text = log_path.read_text()
     assert "serving on" in text, text
     assert "tcp:[::1]:" in text, text
+
+
+def test_duplicate_key_argument_rejected(server):
+    # The text is JSON, so sending it as a string would hide the mistake, and the server
+    # would then report the object's text as a path.
+    completed = imgtool_call(server, "vm.raw_resize", '{"a": 1, "a": 2}', "20")
+    assert completed.returncode == 64, completed.stderr
+    assert "appears twice in one object" in completed.stderr
+    assert "does not exist" not in completed.stderr

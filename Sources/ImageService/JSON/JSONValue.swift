@@ -166,6 +166,9 @@ extension JSONValue: CustomStringConvertible {
 public struct JSONParseError: Error, CustomStringConvertible, Sendable {
     public var offset: Int
     public var reason: String
+    /// The key that appeared twice in one object, when that is why the text was rejected.
+    /// Such a text is otherwise valid JSON (RFC 8259 only recommends unique keys).
+    public var duplicateKey: String?
     public var description: String { "invalid JSON at byte \(offset): \(reason)" }
 }
 
@@ -245,7 +248,9 @@ private struct JSONParser {
             // last), so a request with two `raw_path` keys could mean either file.
             guard members[key] == nil else {
                 index = keyStart
-                throw fail("the key \(JSONValue.string(key)) appears twice in one object; send each key once")
+                var error = fail("the key \(JSONValue.string(key)) appears twice in one object; send each key once")
+                error.duplicateKey = key
+                throw error
             }
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw fail("expected ':'") }
