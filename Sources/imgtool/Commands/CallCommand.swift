@@ -129,7 +129,9 @@ enum CallCommand: Command {
             return 0
         default:
             let state = job["state"]?.stringValue ?? "unknown"
-            let error = job["error"]?.stringValue ?? "no error message"
+            // The server's error quotes the paths callers sent, which may hold control
+            // characters.
+            let error = escapingControlCharacters(job["error"]?.stringValue ?? "no error message")
             FileHandle.standardError.write(Data("imgtool: job \(jobID) \(method) ended \(state): \(error)\n".utf8))
             return FailureCategory.failure.rawValue
         }
@@ -157,7 +159,8 @@ final class JobProgressBar {
 
     func draw(_ job: JSONValue) {
         guard enabled, let percent = job.value(atPath: "progress.percent")?.doubleValue else { return }
-        let description = job.value(atPath: "progress.description")?.stringValue ?? job["method"]?.stringValue ?? "job"
+        let description = escapingControlCharacters(
+            job.value(atPath: "progress.description")?.stringValue ?? job["method"]?.stringValue ?? "job")
         let width = 30
         let filled = min(width, max(0, Int(percent / 100 * Double(width))))
         let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
