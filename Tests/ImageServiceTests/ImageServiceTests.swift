@@ -42,6 +42,14 @@ struct JSONValueTests {
         #expect(error?.reason.contains("appears twice in one object") == true)
     }
 
+    @Test("canonically equal keys are rejected by name")
+    func canonicallyEqualKeys() {
+        let error = #expect(throws: JSONParseError.self) { try JSONValue.parse(#"{"caf\u00e9":1,"cafe\u0301":2}"#) }
+        #expect(error?.duplicateKey == "caf\u{E9}")
+        #expect(error?.reason.contains(#""caf\u{E9}" and "cafe\u{301}""#) == true)
+        #expect(error?.reason.contains("canonical equivalence") == true)
+    }
+
     @Test("equal keys in separate objects")
     func keysInSeparateObjects() throws {
         let value = try JSONValue.parse(#"[{"a":1},{"a":2}]"#)

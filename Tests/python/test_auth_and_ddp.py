@@ -161,3 +161,18 @@ def test_ddp_ping_pong(server):
     ws = server.connect("/websocket")
     ddp(ws, {"msg": "connect", "version": "1", "support": ["1"]})
     assert ddp(ws, {"msg": "ping", "id": "p"}) == {"msg": "pong", "id": "p"}
+
+
+def test_apikey_name_control_characters_escaped(tmp_path):
+    # A tab or newline in a name would forge a column or a row of the list, and an escape
+    # sequence would reach the terminal.
+    keys_path = str(tmp_path / "api-keys.json")
+    name = "ops\tfake\n9\tforged\x1b[2J\u202e"
+    created = subprocess.run([IMGTOOL, "apikey", "create", name, "--api-keys", keys_path],
+                             capture_output=True, text=True, check=True)
+    assert "'ops\\u{9}fake\\u{A}9\\u{9}forged\\u{1B}[2J\\u{202E}'" in created.stderr
+    listed = subprocess.run([IMGTOOL, "apikey", "list", "--api-keys", keys_path],
+                            capture_output=True, text=True, check=True)
+    rows = listed.stdout.splitlines()
+    assert len(rows) == 1
+    assert rows[0].split("\t")[:2] == ["1", "ops\\u{9}fake\\u{A}9\\u{9}forged\\u{1B}[2J\\u{202E}"]

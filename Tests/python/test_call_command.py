@@ -120,3 +120,27 @@ def test_serve_log_brackets_ipv6_listener(tmp_path):
     text = log_path.read_text()
     assert "serving on" in text, text
     assert "tcp:[::1]:" in text, text
+
+
+def test_duplicate_key_argument_rejected(server):
+    # The text is JSON, so sending it as a string would hide the mistake, and the server
+    # would then report the object's text as a path.
+    completed = imgtool_call(server, "vm.raw_resize", '{"a": 1, "a": 2}', "20")
+    assert completed.returncode == 64, completed.stderr
+    assert "appears twice in one object" in completed.stderr
+    assert "does not exist" not in completed.stderr
+
+
+def test_follow_job_error_control_characters_escaped(server):
+    # The job's error quotes the path the caller sent.
+    tank = os.path.join(server.pools_root, "tank")
+    os.makedirs(tank, exist_ok=True)
+    name = "bad\x1b[31m\u202e.gz"
+    with open(os.path.join(tank, name), "wb") as handle:
+        handle.write(b"hello\n")
+    completed = imgtool_call(server, "-j", "vm.decompress_gzip", "tank/" + name, "tank/out.raw")
+    assert completed.returncode == 1, completed.stderr
+    assert "FAILED" in completed.stderr
+    assert "bad\\u{1B}[31m\\u{202E}.gz" in completed.stderr
+    assert "\x1b" not in completed.stderr
+    assert "\u202e" not in completed.stderr

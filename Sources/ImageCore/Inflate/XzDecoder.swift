@@ -124,6 +124,13 @@ final class XzDecoder {
         return magic.starts(with: bytes) || bytes.starts(with: magic)
     }
 
+    /// Returns whether the bytes after the stream padding of `tail` are 1 to 3 zero bytes,
+    /// alone or followed by one other byte.
+    private static func isPartialPadding(_ tail: StreamTail) -> Bool {
+        let zeros = tail.rest.prefix(while: { $0 == 0 }).count
+        return (1...3).contains(zeros) && tail.rest.count <= zeros + 1
+    }
+
     /// Describes the stray bytes of `tail`, which ends at `end` (the bytes liblzma took
     /// in), with the size to cut the file to. `problem` completes a sentence whose subject
     /// is the stray bytes.
@@ -153,6 +160,13 @@ final class XzDecoder {
             // A damaged header of a real next stream still starts with the magic bytes.
             if let tail = tailAfterLastStream(where: { $0.rest.count == Self.footerSize && !Self.startsStream($0.rest) }) {
                 return strayBytesError(tail, end: offset, problem: "do not start an xz stream")
+            }
+            // liblzma also fails on 1 to 3 zero bytes that end the input or come before a
+            // nonzero byte (which it takes in), because padding comes in groups of four.
+            if let tail = tailAfterLastStream(where: Self.isPartialPadding) {
+                let zeros = tail.rest.prefix(while: { $0 == 0 }).count
+                return strayBytesError(tail, end: offset, problem:
+                    "begin with \(zeros == 1 ? "1 zero byte" : "\(zeros) zero bytes"), fewer than the four of a padding group")
             }
             return InflateError.corrupt(path: path, offset: offset,
                                         reason: "the xz data, its integrity check or its stream padding is invalid (liblzma: LZMA_DATA_ERROR)")

@@ -280,11 +280,11 @@ public struct Sharefs: Sendable {
 
     /// Rejects pool names that are not one directory name under the root.
     /// Returns whether `scalar` is a C0 or C1 control character, or a bidirectional
-    /// control (U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069) that makes a name read
-    /// differently from what it is.
+    /// control (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069) that makes a
+    /// name read differently from what it is.
     static func isControlOrDirection(_ scalar: Unicode.Scalar) -> Bool {
         switch scalar.value {
-        case 0..<0x20, 0x7F...0x9F, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: true
+        case 0..<0x20, 0x7F...0x9F, 0x061C, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: true
         default: false
         }
     }

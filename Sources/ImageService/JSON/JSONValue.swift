@@ -166,6 +166,9 @@ extension JSONValue: CustomStringConvertible {
 public struct JSONParseError: Error, CustomStringConvertible, Sendable {
     public var offset: Int
     public var reason: String
+    /// The key that appeared twice in one object, when that is why the text was rejected.
+    /// Such a text is otherwise valid JSON (RFC 8259 only recommends unique keys).
+    public var duplicateKey: String?
     public var description: String { "invalid JSON at byte \(offset): \(reason)" }
 }
 
@@ -243,9 +246,11 @@ private struct JSONParser {
             let key = try parseString()
             // Parsers differ on which of two equal keys counts (Python's json keeps the
             // last), so a request with two `raw_path` keys could mean either file.
-            guard members[key] == nil else {
+            if let earlier = members.index(forKey: key) {
                 index = keyStart
-                throw fail("the key \(JSONValue.string(key)) appears twice in one object; send each key once")
+                var error = fail(Self.duplicateKeyReason(members[earlier].key, key))
+                error.duplicateKey = key
+                throw error
             }
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw fail("expected ':'") }
@@ -264,6 +269,23 @@ private struct JSONParser {
             }
             throw fail("expected ',' or '}'")
         }
+    }
+
+    /// Describes two keys of one object that Swift strings compare as equal. Keys that
+    /// differ only in Unicode normalization ("caf\u{E9}" and "cafe\u{301}") are shown with
+    /// each scalar outside printable ASCII escaped, because they look the same.
+    static func duplicateKeyReason(_ first: String, _ second: String) -> String {
+        if first.unicodeScalars.elementsEqual(second.unicodeScalars) {
+            return "the key \(JSONValue.string(second)) appears twice in one object; send each key once"
+        }
+        func scalars(_ key: String) -> String {
+            key.unicodeScalars.map { scalar in
+                (0x20...0x7E).contains(scalar.value) && scalar != "\"" && scalar != "\\"
+                    ? String(scalar) : "\\u{\(String(scalar.value, radix: 16, uppercase: true))}"
+            }.joined()
+        }
+        return "the keys \"\(scalars(first))\" and \"\(scalars(second))\" of one object are equal "
+            + "under Unicode canonical equivalence, so the object has the same key twice; send each key once, in one form"
     }
 
     mutating func parseArray(depth: Int) throws(JSONParseError) -> JSONValue {

@@ -29,13 +29,14 @@ enum APIKeyCommand: Command {
         case "create":
             try parsed.requirePositionals(2...2, names: "create NAME")
             let (record, key) = try store.create(name: parsed.positionals[1])
-            FileHandle.standardError.write(Data("imgtool: created API key \(record.id) '\(record.name)'; store it now, it is not shown again\n".utf8))
+            FileHandle.standardError.write(Data("imgtool: created API key \(record.id) '\(escapingControlCharacters(record.name))'; store it now, it is not shown again\n".utf8))
             print(key)
         case "list":
             try parsed.requirePositionals(1...1, names: "list")
             for record in store.keys {
                 let created = Date(timeIntervalSince1970: Double(record.created) / 1000)
-                print("\(record.id)\t\(record.name)\t\(ISO8601DateFormatter().string(from: created))")
+                // An escaped tab or newline cannot split the name into a forged column or row.
+                print("\(record.id)\t\(escapingControlCharacters(record.name))\t\(ISO8601DateFormatter().string(from: created))")
             }
         case "revoke":
             try parsed.requirePositionals(2...2, names: "revoke ID")

@@ -10,7 +10,8 @@ enum CallCommand: Command {
 
     Calls METHOD on a running 'imgtool serve' and prints the result: a string or number
     as it is, anything else as JSON. Each ARG is parsed as JSON; an ARG that is not valid
-    JSON is sent as a string, so 'imgtool call vm.image_path RancherOS' works.
+    JSON is sent as a string, so 'imgtool call vm.image_path RancherOS' works. An ARG
+    with the same key twice in one object is an error, as the server would reject it.
 
     Options:
       --socket PATH   the server's Unix socket (default \(ServiceConfiguration.defaultSocketPath)).
@@ -30,7 +31,7 @@ enum CallCommand: Command {
         if parsed.value("--socket") != nil, parsed.value("--url") != nil {
             throw UsageError(message: "--socket and --url exclude each other; give one")
         }
-        let parameters = parsed.positionals.dropFirst().map { text in (try? JSONValue.parse(text)) ?? .string(text) }
+        let parameters = try parsed.positionals.dropFirst().map(parseArgument)
 
         let client: RPCClient
         if let url = parsed.value("--url") {
@@ -56,6 +57,19 @@ enum CallCommand: Command {
             let prefix = "[\(error.errname)]"
             let reason = error.reason.hasPrefix(prefix) ? error.reason : "\(prefix) \(error.reason)"
             throw RPCClientError(message: "\(method) failed: \(reason)")
+        }
+    }
+
+    /// Parses `text` as JSON, or returns it as a string when it is not JSON. An object
+    /// with the same key twice is an error: it is JSON, so sending the text as a string
+    /// would hide the mistake.
+    static func parseArgument(_ text: String) throws -> JSONValue {
+        do {
+            return try JSONValue.parse(text)
+        } catch let error where error.duplicateKey != nil {
+            throw UsageError(message: "invalid ARG '\(text)': \(error.description)")
+        } catch {
+            return .string(text)
         }
     }
 
@@ -115,7 +129,9 @@ enum CallCommand: Command {
             return 0
         default:
             let state = job["state"]?.stringValue ?? "unknown"
-            let error = job["error"]?.stringValue ?? "no error message"
+            // The server's error quotes the paths callers sent, which may hold control
+            // characters.
+            let error = escapingControlCharacters(job["error"]?.stringValue ?? "no error message")
             FileHandle.standardError.write(Data("imgtool: job \(jobID) \(method) ended \(state): \(error)\n".utf8))
             return FailureCategory.failure.rawValue
         }
@@ -143,7 +159,8 @@ final class JobProgressBar {
 
     func draw(_ job: JSONValue) {
         guard enabled, let percent = job.value(atPath: "progress.percent")?.doubleValue else { return }
-        let description = job.value(atPath: "progress.description")?.stringValue ?? job["method"]?.stringValue ?? "job"
+        let description = escapingControlCharacters(
+            job.value(atPath: "progress.description")?.stringValue ?? job["method"]?.stringValue ?? "job")
         let width = 30
         let filled = min(width, max(0, Int(percent / 100 * Double(width))))
         let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)

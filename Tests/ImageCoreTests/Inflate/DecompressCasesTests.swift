@@ -163,6 +163,23 @@ import Testing
         }
     }
 
+    @Test func xzZerosOutsidePaddingGroupNamed() throws {
+        // Zero bytes that do not fill a group of four are stray bytes too, alone or before
+        // other bytes: liblzma fails on the first byte after them.
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        for (zeros, stray) in [(1, 0), (3, 0), (5, 0), (7, 0), (1, 1), (2, 5), (3, 12), (6, 20), (41, 8)] {
+            let input = stream + Array(repeating: 0, count: zeros) + Array(repeating: 0x41, count: stray)
+            let error = #expect(throws: InflateError.self) { _ = try inflateInMemory(input) }
+            guard case .corrupt(_, let offset, let reason)? = error else {
+                Issue.record("\(zeros) zero and \(stray) stray bytes gave \(String(describing: error))")
+                continue
+            }
+            #expect(offset == Int64(stream.count + zeros / 4 * 4), "\(zeros) zero and \(stray) stray bytes")
+            #expect(reason.contains("fewer than the four of a padding group"), "\(zeros) zero and \(stray) stray bytes")
+            #expect(reason.contains("cut it to \(stream.count) bytes"), "\(zeros) zero and \(stray) stray bytes")
+        }
+    }
+
     @Test func xzDamagedNextHeaderNotStray() throws {
         // A second stream whose header is damaged after its magic bytes is damage, not
         // bytes to cut off.

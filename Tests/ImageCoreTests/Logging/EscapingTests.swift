@@ -16,12 +16,15 @@ struct EscapingTests {
         ("para\u{2029}sep", "para\\u{2029}sep"),
         ("evil\u{202E}war.exe", "evil\\u{202E}war.exe"),
         ("isolate\u{2066}x\u{2069}", "isolate\\u{2066}x\\u{2069}"),
+        ("arabic\u{061C}mark", "arabic\\u{61C}mark"),
+        ("marks\u{200E}\u{200F}", "marks\\u{200E}\\u{200F}"),
+        ("c1\u{9B}31m", "c1\\u{9B}31m"),
     ])
     func breakingCharacters(_ form: (String, String)) {
         #expect(escapingControlCharacters(form.0) == form.1)
     }
 
-    @Test("other text stays as it is", arguments: ["/mnt/tank/disk.raw", "café", "disque dur 😀", "a\\u{A}b", ""])
+    @Test("other text stays as it is", arguments: ["/mnt/tank/disk.raw", "café", "cafe\u{301}", "disque dur 😀", "👩\u{200D}💻", "שלום", "a\\u{A}b", ""])
     func otherText(_ text: String) {
         #expect(escapingControlCharacters(text) == text)
     }

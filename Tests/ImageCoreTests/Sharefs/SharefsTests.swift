@@ -120,7 +120,7 @@ private struct SharefsFixture {
 
     // C1 controls (U+0085) and bidirectional controls (U+202E, U+200F) make a name
     // display as something else.
-    @Test(arguments: ["", "../tank", "a/b", ".bhyve", "bad\nname", "a\u{85}b", "tank\u{202E}", "\u{200F}tank"])
+    @Test(arguments: ["", "../tank", "a/b", ".bhyve", "bad\nname", "a\u{85}b", "tank\u{202E}", "\u{200F}tank", "\u{061C}tank"])
     func invalidPoolNameIsRejected(_ pool: String) throws {
         let fixture = try SharefsFixture(pools: ["tank"])
         defer { fixture.scratch.remove() }
