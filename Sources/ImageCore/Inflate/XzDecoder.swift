@@ -26,9 +26,11 @@ final class XzDecoder {
     private var recentInput: [UInt8] = []
     /// The size of an xz stream footer, and of a stream header.
     private static let footerSize = 12
-    /// Input bytes kept in `recentInput`: a footer, up to 40 bytes of stream padding, and
-    /// the stream header that liblzma reads after them.
-    private static let recentInputSize = 64
+    /// Input bytes kept in `recentInput`: a footer, up to 4 KiB of stream padding, and
+    /// the stream header that liblzma reads after them. The format allows any amount of
+    /// padding; after more than this, stray bytes get liblzma's own error, without the
+    /// offset to cut at.
+    private static let recentInputSize = 4096 + 2 * footerSize
 
     /// Above this much memory liblzma decodes with one thread instead of failing.
     let threadingMemoryLimit: UInt64
@@ -79,7 +81,11 @@ final class XzDecoder {
             stream.pointee.avail_out = space.count
             let result = lzma_code(stream, action)
             let consumed = input.count - stream.pointee.avail_in
-            recentInput = Array((recentInput + input[..<consumed].suffix(Self.recentInputSize)).suffix(Self.recentInputSize))
+            if consumed >= Self.recentInputSize {
+                recentInput = Array(input[(consumed - Self.recentInputSize)..<consumed])
+            } else if consumed > 0 {
+                recentInput = Array((recentInput + input[..<consumed]).suffix(Self.recentInputSize))
+            }
             window.consume(consumed)
             let produced = space.count - stream.pointee.avail_out
             try output.commit(produced)

@@ -180,6 +180,22 @@ import Testing
         }
     }
 
+    @Test func xzStrayBytesAfterLongPaddingNamed() throws {
+        // Padding may be longer than a footer and a header together.
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        let twoStreams = stream + stream
+        for (first, padding, stray) in [(stream, 48, 5), (stream, 1000, 12), (stream, 4096, 3), (twoStreams, 0, 7)] {
+            let input = first + Array(repeating: 0, count: padding) + Array(repeating: 0x41, count: stray)
+            let error = #expect(throws: InflateError.self) { _ = try inflateInMemory(input) }
+            guard case .corrupt(_, let offset, let reason)? = error else {
+                Issue.record("\(padding) padding and \(stray) stray bytes gave \(String(describing: error))")
+                continue
+            }
+            #expect(offset == Int64(first.count + padding))
+            #expect(reason.contains("cut it to \(first.count) bytes"))
+        }
+    }
+
     @Test func xzDamagedNextHeaderNotStray() throws {
         // A second stream whose header is damaged after its magic bytes is damage, not
         // bytes to cut off.
