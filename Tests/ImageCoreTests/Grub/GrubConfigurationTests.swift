@@ -284,16 +284,12 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
     @Test(arguments: [("/mnt/tank/vm/web disk.raw", "space"),
                       ("/" + String(repeating: "d", count: 1017), "1018 bytes long")])
     func unreadableRawPathIsRejected(_ example: (String, String)) throws {
-        let fixture = try GrubFixture()
-        defer { fixture.scratch.remove() }
-        #expect {
-            try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: example.0, entry: TestEntries.v142,
-                                             password: GuestPassword("secret"))
-        } throws: { error in
-            guard case .invalidRawPath(_, let reason, _)? = error as? GrubError else { return false }
-            return reason.contains(example.1)
+        let error = try rawPathError(example.0)
+        guard case .invalidRawPath(_, let reason, _)? = error else {
+            Issue.record("'\(example.0)' gave \(String(describing: error))")
+            return
         }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.sharefs.configsPath).isEmpty)
+        #expect(reason.contains(example.1))
     }
 
     /// Text each unreadable RAW path's remedy must contain: the generic "give the absolute
@@ -303,30 +299,40 @@ func grubScriptCheck(_ path: String) throws -> ProcessResult {
                       ("/" + String(repeating: "d", count: 1017), "at most 1017 bytes"),
                       ("web.raw", "give the absolute path")])
     func unreadableRawPathRemedyFitsProblem(_ example: (String, String)) throws {
-        let fixture = try GrubFixture()
-        defer { fixture.scratch.remove() }
-        #expect {
-            try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: example.0, entry: TestEntries.v142,
-                                             password: GuestPassword("secret"))
-        } throws: { error in
-            guard let error = error as? GrubError, case .invalidRawPath = error else { return false }
-            return (error.remedy ?? "").contains(example.1)
+        let error = try rawPathError(example.0)
+        guard let error, case .invalidRawPath = error else {
+            Issue.record("'\(example.0)' gave \(String(describing: error))")
+            return
         }
+        #expect((error.remedy ?? "").contains(example.1))
     }
 
     /// A path with a space that is also too long: the remedy must not suggest the same
     /// path with underscores, which is rejected next for its length.
     @Test func longRawPathWithSpaceRemedyFitsLimit() throws {
+        let error = try rawPathError("/mnt/tank/web disk/" + String(repeating: "d", count: 1010))
+        guard let error, case .invalidRawPath = error else {
+            Issue.record("the path gave \(String(describing: error))")
+            return
+        }
+        let remedy = error.remedy ?? ""
+        #expect(!remedy.contains("web_disk"))
+        #expect(remedy.contains("without spaces"))
+        #expect(remedy.contains("at most 1017 bytes"))
+    }
+
+    /// Writes a configuration for `rawPath` and returns the `GrubError` it fails with, or
+    /// nil when it succeeds; a failed write must leave no configuration directory.
+    private func rawPathError(_ rawPath: String) throws -> GrubError? {
         let fixture = try GrubFixture()
         defer { fixture.scratch.remove() }
-        let path = "/mnt/tank/web disk/" + String(repeating: "d", count: 1010)
-        #expect {
-            try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: path, entry: TestEntries.v142,
-                                             password: GuestPassword("secret"))
-        } throws: { error in
-            guard let error = error as? GrubError, case .invalidRawPath = error else { return false }
-            let remedy = error.remedy ?? ""
-            return !remedy.contains("web_disk") && remedy.contains("without spaces") && remedy.contains("at most 1017 bytes")
+        do {
+            _ = try fixture.configurations.write(vmID: 4, vmName: "web", rawPath: rawPath, entry: TestEntries.v142,
+                                                 password: GuestPassword("secret"))
+            return nil
+        } catch let error as GrubError {
+            #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.sharefs.configsPath).isEmpty)
+            return error
         }
     }
 
