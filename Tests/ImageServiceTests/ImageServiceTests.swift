@@ -42,7 +42,7 @@ struct JSONValueTests {
         #expect(error?.reason.contains("appears twice in one object") == true)
     }
 
-    @Test("canonically equal keys are rejected by name")
+    @Test("canonically equal keys rejected")
     func canonicallyEqualKeys() {
         let error = #expect(throws: JSONParseError.self) { try JSONValue.parse(#"{"caf\u00e9":1,"cafe\u0301":2}"#) }
         #expect(error?.duplicateKey == "caf\u{E9}")
@@ -344,7 +344,7 @@ struct PathGuardTests {
 
     // ImageCore logs the /proc/self/fd names it was given, such as a temporary file beside
     // the destination. The admin must read the caller's names instead.
-    @Test("log lines name the caller's paths while the path is checked")
+    @Test("log names caller paths")
     func logLinesNameCallersPaths() throws {
         try withTankRoot { guardian, _ in
             let lines = Mutex<[String]>([])
@@ -378,7 +378,7 @@ struct PathGuardTests {
     // terminal as a control sequence.
     // `Log.render` is what every sink receives. Calling it directly keeps this test off
     // the shared `Log.sink`, which other tests swap while they run in parallel.
-    @Test("log lines escape control characters in caller's paths")
+    @Test("log escapes caller path controls")
     func logLinesEscapeControlCharacters() throws {
         try withTankRoot { guardian, _ in
             let destination = try guardian.newFile("tank/a\nimgtool[service] info: forged\u{1B}[2K.raw", argument: "dst")
@@ -392,7 +392,7 @@ struct PathGuardTests {
 
     // A caller's path is text it chose, and may contain another job's /proc/self/fd name.
     // Each alias applies to the message as logged, never to a name another alias put in.
-    @Test("log aliases do not rewrite a caller's path")
+    @Test("aliases skip caller paths")
     func logAliasesApplyOnce() throws {
         try withTankRoot { guardian, root in
             #expect(FileManager.default.createFile(atPath: root + "/tank/b.raw", contents: Data("x".utf8)))

@@ -163,7 +163,7 @@ def test_ddp_ping_pong(server):
     assert ddp(ws, {"msg": "ping", "id": "p"}) == {"msg": "pong", "id": "p"}
 
 
-def test_apikey_name_control_characters_escaped(tmp_path):
+def test_apikey_name_escaped(tmp_path):
     # A tab or newline in a name would forge a column or a row of the list, and an escape
     # sequence would reach the terminal.
     keys_path = str(tmp_path / "api-keys.json")

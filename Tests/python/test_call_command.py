@@ -131,7 +131,7 @@ def test_duplicate_key_argument_rejected(server):
     assert "does not exist" not in completed.stderr
 
 
-def test_follow_job_error_control_characters_escaped(server):
+def test_follow_job_error_escaped(server):
     # The job's error quotes the path the caller sent.
     tank = os.path.join(server.pools_root, "tank")
     os.makedirs(tank, exist_ok=True)

@@ -133,7 +133,7 @@ def test_create_container_one_job(flow):
 
 
 @pytest.mark.parametrize("flow", [{"trailing": b"junk after the last member"}], indirect=True)
-def test_create_container_logs_trailing_data_with_job_id(flow):
+def test_create_container_trailing_data_job_id(flow):
     """ImageCore's warning about ignored trailing data names no job; with several jobs
     running, the admin needs the id to know which disk it concerns."""
     server, _ = flow

@@ -131,11 +131,14 @@ public enum Log {
 /// Returns `text` with each control character, line or paragraph separator and
 /// text-direction control written as a `\u{...}` escape. Messages quote paths and names
 /// that callers chose: a newline in one would start a forged line, an escape sequence
-/// would reach the terminal, and U+202E would make the rest read backwards.
-public func escapingControlCharacters(_ text: String) -> String {
+/// would reach the terminal, and U+202E would make the rest read backwards. With
+/// `formatCharacters`, every invisible format character (U+200B, U+FEFF) is escaped too,
+/// for short identifiers; text keeps them, because emoji and scripts join with U+200D.
+public func escapingControlCharacters(_ text: String, formatCharacters: Bool = false) -> String {
     func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
         switch scalar.properties.generalCategory {
         case .control, .lineSeparator, .paragraphSeparator: true
+        case .format where formatCharacters: true
         default: Sharefs.isControlOrDirection(scalar)
         }
     }

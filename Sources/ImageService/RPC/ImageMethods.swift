@@ -187,20 +187,10 @@ struct GuestRequest {
         throw RPCError.invalidParameter(first, message)
     }
 
-    /// Returns `key` in single quotes, with control, format and line separator characters
-    /// as `\u{...}` escapes: a zero-width space or a newline in a key is otherwise
-    /// invisible or breaks the message.
+    /// Returns `key` in single quotes, with control and format characters escaped: a
+    /// zero-width space or a newline in a key is otherwise invisible or breaks the message.
     private static func quoted(_ key: String) -> String {
-        var text = "'"
-        for scalar in key.unicodeScalars {
-            switch scalar.properties.generalCategory {
-            case .control, .format, .lineSeparator, .paragraphSeparator:
-                text += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
-            default:
-                text.unicodeScalars.append(scalar)
-            }
-        }
-        return text + "'"
+        "'" + escapingControlCharacters(key, formatCharacters: true) + "'"
     }
 
     /// Returns the accepted key that `key` equals once whitespace and format characters

@@ -24,6 +24,13 @@ struct EscapingTests {
         #expect(escapingControlCharacters(form.0) == form.1)
     }
 
+    @Test("format characters on request")
+    func formatCharacters() {
+        #expect(escapingControlCharacters("vm\u{200B}_id", formatCharacters: true) == "vm\\u{200B}_id")
+        #expect(escapingControlCharacters("\u{FEFF}id", formatCharacters: true) == "\\u{FEFF}id")
+        #expect(escapingControlCharacters("vm\u{200B}_id") == "vm\u{200B}_id")
+    }
+
     @Test("other text stays as it is", arguments: ["/mnt/tank/disk.raw", "café", "cafe\u{301}", "disque dur 😀", "👩\u{200D}💻", "שלום", "a\\u{A}b", ""])
     func otherText(_ text: String) {
         #expect(escapingControlCharacters(text) == text)
