@@ -193,6 +193,35 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(try directory.names() == ["cut.gz"])
     }
 
+    /// Stray bytes after 1 MiB of xz stream padding, from a file and from a pipe: the
+    /// message names the size to cut the file to, and `truncate -s` to that size gives a
+    /// file that inflates to the original data.
+    @Test(arguments: [false, true])
+    func xzStrayBytesAfterLongPaddingCut(fromPipe: Bool) throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let binary = imgtoolBinary()
+        let image = directory.file("image.xz")
+        try sh("seq 1 100000 > '\(directory.file("data"))' && xz -c '\(directory.file("data"))' > '\(image)'")
+        let streamSize = try #require(try FileManager.default.attributesOfItem(atPath: image)[.size] as? Int)
+        try sh("head -c 1048576 /dev/zero >> '\(image)' && printf 'GARBAGE-GARBAGE' >> '\(image)'")
+
+        let errorPath = directory.file("err")
+        let status = fromPipe
+            ? try sh("cat '\(image)' | '\(binary)' decompress --progress none - '\(directory.file("piped.raw"))' 2> '\(errorPath)'")
+            : try sh("'\(binary)' decompress --progress none '\(image)' '\(directory.file("file.raw"))' 2> '\(errorPath)'")
+        let error = try String(contentsOfFile: errorPath, encoding: .utf8)
+        #expect(status == 2, "\(error)")
+        #expect(error.contains("at offset \(streamSize + 1_048_576)"), "\(error)")
+        #expect(error.contains("cut it to \(streamSize) bytes (truncate -s)"), "\(error)")
+
+        #expect(try sh("truncate -s \(streamSize) '\(image)'") == 0)
+        let result = try runImgtool(["decompress", "--progress", "none", image, directory.file("disk.raw")])
+        #expect(result.status == 0, "\(result.error)")
+        let data = try Data(contentsOf: URL(fileURLWithPath: directory.file("data")))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: directory.file("disk.raw"))) == data)
+    }
+
     @Test func unsupportedFormatExits2() throws {
         let directory = try TestDirectory()
         defer { directory.remove() }
