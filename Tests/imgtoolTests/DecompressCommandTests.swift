@@ -169,6 +169,47 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(try directory.names() == ["disk.raw", "in.gz"])
     }
 
+    /// A run killed between publishing RAW and publishing its --index-out file leaves RAW
+    /// alone. Removing the index after a full run gives that state: the rerun names
+    /// `imgtool index`, which writes the same index bytes.
+    @Test func rawWithoutIndexNamesIndexCommand() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let source = directory.file("in.gz"), raw = directory.file("disk.raw"), index = directory.file("disk.gzidx")
+        try sh("seq 1 3000000 | gzip -c > '\(source)'")
+        let first = try runImgtool(["decompress", source, raw, "--index-out", index, "--progress", "none"])
+        #expect(first.status == 0, "\(first.error)")
+        let written = try Data(contentsOf: URL(fileURLWithPath: index))
+        try FileManager.default.removeItem(atPath: index)
+        let rawBefore = try Data(contentsOf: URL(fileURLWithPath: raw))
+
+        let rerun = try runImgtool(["decompress", source, raw, "--index-out", index, "--progress", "none"])
+
+        #expect(rerun.status == 73)
+        #expect(rerun.error.contains("'\(raw)' already exists (regular file); it was not modified, and the --index-out file '\(index)' does not exist"))
+        #expect(rerun.error.contains("hint: if an earlier run with --index-out was stopped after it published RAW"))
+        #expect(rerun.error.contains("'imgtool index \(source) -o \(index)'"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: raw)) == rawBefore)
+        #expect(try directory.names() == ["disk.raw", "in.gz"])
+
+        let indexed = try runImgtool(["index", source, "-o", index])
+        #expect(indexed.status == 0, "\(indexed.error)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: index)) == written)
+    }
+
+    @Test func existingRawAndIndexKeepPlainHint() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("printf 'hello' | gzip -c > '\(directory.file("in.gz"))'")
+        try Data([1]).write(to: URL(fileURLWithPath: directory.file("disk.raw")))
+        try Data([2]).write(to: URL(fileURLWithPath: directory.file("disk.gzidx")))
+        let result = try runImgtool(["decompress", directory.file("in.gz"), directory.file("disk.raw"),
+                                     "--index-out", directory.file("disk.gzidx"), "--progress", "none"])
+        #expect(result.status == 73)
+        #expect(result.error.contains("hint: choose a path that does not exist yet"))
+        #expect(!result.error.contains("imgtool index"))
+    }
+
     @Test func indexOutputNamingRawExits64() throws {
         let directory = try TestDirectory()
         defer { directory.remove() }
