@@ -26,6 +26,39 @@ func runImgtool(_ arguments: [String], in directory: URL? = nil) throws -> (stat
     return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
 }
 
+/// Runs `imgtool` with standard input, output and error on a pseudo-terminal, through
+/// Python's `pty` module, and returns its exit status and everything it wrote. The
+/// terminal turns each "\n" into "\r\n".
+func runImgtoolOnTerminal(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    let script = #"""
+    import os, pty, sys
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(sys.argv[1], sys.argv[1:])
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    sys.stdout.buffer.write(output)
+    sys.exit(os.waitstatus_to_exitcode(status))
+    """#
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", "-c", script, imgtoolBinary()] + arguments
+    let out = Pipe()
+    process.standardOutput = out
+    try process.run()
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: outData, as: UTF8.self))
+}
+
 @Suite struct CommandLineTests {
     @Test func helpListsExitCodes() throws {
         let result = try runImgtool(["help"])

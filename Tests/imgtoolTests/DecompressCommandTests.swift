@@ -169,6 +169,47 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(try directory.names() == ["disk.raw", "in.gz"])
     }
 
+    /// A run killed between publishing RAW and publishing its --index-out file leaves RAW
+    /// alone. Removing the index after a full run gives that state: the rerun names
+    /// `imgtool index`, which writes the same index bytes.
+    @Test func rawWithoutIndexNamesIndexCommand() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let source = directory.file("in.gz"), raw = directory.file("disk.raw"), index = directory.file("disk.gzidx")
+        try sh("seq 1 3000000 | gzip -c > '\(source)'")
+        let first = try runImgtool(["decompress", source, raw, "--index-out", index, "--progress", "none"])
+        #expect(first.status == 0, "\(first.error)")
+        let written = try Data(contentsOf: URL(fileURLWithPath: index))
+        try FileManager.default.removeItem(atPath: index)
+        let rawBefore = try Data(contentsOf: URL(fileURLWithPath: raw))
+
+        let rerun = try runImgtool(["decompress", source, raw, "--index-out", index, "--progress", "none"])
+
+        #expect(rerun.status == 73)
+        #expect(rerun.error.contains("'\(raw)' already exists (regular file); it was not modified, and the --index-out file '\(index)' does not exist"))
+        #expect(rerun.error.contains("hint: if an earlier run with --index-out was stopped after it published RAW"))
+        #expect(rerun.error.contains("'imgtool index \(source) -o \(index)'"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: raw)) == rawBefore)
+        #expect(try directory.names() == ["disk.raw", "in.gz"])
+
+        let indexed = try runImgtool(["index", source, "-o", index])
+        #expect(indexed.status == 0, "\(indexed.error)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: index)) == written)
+    }
+
+    @Test func existingRawAndIndexKeepPlainHint() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("printf 'hello' | gzip -c > '\(directory.file("in.gz"))'")
+        try Data([1]).write(to: URL(fileURLWithPath: directory.file("disk.raw")))
+        try Data([2]).write(to: URL(fileURLWithPath: directory.file("disk.gzidx")))
+        let result = try runImgtool(["decompress", directory.file("in.gz"), directory.file("disk.raw"),
+                                     "--index-out", directory.file("disk.gzidx"), "--progress", "none"])
+        #expect(result.status == 73)
+        #expect(result.error.contains("hint: choose a path that does not exist yet"))
+        #expect(!result.error.contains("imgtool index"))
+    }
+
     @Test func indexOutputNamingRawExits64() throws {
         let directory = try TestDirectory()
         defer { directory.remove() }
@@ -191,6 +232,35 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(result.error.contains("the file ends at offset 15"))
         #expect(result.error.contains("imgtool: hint: the file is incomplete"))
         #expect(try directory.names() == ["cut.gz"])
+    }
+
+    /// Stray bytes after 1 MiB of xz stream padding, from a file and from a pipe: the
+    /// message names the size to cut the file to, and `truncate -s` to that size gives a
+    /// file that inflates to the original data.
+    @Test(arguments: [false, true])
+    func xzStrayBytesAfterLongPaddingCut(fromPipe: Bool) throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let binary = imgtoolBinary()
+        let image = directory.file("image.xz")
+        try sh("seq 1 100000 > '\(directory.file("data"))' && xz -c '\(directory.file("data"))' > '\(image)'")
+        let streamSize = try #require(try FileManager.default.attributesOfItem(atPath: image)[.size] as? Int)
+        try sh("head -c 1048576 /dev/zero >> '\(image)' && printf 'GARBAGE-GARBAGE' >> '\(image)'")
+
+        let errorPath = directory.file("err")
+        let status = fromPipe
+            ? try sh("cat '\(image)' | '\(binary)' decompress --progress none - '\(directory.file("piped.raw"))' 2> '\(errorPath)'")
+            : try sh("'\(binary)' decompress --progress none '\(image)' '\(directory.file("file.raw"))' 2> '\(errorPath)'")
+        let error = try String(contentsOfFile: errorPath, encoding: .utf8)
+        #expect(status == 2, "\(error)")
+        #expect(error.contains("at offset \(streamSize + 1_048_576)"), "\(error)")
+        #expect(error.contains("cut it to \(streamSize) bytes (truncate -s)"), "\(error)")
+
+        #expect(try sh("truncate -s \(streamSize) '\(image)'") == 0)
+        let result = try runImgtool(["decompress", "--progress", "none", image, directory.file("disk.raw")])
+        #expect(result.status == 0, "\(result.error)")
+        let data = try Data(contentsOf: URL(fileURLWithPath: directory.file("data")))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: directory.file("disk.raw"))) == data)
     }
 
     @Test func unsupportedFormatExits2() throws {

@@ -57,6 +57,75 @@ import Testing
         #expect(!invalid.error.contains("s3cretPW"))
     }
 
+    /// Writes a catalog with one image whose name contains an escape sequence, U+202E,
+    /// a backslash and a tab, and returns its path and that name.
+    static func writeHostileCatalog(_ tag: String) throws -> (path: String, name: String) {
+        let path = NSTemporaryDirectory() + "/imgtool-catalog-\(tag)-\(getpid()).json"
+        let entry = """
+            {"name": "T\\u001b[31m\\u202ex\\\\y\\tz", "version": "v1", "url": "http://127.0.0.1:9/t.img", "sha256": "\(Self.emptyHash)",
+             "kernel": "k", "initrd": "i", "kernelArguments": [], "passwordForm": "plain", "splitsCommandLineOnSpaces": true}
+            """
+        try "{\"images\": [\(entry)]}".write(toFile: path, atomically: true, encoding: .utf8)
+        return (path, "T\u{1B}[31m\u{202E}x\\y\tz")
+    }
+
+    @Test func imagesPipeGetsRawNames() throws {
+        let catalog = try Self.writeHostileCatalog("pipe")
+        defer { try? FileManager.default.removeItem(atPath: catalog.path) }
+
+        let result = try runImgtool(["images", "--catalog", catalog.path])
+
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.output.contains(catalog.name + "@v1 (newest)"))
+    }
+
+    @Test func imagesTerminalGetsEscapedNames() throws {
+        let catalog = try Self.writeHostileCatalog("terminal")
+        defer { try? FileManager.default.removeItem(atPath: catalog.path) }
+
+        let result = try runImgtoolOnTerminal(["images", "--catalog", catalog.path])
+
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.contains(#"T\u{1B}[31m\u{202E}x\\y\u{9}z@v1 (newest)"#))
+        #expect(!result.output.contains("\u{1B}"))
+        #expect(!result.output.contains("\u{202E}"))
+        #expect(!result.output.contains("\t"))
+    }
+
+    /// Creates an empty file whose name contains a newline, an escape sequence and U+202E,
+    /// which `fetch` reuses without a connection because its hash matches `--sha256`.
+    static func makeHostileDownload(_ tag: String) throws -> (directory: String, path: String) {
+        let directory = NSTemporaryDirectory() + "/imgtool-fetch-\(tag)-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let path = directory + "/a\nb\u{1B}[2K\u{202E}c"
+        #expect(FileManager.default.createFile(atPath: path, contents: Data()))
+        return (directory, path)
+    }
+
+    @Test func fetchPipeGetsRawPath() throws {
+        let download = try Self.makeHostileDownload("pipe")
+        defer { try? FileManager.default.removeItem(atPath: download.directory) }
+
+        let result = try runImgtool(["fetch", "http://127.0.0.1:9/t.img", "--sha256", Self.emptyHash,
+                                     "--output", download.path, "--progress", "none"])
+
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.output == download.path + "\n")
+    }
+
+    @Test func fetchTerminalGetsEscapedPath() throws {
+        let download = try Self.makeHostileDownload("terminal")
+        defer { try? FileManager.default.removeItem(atPath: download.directory) }
+
+        let result = try runImgtoolOnTerminal(["fetch", "http://127.0.0.1:9/t.img", "--sha256", Self.emptyHash,
+                                               "--output", download.path, "--progress", "none"])
+
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.contains(download.directory + #"/a\u{A}b\u{1B}[2K\u{202E}c"#))
+        #expect(!result.output.contains("\u{1B}"))
+        #expect(!result.output.contains("\u{202E}"))
+    }
+
     @Test func verifyMatchExitsZero() throws {
         let path = NSTemporaryDirectory() + "/imgtool-verify-\(getpid())-empty"
         #expect(FileManager.default.createFile(atPath: path, contents: Data()))

@@ -148,7 +148,10 @@ public enum Decompressor {
             try options.cancellation?.check("inflate")
             try file.publish(cancellation: options.cancellation, operation: "inflate")
             // NOTE: a process killed between the two renames (SIGKILL, or the forced exit
-            // after a second SIGINT) leaves the RAW file without its index.
+            // after a second SIGINT) leaves the RAW file without its index. RAW goes
+            // first on purpose: a complete RAW that lacks its index can be indexed with
+            // `imgtool index`, while an index published first would stay behind alone,
+            // look like a finished run, and make a rerun fail on the existing index.
             if let indexFile {
                 do {
                     try indexFile.publish(cancellation: options.cancellation, operation: "inflate")

@@ -24,13 +24,23 @@ final class XzDecoder {
     /// The last bytes given to liblzma, at most `recentInputSize` of them, to tell a file
     /// with bytes after its last stream from a truncated or damaged one.
     private var recentInput: [UInt8] = []
+    /// The zero bytes that end the input given to liblzma so far (length 0 when the last
+    /// byte is not zero), so that a run that spans several reads is counted whole.
+    private var trailingZeros = ZeroRun()
+    /// The latest run of at least `longZeroRunMinimum` zero bytes that ended within the
+    /// last `footerSize` bytes of a read. Stream padding may be of any length, so the
+    /// footer before a long run is kept here rather than in `recentInput`.
+    private var longZeroRun: ZeroRun?
+    /// The input offset just after the last byte given to liblzma.
+    private var inputEnd: Int64 = 0
     /// The size of an xz stream footer, and of a stream header.
     private static let footerSize = 12
-    /// Input bytes kept in `recentInput`: a footer, up to 4 KiB of stream padding, and
-    /// the stream header that liblzma reads after them. The format allows any amount of
-    /// padding; after more than this, stray bytes get liblzma's own error, without the
-    /// offset to cut at.
-    private static let recentInputSize = 4096 + 2 * footerSize
+    /// Input bytes kept in `recentInput`: a footer, a run of fewer than
+    /// `longZeroRunMinimum` zero bytes, and the stream header that liblzma reads after them.
+    private static let recentInputSize = 64
+    /// The shortest zero run kept in `longZeroRun`; a shorter one fits in `recentInput`
+    /// together with the footer before it and the header after it.
+    private static let longZeroRunMinimum = recentInputSize - 2 * footerSize
 
     /// Above this much memory liblzma decodes with one thread instead of failing.
     let threadingMemoryLimit: UInt64
@@ -81,17 +91,65 @@ final class XzDecoder {
             stream.pointee.avail_out = space.count
             let result = lzma_code(stream, action)
             let consumed = input.count - stream.pointee.avail_in
-            if consumed >= Self.recentInputSize {
-                recentInput = Array(input[(consumed - Self.recentInputSize)..<consumed])
-            } else if consumed > 0 {
-                recentInput = Array((recentInput + input[..<consumed]).suffix(Self.recentInputSize))
-            }
+            recordTakenIn(UnsafeRawBufferPointer(rebasing: input[..<consumed]), start: window.offset)
             window.consume(consumed)
             let produced = space.count - stream.pointee.avail_out
             try output.commit(produced)
             if produced > 0 { reportProgress() }
             if result == LZMA_STREAM_END { return }
             if result != LZMA_OK { throw error(for: result, stream: stream) }
+        }
+    }
+
+    /// A run of zero bytes in the input given to liblzma.
+    private struct ZeroRun {
+        /// Up to `footerSize` bytes given to liblzma just before the run: the stream
+        /// footer, when the run is stream padding.
+        var preceding: [UInt8] = []
+        var length = 0
+        /// The input offset just after the run's last zero byte.
+        var end: Int64 = 0
+    }
+
+    /// Records `bytes`, which liblzma took in from input offset `start`, in `recentInput`,
+    /// `trailingZeros` and `longZeroRun`. Only zero runs that end within the last
+    /// `footerSize` bytes are followed to their start, because a stream header of that
+    /// size is the most liblzma takes in after the padding before it fails. So the work
+    /// is the bytes of those runs, and each zero byte is visited once per read.
+    private func recordTakenIn(_ bytes: UnsafeRawBufferPointer, start: Int64) {
+        guard !bytes.isEmpty else { return }
+        inputEnd = start + Int64(bytes.count)
+
+        var latestTrailing = ZeroRun(end: inputEnd)
+        var latestLong: ZeroRun?
+        var position = bytes.count
+        while position > 0, bytes.count - position <= Self.footerSize {
+            guard bytes[position - 1] == 0 else {
+                position -= 1
+                continue
+            }
+            let runEnd = position
+            while position > 0, bytes[position - 1] == 0 { position -= 1 }
+            var run = ZeroRun(length: runEnd - position, end: start + Int64(runEnd))
+            if position == 0 {
+                // The run began in an earlier read when that read ended with zero bytes.
+                run.length += trailingZeros.length
+                run.preceding = trailingZeros.length > 0 ? trailingZeros.preceding : Array(recentInput.suffix(Self.footerSize))
+            } else if position >= Self.footerSize {
+                run.preceding = Array(bytes[(position - Self.footerSize)..<position])
+            } else {
+                run.preceding = Array(recentInput.suffix(Self.footerSize - position)) + Array(bytes[..<position])
+            }
+            if runEnd == bytes.count { latestTrailing = run }
+            if latestLong == nil, run.length >= Self.longZeroRunMinimum { latestLong = run }
+        }
+        trailingZeros = latestTrailing
+        if let latestLong { longZeroRun = latestLong }
+
+        if bytes.count >= Self.recentInputSize {
+            recentInput = Array(bytes.suffix(Self.recentInputSize))
+        } else {
+            recentInput = Array((recentInput + bytes).suffix(Self.recentInputSize))
         }
     }
 
@@ -103,19 +161,32 @@ final class XzDecoder {
         var count: Int { padding + rest.count }
     }
 
-    /// Returns the tail after the earliest valid stream footer in `recentInput` whose
-    /// tail `accepts`. The earliest first: stray bytes can form a later footer with the
-    /// "YZ" that ends the real one, but cannot change the bytes before them.
+    /// Returns whether `footer` (12 bytes) is a valid xz stream footer: the CRC-32 of the
+    /// next six bytes, the backward size, the stream flags and "YZ".
+    private static func isStreamFooter(_ footer: [UInt8]) -> Bool {
+        guard footer.count == footerSize, footer[10] == 0x59, footer[11] == 0x5A, footer[8] == 0 else { return false }
+        let stored = UInt32(footer[0]) | UInt32(footer[1]) << 8 | UInt32(footer[2]) << 16 | UInt32(footer[3]) << 24
+        let computed = footer[4..<10].withUnsafeBufferPointer { crc32(0, $0.baseAddress, 6) }
+        return UInt32(computed) == stored
+    }
+
+    /// Returns the tail after the earliest valid stream footer whose tail `accepts`: the
+    /// footer before `longZeroRun`, then each footer in `recentInput`. The earliest first:
+    /// stray bytes can form a later footer with the "YZ" that ends the real one, but
+    /// cannot change the bytes before them.
     private func tailAfterLastStream(where accepts: (StreamTail) -> Bool) -> StreamTail? {
+        if let run = longZeroRun, inputEnd - run.end <= Int64(Self.footerSize), Self.isStreamFooter(run.preceding) {
+            // Zeros past the last full group of four belong to the rest, as below.
+            let ungrouped = run.length % 4
+            let after = recentInput.suffix(Int(inputEnd - run.end))
+            let tail = StreamTail(padding: run.length - ungrouped, rest: Array(repeating: 0, count: ungrouped) + after)
+            if accepts(tail) { return tail }
+        }
         let bytes = recentInput
         guard bytes.count > Self.footerSize else { return nil }
         for extra in (1...(bytes.count - Self.footerSize)).reversed() {
             let footer = Array(bytes[(bytes.count - extra - Self.footerSize)..<(bytes.count - extra)])
-            // A footer: CRC-32 of the next six bytes, backward size, stream flags, "YZ".
-            guard footer[10] == 0x59, footer[11] == 0x5A, footer[8] == 0 else { continue }
-            let stored = UInt32(footer[0]) | UInt32(footer[1]) << 8 | UInt32(footer[2]) << 16 | UInt32(footer[3]) << 24
-            let computed = footer[4..<10].withUnsafeBufferPointer { crc32(0, $0.baseAddress, 6) }
-            guard UInt32(computed) == stored else { continue }
+            guard Self.isStreamFooter(footer) else { continue }
             var rest = bytes.suffix(extra)[...]
             while rest.count >= 4, rest.prefix(4).allSatisfy({ $0 == 0 }) { rest = rest.dropFirst(4) }
             let tail = StreamTail(padding: extra - rest.count, rest: Array(rest))

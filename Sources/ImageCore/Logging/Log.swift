@@ -129,23 +129,29 @@ public enum Log {
 }
 
 /// Returns `text` with each control character, line or paragraph separator and
-/// text-direction control written as a `\u{...}` escape. Messages quote paths and names
-/// that callers chose: a newline in one would start a forged line, an escape sequence
-/// would reach the terminal, and U+202E would make the rest read backwards. With
-/// `formatCharacters`, every invisible format character (U+200B, U+FEFF) is escaped too,
-/// for short identifiers; text keeps them, because emoji and scripts join with U+200D.
+/// text-direction control written as a `\u{...}` escape, and each backslash doubled.
+/// Messages quote paths and names that callers chose: a newline in one would start a
+/// forged line, an escape sequence would reach the terminal, and U+202E would make the
+/// rest read backwards. Doubling the backslash keeps the output unambiguous, because a
+/// name that contains the six characters `\u{A}` is written `\\u{A}` and only a newline
+/// is written `\u{A}`. With `formatCharacters`, every invisible format character
+/// (U+200B, U+FEFF) is escaped too, for short identifiers; text keeps them, because
+/// emoji and scripts join with U+200D.
 public func escapingControlCharacters(_ text: String, formatCharacters: Bool = false) -> String {
     func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+        if scalar == "\\" { return true }
         switch scalar.properties.generalCategory {
-        case .control, .lineSeparator, .paragraphSeparator: true
-        case .format where formatCharacters: true
-        default: Sharefs.isControlOrDirection(scalar)
+        case .control, .lineSeparator, .paragraphSeparator: return true
+        case .format where formatCharacters: return true
+        default: return Sharefs.isControlOrDirection(scalar)
         }
     }
     guard text.unicodeScalars.contains(where: needsEscape) else { return text }
     var result = String.UnicodeScalarView()
     for scalar in text.unicodeScalars {
-        if needsEscape(scalar) {
+        if scalar == "\\" {
+            result.append(contentsOf: "\\\\".unicodeScalars)
+        } else if needsEscape(scalar) {
             result.append(contentsOf: "\\u{\(String(scalar.value, radix: 16, uppercase: true))}".unicodeScalars)
         } else {
             result.append(scalar)

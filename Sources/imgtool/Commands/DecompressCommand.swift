@@ -18,7 +18,9 @@ enum DecompressCommand: Command {
     The output is written to a temporary file beside RAW and renamed to RAW only when
     complete; on any error, SIGINT, SIGTERM or SIGHUP the temporary file is removed.
     An --index-out file is written the same way and renamed right after RAW; when that
-    fails, RAW is removed again, so neither file stays after a failed command.
+    fails, RAW is removed again, so neither file stays after a failed command. A run
+    killed between the two renames leaves a complete RAW without its index, and a rerun
+    then exits 73 with a hint: 'imgtool index SOURCE -o FILE' writes the same index.
 
     gzip: every member is decoded (concatenated and BGZF files included) and each
     member's CRC-32 and length are checked. Zero bytes after the last member are
@@ -94,6 +96,9 @@ enum DecompressCommand: Command {
         } catch let error as InflateError where index != nil && error.category == .invalidData {
             display.finish()
             throw IndexedInflateError(indexPath: parsed.value("--index")!, underlying: error)
+        } catch let error as TargetExistsError where error.path == destination && indexOutput.map(Self.isMissing) == true {
+            display.finish()
+            throw RawWithoutIndexError(existing: error, source: parsed.positionals[0], indexOutput: indexOutput!)
         } catch {
             display.finish()
             throw error
@@ -105,6 +110,15 @@ enum DecompressCommand: Command {
         line += String(format: ", %@ in %.2f s", summary.format.rawValue, summary.elapsed)
         try? FileHandle.standardError.write(contentsOf: Data((line + "\n").utf8))
         return 0
+    }
+
+    /// Returns whether nothing, not even a dangling link, exists at `path`.
+    private static func isMissing(_ path: String) -> Bool {
+        do {
+            return try linkStatus(path) == nil
+        } catch {
+            return false
+        }
     }
 
     /// Returns what makes standard input unusable as SOURCE '-', with the fix, or nil.
@@ -134,5 +148,20 @@ enum DecompressCommand: Command {
                 + "pipe the rest through cat (... | cat | imgtool decompress - RAW), or give the file's path"
         }
         return nil
+    }
+}
+
+/// RAW exists and the --index-out file does not. A run with --index-out publishes RAW
+/// first and the index right after it, so a run killed between the two leaves this.
+struct RawWithoutIndexError: ImageError {
+    var existing: TargetExistsError
+    var source: String
+    var indexOutput: String
+
+    var category: FailureCategory { existing.category }
+    var description: String { "\(existing.description), and the --index-out file '\(indexOutput)' does not exist" }
+    var remedy: String? {
+        "if an earlier run with --index-out was stopped after it published RAW, RAW is complete: write its index with "
+            + "'imgtool index \(source) -o \(indexOutput)'; otherwise choose a RAW path that does not exist yet"
     }
 }

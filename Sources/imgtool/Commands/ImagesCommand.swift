@@ -10,7 +10,9 @@ enum ImagesCommand: Command {
     Usage: imgtool images [--catalog FILE] [--json]
 
     Lists the images 'imgtool fetch' knows by name, oldest to newest; a bare name such as
-    RancherOS means the newest version.
+    RancherOS means the newest version. A pipe or a file receives the catalog's text
+    unchanged. On a terminal, control characters and text-direction marks are shown as
+    \\u{...} escapes and a backslash as \\\\.
 
     Options:
       --catalog FILE   a catalog file to use instead of the default (or IMGTOOL_CATALOG);
@@ -33,12 +35,14 @@ enum ImagesCommand: Command {
         }
 
         let newest = Set(entries.compactMap { try? catalog.resolve($0.name).reference })
-        let width = max(5, entries.map { $0.reference.count + (newest.contains($0.reference) ? 9 : 0) }.max() ?? 0)
+        let rows = entries.map { entry in
+            let label = escapingForTerminal(entry.reference) + (newest.contains(entry.reference) ? " (newest)" : "")
+            return (label: label, url: escapingForTerminal(redactingPassword(in: entry.url)))
+        }
+        let width = max(5, rows.map(\.label.count).max() ?? 0)
         print("IMAGE".padding(toLength: width + 2, withPad: " ", startingAt: 0) + "URL")
-        for entry in entries {
-            var label = entry.reference
-            if newest.contains(label) { label += " (newest)" }
-            print(label.padding(toLength: width + 2, withPad: " ", startingAt: 0) + redactingPassword(in: entry.url))
+        for row in rows {
+            print(row.label.padding(toLength: width + 2, withPad: " ", startingAt: 0) + row.url)
         }
         return 0
     }

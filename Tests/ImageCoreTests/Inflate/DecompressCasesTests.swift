@@ -196,6 +196,55 @@ import Testing
         }
     }
 
+    @Test func xzStrayBytesAfterVeryLongPaddingNamed() throws {
+        // The padding run is counted across reads of any size, however long it is.
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        let cases: [(padding: Int, stray: Int, pieceSize: Int, problem: String)] = [
+            (4100, 5, 1 << 20, "(5 bytes) are too few"),
+            (4100, 12, 7, "do not start an xz stream"),
+            (40, 11, 1, "(11 bytes) are too few"),
+            (100_000, 1, 4096, "(1 byte) are too few"),
+            (100_000, 12, 1 << 20, "do not start an xz stream"),
+            (3 << 20, 40, 1 << 20, "do not start an xz stream"),
+        ]
+        for (padding, stray, pieceSize, problem) in cases {
+            let label = "\(padding) padding and \(stray) stray bytes in pieces of \(pieceSize)"
+            let input = stream + Array(repeating: 0, count: padding) + Array(repeating: 0x41, count: stray)
+            let error = #expect(throws: InflateError.self) { _ = try inflateInMemory(input, pieceSize: pieceSize) }
+            guard case .corrupt(_, let offset, let reason)? = error else {
+                Issue.record("\(label) gave \(String(describing: error))")
+                continue
+            }
+            #expect(offset == Int64(stream.count + padding), "\(label)")
+            #expect(reason.contains(problem), "\(label)")
+            #expect(reason.contains("cut it to \(stream.count) bytes"), "\(label)")
+        }
+    }
+
+    @Test func xzZerosAfterVeryLongPaddingNamed() throws {
+        // 1 to 3 zero bytes past the last full group, alone or before another byte.
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        for (zeros, stray, pieceSize) in [(4097, 0, 1 << 20), (4099, 1, 1000), (100_002, 0, 4096), (100_003, 1, 1 << 20)] {
+            let label = "\(zeros) zero and \(stray) stray bytes in pieces of \(pieceSize)"
+            let input = stream + Array(repeating: 0, count: zeros) + Array(repeating: 0x41, count: stray)
+            let error = #expect(throws: InflateError.self) { _ = try inflateInMemory(input, pieceSize: pieceSize) }
+            guard case .corrupt(_, let offset, let reason)? = error else {
+                Issue.record("\(label) gave \(String(describing: error))")
+                continue
+            }
+            #expect(offset == Int64(stream.count + zeros / 4 * 4), "\(label)")
+            #expect(reason.contains("fewer than the four of a padding group"), "\(label)")
+            #expect(reason.contains("cut it to \(stream.count) bytes"), "\(label)")
+        }
+    }
+
+    @Test func xzVeryLongPaddingThenStreamDecodes() throws {
+        let stream = try compress(Array("payload".utf8), with: "xz -c")
+        let input = stream + Array(repeating: 0, count: 100_000) + stream
+        let (output, _) = try inflateInMemory(input, pieceSize: 4096)
+        #expect(output == Array("payloadpayload".utf8))
+    }
+
     @Test func xzDamagedNextHeaderNotStray() throws {
         // A second stream whose header is damaged after its magic bytes is damage, not
         // bytes to cut off.

@@ -31,8 +31,27 @@ struct EscapingTests {
         #expect(escapingControlCharacters("vm\u{200B}_id") == "vm\u{200B}_id")
     }
 
-    @Test("other text stays as it is", arguments: ["/mnt/tank/disk.raw", "café", "cafe\u{301}", "disque dur 😀", "👩\u{200D}💻", "שלום", "a\\u{A}b", ""])
+    @Test("other text stays as it is", arguments: ["/mnt/tank/disk.raw", "café", "cafe\u{301}", "disque dur 😀", "👩\u{200D}💻", "שלום", "a/b", ""])
     func otherText(_ text: String) {
         #expect(escapingControlCharacters(text) == text)
+    }
+
+    @Test("backslash is doubled", arguments: [
+        ("a\\u{A}b", "a\\\\u{A}b"),
+        ("C:\\dir", "C:\\\\dir"),
+        ("\\", "\\\\"),
+        ("\\\n", "\\\\\\u{A}"),
+    ])
+    func backslash(_ form: (String, String)) {
+        #expect(escapingControlCharacters(form.0) == form.1)
+    }
+
+    @Test("escaped text names one input")
+    func unambiguous() {
+        let newline = escapingControlCharacters("a\nb")
+        let sixCharacters = escapingControlCharacters("a\\u{A}b")
+        #expect(newline == "a\\u{A}b")
+        #expect(sixCharacters == "a\\\\u{A}b")
+        #expect(newline != sixCharacters)
     }
 }
