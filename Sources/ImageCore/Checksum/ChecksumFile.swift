@@ -7,7 +7,9 @@
 // Two spaces mark text mode and " *" binary mode, which read the same bytes on Linux.
 // A single space before the name is accepted too, because some publishers write it. A line that starts
 // with '\' escapes "\\" and "\n" in the name (GNU coreutils 8.x and later). Also accepted:
-// the BSD form `SHA256 (name) = hex` that `sha256sum --tag` prints, a UTF-8 byte order
+// the BSD form `SHA256 (name) = hex` that `sha256sum --tag` prints, the form
+// `SHA2-256(name)= hex` that `openssl dgst -sha256` prints (`SHA256(name)= hex` before
+// OpenSSL 3.0), a UTF-8 byte order
 // mark, CRLF line ends, blank lines, `#` comments, upper-case hex, and an OpenPGP
 // clear-signed wrapper (RFC 4880, section 7): only the signed text between the armour
 // header block and `-----BEGIN PGP SIGNATURE-----` is read, with "- " dash escapes
@@ -79,7 +81,7 @@ public struct ChecksumFile: Sendable {
         var line = rawLine
         while line.first == " " || line.first == "\t" { line = line.dropFirst() }
         if line.isEmpty || line.hasPrefix("#") { return nil }
-        if line.hasPrefix("SHA256 (") { return taggedEntry(from: line) }
+        if tagForms.contains(where: { line.hasPrefix($0.prefix) }) { return taggedEntry(from: line) }
 
         var escaped = false
         if line.hasPrefix("\\") {
@@ -102,11 +104,19 @@ public struct ChecksumFile: Sendable {
         return ChecksumEntry(digest: digest, fileName: name, isBinary: isBinary)
     }
 
-    /// `SHA256 (name) = hex`.
+    /// The tagged forms: `SHA256 (name) = hex` (BSD, `sha256sum --tag`), `SHA2-256(name)= hex`
+    /// (`openssl dgst -sha256` of OpenSSL 3.0) and `SHA256(name)= hex` (OpenSSL 1.1).
+    private static let tagForms: [(prefix: String, separator: String)] = [
+        ("SHA256 (", ") = "), ("SHA2-256(", ")= "), ("SHA256(", ")= "),
+    ]
+
     private static func taggedEntry(from line: Substring) -> ChecksumEntry? {
-        guard let separator = line.range(of: ") = ", options: .backwards) else { return nil }
-        let name = line[line.index(line.startIndex, offsetBy: 8)..<separator.lowerBound]
-        guard !name.isEmpty, let digest = SHA256Digest(hex: line[separator.upperBound...]) else { return nil }
+        guard let form = tagForms.first(where: { line.hasPrefix($0.prefix) }),
+              let separator = line.range(of: form.separator, options: .backwards) else { return nil }
+        let nameStart = line.index(line.startIndex, offsetBy: form.prefix.count)
+        guard nameStart < separator.lowerBound else { return nil }
+        let name = line[nameStart..<separator.lowerBound]
+        guard let digest = SHA256Digest(hex: line[separator.upperBound...]) else { return nil }
         return ChecksumEntry(digest: digest, fileName: String(name), isBinary: true)
     }
 
