@@ -14,6 +14,9 @@
 // clear-signed wrapper (RFC 4880, section 7): only the signed text between the armour
 // header block and `-----BEGIN PGP SIGNATURE-----` is read, with "- " dash escapes
 // removed. The signature itself is not checked.
+//
+// A file whose only line is a bare hash, as the `NAME.sha256` files published beside
+// some downloads are, lists that hash for any name looked up in it.
 
 import Foundation
 
@@ -29,6 +32,8 @@ public struct ChecksumEntry: Sendable, Equatable {
 /// The parsed entries of a checksum file.
 public struct ChecksumFile: Sendable {
     public private(set) var entries: [ChecksumEntry] = []
+    /// The hash of a file that contains one bare hash and no other entry or text line.
+    public private(set) var soleDigest: SHA256Digest?
 
     /// Parses `text`. Lines that are not entries (comments, PGP armour, other digests) are
     /// skipped, so a file that lists several kinds of checksum still works.
@@ -41,6 +46,7 @@ public struct ChecksumFile: Sendable {
         for line in lines {
             if let entry = Self.entry(from: line) { entries.append(entry) }
         }
+        if entries.isEmpty { soleDigest = Self.bareDigest(in: lines) }
     }
 
     /// Returns the entry whose file name is exactly `name`, or, failing that, whose last
@@ -52,7 +58,9 @@ public struct ChecksumFile: Sendable {
     /// Every entry `entry(named:)` chooses from: those named exactly `name`, or, when there
     /// is none, those whose last path component is `name`. More than one with different
     /// digests means the file does not say which hash is right.
+    /// A file that contains only a bare hash returns that hash under `name`.
     public func entries(named name: String) -> [ChecksumEntry] {
+        if let soleDigest { return [ChecksumEntry(digest: soleDigest, fileName: name, isBinary: false)] }
         let exact = entries.filter { $0.fileName == name }
         if !exact.isEmpty { return exact }
         return entries.filter { $0.fileName.split(separator: "/").last.map(String.init) == name }
@@ -75,6 +83,14 @@ public struct ChecksumFile: Sendable {
             index += 1
         }
         return text
+    }
+
+    /// The hash on the only line that is not blank or a `#` comment, when that line is 64
+    /// hex digits and nothing else.
+    private static func bareDigest(in lines: [Substring]) -> SHA256Digest? {
+        let content = lines.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
+        guard content.count == 1 else { return nil }
+        return SHA256Digest(hex: content[0])
     }
 
     private static func entry(from rawLine: Substring) -> ChecksumEntry? {

@@ -102,6 +102,22 @@ import Testing
         #expect(file.entries.isEmpty)
     }
 
+    @Test func bareHashFileAppliesToAnyName() {
+        // A `NAME.sha256` file beside a download often contains the hash alone.
+        for text in ["\(Self.emptyHash)\n", "\(Self.emptyHash.uppercased())\r\n", "\u{FEFF}\(Self.emptyHash)", "# SHA-256\n\(Self.emptyHash) \n\n"] {
+            let file = ChecksumFile(parsing: text)
+            #expect(file.entry(named: "x.img.gz")?.digest.hex == Self.emptyHash, "text: \(text.debugDescription)")
+            #expect(file.entry(named: "x.img.gz")?.fileName == "x.img.gz")
+        }
+    }
+
+    @Test func bareHashAmongOtherLinesIsIgnored() {
+        let beside = ChecksumFile(parsing: "\(Self.emptyHash)\n\(Self.otherHash)  y.img.gz\n")
+        #expect(beside.entry(named: "x.img.gz") == nil)
+        let twoHashes = ChecksumFile(parsing: "\(Self.emptyHash)\n\(Self.otherHash)\n")
+        #expect(twoHashes.entry(named: "x.img.gz") == nil)
+    }
+
     @Test func escapedFileName() {
         let file = ChecksumFile(parsing: "\\\(Self.emptyHash)  a\\\\b\\nc\n")
         #expect(file.entries.first?.fileName == "a\\b\nc")

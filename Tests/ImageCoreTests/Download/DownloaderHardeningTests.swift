@@ -237,6 +237,24 @@ import Testing
         #expect(summary.sha256 == digest)
     }
 
+    @Test func bareHashSidecarFileIsUsed() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 1000)
+        try "\(digest.hex)\n".write(toFile: "\(fixture.www)/f.bin.sha256", atomically: true, encoding: .utf8)
+        let expected = ExpectedChecksum.checksumFile(url: fixture.server.url("f.bin.sha256"), fileName: nil)
+
+        let first = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: expected,
+                                                                 to: "\(fixture.out)/f.bin")
+        let second = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: expected,
+                                                                  to: "\(fixture.out)/f.bin")
+
+        #expect(first.sha256 == digest)
+        #expect(second.reused)
+        // The second run takes the hash from f.bin.sha256 beside the download, offline.
+        #expect(try fixture.server.requests().map(\.url) == ["/f.bin.sha256", "/f.bin"])
+    }
+
     @Test func forceOntoDirectoryFailsEarly() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
