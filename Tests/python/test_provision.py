@@ -452,6 +452,21 @@ def test_full_filesystem_fails_without_inflating_again(image, server, tmp_path, 
     assert list(full_filesystem.iterdir()) == []
 
 
+def test_full_filesystem_stops_the_download(image, slow_server, tmp_path, full_filesystem):
+    # The disk cannot be written, so the job fails at once instead of after the whole
+    # download; the partial download stays for the rerun.
+    site = Site(tmp_path / "site", image, slow_server)
+    raw = full_filesystem / "demo.raw"
+    result = site.provision(raw)
+    assert result.returncode == 1
+    assert b"ENOSPC" in result.stderr
+    assert not raw.exists()
+    iso_files = site.sharefs / "iso_files"
+    assert not (iso_files / "demo-rancher.img.gz").exists()
+    assert (iso_files / "demo-rancher.img.gz.part").exists()
+    assert site.leftovers() == []
+
+
 def test_raw_in_missing_directory_is_refused_before_work(image, server, tmp_path):
     site = Site(tmp_path, image, server)
     result = site.provision(site.vms / "missing" / "demo.raw")

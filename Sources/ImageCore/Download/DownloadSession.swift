@@ -57,7 +57,8 @@ final class DownloadSession: CurlTransferDelegate {
     private var lastData = ContinuousClock.now
     private var stalled = false
     /// Set once the final URL of an earlier response rejected a resume with a 4xx status
-    /// (a mirror link that expired); later requests go to the requested URL again.
+    /// (a mirror link that expired) or sent no response at all (a mirror that is down);
+    /// later requests go to the requested URL again.
     private var finalURLRejected = false
 
     // Totals for the summary.
@@ -281,6 +282,16 @@ final class DownloadSession: CurlTransferDelegate {
 
         if cancellation.isCancelled { return .fail(CancelledError("download of \(shownURL)")) }
         if let outcome { return outcome }
+        if target != url, !finalURLRejected, transfer.responseCode == 0 {
+            // No HTTP response from the mirror an earlier response redirected to (refused,
+            // DNS or TLS failure, a stall). Retrying it would most likely fail the same way,
+            // while the requested URL may redirect to a mirror that works.
+            finalURLRejected = true
+            let failure = stalled ? "no response for \(options.stallTimeout.seconds) s"
+                : AttemptFailure.from(result, url: transfer.effectiveURL).reason
+            return .retry(AttemptFailure(reason: "resuming at \(redactingPassword(in: target)) failed: \(failure); trying \(shownURL) again",
+                                         retryable: true))
+        }
         if !transfer.hasStartedBody, result.isSuccess {
             // An empty body: decide from the headers alone (an empty file, or a 416).
             if let outcome = decide(transfer) { return outcome }

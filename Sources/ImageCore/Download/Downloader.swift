@@ -194,7 +194,7 @@ public final class Downloader: Sendable {
         }
         try publish(paths: paths, part: session.part, force: force)
         if case .checksumFile(let checksumURL, _) = expected {
-            try? "# from \(redactingPassword(in: checksumURL))\n\(digest.hex)  \(paths.name)\n".write(toFile: paths.checksum, atomically: true, encoding: .utf8)
+            recordChecksum(digest, listedAt: checksumURL, paths: paths)
         }
         observer?(.published(path: destination, reused: false))
         summary.elapsed = ContinuousClock.now - started
@@ -250,6 +250,22 @@ public final class Downloader: Sendable {
             }
             return try checksum(for: name, listedAt: checksumURL, cancellation: cancellation)
         }
+    }
+
+    /// Writes NAME.sha256, so that a later run can reuse NAME without fetching the checksum
+    /// file. A NAME.sha256 that imgtool did not write (one without the "# from " line, a
+    /// symbolic link) is the user's file, such as the publisher's checksum file saved
+    /// beside the image, and is left as it is. A failure to write only costs that reuse.
+    private func recordChecksum(_ digest: SHA256Digest, listedAt checksumURL: String, paths: DownloadPaths) {
+        let marker = "# from "
+        if let status = (try? linkStatus(paths.checksum)) ?? nil {
+            let head = status.isRegularFile ? FileHandle(forReadingAtPath: paths.checksum)?.readData(ofLength: marker.utf8.count) : nil
+            guard let head, head == Data(marker.utf8) else {
+                Log.info("download", "not recording the SHA-256 in '\(paths.checksum)': that \(status.kindDescription) was not written by imgtool")
+                return
+            }
+        }
+        try? "\(marker)\(redactingPassword(in: checksumURL))\n\(digest.hex)  \(paths.name)\n".write(toFile: paths.checksum, atomically: true, encoding: .utf8)
     }
 
     /// Downloads the checksum file at `checksumURL` (at most 4 MiB, with the same retries

@@ -129,10 +129,15 @@ extension Duration {
 /// a job abort). Long loops call `check` between pieces of work.
 public final class CancellationToken: Sendable {
     private let flag = Atomic<Bool>(false)
+    private let parent: CancellationToken?
 
-    public init() {}
+    /// Creates a token that is cancelled by its own `cancel` or by `parent`'s, so one part
+    /// of an operation can be stopped without stopping the rest.
+    public init(parent: CancellationToken? = nil) {
+        self.parent = parent
+    }
 
-    public var isCancelled: Bool { flag.load(ordering: .acquiring) }
+    public var isCancelled: Bool { flag.load(ordering: .acquiring) || parent?.isCancelled == true }
 
     public func cancel() { flag.store(true, ordering: .releasing) }
 

@@ -18,9 +18,11 @@
 // resumes or reuses the download, and rebuilds the RAW file.
 //
 // The inflater reads the partial download through `DownloadFollower`, which ends the
-// input only after verification. If inflating while downloading fails for any reason but
-// cancellation (a bad resumed splice that the checksum later rejects, for example), the
-// job waits for the verified file and inflates that from the start.
+// input only after verification. If inflating while downloading fails because the stream
+// did (a bad resumed splice that the checksum later rejects, for example), the job waits
+// for the verified file and inflates that from the start. If writing the RAW file fails
+// (no space, an I/O error), the job stops the download, keeps its partial file for the
+// next run, and fails at once.
 
 import Foundation
 import Synchronization
@@ -258,6 +260,8 @@ public final class Provisioner: Sendable {
                                     cancellation: CancellationToken)
         throws -> (DownloadSummary, DecompressSummary, Int) {
         let follower = DownloadFollower(name: "\(sharefs.isoFilesPath)/\(entry.fileName)", cancellation: cancellation)
+        // Stops only the download, when the disk cannot be written.
+        let downloadCancellation = CancellationToken(parent: cancellation)
         let outcome = Mutex<Result<DownloadSummary, any Error>?>(nil)
         let finished = DispatchSemaphore(value: 0)
         let downloader = self.downloader
@@ -269,7 +273,8 @@ public final class Provisioner: Sendable {
             do {
                 result = .success(try downloader.fetch(entry, into: isoFiles, force: force,
                                                        progress: { job.report(download: $0) },
-                                                       observer: { follower.handle($0) }, cancellation: cancellation))
+                                                       observer: { follower.handle($0) },
+                                                       cancellation: downloadCancellation))
             } catch {
                 follower.fail(error)
                 result = .failure(error)
@@ -319,8 +324,14 @@ public final class Provisioner: Sendable {
                 throw error
             } catch let error as SystemError where [rawFile.finalPath, rawFile.temporaryPath].contains(error.path) {
                 // Writing the disk failed (no space, an I/O error): inflating the verified
-                // file again would fail the same way.
-                _ = try? waitForDownload()
+                // file again would fail the same way, so the rest of the download is not
+                // waited for. Its partial file stays for the next run to resume.
+                downloadCancellation.cancel()
+                do {
+                    _ = try waitForDownload()
+                } catch is CancelledError {
+                    Log.info("provision", "stopped the download of '\(follower.name)' because writing '\(request.rawPath)' failed; the next run resumes it")
+                } catch {}
                 throw error
             } catch {
                 // Inflating the stream failed; the verified file decides.

@@ -86,6 +86,38 @@ import Testing
         #expect(file.entry(named: "x.img.gz")?.digest.hex == Self.emptyHash)
     }
 
+    @Test func openSSLDigestEntries() {
+        // `openssl dgst -sha256 FILE` prints `SHA2-256(FILE)= HEX` in OpenSSL 3.0 and
+        // `SHA256(FILE)= HEX` in OpenSSL 1.1.
+        let text = "SHA2-256(x.img.gz)= \(Self.emptyHash)\r\nSHA256(y.img.gz)= \(Self.otherHash.uppercased())\n"
+        let file = ChecksumFile(parsing: text)
+        #expect(file.entries.count == 2)
+        #expect(file.entry(named: "x.img.gz")?.digest.hex == Self.emptyHash)
+        #expect(file.entry(named: "y.img.gz")?.digest.hex == Self.otherHash)
+    }
+
+    @Test func openSSLOtherDigestIsSkipped() {
+        let sha512 = String(repeating: "ab", count: 64)
+        let file = ChecksumFile(parsing: "SHA2-512(x.img.gz)= \(sha512)\nSHA512(x.img.gz)= \(sha512)\n")
+        #expect(file.entries.isEmpty)
+    }
+
+    @Test func bareHashFileAppliesToAnyName() {
+        // A `NAME.sha256` file beside a download often contains the hash alone.
+        for text in ["\(Self.emptyHash)\n", "\(Self.emptyHash.uppercased())\r\n", "\u{FEFF}\(Self.emptyHash)", "# SHA-256\n\(Self.emptyHash) \n\n"] {
+            let file = ChecksumFile(parsing: text)
+            #expect(file.entry(named: "x.img.gz")?.digest.hex == Self.emptyHash, "text: \(text.debugDescription)")
+            #expect(file.entry(named: "x.img.gz")?.fileName == "x.img.gz")
+        }
+    }
+
+    @Test func bareHashAmongOtherLinesIsIgnored() {
+        let beside = ChecksumFile(parsing: "\(Self.emptyHash)\n\(Self.otherHash)  y.img.gz\n")
+        #expect(beside.entry(named: "x.img.gz") == nil)
+        let twoHashes = ChecksumFile(parsing: "\(Self.emptyHash)\n\(Self.otherHash)\n")
+        #expect(twoHashes.entry(named: "x.img.gz") == nil)
+    }
+
     @Test func escapedFileName() {
         let file = ChecksumFile(parsing: "\\\(Self.emptyHash)  a\\\\b\\nc\n")
         #expect(file.entries.first?.fileName == "a\\b\nc")

@@ -200,6 +200,29 @@ import Testing
         #expect(try sha256sum(destination) == digest.hex)
     }
 
+    @Test func unreachableFinalURLFallsBackToRequested() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let content = try writeRandomFile("\(fixture.www)/f.bin", count: 2 * Self.mebibyte)
+        let digest = SHA256.hash(content)
+        let destination = "\(fixture.out)/f.bin"
+        let url = fixture.server.url("f.bin")
+        // An earlier run was redirected to a mirror that no longer accepts connections;
+        // the requested URL still works (and would redirect to a live mirror).
+        let etag = "\"\(SHA256.hash(content).hex.prefix(16))\""
+        try content.prefix(Self.mebibyte).write(to: URL(fileURLWithPath: destination + ".part"))
+        try DownloadState(url: url, finalURL: "http://127.0.0.1:9/f.bin", etag: etag, lastModified: nil,
+                          expectedLength: Int64(content.count), sha256: digest.hex).save(to: destination + ".part.state")
+
+        let summary = try Downloader(options: testOptions()).fetch(url: url, expected: .sha256(digest), to: destination)
+
+        let requests = try fixture.server.requests()
+        #expect(requests.map(\.url) == ["/f.bin"])
+        #expect(requests.map(\.status) == [206])
+        #expect(summary.bytesDownloaded == Int64(Self.mebibyte))
+        #expect(try sha256sum(destination) == digest.hex)
+    }
+
     @Test func gzipContentEncodingIsStoredAsServed() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }

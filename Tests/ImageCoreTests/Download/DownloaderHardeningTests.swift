@@ -237,6 +237,60 @@ import Testing
         #expect(summary.sha256 == digest)
     }
 
+    @Test func bareHashSidecarFileIsUsed() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 1000)
+        try "\(digest.hex)\n".write(toFile: "\(fixture.www)/f.bin.sha256", atomically: true, encoding: .utf8)
+        let expected = ExpectedChecksum.checksumFile(url: fixture.server.url("f.bin.sha256"), fileName: nil)
+
+        let first = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: expected,
+                                                                 to: "\(fixture.out)/f.bin")
+        let second = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: expected,
+                                                                  to: "\(fixture.out)/f.bin")
+
+        #expect(first.sha256 == digest)
+        #expect(second.reused)
+        // The second run takes the hash from f.bin.sha256 beside the download, offline.
+        #expect(try fixture.server.requests().map(\.url) == ["/f.bin.sha256", "/f.bin"])
+    }
+
+    @Test func userChecksumFileBesideDestinationIsKept() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 1000)
+        try "\(digest.hex)  f.bin\n".write(toFile: "\(fixture.www)/SHA256SUMS", atomically: true, encoding: .utf8)
+        let destination = "\(fixture.out)/f.bin"
+        // The user's own checksum list, saved where the hash cache would go.
+        let userList = "\(digest.hex)  f.bin\n\(String(repeating: "0", count: 64))  g.bin\n"
+        try userList.write(toFile: destination + ".sha256", atomically: true, encoding: .utf8)
+
+        let summary = try Downloader(options: testOptions()).fetch(
+            url: fixture.server.url("f.bin"), expected: .checksumFile(url: fixture.server.url("SHA256SUMS"), fileName: nil),
+            to: destination)
+
+        #expect(summary.sha256 == digest)
+        #expect(try String(contentsOfFile: destination + ".sha256", encoding: .utf8) == userList)
+    }
+
+    @Test func symlinkBesideDestinationIsNotReplacedByHashCache() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 1000)
+        try "\(digest.hex)  f.bin\n".write(toFile: "\(fixture.www)/SHA256SUMS", atomically: true, encoding: .utf8)
+        let destination = "\(fixture.out)/f.bin"
+        let other = fixture.scratch.file("other.txt")
+        try Data("keep me".utf8).write(to: URL(fileURLWithPath: other))
+        try FileManager.default.createSymbolicLink(atPath: destination + ".sha256", withDestinationPath: other)
+
+        _ = try Downloader(options: testOptions()).fetch(
+            url: fixture.server.url("f.bin"), expected: .checksumFile(url: fixture.server.url("SHA256SUMS"), fileName: nil),
+            to: destination)
+
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: destination + ".sha256") == other)
+        #expect(try String(contentsOfFile: other, encoding: .utf8) == "keep me")
+    }
+
     @Test func forceOntoDirectoryFailsEarly() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
