@@ -85,8 +85,8 @@ public struct ChecksumFile: Sendable {
         return text
     }
 
-    /// The hash on the only line that is not blank or a `#` comment, when that line is 64
-    /// hex digits and nothing else.
+    /// Returns the hash on the only line that is not blank or a `#` comment, when that line
+    /// is 64 hex digits and nothing else.
     private static func bareDigest(in lines: [Substring]) -> SHA256Digest? {
         let content = lines.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
         guard content.count == 1 else { return nil }
