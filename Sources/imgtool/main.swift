@@ -36,7 +36,8 @@ func printGeneralHelp() {
 /// Prints `imgtool: <error>` and the remedy to standard error.
 func report(_ error: any Error) -> Int32 {
     if let error = error as? any ImageError {
-        var line = "imgtool: \(escapingControlCharacters("\(error)"))\n"
+        let doublingBackslashes = !(error is CallFailedError)
+        var line = "imgtool: \(escapingControlCharacters("\(error)", doublingBackslashes: doublingBackslashes))\n"
         if let remedy = error.remedy { line += "imgtool: hint: \(escapingControlCharacters(remedy))\n" }
         try? FileHandle.standardError.write(contentsOf: Data(line.utf8))
         return error.category.rawValue

@@ -46,8 +46,19 @@ struct JSONValueTests {
     func canonicallyEqualKeys() {
         let error = #expect(throws: JSONParseError.self) { try JSONValue.parse(#"{"caf\u00e9":1,"cafe\u0301":2}"#) }
         #expect(error?.duplicateKey == "caf\u{E9}")
-        #expect(error?.reason.contains(#""caf\u{E9}" and "cafe\u{301}""#) == true)
+        #expect(error?.reason.contains("the keys 'caf\u{E9}' and 'cafe\u{301}'") == true)
+        #expect(error?.reason.contains("U+0063 U+0061 U+0066 U+00E9 and U+0063 U+0061 U+0066 U+0065 U+0301") == true)
         #expect(error?.reason.contains("canonical equivalence") == true)
+    }
+
+    /// The log and `imgtool call` escape the reason once more, and that escape doubles
+    /// backslashes, so the reason quotes the key as sent rather than JSON-encoded.
+    @Test("duplicate key quoted as sent")
+    func duplicateKeyQuotedAsSent() throws {
+        let error = #expect(throws: JSONParseError.self) { try JSONValue.parse(#"{"x\\y\n":1,"x\\y\n":2}"#) }
+        let reason = try #require(error?.reason)
+        #expect(reason.contains("the key 'x\\y\n' appears twice"))
+        #expect(escapingControlCharacters(reason).contains(#"the key 'x\\y\u{A}' appears twice"#))
     }
 
     @Test("equal keys in separate objects")

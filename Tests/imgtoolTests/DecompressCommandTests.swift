@@ -187,14 +187,52 @@ private func sh(_ command: String) throws -> Int32 {
 
         #expect(rerun.status == 73)
         #expect(rerun.error.contains("'\(raw)' already exists (regular file); it was not modified, and the --index-out file '\(index)' does not exist"))
-        #expect(rerun.error.contains("hint: if an earlier run with --index-out was stopped after it published RAW"))
-        #expect(rerun.error.contains("'imgtool index \(source) -o \(index)'"))
+        #expect(rerun.error.contains("if an earlier run with --index-out was stopped after it published RAW, RAW is complete"))
+        #expect(rerun.error.hasSuffix(": imgtool index \(source) -o \(index)\n"), "\(rerun.error)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: raw)) == rawBefore)
         #expect(try directory.names() == ["disk.raw", "in.gz"])
 
         let indexed = try runImgtool(["index", source, "-o", index])
         #expect(indexed.status == 0, "\(indexed.error)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: index)) == written)
+    }
+
+    /// Only a regular file can be RAW published by a stopped run, and only a gzip SOURCE
+    /// has a seek index, so a link, a directory or an xz SOURCE gets the plain hint. A
+    /// FIFO SOURCE is not opened to find its format, which would wait for a writer.
+    @Test(arguments: ["link", "directory", "xz", "fifo"])
+    func rawThatNoRunLeftKeepsPlainHint(_ form: String) throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let raw = directory.file("disk.raw")
+        let source = directory.file(form == "xz" ? "in.xz" : "in.gz")
+        if form == "fifo" {
+            #expect(mkfifo(source, 0o600) == 0)
+        } else {
+            try sh("printf 'hello' | \(form == "xz" ? "xz" : "gzip") -c > '\(source)'")
+        }
+        switch form {
+        case "link": try FileManager.default.createSymbolicLink(atPath: raw, withDestinationPath: "missing")
+        case "directory": try FileManager.default.createDirectory(atPath: raw, withIntermediateDirectories: false)
+        default: try Data([1]).write(to: URL(fileURLWithPath: raw))
+        }
+        let result = try runImgtool(["decompress", source, raw, "--index-out", directory.file("disk.gzidx"), "--progress", "none"])
+        #expect(result.status == 73)
+        #expect(result.error.contains("hint: choose a path that does not exist yet"), "\(result.error)")
+        #expect(!result.error.contains("imgtool index"), "\(result.error)")
+    }
+
+    /// The hint ends with a command to paste, so a path with a space or a quote in it is
+    /// quoted for the shell.
+    @Test func rawWithoutIndexQuotesPathsInHint() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        let source = directory.file("my in.gz"), index = directory.file("it's.gzidx")
+        try sh("printf 'hello' | gzip -c > '\(source)'")
+        try Data([1]).write(to: URL(fileURLWithPath: directory.file("disk.raw")))
+        let result = try runImgtool(["decompress", source, directory.file("disk.raw"), "--index-out", index, "--progress", "none"])
+        #expect(result.status == 73)
+        #expect(result.error.hasSuffix(": imgtool index '\(source)' -o '\(directory.path)/it'\"'\"'s.gzidx'\n"), "\(result.error)")
     }
 
     @Test func existingRawAndIndexKeepPlainHint() throws {

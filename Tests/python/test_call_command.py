@@ -144,3 +144,18 @@ def test_follow_job_error_escaped(server):
     assert "bad\\u{1B}[31m\\u{202E}.gz" in completed.stderr
     assert "\x1b" not in completed.stderr
     assert "\u202e" not in completed.stderr
+
+
+def test_call_error_escapes_key_once(server):
+    # The server's reason already quotes an unknown key with its newline written \u{A}
+    # and its backslash doubled. Escaping that reason again would show a key that
+    # contains a backslash followed by "u{A}".
+    os.makedirs(os.path.join(server.pools_root, "tank"), exist_ok=True)
+    assert imgtool_call(server, "vm.activate_sharefs", "tank").returncode == 0
+    request = {"vm_id": 9, "vm_name": "x", "raw_path": "tank/x.raw", "password": "pw", "a\\b": 1, "vm_name\n": 2}
+    completed = imgtool_call(server, "vm.write_container_conf", json.dumps(request))
+    assert completed.returncode == 1, completed.stderr
+    assert "unknown key 'a\\\\b'" in completed.stderr
+    assert "'vm_name\\u{A}'" in completed.stderr
+    assert "\\\\\\\\" not in completed.stderr
+    assert "\\\\u{A}" not in completed.stderr

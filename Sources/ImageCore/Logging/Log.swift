@@ -136,10 +136,13 @@ public enum Log {
 /// name that contains the six characters `\u{A}` is written `\\u{A}` and only a newline
 /// is written `\u{A}`. With `formatCharacters`, every invisible format character
 /// (U+200B, U+FEFF) is escaped too, for short identifiers; text keeps them, because
-/// emoji and scripts join with U+200D.
-public func escapingControlCharacters(_ text: String, formatCharacters: Bool = false) -> String {
+/// emoji and scripts join with U+200D. With `doublingBackslashes` false, backslashes are
+/// kept as they are, for text that already went through this escape in part (a server's
+/// message that quotes a key), so that its escapes are not escaped a second time.
+public func escapingControlCharacters(_ text: String, formatCharacters: Bool = false,
+                                      doublingBackslashes: Bool = true) -> String {
     func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
-        if scalar == "\\" { return true }
+        if scalar == "\\" { return doublingBackslashes }
         switch scalar.properties.generalCategory {
         case .control, .lineSeparator, .paragraphSeparator: return true
         case .format where formatCharacters: return true
@@ -149,7 +152,7 @@ public func escapingControlCharacters(_ text: String, formatCharacters: Bool = f
     guard text.unicodeScalars.contains(where: needsEscape) else { return text }
     var result = String.UnicodeScalarView()
     for scalar in text.unicodeScalars {
-        if scalar == "\\" {
+        if scalar == "\\", doublingBackslashes {
             result.append(contentsOf: "\\\\".unicodeScalars)
         } else if needsEscape(scalar) {
             result.append(contentsOf: "\\u{\(String(scalar.value, radix: 16, uppercase: true))}".unicodeScalars)

@@ -271,21 +271,24 @@ private struct JSONParser {
         }
     }
 
-    /// Describes two keys of one object that Swift strings compare as equal. Keys that
-    /// differ only in Unicode normalization ("caf\u{E9}" and "cafe\u{301}") are shown with
-    /// each scalar outside printable ASCII escaped, because they look the same.
+    /// Describes two keys of one object that Swift strings compare as equal. The keys are
+    /// quoted as sent, because the log and `imgtool call` escape the reason once more, and
+    /// escaping them here too would double their backslashes. Keys that differ only in
+    /// Unicode normalization ("caf\u{E9}" and "cafe\u{301}") look the same, so their code
+    /// points follow.
     static func duplicateKeyReason(_ first: String, _ second: String) -> String {
         if first.unicodeScalars.elementsEqual(second.unicodeScalars) {
-            return "the key \(JSONValue.string(second)) appears twice in one object; send each key once"
+            return "the key '\(second)' appears twice in one object; send each key once"
         }
-        func scalars(_ key: String) -> String {
+        func codePoints(_ key: String) -> String {
             key.unicodeScalars.map { scalar in
-                (0x20...0x7E).contains(scalar.value) && scalar != "\"" && scalar != "\\"
-                    ? String(scalar) : "\\u{\(String(scalar.value, radix: 16, uppercase: true))}"
-            }.joined()
+                let hex = String(scalar.value, radix: 16, uppercase: true)
+                return "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+            }.joined(separator: " ")
         }
-        return "the keys \"\(scalars(first))\" and \"\(scalars(second))\" of one object are equal "
-            + "under Unicode canonical equivalence, so the object has the same key twice; send each key once, in one form"
+        return "the keys '\(first)' and '\(second)' of one object are equal under Unicode canonical equivalence "
+            + "(code points \(codePoints(first)) and \(codePoints(second))), so the object has the same key twice; "
+            + "send each key once, in one form"
     }
 
     mutating func parseArray(depth: Int) throws(JSONParseError) -> JSONValue {

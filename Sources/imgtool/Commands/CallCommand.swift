@@ -56,7 +56,7 @@ enum CallCommand: Command {
             // Validation reasons already start with the errno name, as the middleware's do.
             let prefix = "[\(error.errname)]"
             let reason = error.reason.hasPrefix(prefix) ? error.reason : "\(prefix) \(error.reason)"
-            throw RPCClientError(message: "\(method) failed: \(reason)")
+            throw CallFailedError(method: method, reason: reason)
         }
     }
 
@@ -174,4 +174,17 @@ final class JobProgressBar {
         if drew { FileHandle.standardError.write(Data("\n".utf8)) }
         drew = false
     }
+}
+
+/// A call that the server rejected. The server's reason escapes the keys it quotes
+/// (a newline as `\u{A}`, a backslash doubled), so `report` escapes the control
+/// characters that remain in it and leaves its backslashes as they are.
+/// NOTE: a path that the reason quotes as sent keeps its backslashes too, so a path
+/// that contains the six characters `\u{A}` reads like one with a newline.
+struct CallFailedError: ImageError {
+    var method: String
+    var reason: String
+
+    var category: FailureCategory { .failure }
+    var description: String { "\(method) failed: \(reason)" }
 }

@@ -96,7 +96,9 @@ enum DecompressCommand: Command {
         } catch let error as InflateError where index != nil && error.category == .invalidData {
             display.finish()
             throw IndexedInflateError(indexPath: parsed.value("--index")!, underlying: error)
-        } catch let error as TargetExistsError where error.path == destination && indexOutput.map(Self.isMissing) == true {
+        } catch let error as TargetExistsError
+                    where error.path == destination
+                    && indexOutput.map({ Self.mayLackOnlyIndex(raw: destination, source: source, indexOutput: $0) }) == true {
             display.finish()
             throw RawWithoutIndexError(existing: error, source: parsed.positionals[0], indexOutput: indexOutput!)
         } catch {
@@ -110,6 +112,23 @@ enum DecompressCommand: Command {
         line += String(format: ", %@ in %.2f s", summary.format.rawValue, summary.elapsed)
         try? FileHandle.standardError.write(contentsOf: Data((line + "\n").utf8))
         return 0
+    }
+
+    /// Returns whether the existing `raw` may be the RAW of an earlier run with --index-out
+    /// that was stopped before it published the index. Such a run renames a regular file
+    /// to RAW, writes an index only for a gzip SOURCE, and leaves nothing, not even a
+    /// dangling link, at the --index-out path.
+    private static func mayLackOnlyIndex(raw: String, source: String, indexOutput: String) -> Bool {
+        guard let rawStatus = try? linkStatus(raw), rawStatus.isRegularFile else { return false }
+        guard isMissing(indexOutput) else { return false }
+        // Only a regular SOURCE is opened: opening a FIFO would wait for a writer, and the
+        // first bytes of standard input belong to the decoder.
+        var sourceStatus = stat()
+        guard source != "/dev/stdin", stat(source, &sourceStatus) == 0, (sourceStatus.st_mode & S_IFMT) == S_IFREG,
+              let handle = FileHandle(forReadingAtPath: source) else { return false }
+        defer { try? handle.close() }
+        guard let head = try? handle.read(upToCount: CompressionFormat.detectionLength) else { return false }
+        return CompressionFormat.detect(Array(head)) == .gzip
     }
 
     /// Returns whether nothing, not even a dangling link, exists at `path`.
@@ -161,7 +180,17 @@ struct RawWithoutIndexError: ImageError {
     var category: FailureCategory { existing.category }
     var description: String { "\(existing.description), and the --index-out file '\(indexOutput)' does not exist" }
     var remedy: String? {
-        "if an earlier run with --index-out was stopped after it published RAW, RAW is complete: write its index with "
-            + "'imgtool index \(source) -o \(indexOutput)'; otherwise choose a RAW path that does not exist yet"
+        "choose a RAW path that does not exist yet; or, if an earlier run with --index-out was stopped after it "
+            + "published RAW, RAW is complete and this command writes its index: "
+            + "imgtool index \(quotedForShell(source)) -o \(quotedForShell(indexOutput))"
     }
+}
+
+/// Returns `argument` as a POSIX shell word: as it is when it contains only characters
+/// that no shell treats specially, otherwise in single quotes, with each ' written
+/// '"'"'. That form has no backslash, which `report` would double.
+func quotedForShell(_ argument: String) -> String {
+    let plain = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:@%+=,")
+    if !argument.isEmpty, argument.allSatisfy(plain.contains) { return argument }
+    return "'" + argument.replacingOccurrences(of: "'", with: "'\"'\"'") + "'"
 }

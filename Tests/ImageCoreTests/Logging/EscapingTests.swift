@@ -46,6 +46,13 @@ struct EscapingTests {
         #expect(escapingControlCharacters(form.0) == form.1)
     }
 
+    @Test("backslash kept on request")
+    func backslashKept() {
+        let serverReason = "unknown key 'a\\\\b'; other: 'k\\u{A}'\n"
+        #expect(escapingControlCharacters(serverReason, doublingBackslashes: false) == "unknown key 'a\\\\b'; other: 'k\\u{A}'\\u{A}")
+        #expect(escapingControlCharacters("a\\b", doublingBackslashes: false) == "a\\b")
+    }
+
     @Test("escaped text names one input")
     func unambiguous() {
         let newline = escapingControlCharacters("a\nb")
