@@ -20,6 +20,40 @@ def test_plain_string_result_printed_as_is(server):
     assert completed.stdout == "pong\n"
 
 
+def test_string_result_raw_on_pipe(server):
+    # Scripts read the result from a pipe, so it stays as the server sent it.
+    completed = imgtool_call(server, "-j", "test.sleep", "0.01", '{"result": "a\\u001b[31mb\\\\c"}')
+    assert completed.returncode == 0
+    assert completed.stdout == "a\x1b[31mb\\c\n"
+
+
+def test_string_result_escaped_on_terminal(server):
+    # On a terminal, an escape sequence in the result must not reach it.
+    primary, secondary = os.openpty()
+    try:
+        process = subprocess.run(
+            [IMGTOOL, "call", "--socket", server.socket_path, "-j", "test.sleep", "0.01",
+             '{"result": "a\\u001b[31mb\\\\c"}'],
+            stdout=secondary, stderr=subprocess.PIPE, timeout=60)
+        os.close(secondary)
+        secondary = None
+        output = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        if secondary is not None:
+            os.close(secondary)
+        os.close(primary)
+    assert process.returncode == 0
+    assert output == b"a\\u{1B}[31mb\\\\c\r\n"
+
+
 def test_json_result_printed_as_json(server):
     completed = imgtool_call(server, "core.get_jobs", "[]", '{"count": true}')
     assert completed.stdout == "0\n"

@@ -97,7 +97,8 @@ enum TestMethods {
     static func register(in table: inout MethodTable) {
         // test.sleep seconds [options]: a job that sleeps in 10 ms steps, reports progress
         // and stops at once when aborted. Options: lock (a lock name), fail (end FAILED),
-        // password (redacted from the job's arguments).
+        // password (redacted from the job's arguments), result (the string it returns
+        // in place of "slept").
         table.register(MethodSpec("test.sleep") { context in
             let seconds = context.parameters[0]?.doubleValue ?? 1
             let options = context.parameters[1]?.objectValue ?? [:]
@@ -114,7 +115,7 @@ enum TestMethods {
                                     extra: .object(["step": .integer(step + 1), "steps": .integer(steps)]))
                 }
                 if fail { throw InvalidArgumentError(argument: "fail", value: "true", reason: "the caller asked the job to fail") }
-                return .string("slept")
+                return .string(options["result"]?.stringValue ?? "slept")
             }
             return .job(id)
         })

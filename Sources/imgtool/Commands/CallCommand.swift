@@ -141,9 +141,11 @@ enum CallCommand: Command {
         ["SUCCESS", "FAILED", "ABORTED"].contains(job["state"]?.stringValue ?? "")
     }
 
+    /// Prints a method's result: a string or number as it is (a string escaped on a
+    /// terminal, as `images` does), anything else as JSON.
     private static func printResult(_ result: JSONValue) {
         switch result {
-        case .string(let text): print(text)
+        case .string(let text): print(escapingForTerminal(text))
         case .number(let text): print(text)
         default: print(result.description)
         }
