@@ -331,7 +331,10 @@ public final class Provisioner: Sendable {
                     _ = try waitForDownload()
                 } catch is CancelledError {
                     Log.info("provision", "stopped the download of '\(follower.name)' because writing '\(request.rawPath)' failed; the next run resumes it")
-                } catch {}
+                } catch let downloadError {
+                    // The write error is what the caller must fix; the download's own is logged.
+                    Log.info("provision", "the download of '\(follower.name)' also failed after writing '\(request.rawPath)' failed: \(downloadError)")
+                }
                 throw error
             } catch {
                 // Inflating the stream failed; the verified file decides.
