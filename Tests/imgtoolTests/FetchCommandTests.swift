@@ -92,6 +92,33 @@ import Testing
         #expect(!result.output.contains("\t"))
     }
 
+    @Test func imagesColumnsAlignWideNames() throws {
+        let path = NSTemporaryDirectory() + "/imgtool-catalog-wide-\(getpid()).json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let entries = ["磁盘映像", "Disk", "cafe\u{301}"].map { name in
+            """
+            {"name": "\(name)", "version": "v1", "url": "http://127.0.0.1:9/\(name.count).img", "sha256": "\(Self.emptyHash)",
+             "kernel": "k", "initrd": "i", "kernelArguments": [], "passwordForm": "plain", "splitsCommandLineOnSpaces": true}
+            """
+        }
+        try "{\"images\": [\(entries.joined(separator: ","))]}".write(toFile: path, atomically: true, encoding: .utf8)
+
+        let result = try runImgtool(["images", "--catalog", path])
+
+        #expect(result.status == 0, "\(result.error)")
+        // Each CJK character takes two columns, the combining accent none.
+        func width(of scalar: Unicode.Scalar) -> Int {
+            if (0x4E00...0x9FFF).contains(scalar.value) { return 2 }
+            if scalar.value == 0x301 { return 0 }
+            return 1
+        }
+        let columns = result.output.split(separator: "\n").map { line in
+            line.prefix { $0 != "h" && $0 != "U" }.unicodeScalars.reduce(0) { $0 + width(of: $1) }
+        }
+        #expect(columns.count == 4)
+        #expect(Set(columns).count == 1, "\(result.output)")
+    }
+
     /// Creates an empty file whose name contains a newline, an escape sequence and U+202E,
     /// which `fetch` reuses without a connection because its hash matches `--sha256`.
     static func makeHostileDownload(_ tag: String) throws -> (directory: String, path: String) {

@@ -39,10 +39,11 @@ enum ImagesCommand: Command {
             let label = escapingForTerminal(entry.reference) + (newest.contains(entry.reference) ? " (newest)" : "")
             return (label: label, url: escapingForTerminal(redactingPassword(in: entry.url)))
         }
-        let width = max(5, rows.map(\.label.count).max() ?? 0)
-        print("IMAGE".padding(toLength: width + 2, withPad: " ", startingAt: 0) + "URL")
+        // Columns on a terminal, not characters: a CJK name takes two per character.
+        let width = max(5, rows.map { terminalWidth($0.label) }.max() ?? 0)
+        print(paddedForTerminal("IMAGE", to: width + 2) + "URL")
         for row in rows {
-            print(row.label.padding(toLength: width + 2, withPad: " ", startingAt: 0) + row.url)
+            print(paddedForTerminal(row.label, to: width + 2) + row.url)
         }
         return 0
     }
