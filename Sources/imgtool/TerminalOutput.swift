@@ -11,6 +11,29 @@ func escapingForTerminal(_ text: String, standardOutputIsTerminal: Bool = isatty
     standardOutputIsTerminal ? escapingControlCharacters(text) : text
 }
 
+/// Returns the JSON text `json` for standard output. A pipe or a file gets it unchanged.
+/// A terminal gets the characters that `escapingForTerminal` escapes and JSON leaves as
+/// they are (C1 controls such as U+009B, U+2028, text-direction marks) as `\uXXXX`
+/// escapes, so the text is still valid JSON with the same value. JSON already escapes
+/// the C0 controls, and these characters can only occur inside its strings.
+func escapingJSONForTerminal(_ json: String, standardOutputIsTerminal: Bool = isatty(STDOUT_FILENO) == 1) -> String {
+    guard standardOutputIsTerminal else { return json }
+    var result = ""
+    for scalar in json.unicodeScalars {
+        let text = String(scalar)
+        // escapingControlCharacters decides which characters a terminal must not receive.
+        if escapingControlCharacters(text, doublingBackslashes: false) == text {
+            result += text
+        } else {
+            for unit in text.utf16 {
+                let hex = String(unit, radix: 16)
+                result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            }
+        }
+    }
+    return result
+}
+
 /// Returns the number of terminal columns `text` takes: 2 for each wide East Asian
 /// character and wide emoji, 0 for combining marks and invisible format characters,
 /// 1 for the rest. The ranges cover the common wide blocks, not every Unicode

@@ -27,13 +27,13 @@ def test_string_result_raw_on_pipe(server):
     assert completed.stdout == "a\x1b[31mb\\c\n"
 
 
-def test_string_result_escaped_on_terminal(server):
-    # On a terminal, an escape sequence in the result must not reach it.
+def imgtool_call_on_terminal(server, *arguments):
+    """Runs `imgtool call` with standard output on a pseudo-terminal; returns the
+    completed process and the bytes the terminal received."""
     primary, secondary = os.openpty()
     try:
         process = subprocess.run(
-            [IMGTOOL, "call", "--socket", server.socket_path, "-j", "test.sleep", "0.01",
-             '{"result": "a\\u001b[31mb\\\\c"}'],
+            [IMGTOOL, "call", "--socket", server.socket_path, *arguments],
             stdout=secondary, stderr=subprocess.PIPE, timeout=60)
         os.close(secondary)
         secondary = None
@@ -50,8 +50,39 @@ def test_string_result_escaped_on_terminal(server):
         if secondary is not None:
             os.close(secondary)
         os.close(primary)
+    return process, output
+
+
+def test_string_result_escaped_on_terminal(server):
+    # On a terminal, an escape sequence in the result must not reach it.
+    process, output = imgtool_call_on_terminal(server, "-j", "test.sleep", "0.01", '{"result": "a\\u001b[31mb\\\\c"}')
     assert process.returncode == 0
     assert output == b"a\\u{1B}[31mb\\\\c\r\n"
+
+
+def test_json_result_escaped_on_terminal(server):
+    # JSON escapes C0 controls but not U+009B (CSI, which terminals also obey) or
+    # U+202E, so the terminal gets those as JSON escapes; the text still parses.
+    sent = "x\u009b31m\u202eevil\u2028y"
+    started = imgtool_call(server, "-j", "test.sleep", "0.01", json.dumps({"result": sent}))
+    assert started.returncode == 0
+
+    process, output = imgtool_call_on_terminal(server, "core.get_jobs", "[]", '{"select": ["result"]}')
+
+    assert process.returncode == 0
+    assert output == b'[{"result":"x\\u009b31m\\u202eevil\\u2028y"}]\r\n'
+    assert json.loads(output) == [{"result": sent}]
+
+
+def test_json_result_raw_on_pipe(server):
+    sent = "x\u009b31m\u202eevil"
+    started = imgtool_call(server, "-j", "test.sleep", "0.01", json.dumps({"result": sent}))
+    assert started.returncode == 0
+
+    completed = imgtool_call(server, "core.get_jobs", "[]", '{"select": ["result"]}')
+
+    assert completed.returncode == 0
+    assert completed.stdout == '[{"result":"x\u009b31m\u202eevil"}]\n'
 
 
 def test_json_result_printed_as_json(server):

@@ -9,9 +9,12 @@ enum CallCommand: Command {
     Usage: imgtool call [--socket PATH | --url URL] [--api-key KEY] [-j] METHOD [ARG ...]
 
     Calls METHOD on a running 'imgtool serve' and prints the result: a string or number
-    as it is, anything else as JSON. Each ARG is parsed as JSON; an ARG that is not valid
-    JSON is sent as a string, so 'imgtool call vm.image_path RancherOS' works. An ARG
-    with the same key twice in one object is an error, as the server would reject it.
+    as it is, anything else as JSON. A pipe or a file gets the result unchanged. On a
+    terminal, control characters and text-direction marks are escaped: in a string as
+    \\u{...} and a backslash as \\\\, as in 'imgtool images', and in JSON as \\uXXXX, so
+    the JSON still parses. Each ARG is parsed as JSON; an ARG that is not valid JSON is
+    sent as a string, so 'imgtool call vm.image_path RancherOS' works. An ARG with the
+    same key twice in one object is an error, as the server would reject it.
 
     Options:
       --socket PATH   the server's Unix socket (default \(ServiceConfiguration.defaultSocketPath)).
@@ -141,13 +144,14 @@ enum CallCommand: Command {
         ["SUCCESS", "FAILED", "ABORTED"].contains(job["state"]?.stringValue ?? "")
     }
 
-    /// Prints a method's result: a string or number as it is (a string escaped on a
-    /// terminal, as `images` does), anything else as JSON.
+    /// Prints a method's result: a string or number as it is, anything else as JSON. On a
+    /// terminal, a string is escaped as `images` does, and JSON gets `\uXXXX` escapes for
+    /// the control and text-direction characters it would otherwise contain as they are.
     private static func printResult(_ result: JSONValue) {
         switch result {
         case .string(let text): print(escapingForTerminal(text))
         case .number(let text): print(text)
-        default: print(result.description)
+        default: print(escapingJSONForTerminal(result.description))
         }
     }
 }
