@@ -119,6 +119,44 @@ import Testing
         #expect(Set(columns).count == 1, "\(result.output)")
     }
 
+    @Test func imagesColumnsAlignEmojiAndHangul() throws {
+        // Each name with the columns glibc's wcswidth gives it: emoji drawn as emoji take
+        // two (U+1F680 is outside the blocks counted before), the thermometer (text form
+        // by default) one, a decomposed Hangul syllable two, and a flag two.
+        let names: [(name: String, columns: Int)] = [
+            ("\u{1F680}", 2), ("\u{2615}", 2), ("\u{1FAE0}", 2), ("\u{1F321}", 1),
+            ("\u{1112}\u{1161}\u{11AB}", 2), ("\u{1F1E9}\u{1F1EA}", 2), ("Disk", 4),
+        ]
+        let path = NSTemporaryDirectory() + "/imgtool-catalog-emoji-\(getpid()).json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let entries = names.enumerated().map { index, entry in
+            """
+            {"name": "\(entry.name)", "version": "v1", "url": "http://127.0.0.1:9/\(index).img", "sha256": "\(Self.emptyHash)",
+             "kernel": "k", "initrd": "i", "kernelArguments": [], "passwordForm": "plain", "splitsCommandLineOnSpaces": true}
+            """
+        }
+        try "{\"images\": [\(entries.joined(separator: ","))]}".write(toFile: path, atomically: true, encoding: .utf8)
+
+        let result = try runImgtool(["images", "--catalog", path])
+
+        #expect(result.status == 0, "\(result.error)")
+        let lines = result.output.split(separator: "\n").map(String.init)
+        #expect(lines.count == names.count + 1)
+        // The column where each line's URL starts: the label's columns plus its padding.
+        func urlColumn(line: String, label: String, labelColumns: Int) -> Int {
+            labelColumns + line.dropFirst(label.count).prefix { $0 == " " }.count
+        }
+        let header = lines.first ?? ""
+        let headerColumn = urlColumn(line: header, label: "IMAGE", labelColumns: 5)
+        for (name, columns) in names {
+            let label = "\(name)@v1 (newest)"
+            let line = lines.first { $0.hasPrefix(label) }
+            #expect(line != nil, "no line for \(name): \(result.output)")
+            guard let line else { continue }
+            #expect(urlColumn(line: line, label: label, labelColumns: columns + 12) == headerColumn, "\(result.output)")
+        }
+    }
+
     /// Creates an empty file whose name contains a newline, an escape sequence and U+202E,
     /// which `fetch` reuses without a connection because its hash matches `--sha256`.
     static func makeHostileDownload(_ tag: String) throws -> (directory: String, path: String) {
