@@ -27,8 +27,10 @@ func printGeneralHelp() {
     text += "\nEnvironment:\n"
     text += "  IMGTOOL_LOG          log level: debug, info, warning (default), error\n"
     text += "  IMGTOOL_POOLS_ROOT   directory of the storage pools (default /mnt)\n"
-    text += "  IMGTOOL_STATE_DIR    directory of imgtool's state, such as the active sharefs (default /var/lib/imgtool)\n"
-    text += "  IMGTOOL_BOOT_POOL    comma-separated pools the sharefs never picks by itself (default boot-pool,freenas-boot)\n"
+    text += "  IMGTOOL_STATE_DIR    directory of imgtool's state, such as the active sharefs\n"
+    text += "                       (default /var/lib/imgtool)\n"
+    text += "  IMGTOOL_BOOT_POOL    comma-separated pools the sharefs never picks by itself\n"
+    text += "                       (default boot-pool,freenas-boot)\n"
     text += "\n" + exitCodeHelp + "\n"
     print(text, terminator: "")
 }

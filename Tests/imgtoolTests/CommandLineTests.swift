@@ -66,6 +66,26 @@ func runImgtoolOnTerminal(_ arguments: [String]) throws -> (status: Int32, outpu
         #expect(result.output.contains("73   the target already exists"))
     }
 
+    @Test func helpLinesFitWideTerminal() throws {
+        // Help is wrapped by hand; a line over 96 columns wraps mid-word in a terminal
+        // of 100 columns. The usage lines are the longest, at 93.
+        let general = try runImgtool(["--help"])
+        #expect(general.status == 0)
+        let commandsSection = general.output.components(separatedBy: "Commands:\n").last ?? ""
+        let commands = commandsSection.split(separator: "\n").prefix { $0.hasPrefix("  ") }
+            .compactMap { $0.split(separator: " ").first.map(String.init) }
+        #expect(commands.contains("fetch"))
+        var helps = [("imgtool --help", general.output)]
+        for command in commands {
+            helps.append(("imgtool \(command) --help", try runImgtool([command, "--help"]).output))
+        }
+        for (name, text) in helps {
+            for line in text.split(separator: "\n") {
+                #expect(line.count <= 96, "\(name): \(line.count) columns: \(line)")
+            }
+        }
+    }
+
     @Test func helpAfterDoubleDashIsFileName() throws {
         // After `--`, "--help" is a file name: resize reports that it does not exist
         // instead of printing its usage.

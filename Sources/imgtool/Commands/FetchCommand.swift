@@ -14,9 +14,10 @@ enum FetchCommand: Command {
     Downloads IMAGE (a catalog name such as RancherOS for the newest version, or
     RancherOS@v1.4.0) or an http(s) URL, checks its SHA-256 while it arrives, and prints
     the path of the verified file (on a terminal, with control characters, text-direction
-    marks and backslashes escaped as in 'imgtool images'). The file appears under its final name only after the
-    hash matched. An interrupted download continues from NAME.part on the next run; a file
-    that is already there with the right hash is reused without any network access.
+    marks and backslashes escaped as in 'imgtool images'). The file appears under its
+    final name only after the hash matched. An interrupted download continues from
+    NAME.part on the next run; a file that is already there with the right hash is
+    reused without any network access.
 
     Options:
       --sha256 HEX          the expected SHA-256 of a URL download (64 hex digits)
