@@ -62,7 +62,7 @@ def test_string_result_escaped_on_terminal(server):
 
 def test_json_result_escaped_on_terminal(server):
     # JSON escapes C0 controls but not U+009B (CSI, which terminals also obey) or
-    # U+202E, so the terminal gets those as JSON escapes; the text still parses.
+    # U+202E. The terminal gets those as JSON escapes, and the text still parses.
     sent = "x\u009b31m\u202eevil\u2028y"
     started = imgtool_call(server, "-j", "test.sleep", "0.01", json.dumps({"result": sent}))
     assert started.returncode == 0
