@@ -1,5 +1,8 @@
 import Foundation
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import ImageCore
 
 @Suite struct TemporaryFileTests {
@@ -129,5 +132,86 @@ import Testing
         #expect(raw.hasSameFinalPath(as: throughLink))
         #expect(!raw.hasSameFinalPath(as: otherDirectory))
         #expect(!raw.hasSameFinalPath(as: otherName))
+    }
+    /// Returns a pid that no process has, as `kill(pid, 0)` sees it. Pids above
+    /// `/proc/sys/kernel/pid_max` (at most 2^22 on Linux) are never assigned.
+    private func unusedPID() -> pid_t {
+        let pid = pid_t.max
+        #expect(kill(pid, 0) == -1 && errno == ESRCH)
+        return pid
+    }
+
+    /// Writes `bytes` bytes into a new file `name` in `scratch` and returns its path.
+    private func writeLeftover(_ name: String, in scratch: ScratchDirectory, bytes: Int = 3) throws -> String {
+        let path = scratch.file(name)
+        try Data(repeating: 7, count: bytes).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    @Test func removeStaleRemovesOtherTargetsLeftovers() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let leftover = try writeLeftover(".other.raw.imgtool-\(unusedPID())-17.tmp", in: scratch, bytes: 4096)
+
+        let removed = TemporaryFile.removeStale(inDirectoryOf: scratch.file("disk.raw"), subsystem: "test")
+
+        #expect(removed == [leftover])
+        #expect(!pathExists(leftover))
+    }
+
+    /// A writer in another PID namespace has a pid that looks dead here, but holds the
+    /// flock on its file. The lock is taken here through a second descriptor.
+    @Test func removeStaleKeepsLockedFile() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let leftover = try writeLeftover(".disk.raw.imgtool-\(unusedPID())-18.tmp", in: scratch)
+        let holder = try FileDescriptor.open(leftover, flags: O_RDONLY)
+        defer { try? holder.close() }
+        try holder.lock(exclusive: true, wait: false)
+
+        let removed = TemporaryFile.removeStale(inDirectoryOf: scratch.file("disk.raw"), subsystem: "test")
+
+        #expect(removed.isEmpty)
+        #expect(pathExists(leftover))
+    }
+
+    @Test func removeStaleKeepsLiveTemporaryFile() throws {
+        try withWrittenFile { scratch, _, file throws in
+            let removed = TemporaryFile.removeStale(inDirectoryOf: scratch.file("other.raw"), subsystem: "test")
+            #expect(removed.isEmpty)
+            #expect(pathExists(file.temporaryPath))
+        }
+    }
+
+    /// Only regular files with the exact temporary name form are candidates.
+    @Test func removeStaleKeepsOtherFiles() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let pid = unusedPID()
+        let fifo = scratch.file(".pipe.imgtool-\(pid)-19.tmp")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let link = scratch.file(".link.imgtool-\(pid)-20.tmp")
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: scratch.file("nowhere"))
+        let kept = try [
+            writeLeftover("disk.raw.imgtool-\(pid)-21.tmp", in: scratch),
+            writeLeftover(".disk.raw.imgtool-\(pid)-21.tmp.bak", in: scratch),
+            writeLeftover(".disk.raw.imgtool-\(pid)x-21.tmp", in: scratch),
+            writeLeftover(".imgtool-\(pid)-21.tmp", in: scratch),
+        ] + [fifo, link]
+
+        let removed = TemporaryFile.removeStale(inDirectoryOf: scratch.file("disk.raw"), subsystem: "test")
+
+        #expect(removed.isEmpty)
+        for path in kept {
+            #expect((try? linkStatus(path)) != nil, "'\(path)' was removed")
+        }
+    }
+
+    @Test func newTemporaryFileHoldsLock() throws {
+        try withWrittenFile { _, _, file throws in
+            let other = try FileDescriptor.open(file.temporaryPath, flags: O_RDONLY)
+            defer { try? other.close() }
+            #expect(throws: Errno.wouldBlock) { try other.lock(exclusive: true, wait: false) }
+        }
     }
 }

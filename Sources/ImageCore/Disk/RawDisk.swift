@@ -127,7 +127,16 @@ public enum RawDisk {
             throw SystemError("lock", path: path, errno: error)
         }
         defer { try? descriptor.unlock() }
+        return try resize(lockedDescriptor: descriptor, path: path, to: size, preallocate: preallocate,
+                          allowShrink: allowShrink)
+    }
 
+    /// Sets the size of the regular file open as `descriptor`, on which the caller holds
+    /// an exclusive flock, as `resize(path:to:preallocate:allowShrink:)` does. `path`
+    /// names the file in messages. `TemporaryFile` holds that lock on its file, so a
+    /// second flock through another descriptor would fail.
+    static func resize(lockedDescriptor descriptor: FileDescriptor, path: String, to size: DiskSize,
+                       preallocate: Bool = false, allowShrink: Bool = false) throws -> ResizeResult {
         // Read the size again under the lock: another process may have changed it.
         let oldSize: Int64
         do {

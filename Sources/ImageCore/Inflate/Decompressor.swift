@@ -119,9 +119,7 @@ public enum Decompressor {
         }
         // A run killed by SIGKILL could not remove its temporary files, and the RAW one may hold GiBs.
         for target in [destination] + (options.indexOutput.map { [$0] } ?? []) {
-            for path in TemporaryFile.removeStale(for: target) {
-                Log.info("inflate", "removed '\(path)', left by an imgtool process that no longer runs")
-            }
+            TemporaryFile.removeStale(inDirectoryOf: target, subsystem: "inflate")
         }
         do {
             // Opening a FIFO waits for its writer, and the data it sends would be lost.

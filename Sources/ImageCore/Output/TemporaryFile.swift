@@ -5,7 +5,8 @@
 // fsyncs the file, renames it with renameat2(RENAME_NOREPLACE) so an existing target is
 // never replaced (falling back to link+unlink where the filesystem lacks that flag), and
 // fsyncs the directory. Until then nothing exists under the final name. The pid in the
-// name lets a later run tell a dead process's leftovers (`removeStale`) from a live one's.
+// name and an exclusive flock held while the file is open let a later run tell a dead
+// process's leftovers (`removeStale`) from a live one's.
 // `withdraw` removes a published file again when a later step of the same result fails.
 //
 // Every live temporary path is also recorded in `TemporaryFileRegistry`, so a front end
@@ -83,7 +84,11 @@ public final class TemporaryFile {
             do {
                 let fd = try FileDescriptor.open(candidate, flags: O_RDWR | O_CREAT | O_EXCL, mode: mode,
                                                  relativeTo: directory)
-                created = (fd, candidate)
+                if Self.lockNewFile(fd, path: candidate) {
+                    created = (fd, candidate)
+                } else {
+                    try? fd.close()
+                }
             } catch {
                 lastError = error
                 if error != .exists { break }
@@ -106,6 +111,26 @@ public final class TemporaryFile {
     deinit {
         if isOpen { discard() }
         if directoryIsOpen { try? directory.close() }
+    }
+
+    /// Takes the exclusive flock that marks the new file `fd` as in use until it is
+    /// closed, so that `removeStale` keeps it even where the pid in its name looks dead.
+    /// Returns false when a `removeStale` in another process removed the name before the
+    /// lock was taken, which it can only do when it sees no process with that pid (in
+    /// another PID namespace), so the caller tries another name.
+    private static func lockNewFile(_ fd: FileDescriptor, path: String) -> Bool {
+        do {
+            // Waits only while a `removeStale` holds the lock to check and remove the file.
+            try fd.lock(exclusive: true, wait: true)
+        } catch {
+            // NOTE: without the lock (flock unsupported, as on some network filesystems)
+            // only the pid protects the file. `removeStale` needs the lock too, so it
+            // cannot remove the file on such a filesystem either.
+            Log.debug("output", "flock on new temporary file '\(path)' failed: \(error)")
+            return true
+        }
+        guard let status = try? fd.status() else { return true }
+        return status.linkCount > 0
     }
 
     /// Makes the file visible under `finalPath`: fsync, rename, fsync of the directory.
@@ -246,22 +271,75 @@ public final class TemporaryFile {
         }
     }
 
-    /// Removes temporary files for `finalPath` left by processes that no longer run (for
-    /// example after SIGKILL). Returns the paths removed.
+    /// Removes the temporary files that imgtool processes which no longer run (killed
+    /// with SIGKILL, for example) left in the directory of `finalPath`, whatever target
+    /// they were for. A file is removed only when no process with the pid in its name
+    /// exists and a non-blocking exclusive flock on it succeeds. A live `TemporaryFile`
+    /// holds that lock, which also protects a writer in another PID namespace, whose pid
+    /// means nothing here. Logs each removal with its size at info level under
+    /// `subsystem`. Returns the paths removed.
     @discardableResult
-    public static func removeStale(for finalPath: String) -> [String] {
-        let (directoryPath, finalName) = split(finalPath)
-        let prefix = ".\(namePrefix(finalName)).imgtool-"
+    public static func removeStale(inDirectoryOf finalPath: String, subsystem: String) -> [String] {
+        let directoryPath = split(finalPath).directory
+        guard let directory = try? FileDescriptor.open(directoryPath, flags: O_RDONLY | O_DIRECTORY) else { return [] }
+        defer { try? directory.close() }
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directoryPath) else { return [] }
+
         var removed: [String] = []
-        for name in names where name.hasPrefix(prefix) && name.hasSuffix(".tmp") {
-            let fields = name.dropFirst(prefix.count).split(separator: "-")
-            guard let pidText = fields.first, let pid = pid_t(pidText) else { continue }
-            if pid == getpid() || kill(pid, 0) == 0 || Errno.current != Errno(rawValue: ESRCH) { continue }
-            let path = "\(directoryPath)/\(name)"
-            if unlink(path) == 0 { removed.append(path) }
+        for name in names {
+            guard let pid = writerPID(inTemporaryName: name), pid != getpid() else { continue }
+            guard kill(pid, 0) == -1, Errno.current == Errno(rawValue: ESRCH) else { continue }
+            guard let size = removeIfUnlocked(name, in: directory) else { continue }
+            let path = directoryPath == "/" ? "/\(name)" : "\(directoryPath)/\(name)"
+            Log.info(subsystem, "removed '\(path)' (\(size) bytes), left by an imgtool process that no longer runs")
+            removed.append(path)
         }
         return removed
+    }
+
+    /// Returns the pid in `name` when `name` has the form of a temporary file name,
+    /// `.<target>.imgtool-<pid>-<random>.tmp`, and nil otherwise.
+    static func writerPID(inTemporaryName name: String) -> pid_t? {
+        guard name.hasPrefix("."), name.hasSuffix(".tmp") else { return nil }
+        let stem = name.dropLast(".tmp".count)
+        // The last marker, because the target's name may contain ".imgtool-" itself.
+        guard let marker = stem.range(of: ".imgtool-", options: .backwards),
+              stem.distance(from: stem.startIndex, to: marker.lowerBound) >= 2 else { return nil }
+        let fields = stem[marker.upperBound...].split(separator: "-", omittingEmptySubsequences: false)
+        guard fields.count == 2, fields.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }),
+              let pid = pid_t(fields[0]), pid > 0, UInt32(fields[1]) != nil else { return nil }
+        return pid
+    }
+
+    /// Removes the regular file `name` in `directory` when a non-blocking exclusive flock
+    /// on it succeeds, and returns its size. Returns nil, and keeps the file, for anything
+    /// else: a lock held elsewhere, another file type, a name that changed meanwhile.
+    private static func removeIfUnlocked(_ name: String, in directory: FileDescriptor) -> Int64? {
+        // Checked before the open, because opening a device can have effects of its own.
+        guard let before = statusAt(name, in: directory), before.isRegularFile else { return nil }
+        // O_NOFOLLOW: a symbolic link swapped in after the check fails with ELOOP.
+        guard let candidate = try? FileDescriptor.open(name, flags: O_RDONLY | O_NOFOLLOW | O_NONBLOCK,
+                                                       relativeTo: directory) else { return nil }
+        defer { try? candidate.close() }
+        guard let status = try? candidate.status(), status.isRegularFile else { return nil }
+        do {
+            try candidate.lock(exclusive: true, wait: false)
+        } catch {
+            return nil
+        }
+        // The name may have been given to another file since the open.
+        guard let current = statusAt(name, in: directory),
+              current.device == status.device, current.inode == status.inode else { return nil }
+        guard unlinkat(directory.rawValue, name, 0) == 0 else { return nil }
+        return status.size
+    }
+
+    /// Returns the status of `name` in `directory` without following a symbolic link, or
+    /// nil when it cannot be read.
+    private static func statusAt(_ name: String, in directory: FileDescriptor) -> FileStatus? {
+        var info = stat()
+        guard fstatat(directory.rawValue, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { return nil }
+        return FileStatus(info)
     }
 }
 

@@ -161,8 +161,7 @@ public final class Provisioner: Sendable {
             throw InvalidArgumentError(argument: "size", value: "0", reason: "a disk cannot be empty",
                                        remedy: "give at least the inflated image's size, for example 20G")
         }
-        let removed = TemporaryFile.removeStale(for: request.rawPath)
-        for path in removed { Log.info("provision", "removed '\(path)', left by an interrupted run") }
+        let removed = TemporaryFile.removeStale(inDirectoryOf: request.rawPath, subsystem: "provision")
         try cancellation.check("provisioning of '\(request.rawPath)'")
         // The RAW file's directory must take a new file (it exists, is writable) before the
         // sharefs is activated or anything is downloaded.
@@ -205,7 +204,8 @@ public final class Provisioner: Sendable {
                     throw ProvisionSizeError(requested: size.bytes, imageSize: inflate.bytesWritten)
                 }
                 do {
-                    resized = try RawDisk.resize(path: rawFile.temporaryPath, to: size, preallocate: request.preallocate)
+                    resized = try RawDisk.resize(lockedDescriptor: rawFile.descriptor, path: rawFile.temporaryPath,
+                                                 to: size, preallocate: request.preallocate)
                 } catch var error as SystemError where error.path == rawFile.temporaryPath {
                     // Name the disk the caller asked for; the temporary file is gone after the job.
                     error.path = request.rawPath
