@@ -279,13 +279,14 @@ public struct GzipIndex: Sendable, Equatable {
 
     /// Writes the index into `file`, which must be empty, and leaves it unpublished, so
     /// the caller can publish it together with other output. On error the file is left
-    /// for the caller to discard.
+    /// for the caller to discard. Errors name the final path, which the caller gave,
+    /// because the temporary file is gone once it is discarded.
     public func write(into file: TemporaryFile) throws {
         let bytes = serialized()
         do {
             try bytes.withUnsafeBytes { try file.descriptor.writeAll($0, at: 0) }
         } catch let error as Errno {
-            throw SystemError("write", path: file.temporaryPath, errno: error)
+            throw SystemError("write", path: file.finalPath, errno: error)
         }
     }
 }

@@ -139,7 +139,7 @@ public enum Decompressor {
                 do {
                     try indexFile.descriptor.sync()
                 } catch {
-                    throw SystemError("fsync", path: indexFile.temporaryPath, errno: error)
+                    throw SystemError("fsync", path: indexFile.finalPath, errno: error)
                 }
             }
             // A signal during the last piece or the fsyncs leaves no file either.

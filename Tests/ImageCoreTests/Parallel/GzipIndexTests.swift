@@ -376,6 +376,31 @@ struct GzipIndexTests {
         #expect(try directoryNames(scratch.path) == ["disk.raw", "image.gz", "image.gzidx"])
     }
 
+    /// ENOSPC while writing the index names the --index-out path, as it names RAW's path
+    /// for RAW, and not the temporary file that is gone after the error.
+    @Test("full file system names the index path",
+          .enabled(if: ScratchMount.isPossible, "mounting a tmpfs needs root with CAP_SYS_ADMIN"))
+    func fullFileSystemNamesIndexPath() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let mount = try ScratchMount(type: "tmpfs", options: "size=1m")
+        defer { mount.unmount() }
+        // dd stops with ENOSPC once the tmpfs is full.
+        _ = try runProcess("/bin/dd", ["if=/dev/zero", "of=\(mount.file("filler"))", "bs=64k"])
+        let source = try gzipSource(1 << 20, in: scratch)
+        let raw = scratch.file("disk.raw")
+        let index = mount.file("image.gzidx")
+
+        #expect {
+            _ = try decompressWithIndex(source, raw: raw, index: index, atEnd: {})
+        } throws: { error in
+            guard let error = error as? SystemError else { return false }
+            return error.errno == .noSpace && error.path == index
+        }
+        #expect(try directoryNames(mount.path) == ["filler"])
+        #expect(!pathExists(raw))
+    }
+
     /// A file that another process creates at one of the two targets while decoding. When
     /// RAW appears, publishing RAW fails, and the index must not stay behind either. When
     /// the index appears, RAW is published first, then removed again because the index
