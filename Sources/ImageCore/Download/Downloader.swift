@@ -158,7 +158,19 @@ public final class Downloader: Sendable {
                                        remedy: "choose a destination with a shorter file name")
         }
 
-        let lock = try DownloadLock(path: paths.lock, cancellation: cancellation)
+        let lock: DownloadLock
+        do {
+            lock = try DownloadLock(path: paths.lock, cancellation: cancellation)
+        } catch let error as SystemError where !force && Self.isUnwritableDirectory(paths.directory, lockError: error) {
+            // This process could not download or replace the file here anyway, so a
+            // verified file is reused without the lock. A file with another hash fails as
+            // it does with the lock, and a missing file fails with the lock's error.
+            let digest = try expectedDigest(expected, url: url, paths: paths, force: force, cancellation: cancellation)
+            guard let reused = try reuseExisting(paths: paths, expected: digest, cancellation: cancellation) else { throw error }
+            Log.info("download", "reused '\(destination)' without '\(paths.lock)', because its directory cannot be written")
+            observer?(.published(path: destination, reused: true))
+            return reusedSummary(path: destination, sha256: digest, size: reused, started: started)
+        }
         defer { lock.release() }
 
         // --force replaces a regular file or a symbolic link, never a directory, a device
@@ -174,9 +186,7 @@ public final class Downloader: Sendable {
         let digest = try expectedDigest(expected, url: url, paths: paths, force: force, cancellation: cancellation)
         if !force, let reused = try reuseExisting(paths: paths, expected: digest, cancellation: cancellation) {
             observer?(.published(path: destination, reused: true))
-            return DownloadSummary(path: destination, sha256: digest, size: reused, reused: true, bytesDownloaded: 0,
-                                   resumedFrom: 0, attempts: 0, restarts: 0, finalURL: nil,
-                                   elapsed: ContinuousClock.now - started)
+            return reusedSummary(path: destination, sha256: digest, size: reused, started: started)
         }
 
         let session = try DownloadSession(url: url, expected: digest, paths: paths, options: options, force: force,
@@ -287,6 +297,20 @@ public final class Downloader: Sendable {
             throw ChecksumConflictError(fileName: fileName, checksumURL: checksumURL, listed: matches)
         }
         return entry.digest
+    }
+
+    /// Returns whether `lockError`, from creating or opening NAME.lock, comes from a
+    /// `directory` that this process cannot write (a read-only mount, missing write
+    /// permission), and not from a lock file that alone is not writable.
+    private static func isUnwritableDirectory(_ directory: String, lockError: SystemError) -> Bool {
+        guard lockError.errno == .readOnlyFileSystem || lockError.errno == .permissionDenied else { return false }
+        return access(directory, W_OK) != 0
+    }
+
+    private func reusedSummary(path: String, sha256: SHA256Digest, size: Int64,
+                               started: ContinuousClock.Instant) -> DownloadSummary {
+        DownloadSummary(path: path, sha256: sha256, size: size, reused: true, bytesDownloaded: 0, resumedFrom: 0,
+                        attempts: 0, restarts: 0, finalURL: nil, elapsed: ContinuousClock.now - started)
     }
 
     /// Returns the size of `destination` when it exists and has the expected hash; nil

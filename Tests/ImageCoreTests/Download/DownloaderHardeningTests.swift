@@ -420,6 +420,86 @@ import Testing
         #expect(recorder.restarts.isEmpty)
         #expect(try sha256sum("\(fixture.out)/f.bin") == digest.hex)
     }
+
+    /// Runs `body` with a tmpfs that holds `www/name` of the fixture, copied before the
+    /// tmpfs is remounted read-only, and the path of that copy.
+    private func withReadOnlyCopy(of name: String, in fixture: Fixture, label: String = #function,
+                                  _ body: (String) throws -> Void) throws {
+        let mount = try ScratchMount(type: "tmpfs", options: "size=1m", label: label)
+        defer { mount.unmount() }
+        let copy = mount.file(name)
+        try FileManager.default.copyItem(atPath: "\(fixture.www)/\(name)", toPath: copy)
+        let remount = try runProcess("/bin/mount", ["-o", "remount,ro", mount.path])
+        try #require(remount.status == 0)
+        try body(copy)
+    }
+
+    /// A verified file in a directory that cannot be written is reused, although
+    /// NAME.lock cannot be created there.
+    @Test(.enabled(if: ScratchMount.isPossible, "mounting a tmpfs needs root with CAP_SYS_ADMIN"))
+    func verifiedFileInReadOnlyDirectoryIsReused() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 10_000)
+        try withReadOnlyCopy(of: "f.bin", in: fixture) { destination throws in
+            let summary = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"),
+                                                                       expected: .sha256(digest), to: destination)
+            #expect(summary.reused)
+            #expect(summary.size == 10_000)
+            #expect(try fixture.server.requests().isEmpty)
+            #expect(!pathExists(destination + ".lock"))
+        }
+    }
+
+    /// Without the lock only reuse is possible, so --force fails on the lock file.
+    @Test(.enabled(if: ScratchMount.isPossible, "mounting a tmpfs needs root with CAP_SYS_ADMIN"))
+    func forceInReadOnlyDirectoryFailsOnLock() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 10_000)
+        try withReadOnlyCopy(of: "f.bin", in: fixture) { destination throws in
+            let error = #expect(throws: SystemError.self) {
+                _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                                to: destination, force: true)
+            }
+            #expect(error?.path == destination + ".lock")
+            #expect(error?.errno == .readOnlyFileSystem)
+            #expect(try fixture.server.requests().isEmpty)
+        }
+    }
+
+    /// A file with another hash fails as it does where the lock can be taken.
+    @Test(.enabled(if: ScratchMount.isPossible, "mounting a tmpfs needs root with CAP_SYS_ADMIN"))
+    func mismatchInReadOnlyDirectoryIsRejected() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        try fixture.serve("f.bin", count: 10_000)
+        let other = try fixture.serve("other.bin", count: 10_000, seed: 2)
+        try withReadOnlyCopy(of: "f.bin", in: fixture) { destination throws in
+            #expect(throws: DestinationMismatchError.self) {
+                _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(other),
+                                                                to: destination)
+            }
+            #expect(try fixture.server.requests().isEmpty)
+        }
+    }
+
+    @Test(.enabled(if: ScratchMount.isPossible, "mounting a tmpfs needs root with CAP_SYS_ADMIN"))
+    func missingFileInReadOnlyDirectoryFailsOnLock() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        let digest = try fixture.serve("f.bin", count: 10_000)
+        try withReadOnlyCopy(of: "f.bin", in: fixture) { copy throws in
+            let destination = copy + ".missing"
+            let error = #expect(throws: SystemError.self) {
+                _ = try Downloader(options: testOptions()).fetch(url: fixture.server.url("f.bin"), expected: .sha256(digest),
+                                                                to: destination)
+            }
+            #expect(error?.path == destination + ".lock")
+            #expect(error?.errno == .readOnlyFileSystem)
+        }
+    }
+
 }
 
 /// Another program that can write the download directory: once every byte of the download
@@ -444,4 +524,5 @@ private final class PartialFileSwap: Sendable {
         if let keepDownloadAt { _ = link(partPath, keepDownloadAt) }
         _ = rename(decoy, partPath)
     }
+
 }
