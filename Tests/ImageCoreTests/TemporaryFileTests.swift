@@ -133,11 +133,14 @@ import Glibc
         #expect(!raw.hasSameFinalPath(as: otherDirectory))
         #expect(!raw.hasSameFinalPath(as: otherName))
     }
-    /// Returns a pid that no process has, as `kill(pid, 0)` sees it. Pids above
+    /// Returns a pid for which `kill(pid, 0)` finds no process. Pids above
     /// `/proc/sys/kernel/pid_max` (at most 2^22 on Linux) are never assigned.
     private func unusedPID() -> pid_t {
         let pid = pid_t.max
-        #expect(kill(pid, 0) == -1 && errno == ESRCH)
+        let result = kill(pid, 0)
+        let error = errno
+        #expect(result == -1)
+        #expect(error == ESRCH)
         return pid
     }
 

@@ -116,8 +116,8 @@ public final class TemporaryFile {
     /// Takes the exclusive flock that marks the new file `fd` as in use until it is
     /// closed, so that `removeStale` keeps it even where the pid in its name looks dead.
     /// Returns false when a `removeStale` in another process removed the name before the
-    /// lock was taken, which it can only do when it sees no process with that pid (in
-    /// another PID namespace), so the caller tries another name.
+    /// lock was taken. That process finds no process with this pid only when it runs in
+    /// another PID namespace. The caller then tries another name.
     private static func lockNewFile(_ fd: FileDescriptor, path: String) -> Bool {
         do {
             // Waits only while a `removeStale` holds the lock to check and remove the file.

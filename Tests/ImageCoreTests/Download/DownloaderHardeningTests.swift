@@ -421,7 +421,7 @@ import Testing
         #expect(try sha256sum("\(fixture.out)/f.bin") == digest.hex)
     }
 
-    /// Runs `body` with a tmpfs that holds `www/name` of the fixture, copied before the
+    /// Runs `body` with a tmpfs that contains `www/name` of the fixture, copied before the
     /// tmpfs is remounted read-only, and the path of that copy.
     private func withReadOnlyCopy(of name: String, in fixture: Fixture, label: String = #function,
                                   _ body: (String) throws -> Void) throws {
