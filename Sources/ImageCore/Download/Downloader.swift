@@ -485,9 +485,16 @@ struct DownloadPaths {
 
     init(destination: String) {
         self.destination = destination
-        let url = URL(fileURLWithPath: destination)
-        directory = url.deletingLastPathComponent().path
-        name = url.lastPathComponent
+        // The directory is the path up to the last slash, as given. URL removes `dir/..`
+        // from a relative path as text, which names another directory than the kernel
+        // does when `dir` is a symbolic link.
+        if let slash = destination.lastIndex(of: "/") {
+            let prefix = String(destination[..<slash])
+            directory = prefix.isEmpty ? "/" : prefix
+        } else {
+            directory = "."
+        }
+        name = URL(fileURLWithPath: destination).lastPathComponent
     }
 }
 

@@ -484,6 +484,22 @@ import Testing
         }
     }
 
+    /// The directory is the destination's path up to its last slash, as given: removing
+    /// `link/..` as text names another directory than the kernel does when `link` is a
+    /// symbolic link.
+    @Test func downloadDirectoryKeepsPathAsGiven() {
+        let cases: [(destination: String, directory: String)] = [
+            ("link/../f.bin", "link/.."),
+            ("/srv/link/../f.bin", "/srv/link/.."),
+            ("./f.bin", "."),
+            ("f.bin", "."),
+            ("/f.bin", "/"),
+        ]
+        for (destination, directory) in cases {
+            #expect(DownloadPaths(destination: destination).directory == directory, "destination '\(destination)'")
+        }
+    }
+
     @Test(.enabled(if: ScratchMount.isPossible, "mounting a tmpfs needs root with CAP_SYS_ADMIN"))
     func missingFileInReadOnlyDirectoryFailsOnLock() throws {
         let fixture = try Fixture()
