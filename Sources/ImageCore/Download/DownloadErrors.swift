@@ -164,12 +164,21 @@ public struct DestinationMismatchError: ImageError {
     public var path: String
     public var expected: SHA256Digest
     public var actual: SHA256Digest
+    /// False when the destination's directory cannot be written (a read-only mount, no
+    /// write permission), where --force cannot replace the file either.
+    public var directoryIsWritable = true
 
     public var category: FailureCategory { .targetExists }
     public var description: String {
         "'\(path)' already exists with SHA-256 \(actual.hex), not the expected \(expected.hex); it was not modified"
     }
-    public var remedy: String? { "pass --force to download the image again and replace it, or choose another destination" }
+    public var remedy: String? {
+        guard directoryIsWritable else {
+            return "its directory cannot be written, so --force cannot replace it there either. Choose another destination, "
+                + "or make the directory writable and pass --force"
+        }
+        return "pass --force to download the image again and replace it, or choose another destination"
+    }
 }
 
 /// `url` with the password of its user information replaced by `***`

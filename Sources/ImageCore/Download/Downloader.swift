@@ -166,7 +166,14 @@ public final class Downloader: Sendable {
             // verified file is reused without the lock. A file with another hash fails as
             // it does with the lock, and a missing file fails with the lock's error.
             let digest = try expectedDigest(expected, url: url, paths: paths, force: force, cancellation: cancellation)
-            guard let reused = try reuseExisting(paths: paths, expected: digest, cancellation: cancellation) else { throw error }
+            let reusable: Int64?
+            do {
+                reusable = try reuseExisting(paths: paths, expected: digest, cancellation: cancellation)
+            } catch var mismatch as DestinationMismatchError {
+                mismatch.directoryIsWritable = false
+                throw mismatch
+            }
+            guard let reused = reusable else { throw error }
             Log.info("download", "reused '\(destination)' without '\(paths.lock)', because its directory cannot be written")
             observer?(.published(path: destination, reused: true))
             return reusedSummary(path: destination, sha256: digest, size: reused, started: started)
