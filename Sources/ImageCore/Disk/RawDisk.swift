@@ -48,7 +48,8 @@ public enum DiskError: ImageError, Equatable {
     case notRegularFile(path: String, kind: String)
     /// The new size is smaller than the current one and shrinking was not allowed.
     case shrinkRejected(path: String, currentSize: Int64, requestedSize: Int64)
-    /// Another process holds the file's lock.
+    /// Another process holds the file's lock: a resize, or an imgtool run writing the
+    /// file as a `TemporaryFile`.
     case busy(path: String)
 
     public var category: FailureCategory {
@@ -73,7 +74,7 @@ public enum DiskError: ImageError, Equatable {
         switch self {
         case .notRegularFile: return "give the path of a RAW disk file"
         case .shrinkRejected: return "give a size at least as large as the current one, or allow shrinking (imgtool resize --shrink) if the data past the new end can be lost"
-        case .busy: return "wait for the other resize to finish and try again"
+        case .busy: return "wait until the other resize, or the imgtool run still writing this file, has finished, and try again"
         }
     }
 }

@@ -162,6 +162,21 @@ private func makeDisk(_ path: String, size: Int64, data: [UInt8] = []) throws {
         #expect(fileSize(disk) == 512)
     }
 
+    /// A TemporaryFile holds the lock while an imgtool run writes it, so the hint must
+    /// not name only another resize.
+    @Test func temporaryFileBeingWrittenIsBusy() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let file = try TemporaryFile(for: scratch.file("disk.raw"))
+        defer { file.discard() }
+        let error = #expect(throws: DiskError.self) {
+            _ = try RawDisk.resize(path: file.temporaryPath, to: DiskSize(parsing: "1M"))
+        }
+        #expect(error == .busy(path: file.temporaryPath))
+        #expect(error?.remedy?.contains("still writing") == true)
+        #expect(fileSize(file.temporaryPath) == 0)
+    }
+
     @Test(.enabled(if: ScratchMount.isPossible, "mounting a tmpfs needs root with CAP_SYS_ADMIN"))
     func preallocateReservesBlocks() throws {
         let mount = try ScratchMount(type: "tmpfs", options: "size=16m")
