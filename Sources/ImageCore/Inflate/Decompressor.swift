@@ -99,7 +99,13 @@ public enum Decompressor {
     ///   invalid input, `SystemError` for I/O failures, `CancelledError` when cancelled.
     ///   On any error no file appears at `destination` or at `options.indexOutput`.
     public static func decompress(source: String, destination: String, options: DecompressOptions) throws -> DecompressSummary {
-        // The targets first: opening a FIFO source waits for its writer, and an existing
+        // A run killed by SIGKILL could not remove its temporary files, and the RAW one may
+        // hold GiBs. They go before the new files are created, because a file system that
+        // they filled may have no room left even for an empty file.
+        for target in [destination] + (options.indexOutput.map { [$0] } ?? []) {
+            TemporaryFile.removeStale(inDirectoryOf: target, subsystem: "inflate")
+        }
+        // The targets next: opening a FIFO source waits for its writer, and an existing
         // target must be rejected at once.
         let file = try TemporaryFile(for: destination)
         let indexFile: TemporaryFile?
@@ -116,10 +122,6 @@ public enum Decompressor {
             throw InvalidArgumentError(argument: "--index-out", value: indexFile.finalPath,
                                        reason: "it names the same file as RAW '\(destination)'",
                                        remedy: "give the index a path of its own, for example '\(destination).gzidx'")
-        }
-        // A run killed by SIGKILL could not remove its temporary files, and the RAW one may hold GiBs.
-        for target in [destination] + (options.indexOutput.map { [$0] } ?? []) {
-            TemporaryFile.removeStale(inDirectoryOf: target, subsystem: "inflate")
         }
         do {
             // Opening a FIFO waits for its writer, and the data it sends would be lost.
