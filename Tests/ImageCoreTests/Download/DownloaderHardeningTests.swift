@@ -504,7 +504,7 @@ import Testing
     }
 
     @Test(.enabled(if: ScratchMount.isPossible, "mounting a tmpfs needs root with CAP_SYS_ADMIN"))
-    func missingFileInReadOnlyDirectoryFailsOnLock() throws {
+    func readOnlyDirectoryMissingFile() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
         let digest = try fixture.serve("f.bin", count: 10_000)
