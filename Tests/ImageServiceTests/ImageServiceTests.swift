@@ -539,3 +539,12 @@ struct InflationOptionsTests {
         #expect(Provisioning.inflateThreads(processorCount: processors) <= Provisioning.maximumInflateThreads)
     }
 }
+
+@Suite struct RPCErrnoTests {
+    @Test func busyDiskIsEBUSY() {
+        let error = RPCError.from(DiskError.busy(path: "/mnt/tank/vm.raw"))
+
+        #expect(error.errno == EBUSY)
+        #expect(error.errname == "EBUSY")
+    }
+}

@@ -109,6 +109,7 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
         if let system = error as? SystemError {
             return (system.errno.rawValue, errnoName(system.errno.rawValue))
         }
+        if case .busy = error as? DiskError { return (EBUSY, "EBUSY") }
         switch error.category {
         case .failure: return (EFAULT, "EFAULT")
         case .invalidData: return (EBADMSG, "EBADMSG")
