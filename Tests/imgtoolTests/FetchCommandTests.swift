@@ -69,6 +69,21 @@ import Testing
         return (path, "T\u{1B}[31m\u{202E}x\\y\tz")
     }
 
+    @Test(arguments: ["/", "", ".", ".."])
+    func fetchOutputDirectoryRejected(suffix: String) throws {
+        let directory = NSTemporaryDirectory() + "/imgtool-output-dir-\(getpid())-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let output = suffix.isEmpty ? "" : directory + (suffix == "/" ? "/" : "/" + suffix)
+
+        let result = try runImgtool(["fetch", "http://127.0.0.1:9/t.img", "--sha256", Self.emptyHash,
+                                     "--output", output, "--retries", "0"])
+
+        #expect(result.status == 64, "\(result.error)")
+        #expect(result.error.contains("names a directory"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
+    }
+
     @Test func imagesPipeGetsRawNames() throws {
         let catalog = try Self.writeHostileCatalog("pipe")
         defer { try? FileManager.default.removeItem(atPath: catalog.path) }

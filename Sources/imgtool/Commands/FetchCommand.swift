@@ -46,6 +46,14 @@ enum FetchCommand: Command {
         if parsed.value("--output") != nil && parsed.value("--dir") != nil {
             throw UsageError(message: "--output and --dir cannot be combined: --output names the file, --dir its directory")
         }
+        if let output = parsed.value("--output") {
+            // The lock, partial and state files are named by appending to the path, so a
+            // directory path would create `DIR/.lock` and `DIR/.part`.
+            let name = (output as NSString).lastPathComponent
+            if output.isEmpty || output.hasSuffix("/") || name == "." || name == ".." {
+                throw UsageError(message: "invalid --output '\(output)': it names a directory, not a file; give the file's path (DIR/NAME), or --dir DIR to keep the URL's file name")
+            }
+        }
         if parsed.value("--sha256") != nil && parsed.value("--sha256-url") != nil {
             throw UsageError(message: "--sha256 and --sha256-url cannot be combined: give one source for the expected hash")
         }
