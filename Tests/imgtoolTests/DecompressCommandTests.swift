@@ -51,6 +51,26 @@ private func sh(_ command: String) throws -> Int32 {
         #expect(result.output.contains("73   the target already exists"))
     }
 
+    @Test func hardLinkedLeftoverFreesNothing() throws {
+        let directory = try TestDirectory()
+        defer { directory.remove() }
+        try sh("printf 'hello' | gzip -c > '\(directory.file("in.gz"))'")
+        // A leftover of a process that no longer runs (pid_t.max is never assigned),
+        // which is also the user's file under another name.
+        try Data(repeating: 7, count: 4096).write(to: URL(fileURLWithPath: directory.file("user.img")))
+        let leftover = directory.file(".old.raw.imgtool-\(pid_t.max)-1.tmp")
+        #expect(link(directory.file("user.img"), leftover) == 0)
+
+        let result = try sh("IMGTOOL_LOG=info '\(imgtoolBinary())' decompress --progress none '\(directory.file("in.gz"))' "
+                            + "'\(directory.file("disk.raw"))' 2> '\(directory.file("log"))'")
+
+        #expect(result == 0)
+        let log = try String(contentsOfFile: directory.file("log"), encoding: .utf8)
+        #expect(log.contains("(4096 bytes, not freed: the file has another name)"), "\(log)")
+        #expect(!FileManager.default.fileExists(atPath: leftover))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: directory.file("user.img"))).count == 4096)
+    }
+
     @Test func inflatesAndPrintsSummary() throws {
         let directory = try TestDirectory()
         defer { directory.remove() }

@@ -289,9 +289,12 @@ public final class TemporaryFile {
         for name in names {
             guard let pid = writerPID(inTemporaryName: name), pid != getpid() else { continue }
             guard kill(pid, 0) == -1, Errno.current == Errno(rawValue: ESRCH) else { continue }
-            guard let size = removeIfUnlocked(name, in: directory) else { continue }
+            guard let status = removeIfUnlocked(name, in: directory) else { continue }
             let path = directoryPath == "/" ? "/\(name)" : "\(directoryPath)/\(name)"
-            Log.info(subsystem, "removed '\(path)' (\(size) bytes), left by an imgtool process that no longer runs")
+            // A file with another name left keeps its blocks, so its size was not freed.
+            let size = status.linkCount > 1 ? "\(status.size) bytes, not freed: the file has another name"
+                : "\(status.size) bytes"
+            Log.info(subsystem, "removed '\(path)' (\(size)), left by an imgtool process that no longer runs")
             removed.append(path)
         }
         return removed
@@ -312,9 +315,10 @@ public final class TemporaryFile {
     }
 
     /// Removes the regular file `name` in `directory` when a non-blocking exclusive flock
-    /// on it succeeds, and returns its size. Returns nil, and keeps the file, for anything
-    /// else: a lock held elsewhere, another file type, a name that changed meanwhile.
-    private static func removeIfUnlocked(_ name: String, in directory: FileDescriptor) -> Int64? {
+    /// on it succeeds, and returns its status from before the removal. Returns nil, and
+    /// keeps the file, for anything else: a lock held elsewhere, another file type, a name
+    /// that changed meanwhile.
+    private static func removeIfUnlocked(_ name: String, in directory: FileDescriptor) -> FileStatus? {
         // Checked before the open, because opening a device can have effects of its own.
         guard let before = statusAt(name, in: directory), before.isRegularFile else { return nil }
         // O_NOFOLLOW: a symbolic link swapped in after the check fails with ELOOP.
@@ -331,7 +335,7 @@ public final class TemporaryFile {
         guard let current = statusAt(name, in: directory),
               current.device == status.device, current.inode == status.inode else { return nil }
         guard unlinkat(directory.rawValue, name, 0) == 0 else { return nil }
-        return status.size
+        return status
     }
 
     /// Returns the status of `name` in `directory` without following a symbolic link, or
