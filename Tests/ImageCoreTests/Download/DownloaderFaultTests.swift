@@ -177,19 +177,28 @@ import Testing
         #expect(try sha256sum("\(fixture.out)/f.bin") == digest.hex)
     }
 
-    @Test func expiredFinalURLFallsBackToRequested() throws {
-        let fixture = try Fixture()
-        defer { fixture.remove() }
+    /// Writes a 2 MiB f.bin to serve and the first half of it as a partial download whose
+    /// state records that an earlier run was redirected to `finalURL`. The ETag is the one
+    /// fault_server.py computes for the file. Returns the file's hash, the destination and
+    /// the requested URL.
+    private func writeRedirectedPartial(_ fixture: Fixture, finalURL: String) throws
+        -> (digest: SHA256Digest, destination: String, url: String) {
         let content = try writeRandomFile("\(fixture.www)/f.bin", count: 2 * Self.mebibyte)
         let digest = SHA256.hash(content)
         let destination = "\(fixture.out)/f.bin"
         let url = fixture.server.url("f.bin")
-        // A partial file from an earlier run that was redirected to a mirror link which no
-        // longer exists. The ETag is the one fault_server.py computes for the file.
-        let etag = "\"\(SHA256.hash(content).hex.prefix(16))\""
+        let etag = "\"\(digest.hex.prefix(16))\""
         try content.prefix(Self.mebibyte).write(to: URL(fileURLWithPath: destination + ".part"))
-        try DownloadState(url: url, finalURL: fixture.server.url("expired.bin"), etag: etag, lastModified: nil,
+        try DownloadState(url: url, finalURL: finalURL, etag: etag, lastModified: nil,
                           expectedLength: Int64(content.count), sha256: digest.hex).save(to: destination + ".part.state")
+        return (digest, destination, url)
+    }
+
+    @Test func expiredFinalURLFallsBackToRequested() throws {
+        let fixture = try Fixture()
+        defer { fixture.remove() }
+        // The mirror link of the earlier run no longer exists.
+        let (digest, destination, url) = try writeRedirectedPartial(fixture, finalURL: fixture.server.url("expired.bin"))
 
         let summary = try Downloader(options: testOptions()).fetch(url: url, expected: .sha256(digest), to: destination)
 
@@ -203,16 +212,9 @@ import Testing
     @Test func unreachableFinalURLFallsBackToRequested() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
-        let content = try writeRandomFile("\(fixture.www)/f.bin", count: 2 * Self.mebibyte)
-        let digest = SHA256.hash(content)
-        let destination = "\(fixture.out)/f.bin"
-        let url = fixture.server.url("f.bin")
-        // An earlier run was redirected to a mirror that no longer accepts connections;
-        // the requested URL still works (and would redirect to a live mirror).
-        let etag = "\"\(SHA256.hash(content).hex.prefix(16))\""
-        try content.prefix(Self.mebibyte).write(to: URL(fileURLWithPath: destination + ".part"))
-        try DownloadState(url: url, finalURL: "http://127.0.0.1:9/f.bin", etag: etag, lastModified: nil,
-                          expectedLength: Int64(content.count), sha256: digest.hex).save(to: destination + ".part.state")
+        // The mirror of the earlier run no longer accepts connections; the requested URL
+        // still works (and would redirect to a live mirror).
+        let (digest, destination, url) = try writeRedirectedPartial(fixture, finalURL: "http://127.0.0.1:9/f.bin")
 
         let summary = try Downloader(options: testOptions()).fetch(url: url, expected: .sha256(digest), to: destination)
 
