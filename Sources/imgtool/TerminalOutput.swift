@@ -38,8 +38,8 @@ func escapingJSONForTerminal(_ json: String, standardOutputIsTerminal: Bool = is
 /// wcswidth counts them. A wide East Asian character and an emoji drawn as an emoji by
 /// default (Emoji_Presentation) take 2. Combining marks, invisible format characters and
 /// the Hangul vowels and final consonants that join the syllable before them take 0, and
-/// the rest 1. A one-time comparison over every scalar that glibc 2.36 knows
-/// differed only at U+1171E. The wide ranges are whole blocks taken from Unicode's East
+/// the rest 1. Compared once with glibc 2.36's wcwidth over every scalar it defines, the
+/// counts differed only at U+1171E. The wide ranges are whole blocks taken from Unicode's East
 /// Asian Width data, so a wide character that Unicode adds outside them counts as one.
 /// NOTE: an emoji sequence joined by U+200D counts as the sum of its emoji, and a
 /// character with the emoji selector U+FE0F as its text form, as wcwidth counts them;

@@ -195,7 +195,7 @@ import Glibc
         #expect(mkfifo(fifo, 0o600) == 0)
         let link = scratch.file(".link.imgtool-\(pid)-20.tmp")
         try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: scratch.file("nowhere"))
-        let kept = try [
+        let lookalikes = try [
             writeLeftover("disk.raw.imgtool-\(pid)-21.tmp", in: scratch),
             writeLeftover(".disk.raw.imgtool-\(pid)-21.tmp.bak", in: scratch),
             writeLeftover(".disk.raw.imgtool-\(pid)x-21.tmp", in: scratch),
@@ -205,7 +205,7 @@ import Glibc
         let removed = TemporaryFile.removeStale(inDirectoryOf: scratch.file("disk.raw"), subsystem: "test")
 
         #expect(removed.isEmpty)
-        for path in kept {
+        for path in lookalikes {
             #expect((try? linkStatus(path)) != nil, "'\(path)' was removed")
         }
     }

@@ -99,8 +99,8 @@ public enum Decompressor {
     ///   invalid input, `SystemError` for I/O failures, `CancelledError` when cancelled.
     ///   On any error no file appears at `destination` or at `options.indexOutput`.
     public static func decompress(source: String, destination: String, options: DecompressOptions) throws -> DecompressSummary {
-        // A run killed by SIGKILL could not remove its temporary files, and the RAW one may
-        // hold GiBs. They go before the new files are created, because a file system that
+        // A run killed by SIGKILL could not remove its temporary files, and the RAW one can
+        // be gigabytes in size. They go before the new files are created, because a file system that
         // they filled may have no room left even for an empty file.
         for target in [destination] + (options.indexOutput.map { [$0] } ?? []) {
             TemporaryFile.removeStale(inDirectoryOf: target, subsystem: "inflate")
