@@ -272,8 +272,8 @@ struct PlacedOutputTests {
 
 /// `PlacementPool.waitingTime` sums the time workers waited for a free buffer. These tests
 /// make a thread wait for certain, through the pool's `beforeWait` hook, instead of
-/// timing anything.
-@Suite("Placement pool waiting time")
+/// timing anything. The pool allocates its buffers as workers need them.
+@Suite("Placement pool")
 struct PlacementPoolTests {
     /// Runs `body` with a pool of `count` buffers that lends them to a sparse writer on a
     /// new file.
@@ -328,5 +328,31 @@ struct PlacementPoolTests {
             #expect(waits.all.isEmpty)
             #expect(pool.waitingTime == .zero)
         }
+    }
+
+    @Test("a buffer is allocated only when none is free")
+    func allocatesOnDemand() throws {
+        try withPool(count: 3) { pool in
+            #expect(pool.allocated == 0)
+            let first = pool.take()
+            pool.giveBack(first.index)
+            let again = pool.take()
+            #expect(again.index == first.index)
+            #expect(pool.allocated == 1)
+            let second = pool.take()
+            let third = pool.take()
+            #expect(Set([again.index, second.index, third.index]).count == 3)
+            #expect(pool.allocated == 3)
+            pool.giveBack(second.index)
+            _ = pool.take()
+            #expect(pool.allocated == 3)
+        }
+    }
+
+    @Test("an indexed decode may hold more buffers than a speculative one")
+    func bufferCounts() {
+        #expect(PlacementPool.bufferCount(threads: 2, indexed: true) == PlacementPool.minimumIndexBuffers)
+        #expect(PlacementPool.bufferCount(threads: 2, indexed: false) == 2 * PlacementPool.buffersPerThread)
+        #expect(PlacementPool.bufferCount(threads: 64, indexed: true) == 64 * PlacementPool.buffersPerThread)
     }
 }

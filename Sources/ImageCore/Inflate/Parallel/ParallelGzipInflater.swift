@@ -227,7 +227,7 @@ public enum ParallelGzipInflater {
             lengths.append(length)
         }
         let isal = IsalChunkDecoder(file: file, blocks: OutputBlockPool.forStreams(2 * threads * budget))
-        let pool = placementPool(for: writer.sink, threads: threads, pieceSize: pieceSize)
+        let pool = placementPool(for: writer.sink, threads: threads, indexed: true, pieceSize: pieceSize)
         let swift = SpeculativeDecoder(file: file)
         let chunkPoints = points
         // Chunks that expand more than `zeroHeavyRatio` times are mostly zero runs, which
@@ -294,9 +294,11 @@ public enum ParallelGzipInflater {
     /// Returns the buffers that workers lend to `sink` instead of handing it their output
     /// to copy, when it is a sparse writer. Placed output's offsets count from the start
     /// of the output, so the writer must be empty.
-    private static func placementPool(for sink: any ExtentSink, threads: Int, pieceSize: Int) -> PlacementPool? {
+    private static func placementPool(for sink: any ExtentSink, threads: Int, indexed: Bool,
+                                      pieceSize: Int) -> PlacementPool? {
         guard let writer = sink as? SparseFileWriter, writer.size == 0 else { return nil }
-        return PlacementPool(target: writer.placement(), count: PlacementPool.buffersPerThread * threads, pieceSize: pieceSize)
+        return PlacementPool(target: writer.placement(), count: PlacementPool.bufferCount(threads: threads, indexed: indexed),
+                             pieceSize: pieceSize)
     }
 
     /// Runs the speculative plan: byte ranges of the input, each decoded from the first
@@ -335,7 +337,8 @@ public enum ParallelGzipInflater {
         let endOfData = fileSize * 8
         let stops: [Int64] = (0..<count).map { $0 + 1 < count ? Int64($0 + 1) * rangeSize * 8 : .max }
         let lookahead = threads + 1
-        let placement = placementPool(for: writer.sink, threads: threads, pieceSize: placementPieceSize)
+        let placement = placementPool(for: writer.sink, threads: threads, indexed: false,
+                                      pieceSize: placementPieceSize)
         let decoder = SpeculativeDecoder(file: file, usesIsal: true,
                                          blocks: OutputBlockPool.forStreams(lookahead * streamBudget), rangeBits: rangeSize * 8,
                                          placement: placement)

@@ -24,24 +24,39 @@ final class PlacementPool: @unchecked Sendable {
     /// a slow write. With three per worker, the workers waited for buffers.
     /// Eight per worker were faster.
     static let buffersPerThread = 8
+    /// The fewest buffers the pool of an indexed decode may grow to (256 MiB of 4 MiB
+    /// pieces). There workers place nearly all output through the pool, so it holds the
+    /// whole backlog of writes. On the data-heavy test image, workers with 8 buffers
+    /// each waited 0.27 s for the disk in the middle of the run; 64 in all took the
+    /// median 2-thread run from 1.23 s to 1.12 s. A speculative decode places less than
+    /// half its output and keeps `buffersPerThread`: 64 buffers made the realistic
+    /// image's run about 5% slower (docs/BENCHMARKS.md). Buffers are allocated only when
+    /// none is free, so a decode that the writer keeps up with uses few.
+    static let minimumIndexBuffers = 64
+
+    /// The most buffers for `threads` workers.
+    static func bufferCount(threads: Int, indexed: Bool) -> Int {
+        indexed ? max(buffersPerThread * threads, minimumIndexBuffers) : buffersPerThread * threads
+    }
     let target: SparseFileWriter.Placement
     /// The maximum output of one buffer.
     let pieceSize: Int
-    private let buffers: [UnsafeMutableRawBufferPointer]
-    /// Guards `free`.
+    /// The most buffers `buffers` may hold.
+    let count: Int
+    /// Guarded by `condition`; grows up to `count`.
+    private var buffers: [UnsafeMutableRawBufferPointer] = []
+    /// Guards `buffers`, `free` and `waited`.
     private let condition = NSCondition()
-    private var free: [Int]
+    private var free: [Int] = []
     /// Guarded by `condition`; see `waitingTime`.
     private var waited = Duration.zero
 
-    /// - Parameter count: the number of buffers; a few per worker let decoding go on
-    ///   while the writer thread writes.
+    /// - Parameter count: the most buffers; a few per worker let decoding go on while
+    ///   the writer thread writes. Each is allocated when a worker first finds none free.
     init(target: SparseFileWriter.Placement, count: Int, pieceSize: Int) {
         self.target = target
         self.pieceSize = pieceSize
-        let alignment = SparseFileWriter.directAlignment
-        buffers = (0..<count).map { _ in .allocate(byteCount: pieceSize + alignment, alignment: alignment) }
-        free = Array(0..<count)
+        self.count = count
     }
 
     /// Frees the buffers. No buffer is lent at that point, because each lent buffer's
@@ -58,6 +73,12 @@ final class PlacementPool: @unchecked Sendable {
     /// Takes a free buffer, waiting while all are filled or being written.
     func take() -> (index: Int, buffer: UnsafeMutableRawBufferPointer) {
         condition.lock()
+        defer { condition.unlock() }
+        if free.isEmpty, buffers.count < count {
+            buffers.append(.allocate(byteCount: pieceSize + SparseFileWriter.directAlignment,
+                                     alignment: SparseFileWriter.directAlignment))
+            return (buffers.count - 1, buffers[buffers.count - 1])
+        }
         if free.isEmpty {
             beforeWait?()
             let started = ContinuousClock.now
@@ -65,7 +86,6 @@ final class PlacementPool: @unchecked Sendable {
             waited += ContinuousClock.now - started
         }
         let index = free.removeLast()
-        condition.unlock()
         return (index, buffers[index])
     }
 
@@ -75,6 +95,13 @@ final class PlacementPool: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return waited
+    }
+
+    /// How many buffers the pool has allocated so far (tests).
+    var allocated: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return buffers.count
     }
 
     /// Returns the buffer `index` to the free ones and wakes the threads that wait.
