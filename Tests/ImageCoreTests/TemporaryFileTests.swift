@@ -69,6 +69,21 @@ import Glibc
         }
     }
 
+    /// A failed fsync names the path the caller asked for, not the temporary name that
+    /// the cleanup removes, and leaves no file.
+    @Test func fileSyncFailureNamesFinalPath() throws {
+        try withWrittenFile { scratch, target, file throws in
+            let temporaryPath = file.temporaryPath
+            file.fileSyncFault = { () throws(Errno) in throw Errno(rawValue: EIO) }
+            let error = #expect(throws: SystemError.self) { try file.publish() }
+            #expect(error?.path == target)
+            #expect(error?.errno == Errno(rawValue: EIO))
+            #expect(error?.description == "fsync the new file for '\(target)' failed: \(Errno(rawValue: EIO))")
+            #expect(error?.description.contains(temporaryPath) == false)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).isEmpty)
+        }
+    }
+
     @Test func withdrawRemovesPublishedFile() throws {
         try withWrittenFile { scratch, target, file throws in
             try file.publish()

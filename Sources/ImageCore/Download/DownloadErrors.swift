@@ -167,12 +167,31 @@ public struct DestinationMismatchError: ImageError {
     /// False when the destination's directory cannot be written (a read-only mount, no
     /// write permission), where --force cannot replace the file either.
     public var directoryIsWritable = true
+    /// The operation that found the file, which decides what the remedy offers.
+    public var operation: Operation = .fetch
+
+    /// What fetched the file into its directory.
+    public enum Operation: Sendable {
+        /// `imgtool fetch` or `vm.fetch_image`, where the caller chooses the destination
+        /// and may replace the file with --force.
+        case fetch
+        /// `imgtool provision` or `vm.create_container`, which download into the active
+        /// sharefs's iso_files directory and have no destination option.
+        case provision
+    }
 
     public var category: FailureCategory { .targetExists }
     public var description: String {
         "'\(path)' already exists with SHA-256 \(actual.hex), not the expected \(expected.hex); it was not modified"
     }
     public var remedy: String? {
+        if operation == .provision {
+            guard directoryIsWritable else {
+                return "its directory, the sharefs's iso_files, cannot be written, so the image cannot be downloaded there. "
+                    + "Make that directory writable, remove the file, and provision again"
+            }
+            return "remove the file and provision again: the image is then downloaded anew into the same directory"
+        }
         guard directoryIsWritable else {
             return "its directory cannot be written, so --force cannot replace it there either. Choose another destination, "
                 + "or make the directory writable and pass --force"

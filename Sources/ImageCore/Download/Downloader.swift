@@ -127,8 +127,20 @@ public final class Downloader: Sendable {
     /// beside it, must fit in the 255 bytes that Linux file systems allow (NAME_MAX).
     public static let maximumFileNameLength = 255 - ".part.state".utf8.count
 
+    /// Errors that publication's link and rename calls return in place of running; empty
+    /// outside tests.
+    let publicationFaults: PublicationFaults
+
     public init(options: DownloadOptions = DownloadOptions()) {
         self.options = options
+        self.publicationFaults = PublicationFaults()
+    }
+
+    /// Creates a downloader whose publication fails the calls that `faults` names, as on a
+    /// file system without hard links or a kernel without RENAME_NOREPLACE.
+    init(options: DownloadOptions, publicationFaults faults: PublicationFaults) {
+        self.options = options
+        self.publicationFaults = faults
     }
 
     /// Downloads `url` to `destination` and verifies it.
@@ -403,7 +415,7 @@ public final class Downloader: Sendable {
         var linked = false
         if force {
             let temporary = (paths.directory as NSString).appendingPathComponent(".imgtool-publish-\(getpid())-\(UInt32.random(in: .min ... .max))")
-            if linkat(AT_FDCWD, source, AT_FDCWD, temporary, AT_SYMLINK_FOLLOW) == 0 {
+            if linkThroughProc(source, to: temporary) == 0 {
                 if rename(temporary, paths.destination) != 0 {
                     let error = Errno.current
                     unlink(temporary)
@@ -411,7 +423,7 @@ public final class Downloader: Sendable {
                 }
                 linked = true
             }
-        } else if linkat(AT_FDCWD, source, AT_FDCWD, paths.destination, AT_SYMLINK_FOLLOW) == 0 {
+        } else if linkThroughProc(source, to: paths.destination) == 0 {
             linked = true
         } else if Errno.current == .exists {
             let kind = (try? linkStatus(paths.destination))??.kindDescription ?? "file"
@@ -435,26 +447,81 @@ public final class Downloader: Sendable {
     }
 
     /// Renames NAME.part to NAME by name: without replacing an existing NAME unless
-    /// `force`, with link(2) where the file system has no RENAME_NOREPLACE.
+    /// `force`, with link(2) where the file system has no RENAME_NOREPLACE, and with a
+    /// checked rename(2) where it has no hard links either.
     private func renamePart(paths: DownloadPaths, force: Bool) throws {
-        let result = force ? rename(paths.part, paths.destination)
-            : imgtool_renameat2(AT_FDCWD, paths.part, AT_FDCWD, paths.destination, IMGTOOL_RENAME_NOREPLACE)
+        let result = force ? rename(paths.part, paths.destination) : renameWithoutReplacing(paths.part, to: paths.destination)
         if result != 0 {
             let error = Errno.current
             if error == .exists {
-                let kind = (try? linkStatus(paths.destination))??.kindDescription ?? "file"
-                throw TargetExistsError(path: paths.destination, kind: kind)
+                throw existingDestination(paths)
             }
             if !force, error == .invalidArgument || error == .noSystemCall {
                 // No RENAME_NOREPLACE on this filesystem: link(2) fails on an existing target too.
-                if link(paths.part, paths.destination) != 0 {
-                    throw SystemError("link to", path: paths.destination, errno: .current)
+                if linkByName(paths.part, to: paths.destination) != 0 {
+                    let linkError = Errno.current
+                    if linkError == .exists { throw existingDestination(paths) }
+                    // EPERM: no hard links either (vfat on an old kernel).
+                    guard linkError == .notPermitted else {
+                        throw SystemError("link to", path: paths.destination, errno: linkError)
+                    }
+                    try renameIfAbsent(paths)
+                    return
                 }
                 unlink(paths.part)
             } else {
                 throw SystemError("rename to", path: paths.destination, errno: error)
             }
         }
+    }
+
+    /// Renames NAME.part to NAME with rename(2) after checking that NAME does not exist,
+    /// for a file system that offers neither RENAME_NOREPLACE nor hard links.
+    private func renameIfAbsent(_ paths: DownloadPaths) throws {
+        let existing: FileStatus?
+        do {
+            existing = try linkStatus(paths.destination)
+        } catch {
+            throw SystemError("inspect", path: paths.destination, errno: error)
+        }
+        if existing != nil { throw existingDestination(paths) }
+        // NOTE: a file that another program creates as NAME between the check and the
+        // rename is replaced. Other imgtool processes cannot, because they wait for NAME.lock.
+        if rename(paths.part, paths.destination) != 0 {
+            throw SystemError("rename to", path: paths.destination, errno: .current)
+        }
+    }
+
+    private func existingDestination(_ paths: DownloadPaths) -> TargetExistsError {
+        let kind = (try? linkStatus(paths.destination))??.kindDescription ?? "file"
+        return TargetExistsError(path: paths.destination, kind: kind)
+    }
+
+    /// linkat(2) of the /proc/self/fd name `source`, or the error of `publicationFaults`.
+    private func linkThroughProc(_ source: String, to target: String) -> Int32 {
+        if let fault = publicationFaults.linkThroughProc {
+            errno = fault.rawValue
+            return -1
+        }
+        return linkat(AT_FDCWD, source, AT_FDCWD, target, AT_SYMLINK_FOLLOW)
+    }
+
+    /// renameat2(2) with RENAME_NOREPLACE, or the error of `publicationFaults`.
+    private func renameWithoutReplacing(_ source: String, to target: String) -> Int32 {
+        if let fault = publicationFaults.renameWithoutReplacing {
+            errno = fault.rawValue
+            return -1
+        }
+        return imgtool_renameat2(AT_FDCWD, source, AT_FDCWD, target, IMGTOOL_RENAME_NOREPLACE)
+    }
+
+    /// link(2), or the error of `publicationFaults`.
+    private func linkByName(_ source: String, to target: String) -> Int32 {
+        if let fault = publicationFaults.linkByName {
+            errno = fault.rawValue
+            return -1
+        }
+        return link(source, target)
     }
 
     // MARK: Retry policy
@@ -478,6 +545,19 @@ public final class Downloader: Sendable {
         }
         try cancellation.check("download of \(redactingPassword(in: url))")
     }
+}
+
+/// Errors that `Downloader`'s publication returns from its link and rename calls in place
+/// of making them, so tests can take the paths that some file systems and kernels force.
+/// A nil field lets the call run.
+struct PublicationFaults: Sendable {
+    /// For linkat(2) of /proc/self/fd/N: EPERM as on vfat, ENOENT as without /proc.
+    var linkThroughProc: Errno?
+    /// For renameat2(2) with RENAME_NOREPLACE: EINVAL as on a file system or kernel
+    /// without that flag.
+    var renameWithoutReplacing: Errno?
+    /// For link(2) of NAME.part to NAME: EPERM as on vfat.
+    var linkByName: Errno?
 }
 
 /// The file names a download uses beside its destination.

@@ -147,10 +147,13 @@ public final class TemporaryFile {
                         operation: String = "publish") throws {
         precondition(isOpen, "Bug in imgtool: TemporaryFile published twice or after discard")
         do {
+            try fileSyncFault?()
             try descriptor.sync()
         } catch {
             discard()
-            throw SystemError("fsync", path: temporaryPath, errno: error)
+            // The temporary name is gone after `discard`, so the error names the file the
+            // caller asked for.
+            throw SystemError("fsync the new file for", path: finalPath, errno: error)
         }
         if let cancellation, cancellation.isCancelled {
             discard()
@@ -217,6 +220,10 @@ public final class TemporaryFile {
 
     /// Runs right before the directory fsync in `publish`; tests use it to cancel there.
     var beforeDirectorySync: (() -> Void)?
+
+    /// Runs right before the file fsync in `publish`, and an error it throws counts as a
+    /// failed fsync; tests use it because fsync cannot be made to fail on a real file.
+    var fileSyncFault: (() throws(Errno) -> Void)?
 
     /// Removes the temporary file. Safe to call more than once.
     public func discard() {

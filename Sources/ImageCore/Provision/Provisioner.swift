@@ -275,6 +275,11 @@ public final class Provisioner: Sendable {
                                                        progress: { job.report(download: $0) },
                                                        observer: { follower.handle($0) },
                                                        cancellation: downloadCancellation))
+            } catch var mismatch as DestinationMismatchError {
+                // Provisioning has no destination option, so the fetch's remedy does not fit.
+                mismatch.operation = .provision
+                follower.fail(mismatch)
+                result = .failure(mismatch)
             } catch {
                 follower.fail(error)
                 result = .failure(error)
