@@ -170,7 +170,7 @@ public struct DestinationMismatchError: ImageError {
     /// The operation that found the file, which decides what the remedy offers.
     public var operation: Operation = .fetch
 
-    /// What fetched the file into its directory.
+    /// The kind of operation that downloads images into a directory.
     public enum Operation: Sendable {
         /// `imgtool fetch` or `vm.fetch_image`, where the caller chooses the destination
         /// and may replace the file with --force.
@@ -190,7 +190,8 @@ public struct DestinationMismatchError: ImageError {
                 return "its directory, the sharefs's iso_files, cannot be written, so the image cannot be downloaded there. "
                     + "Make that directory writable, remove the file, and provision again"
             }
-            return "remove the file and provision again: the image is then downloaded anew into the same directory"
+            return "remove the file and provision again (or pass --force to imgtool provision): the image is then "
+                + "downloaded anew into the same directory"
         }
         guard directoryIsWritable else {
             return "its directory cannot be written, so --force cannot replace it there either. Choose another destination, "

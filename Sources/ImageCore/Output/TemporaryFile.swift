@@ -221,8 +221,8 @@ public final class TemporaryFile {
     /// Runs right before the directory fsync in `publish`; tests use it to cancel there.
     var beforeDirectorySync: (() -> Void)?
 
-    /// Runs right before the file fsync in `publish`, and an error it throws counts as a
-    /// failed fsync; tests use it because fsync cannot be made to fail on a real file.
+    /// Runs right before the file fsync in `publish`. An error it throws counts as a
+    /// failed fsync, so tests can fail one, which a real file never does on demand.
     var fileSyncFault: (() throws(Errno) -> Void)?
 
     /// Removes the temporary file. Safe to call more than once.

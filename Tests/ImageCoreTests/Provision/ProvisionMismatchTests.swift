@@ -5,8 +5,9 @@ import Glibc
 #endif
 @testable import ImageCore
 
-/// The remedy of `DestinationMismatchError` names only what the operation that found the
-/// file offers: fetch has --force and a destination, provisioning has neither of them.
+/// Tests of `DestinationMismatchError`'s remedy for each operation. Fetch offers --force
+/// and another destination; provisioning offers no destination, and --force only in
+/// `imgtool provision`.
 @Suite struct ProvisionMismatchTests {
     private func mismatch(operation: DestinationMismatchError.Operation, directoryIsWritable: Bool)
         -> DestinationMismatchError {
@@ -30,8 +31,8 @@ import Glibc
 
     @Test func provisionRemedyRemovesFile() throws {
         let remedy = try #require(mismatch(operation: .provision, directoryIsWritable: true).remedy)
-        #expect(remedy == "remove the file and provision again: the image is then downloaded anew into the same directory")
-        #expect(!remedy.contains("--force"))
+        #expect(remedy == "remove the file and provision again (or pass --force to imgtool provision): the image is then "
+            + "downloaded anew into the same directory")
         #expect(!remedy.contains("destination"))
     }
 
@@ -72,7 +73,7 @@ import Glibc
         #expect(error?.path == imagePath)
         #expect(error?.operation == .provision)
         #expect(error?.directoryIsWritable == true)
-        #expect(error?.remedy?.contains("--force") == false)
+        #expect(error?.remedy?.contains("destination") == false)
         #expect(try String(contentsOfFile: imagePath, encoding: .utf8) == "another image")
         #expect(!pathExists(raw))
     }
