@@ -528,6 +528,20 @@ struct GzipIndexTests {
         }
     }
 
+    @Test("index used with stream input warns")
+    func indexWithStreamInputWarns() throws {
+        let input = MemoryInput(try gzip("abc"))
+        var options = DecompressOptions(index: sampleIndex())
+        options.indexPath = "other.gzidx"
+        options.logsWarnings = false
+
+        let summary = try Decompressor.decode(input: input, into: MemorySink(), options: options)
+
+        #expect(summary.bytesWritten == 3)
+        #expect(summary.warnings.count == 1)
+        #expect(summary.warnings.first?.contains("without the seek index 'other.gzidx'") == true)
+    }
+
     @Test("builder names xz source")
     func builderNamesXzSource() throws {
         let scratch = try ScratchDirectory()
