@@ -49,6 +49,18 @@ public enum GzipIndexBuilder {
         return (index, ["'\(path)': ignored \(trailingData) bytes of trailing data at offset \(offset) after the last gzip member"])
     }
 
+    /// Returns the error for a source that does not start with the gzip magic bytes. An
+    /// xz file or a RAW image is intact, so the message names what it is, not damage.
+    private static func notGzipError(path: String, head: [UInt8]) -> InvalidArgumentError {
+        if CompressionFormat.detect(head) == .xz {
+            return InvalidArgumentError(argument: "SOURCE", value: path, reason: "it is xz, and a seek index exists only for gzip",
+                                        remedy: "give the path of a gzip file; 'imgtool decompress' inflates xz without an index")
+        }
+        return InvalidArgumentError(argument: "SOURCE", value: path,
+                                    reason: "it is not gzip: \(CompressionFormat.describeUnsupported(head))",
+                                    remedy: "give the path of a gzip file (it starts with the bytes 1f 8b)")
+    }
+
     /// Builds the index and returns it with the length of the trailing data after the
     /// last member: 0 when nothing or only zero bytes follow it.
     private static func buildChecked(file: MappedFile, spacing: Int, sink: (any ExtentSink)?, cancellation: CancellationToken?,
@@ -68,7 +80,7 @@ public enum GzipIndexBuilder {
 
         var position = 0
         guard let firstHeader = try GzipMemberHeader.parse(input, at: 0) else {
-            throw GzipDataError(offset: 0, reason: "it does not start with the gzip magic bytes 1f 8b")
+            throw notGzipError(path: file.path, head: Array(input.prefix(CompressionFormat.detectionLength)))
         }
         position = firstHeader.length
         points.append(GzipAccessPoint(compressedBitOffset: Int64(position) * 8, uncompressedOffset: 0, window: nil))

@@ -340,6 +340,13 @@ public enum Decompressor {
             return summary
         }
 
+        // A stream is read once from its start, so the access points cannot be used, and
+        // an index of another file would go unnoticed without this warning.
+        if format == .gzip, options.index != nil, !(input is FileInput && total != nil) {
+            warnings.append("'\(input.name)' is not a regular file, so it is decoded in one pass without the seek index"
+                            + "\(options.indexPath.map { " '\($0)'" } ?? ""); save it to a file to decode it with the index")
+        }
+
         var members = 0
         switch format {
         case .gzip:

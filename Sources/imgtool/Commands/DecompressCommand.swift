@@ -39,7 +39,8 @@ enum DecompressCommand: Command {
                          not counting the pages of SOURCE, which is memory-mapped.
                          The output is always identical to sequential decoding.
       --index FILE       a seek index of SOURCE (GZIDX, from 'imgtool index' or
-                         'rapidgzip --export-index'): each access point starts a chunk
+                         'rapidgzip --export-index'): each access point starts a chunk;
+                         a pipe is decoded without it, with a warning
       --index-out FILE   also write a seek index of SOURCE to FILE, which must not
                          exist; decoding then runs on one thread in a single pass,
                          and SOURCE must be a regular file

@@ -528,6 +528,49 @@ struct GzipIndexTests {
         }
     }
 
+    @Test("index used with stream input warns")
+    func indexWithStreamInputWarns() throws {
+        let input = MemoryInput(try gzip("abc"))
+        var options = DecompressOptions(index: sampleIndex())
+        options.indexPath = "other.gzidx"
+        options.logsWarnings = false
+
+        let summary = try Decompressor.decode(input: input, into: MemorySink(), options: options)
+
+        #expect(summary.bytesWritten == 3)
+        #expect(summary.warnings.count == 1)
+        #expect(summary.warnings.first?.contains("without the seek index 'other.gzidx'") == true)
+    }
+
+    @Test("builder names xz source")
+    func builderNamesXzSource() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = try compressFile(compressibleBytes(4096), with: "xz -c", in: scratch, name: "image")
+
+        #expect {
+            _ = try GzipIndexBuilder.build(path: path)
+        } throws: { error in
+            guard let error = error as? InvalidArgumentError else { return false }
+            return error.value == path && error.reason == "it is xz, and a seek index exists only for gzip"
+        }
+    }
+
+    @Test("builder names raw source")
+    func builderNamesRawSource() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = scratch.file("disk.raw")
+        try writeFile(path, [UInt8](repeating: 0, count: 4096))
+
+        #expect {
+            _ = try GzipIndexBuilder.build(path: path)
+        } throws: { error in
+            guard let error = error as? InvalidArgumentError else { return false }
+            return error.value == path && error.reason.hasPrefix("it is not gzip: found zero bytes")
+        }
+    }
+
     @Test("builder reports trailing data")
     func builderReportsTrailingData() throws {
         let scratch = try ScratchDirectory()

@@ -255,6 +255,10 @@ struct SpeculativeDecoder: Sendable {
     /// guessed window.
     static let blocksBeforeGuessing = 2
 
+    // NOTE: output that only copies from the unknown window never clears, so a chunk
+    // that starts inside a zero run with no literal after it stays in marker mode to its
+    // end. An 8 GiB all-zero file from gzip -6 took 12.7 s on 2 threads and 0.5 s on 1
+    // (release build, /usr/bin/time, the 2-core test machine).
     /// Decodes in marker mode until the output is clean, the chunk ends, or an error
     /// shows the start was false (thrown). Output is handed on in pieces of markers, the
     /// first one preceded by `.chunkStart`; an error after the first piece is real.
