@@ -76,6 +76,22 @@ def test_parse_error_reason_is_logged(server):
     assert "surrogate without its other half" in log
 
 
+def test_binary_message_with_invalid_utf8_rejected(ws):
+    # JSON text must be UTF-8. A binary message is not checked as a text frame is, so
+    # the parser itself must reject the byte FF instead of replacing it with U+FFFD,
+    # which would change the id (or a path or a password) unseen.
+    ws.send_binary(b'{"jsonrpc": "2.0", "id": "a\xffb", "method": "core.ping", "params": []}')
+    reply = json.loads(ws.recv())
+    assert reply["error"]["code"] == -32700
+    assert reply["id"] is None
+    assert call(ws, "core.ping", id="after")["result"] == "pong"
+
+
+def test_binary_message_with_valid_utf8_accepted(ws):
+    ws.send_binary(json.dumps({"jsonrpc": "2.0", "id": "\u00e9", "method": "core.ping", "params": []},
+                              ensure_ascii=False).encode())
+    assert json.loads(ws.recv()) == {"jsonrpc": "2.0", "id": "\u00e9", "result": "pong"}
+
 def test_params_object_gets_invalid_params(ws):
     ws.send(json.dumps({"jsonrpc": "2.0", "id": 4, "method": "core.ping", "params": {"by": "name"}}))
     reply = json.loads(ws.recv())
