@@ -1,10 +1,12 @@
 """WebSocket framing and JSON-RPC envelope cases, sent as raw frames over the Unix
-socket and TCP with websocket-client's low-level API."""
+socket and TCP with websocket-client's low-level API, and close codes sent by the
+websockets library."""
 
 import json
 
 import pytest
 import websocket
+import websockets.sync.client
 
 from conftest import call, close_code, raw_frame, read_frame
 
@@ -178,6 +180,16 @@ def test_close_1000_echoed(ws):
     ws.sock.sendall(raw_frame(OPCODE_CLOSE, b"\x03\xe8"))
     assert close_code(ws) == 1000
 
+
+@pytest.mark.parametrize("code", [1012, 1013, 1014])
+def test_registered_close_code_echoed(server, code):
+    # IANA registered 1012 (service restart), 1013 (try again later) and 1014 (bad
+    # gateway) after RFC 6455; the websockets library sends them, so they are no
+    # protocol error. The client here is websockets itself, over the Unix socket.
+    sock = server.unix_socket()
+    with websockets.sync.client.connect("ws://localhost/api/current", sock=sock) as client:
+        client.close(code=code)
+        assert client.protocol.close_rcvd.code == code
 
 def test_close_with_one_byte_payload_closes_1002(ws):
     ws.sock.sendall(raw_frame(OPCODE_CLOSE, b"\x03"))
