@@ -214,6 +214,21 @@ def test_connections_over_limit_get_503(make_server):
     assert result(third, "core.ping") == "pong"
 
 
+def test_idle_tcp_clients_cannot_lock_out_root(make_server):
+    # Clients that finish the handshake and never log in hold their connections for as
+    # long as they like. They must not use up the slots of root on the Unix socket, the
+    # trusted middleware.
+    server = make_server("--max-connections", "2")
+    idle = [server.connect(tcp=True) for _ in range(2)]
+    with pytest.raises(websocket.WebSocketBadStatusException) as rejected:
+        server.connect(tcp=True)
+    assert rejected.value.status_code == 503
+    root = server.connect()
+    assert result(root, "core.ping") == "pong"
+    for connection in idle:
+        connection.close()
+
+
 def test_calls_over_limit_get_ebusy(make_server):
     server = make_server("--max-calls", "1")
     ws = server.connect()

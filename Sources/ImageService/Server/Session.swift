@@ -50,7 +50,7 @@ public final class Session: Sendable {
         self.kind = kind
         self.connection = connection
         self.service = service
-        if let credentials = connection.credentials, credentials.uid == 0 {
+        if Service.isTrusted(connection.credentials) {
             state.withLock { $0.authenticatedAs = "root (uid 0 on the Unix socket)" }
         }
         let who = connection.credentials.map { "uid \($0.uid), pid \($0.pid)" } ?? "no credentials"
