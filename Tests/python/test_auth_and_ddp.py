@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import websocket
 
@@ -50,6 +51,24 @@ def test_login_ex_api_key_plain(server):
     reply = result(ws, "auth.login_ex", {"mechanism": "API_KEY_PLAIN", "username": "root", "api_key": key})
     assert reply["response_type"] == "SUCCESS"
     assert isinstance(result(ws, "core.get_jobs"), list)
+
+
+def test_logout_ends_login_and_subscriptions(server):
+    key = server.create_api_key()
+    ws = server.connect(tcp=True)
+    assert result(ws, "auth.login_with_api_key", key) is True
+    result(ws, "core.subscribe", "core.get_jobs")
+    assert result(ws, "auth.logout") is None
+    assert call(ws, "core.get_jobs")["error"]["data"]["errname"] == "ENOTAUTHENTICATED"
+    # A job that root starts now sends no event to the client that logged out: its
+    # subscription ended with its login.
+    root = server.connect()
+    job_id = result(root, "test.sleep", 0)
+    while result(root, "core.get_jobs", [["id", "=", job_id]], {"get": True})["state"] != "SUCCESS":
+        time.sleep(0.02)
+    reply = call(ws, "core.ping", id="after")
+    assert reply["result"] == "pong"
+    assert getattr(ws, "pending", []) == []
 
 
 def test_login_ex_rejects_unknown_mechanism(server):

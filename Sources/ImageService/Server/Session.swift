@@ -67,6 +67,24 @@ public final class Session: Sendable {
         Log.info("service", "connection \(connection.id) authenticated as \(name)")
     }
 
+    /// Ends the login of a client that logged in with an API key and drops its
+    /// subscriptions, because job events are for authenticated clients only. Root on the
+    /// Unix socket stays trusted, since its trust comes from the peer's uid.
+    public func logout() {
+        let trusted = Service.isTrusted(connection.credentials)
+        let (previous, tokens) = state.withLock { state -> (String?, [UInt64]) in
+            let previous = state.authenticatedAs
+            if trusted { return (previous, []) }
+            state.authenticatedAs = nil
+            defer { state.subscriptions.removeAll() }
+            return (previous, Array(state.subscriptions.values))
+        }
+        for token in tokens { service.jobs.removeObserver(token) }
+        if let previous, !trusted {
+            Log.info("service", "connection \(connection.id) logged out (was \(previous)); \(tokens.count) subscriptions ended")
+        }
+    }
+
     /// Ends the session: drops its subscriptions. Called once by the connection.
     func end() {
         let tokens = state.withLock { state -> [UInt64] in
