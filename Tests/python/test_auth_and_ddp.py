@@ -140,6 +140,21 @@ def test_ddp_error_shape(server):
     assert reply["error"]["errname"] == "ENOTAUTHENTICATED"
 
 
+def test_ddp_sub_id_must_be_string(server):
+    # A DDP subscription id is a string. With a number in its place, the client's
+    # `unsub` could not name the subscription, so `sub` must reject it.
+    ws = server.connect("/websocket")
+    ddp(ws, {"msg": "connect", "version": "1", "support": ["1"]})
+    reply = ddp(ws, {"msg": "sub", "id": 5, "name": "core.get_jobs"})
+    assert reply["msg"] == "nosub"
+    assert reply["id"] == 5
+    assert reply["error"]["errname"] == "EINVAL"
+    assert "got a number" in reply["error"]["reason"]
+    reply = ddp(ws, {"msg": "unsub", "id": 5})
+    assert reply["msg"] == "nosub"
+    assert reply["error"]["errname"] == "EINVAL"
+
+
 def test_ddp_sub_ready_added_changed(server):
     ws = server.connect("/websocket")
     ddp(ws, {"msg": "connect", "version": "1", "support": ["1"]})

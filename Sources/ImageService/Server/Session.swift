@@ -242,6 +242,12 @@ public final class Session: Sendable {
                 }
             }
         case "sub":
+            // A missing id gets a random one, which `ready` names. An id of another type
+            // is an error, because `unsub` could never name the subscription.
+            if let sent = message["id"], sent.stringValue == nil {
+                rejectSubscriptionID(sent)
+                return
+            }
             let id = message["id"]?.stringValue ?? UUID().uuidString
             let name = message["name"]?.stringValue ?? ""
             guard isAuthenticated else {
@@ -266,6 +272,10 @@ public final class Session: Sendable {
                 connection.send(.object(["msg": .string("nosub"), "id": .string(id), "error": error.dataObject]))
             }
         case "unsub":
+            if let sent = message["id"], sent.stringValue == nil {
+                rejectSubscriptionID(sent)
+                return
+            }
             let id = message["id"]?.stringValue ?? ""
             unsubscribe(id)
             connection.send(.object(["msg": .string("nosub"), "id": .string(id)]))
@@ -274,6 +284,12 @@ public final class Session: Sendable {
         default:
             connection.send(.object(["msg": .string("error"), "reason": .string("unknown message type '\(kindName)'")]))
         }
+    }
+
+    /// Answers a DDP `sub` or `unsub` whose id is not a string with `nosub` and an error.
+    private func rejectSubscriptionID(_ id: JSONValue) {
+        let error = RPCError.invalidParameter("id", "expected the subscription id as a string, got \(id.typeDescription)")
+        connection.send(.object(["msg": .string("nosub"), "id": id, "error": error.dataObject]))
     }
 
     // MARK: Calls
