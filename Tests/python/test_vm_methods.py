@@ -250,6 +250,32 @@ def test_invalid_pool_rejected_while_sharefs_active(server, pool, expected):
     assert not os.path.exists(os.path.join(server.pools_root, "tank", "x.raw"))
 
 
+@pytest.mark.parametrize("vm_id, shown", [(-1, "got -1"), (0, "got 0"), (1.5, "got 1.5"), ("1", 'got "1"'),
+                                          (2 ** 31, "got 2147483648"), (None, "got null")])
+def test_guest_object_names_invalid_vm_id(server, vm_id, shown):
+    make_pool(server)
+    ws = server.connect()
+    reply = call(ws, "vm.write_container_conf", {"vm_id": vm_id, "vm_name": "x", "raw_path": "tank/x.raw",
+                                                 "password": "pw"})
+    reason = reply["error"]["data"]["reason"]
+    assert shown in reason
+    assert "from 1 to 2147483647" in reason
+
+
+def test_guest_object_names_wrong_type(server):
+    make_pool(server)
+    ws = server.connect()
+    reply = call(ws, "vm.write_container_conf", {"vm_id": 1, "vm_name": 5, "raw_path": "tank/x.raw",
+                                                 "password": "pw"})
+    assert reply["error"]["data"]["reason"] == "[EINVAL] vm_name: expected a string, got a number"
+
+
+def test_rm_container_conf_names_range(server):
+    ws = server.connect()
+    reply = call(ws, "vm.rm_container_conf", 2 ** 31)
+    assert "from 1 to 2147483647, got 2147483648" in reply["error"]["data"]["reason"]
+
+
 @pytest.mark.parametrize("method, accepted", [
     ("vm.create_container", "vm_id, vm_name, image, raw_path, password, size and pool"),
     ("vm.write_container_conf", "vm_id, vm_name, image, raw_path and password"),
