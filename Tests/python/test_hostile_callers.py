@@ -34,6 +34,18 @@ def test_paths_outside_root_rejected(server, source):
     assert error["data"]["extra"][0][0] == "src"
 
 
+@pytest.mark.parametrize("source", ["tank/" + "a/" * 3000 + "x.gz", "tank/" + "a" * 300 + ".gz"],
+                         ids=["path-too-long", "name-too-long"])
+def test_overlong_path_rejected_with_limit(server, source):
+    os.makedirs(os.path.join(server.pools_root, "tank"))
+    ws = server.connect()
+    reply = call(ws, "vm.decompress_gzip", source, "tank/disk.raw")
+    error = error_of(reply)
+    assert error["code"] == -32602
+    assert "longer than the system allows" in error["data"]["reason"]
+    assert "give a shorter path" in error["data"]["reason"]
+
+
 def test_symlink_leading_outside_rejected(server):
     os.makedirs(os.path.join(server.pools_root, "tank"))
     outside = os.path.join(server.directory, "outside.gz")
