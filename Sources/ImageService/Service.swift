@@ -31,7 +31,9 @@ public struct ServiceConfiguration: Sendable {
     public var stateDirectory = SharefsConfiguration.defaultStateDirectory
     /// The largest WebSocket message accepted, in bytes; larger ones close with 1009.
     public var maximumMessageBytes = 1 << 20
-    /// The maximum number of open connections; the next one gets HTTP 503 and is closed.
+    /// The maximum number of open connections of each kind, trusted (root on the Unix
+    /// socket) and other; the next one of that kind gets HTTP 503 and is closed. Each
+    /// kind has its own allowance so that clients that never log in cannot lock out root.
     public var maximumConnections = 256
     /// Calls one connection may have running; more get EBUSY.
     public var maximumCallsInFlight = 32
@@ -148,8 +150,11 @@ public final class Service: Sendable {
             }
             let (socket, peer) = accepted
             let credentials = peer == "unix" ? socket.peerCredentials() : nil
+            let trusted = Service.isTrusted(credentials)
             let connection: Connection? = state.withLock { state in
-                guard !state.stopping, state.connections.count < configuration.maximumConnections else { return nil }
+                guard !state.stopping else { return nil }
+                let open = state.connections.values.count { Service.isTrusted($0.credentials) == trusted }
+                guard open < configuration.maximumConnections else { return nil }
                 let connection = Connection(id: state.nextConnection, socket: socket, peer: peer,
                                             credentials: credentials, service: self)
                 state.nextConnection += 1
@@ -157,13 +162,20 @@ public final class Service: Sendable {
                 return connection
             }
             guard let connection else {
-                Log.warning("service", "connection from \(peer) rejected: \(configuration.maximumConnections) connections open")
+                let kind = trusted ? "trusted (root on the Unix socket)" : "untrusted"
+                Log.warning("service", "connection from \(peer) rejected: \(configuration.maximumConnections) \(kind) connections open")
                 try? socket.sendAll(Array(Handshake.errorResponse(status: 503, reason: "too many connections").utf8))
                 socket.close()
                 continue
             }
             connection.start()
         }
+    }
+
+    /// Whether a peer with `credentials` (nil over TCP) is trusted without logging in:
+    /// root on the Unix socket.
+    static func isTrusted(_ credentials: PeerCredentials?) -> Bool {
+        credentials?.uid == 0
     }
 
     func connectionEnded(_ connection: Connection) {

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import websocket
 
@@ -50,6 +51,24 @@ def test_login_ex_api_key_plain(server):
     reply = result(ws, "auth.login_ex", {"mechanism": "API_KEY_PLAIN", "username": "root", "api_key": key})
     assert reply["response_type"] == "SUCCESS"
     assert isinstance(result(ws, "core.get_jobs"), list)
+
+
+def test_logout_ends_login_and_subscriptions(server):
+    key = server.create_api_key()
+    ws = server.connect(tcp=True)
+    assert result(ws, "auth.login_with_api_key", key) is True
+    result(ws, "core.subscribe", "core.get_jobs")
+    assert result(ws, "auth.logout") is None
+    assert call(ws, "core.get_jobs")["error"]["data"]["errname"] == "ENOTAUTHENTICATED"
+    # A job that root starts now sends no event to the client that logged out: its
+    # subscription ended with its login.
+    root = server.connect()
+    job_id = result(root, "test.sleep", 0)
+    while result(root, "core.get_jobs", [["id", "=", job_id]], {"get": True})["state"] != "SUCCESS":
+        time.sleep(0.02)
+    reply = call(ws, "core.ping", id="after")
+    assert reply["result"] == "pong"
+    assert getattr(ws, "pending", []) == []
 
 
 def test_login_ex_rejects_unknown_mechanism(server):
@@ -119,6 +138,21 @@ def test_ddp_error_shape(server):
     reply = ddp(ws, {"msg": "method", "id": "b", "method": "core.get_jobs", "params": []})
     assert reply["error"]["error"] == 207
     assert reply["error"]["errname"] == "ENOTAUTHENTICATED"
+
+
+def test_ddp_sub_id_must_be_string(server):
+    # A DDP subscription id is a string. With a number in its place, the client's
+    # `unsub` could not name the subscription, so `sub` must reject it.
+    ws = server.connect("/websocket")
+    ddp(ws, {"msg": "connect", "version": "1", "support": ["1"]})
+    reply = ddp(ws, {"msg": "sub", "id": 5, "name": "core.get_jobs"})
+    assert reply["msg"] == "nosub"
+    assert reply["id"] == 5
+    assert reply["error"]["errname"] == "EINVAL"
+    assert "got a number" in reply["error"]["reason"]
+    reply = ddp(ws, {"msg": "unsub", "id": 5})
+    assert reply["msg"] == "nosub"
+    assert reply["error"]["errname"] == "EINVAL"
 
 
 def test_ddp_sub_ready_added_changed(server):

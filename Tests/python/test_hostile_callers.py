@@ -34,6 +34,18 @@ def test_paths_outside_root_rejected(server, source):
     assert error["data"]["extra"][0][0] == "src"
 
 
+@pytest.mark.parametrize("source", ["tank/" + "a/" * 3000 + "x.gz", "tank/" + "a" * 300 + ".gz"],
+                         ids=["path-too-long", "name-too-long"])
+def test_overlong_path_rejected_with_limit(server, source):
+    os.makedirs(os.path.join(server.pools_root, "tank"))
+    ws = server.connect()
+    reply = call(ws, "vm.decompress_gzip", source, "tank/disk.raw")
+    error = error_of(reply)
+    assert error["code"] == -32602
+    assert "longer than the system allows" in error["data"]["reason"]
+    assert "give a shorter path" in error["data"]["reason"]
+
+
 def test_symlink_leading_outside_rejected(server):
     os.makedirs(os.path.join(server.pools_root, "tank"))
     outside = os.path.join(server.directory, "outside.gz")
@@ -212,6 +224,21 @@ def test_connections_over_limit_get_503(make_server):
         except Exception:
             time.sleep(0.05)
     assert result(third, "core.ping") == "pong"
+
+
+def test_idle_tcp_clients_cannot_lock_out_root(make_server):
+    # Clients that finish the handshake and never log in hold their connections for as
+    # long as they like. They must not use up the slots of root on the Unix socket, the
+    # trusted middleware.
+    server = make_server("--max-connections", "2")
+    idle = [server.connect(tcp=True) for _ in range(2)]
+    with pytest.raises(websocket.WebSocketBadStatusException) as rejected:
+        server.connect(tcp=True)
+    assert rejected.value.status_code == 503
+    root = server.connect()
+    assert result(root, "core.ping") == "pong"
+    for connection in idle:
+        connection.close()
 
 
 def test_calls_over_limit_get_ebusy(make_server):

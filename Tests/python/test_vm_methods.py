@@ -142,6 +142,33 @@ def test_abort_inflation_removes_temporary_file(server):
     assert sorted(os.listdir(tank)) == ["big.raw.gz"]
 
 
+def test_abort_during_zero_padding_scan(server):
+    # A gzip member followed by 1 TiB of zero padding, stored as a hole. After the member,
+    # the inflater reads the padding to tell it from trailing data; an abort must stop
+    # that scan too, instead of leaving the job running until the whole tail is read.
+    tank = make_pool(server)
+    content = os.urandom(MIB)
+    source = os.path.join(tank, "padded.raw.gz")
+    with open(source, "wb") as handle:
+        handle.write(gzip.compress(content, compresslevel=1))
+        handle.truncate(1 << 40)
+    ws = server.connect()
+    job_id = result(ws, "vm.decompress_gzip", "tank/padded.raw.gz", "tank/disk.raw")
+    # The member takes milliseconds, so after 2 seconds the job is in the scan, even
+    # where its progress does not show the member's output yet.
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        job = result(ws, "core.get_jobs", [["id", "=", job_id]], {"get": True})
+        assert job["state"] in ("WAITING", "RUNNING"), job
+        if (job["progress"]["extra"] or {}).get("written") == len(content):
+            break
+        time.sleep(0.02)
+    result(ws, "core.job_abort", job_id)
+    job = wait_for_job(ws, job_id, timeout=30)
+    assert job["state"] == "ABORTED"
+    assert sorted(os.listdir(tank)) == ["padded.raw.gz"]
+
+
 def test_raw_resize_rules(server):
     tank = make_pool(server)
     disk = os.path.join(tank, "disk.raw")
@@ -221,6 +248,32 @@ def test_invalid_pool_rejected_while_sharefs_active(server, pool, expected):
     assert "error" in reply
     assert expected in reply["error"]["data"]["reason"]
     assert not os.path.exists(os.path.join(server.pools_root, "tank", "x.raw"))
+
+
+@pytest.mark.parametrize("vm_id, shown", [(-1, "got -1"), (0, "got 0"), (1.5, "got 1.5"), ("1", 'got "1"'),
+                                          (2 ** 31, "got 2147483648"), (None, "got null")])
+def test_guest_object_names_invalid_vm_id(server, vm_id, shown):
+    make_pool(server)
+    ws = server.connect()
+    reply = call(ws, "vm.write_container_conf", {"vm_id": vm_id, "vm_name": "x", "raw_path": "tank/x.raw",
+                                                 "password": "pw"})
+    reason = reply["error"]["data"]["reason"]
+    assert shown in reason
+    assert "from 1 to 2147483647" in reason
+
+
+def test_guest_object_names_wrong_type(server):
+    make_pool(server)
+    ws = server.connect()
+    reply = call(ws, "vm.write_container_conf", {"vm_id": 1, "vm_name": 5, "raw_path": "tank/x.raw",
+                                                 "password": "pw"})
+    assert reply["error"]["data"]["reason"] == "[EINVAL] vm_name: expected a string, got a number"
+
+
+def test_rm_container_conf_names_range(server):
+    ws = server.connect()
+    reply = call(ws, "vm.rm_container_conf", 2 ** 31)
+    assert "from 1 to 2147483647, got 2147483648" in reply["error"]["data"]["reason"]
 
 
 @pytest.mark.parametrize("method, accepted", [

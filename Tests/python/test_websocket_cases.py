@@ -1,10 +1,12 @@
 """WebSocket framing and JSON-RPC envelope cases, sent as raw frames over the Unix
-socket and TCP with websocket-client's low-level API."""
+socket and TCP with websocket-client's low-level API, and close codes sent by the
+websockets library."""
 
 import json
 
 import pytest
 import websocket
+import websockets.sync.client
 
 from conftest import call, close_code, raw_frame, read_frame
 
@@ -75,6 +77,22 @@ def test_parse_error_reason_is_logged(server):
     assert "invalid JSON at byte 26" in log
     assert "surrogate without its other half" in log
 
+
+def test_binary_message_with_invalid_utf8_rejected(ws):
+    # JSON text must be UTF-8. A binary message is not checked as a text frame is, so
+    # the parser itself must reject the byte FF instead of replacing it with U+FFFD,
+    # which would change the id (or a path or a password) unseen.
+    ws.send_binary(b'{"jsonrpc": "2.0", "id": "a\xffb", "method": "core.ping", "params": []}')
+    reply = json.loads(ws.recv())
+    assert reply["error"]["code"] == -32700
+    assert reply["id"] is None
+    assert call(ws, "core.ping", id="after")["result"] == "pong"
+
+
+def test_binary_message_with_valid_utf8_accepted(ws):
+    ws.send_binary(json.dumps({"jsonrpc": "2.0", "id": "\u00e9", "method": "core.ping", "params": []},
+                              ensure_ascii=False).encode())
+    assert json.loads(ws.recv()) == {"jsonrpc": "2.0", "id": "\u00e9", "result": "pong"}
 
 def test_params_object_gets_invalid_params(ws):
     ws.send(json.dumps({"jsonrpc": "2.0", "id": 4, "method": "core.ping", "params": {"by": "name"}}))
@@ -162,6 +180,16 @@ def test_close_1000_echoed(ws):
     ws.sock.sendall(raw_frame(OPCODE_CLOSE, b"\x03\xe8"))
     assert close_code(ws) == 1000
 
+
+@pytest.mark.parametrize("code", [1012, 1013, 1014])
+def test_registered_close_code_echoed(server, code):
+    # IANA registered 1012 (service restart), 1013 (try again later) and 1014 (bad
+    # gateway) after RFC 6455; the websockets library sends them, so they are no
+    # protocol error. The client here is websockets itself, over the Unix socket.
+    sock = server.unix_socket()
+    with websockets.sync.client.connect("ws://localhost/api/current", sock=sock) as client:
+        client.close(code=code)
+        assert client.protocol.close_rcvd.code == code
 
 def test_close_with_one_byte_payload_closes_1002(ws):
     ws.sock.sendall(raw_frame(OPCODE_CLOSE, b"\x03"))

@@ -346,14 +346,21 @@ private struct JSONParser {
         index += 1
         var scalars = String.UnicodeScalarView()
         var runStart = index
-        func flushRun(_ end: Int, into scalars: inout String.UnicodeScalarView) {
-            if end > runStart { scalars.append(contentsOf: String(decoding: bytes[runStart..<end], as: UTF8.self).unicodeScalars) }
+        // RFC 8259 requires UTF-8. Text frames arrive checked, but binary frames do not,
+        // and decoding would replace each invalid byte with U+FFFD, which would change an
+        // id, a path or a password unseen.
+        func flushRun(_ end: Int, into scalars: inout String.UnicodeScalarView) throws(JSONParseError) {
+            guard end > runStart else { return }
+            guard let run = String(validating: bytes[runStart..<end], as: UTF8.self) else {
+                throw JSONParseError(offset: runStart, reason: "a string is not valid UTF-8; send the message as UTF-8 text")
+            }
+            scalars.append(contentsOf: run.unicodeScalars)
         }
         while true {
             guard index < bytes.count else { throw fail("unterminated string") }
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
-                flushRun(index, into: &scalars)
+                try flushRun(index, into: &scalars)
                 index += 1
                 return String(scalars)
             }
@@ -362,7 +369,7 @@ private struct JSONParser {
                 index += 1
                 continue
             }
-            flushRun(index, into: &scalars)
+            try flushRun(index, into: &scalars)
             index += 1
             guard index < bytes.count else { throw fail("unterminated escape") }
             let escape = bytes[index]

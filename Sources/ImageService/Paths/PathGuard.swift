@@ -191,6 +191,9 @@ public final class PathGuard: Sendable {
                 throw RPCError.invalidParameter(argument, "a component of '\(value)' is not a directory")
             case EISDIR:
                 throw RPCError.invalidParameter(argument, "'\(value)' is a directory, not a regular file")
+            case ENAMETOOLONG:
+                throw RPCError.invalidParameter(argument, "'\(value)' is longer than the system allows (4096 bytes in all, "
+                                                    + "255 bytes per name); give a shorter path")
             default:
                 throw RPCError.call(error.rawValue, RPCError.errnoName(error.rawValue), "open '\(value)' failed: \(error)")
             }

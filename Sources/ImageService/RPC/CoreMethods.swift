@@ -79,7 +79,11 @@ enum CoreMethods {
             return .value(.object(["response_type": .string(succeeded ? "SUCCESS" : "AUTH_ERR")]))
         })
 
-        table.register(MethodSpec("auth.logout", requiresAuthentication: false) { _ in .value(.null) })
+        table.register(MethodSpec("auth.logout", requiresAuthentication: false) { context in
+            try context.parameters.expectAtMost(0)
+            context.session.logout()
+            return .value(.null)
+        })
     }
 
     private static func login(_ context: CallContext, key: String) -> Bool {

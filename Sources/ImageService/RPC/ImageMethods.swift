@@ -120,11 +120,17 @@ struct GuestRequest {
         }
         try Self.rejectUnknownKeys(of: members, kind: kind)
         func string(_ name: String) throws(RPCError) -> String {
-            guard let text = members[name]?.stringValue else { throw RPCError.invalidParameter(name, "missing; expected a string") }
+            guard let value = members[name] else { throw RPCError.invalidParameter(name, "missing; expected a string") }
+            guard let text = value.stringValue else {
+                throw RPCError.invalidParameter(name, "expected a string, got \(value.typeDescription)")
+            }
             return text
         }
-        guard let id = members["vm_id"]?.int64Value, id > 0, id <= Int64(Int32.max) else {
-            throw RPCError.invalidParameter("vm_id", "missing or invalid; expected a positive integer")
+        guard let sentID = members["vm_id"] else {
+            throw RPCError.invalidParameter("vm_id", "missing; expected a VM ID from 1 to \(Int32.max)")
+        }
+        guard let id = sentID.int64Value, id > 0, id <= Int64(Int32.max) else {
+            throw RPCError.invalidParameter("vm_id", "expected a VM ID from 1 to \(Int32.max), got \(sentID)")
         }
         vmID = Int(id)
         vmName = try string("vm_name")

@@ -96,7 +96,9 @@ enum VMMethods {
         table.register(MethodSpec("vm.rm_container_conf") { context in
             try context.parameters.expectAtMost(1)
             let id = try context.parameters.integer(0, "id")
-            guard id > 0, id <= Int64(Int32.max) else { throw RPCError.invalidParameter("id", "a VM ID is a positive integer, got \(id)") }
+            guard id > 0, id <= Int64(Int32.max) else {
+                throw RPCError.invalidParameter("id", "expected a VM ID from 1 to \(Int32.max), got \(id)")
+            }
             let sharefs = try context.service.sharefs.requireActive()
             _ = try GrubConfigurations(sharefs: sharefs).remove(vmID: Int(id))
             return .value(.bool(true))

@@ -50,7 +50,7 @@ public final class Session: Sendable {
         self.kind = kind
         self.connection = connection
         self.service = service
-        if let credentials = connection.credentials, credentials.uid == 0 {
+        if Service.isTrusted(connection.credentials) {
             state.withLock { $0.authenticatedAs = "root (uid 0 on the Unix socket)" }
         }
         let who = connection.credentials.map { "uid \($0.uid), pid \($0.pid)" } ?? "no credentials"
@@ -65,6 +65,24 @@ public final class Session: Sendable {
     public func authenticate(as name: String) {
         state.withLock { $0.authenticatedAs = name }
         Log.info("service", "connection \(connection.id) authenticated as \(name)")
+    }
+
+    /// Ends the login of a client that logged in with an API key and drops its
+    /// subscriptions, because job events are for authenticated clients only. Root on the
+    /// Unix socket stays trusted, since its trust comes from the peer's uid.
+    public func logout() {
+        let trusted = Service.isTrusted(connection.credentials)
+        let (previous, tokens) = state.withLock { state -> (String?, [UInt64]) in
+            let previous = state.authenticatedAs
+            if trusted { return (previous, []) }
+            state.authenticatedAs = nil
+            defer { state.subscriptions.removeAll() }
+            return (previous, Array(state.subscriptions.values))
+        }
+        for token in tokens { service.jobs.removeObserver(token) }
+        if let previous, !trusted {
+            Log.info("service", "connection \(connection.id) logged out (was \(previous)); \(tokens.count) subscriptions ended")
+        }
     }
 
     /// Ends the session: drops its subscriptions. Called once by the connection.
@@ -224,6 +242,12 @@ public final class Session: Sendable {
                 }
             }
         case "sub":
+            // A missing id gets a random one, which `ready` names. An id of another type
+            // is an error, because `unsub` could never name the subscription.
+            if let sent = message["id"], sent.stringValue == nil {
+                rejectSubscriptionID(sent)
+                return
+            }
             let id = message["id"]?.stringValue ?? UUID().uuidString
             let name = message["name"]?.stringValue ?? ""
             guard isAuthenticated else {
@@ -248,6 +272,10 @@ public final class Session: Sendable {
                 connection.send(.object(["msg": .string("nosub"), "id": .string(id), "error": error.dataObject]))
             }
         case "unsub":
+            if let sent = message["id"], sent.stringValue == nil {
+                rejectSubscriptionID(sent)
+                return
+            }
             let id = message["id"]?.stringValue ?? ""
             unsubscribe(id)
             connection.send(.object(["msg": .string("nosub"), "id": .string(id)]))
@@ -256,6 +284,12 @@ public final class Session: Sendable {
         default:
             connection.send(.object(["msg": .string("error"), "reason": .string("unknown message type '\(kindName)'")]))
         }
+    }
+
+    /// Answers a DDP `sub` or `unsub` whose id is not a string with `nosub` and an error.
+    private func rejectSubscriptionID(_ id: JSONValue) {
+        let error = RPCError.invalidParameter("id", "expected the subscription id as a string, got \(id.typeDescription)")
+        connection.send(.object(["msg": .string("nosub"), "id": id, "error": error.dataObject]))
     }
 
     // MARK: Calls

@@ -47,12 +47,14 @@ public enum CloseCode {
     public static let messageTooBig: UInt16 = 1009
     public static let internalError: UInt16 = 1011
 
-    /// Whether a peer may send `code` in a close frame: 1000-1003, 1007-1011 and the
-    /// ranges 3000-4999 for libraries and applications. 1004-1006, 1015 and the other
-    /// values below 3000 are reserved or forbidden on the wire.
+    /// Whether a peer may send `code` in a close frame: 1000-1003 and 1007-1011 from
+    /// RFC 6455, 1012-1014 (service restart, try again later, bad gateway) from the IANA
+    /// WebSocket close code registry, and the ranges 3000-4999 for libraries and
+    /// applications. 1004-1006, 1015 and the other values below 3000 are reserved or
+    /// forbidden on the wire.
     public static func isValidOnWire(_ code: UInt16) -> Bool {
         switch code {
-        case 1000...1003, 1007...1011: return true
+        case 1000...1003, 1007...1014: return true
         case 3000...4999: return true
         default: return false
         }

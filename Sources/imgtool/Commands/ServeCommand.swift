@@ -24,7 +24,8 @@ enum ServeCommand: Command {
       --catalog FILE          image catalog to use instead of the embedded one
                               (default: IMGTOOL_CATALOG, else the embedded catalog).
       --max-message-bytes N   largest WebSocket message accepted, in bytes (default 1048576).
-      --max-connections N     open connections allowed (default 256).
+      --max-connections N     open connections allowed for root on the Unix socket,
+                              and as many for other clients (default 256 each).
       --max-calls N           calls in flight per connection (default 32).
       --send-queue-bytes N    bytes queued for one client before it is disconnected
                               (default 8388608).

@@ -133,12 +133,18 @@ final class ChunkStream: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Takes all waiting pieces, blocking until there is at least one or the chunk
-    /// ended. Returns the pieces and, once every piece is taken, the end.
-    func take() -> ([OutputPiece], Result<ChunkEnd, any Error>?) {
+    /// Takes all waiting pieces, blocking until there is at least one, the chunk ended
+    /// or `timeLimit` seconds passed. Returns the pieces (none after the time limit) and,
+    /// once every piece is taken, the end. The limit lets the consumer check for
+    /// cancellation and report progress while a worker pushes nothing for a long time,
+    /// as it does while it scans the data after the last member.
+    func take(timeLimit: TimeInterval = ChunkStream.takeTimeLimit) -> ([OutputPiece], Result<ChunkEnd, any Error>?) {
         condition.lock()
         defer { condition.unlock() }
-        while pieces.isEmpty && end == nil { condition.wait() }
+        let deadline = Date(timeIntervalSinceNow: timeLimit)
+        while pieces.isEmpty && end == nil {
+            if !condition.wait(until: deadline) { break }
+        }
         let taken = pieces
         pieces.removeAll(keepingCapacity: true)
         bufferedBytes = 0
@@ -204,6 +210,30 @@ final class ChunkStream: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return abandoned
+    }
+
+    /// How long `take` waits for a piece before it returns none.
+    static let takeTimeLimit: TimeInterval = 0.25
+
+    /// Bytes that `trailingGarbage(in:at:)` scans between two checks for abandonment.
+    static let trailingScanPiece = 16 << 20
+
+    /// Returns `rest.count` when a byte of `rest`, the input after the last member, is not
+    /// zero (trailing data), and 0 when every byte is zero (padding). `offset` is the input
+    /// offset of `rest`. A sparse input can end in terabytes of zeros, so the scan goes
+    /// in pieces: after each one the worker reports its input offset, for progress, and
+    /// returns 0 once the consumer abandoned the stream, so that a cancelled inflation
+    /// stops at once.
+    func trailingGarbage(in rest: UnsafeRawBufferPointer, at offset: Int) -> Int64 {
+        var start = 0
+        while start < rest.count {
+            let end = min(rest.count, start + ChunkStream.trailingScanPiece)
+            if UnsafeRawBufferPointer(rebasing: rest[start..<end]).contains(where: { $0 != 0 }) { return Int64(rest.count) }
+            start = end
+            reportInput(Int64(offset + start))
+            if isAbandoned { return 0 }
+        }
+        return 0
     }
 }
 

@@ -148,7 +148,7 @@ struct IsalChunkDecoder: Sendable {
                 guard let header = try GzipMemberHeader.parse(input, at: next) else {
                     let rest = UnsafeRawBufferPointer(rebasing: input[next...])
                     return ChunkEnd(bitOffset: Int64(input.count) * 8,
-                                    trailingGarbage: rest.contains(where: { $0 != 0 }) ? Int64(rest.count) : 0)
+                                    trailingGarbage: stream.trailingGarbage(in: rest, at: next))
                 }
                 isal_inflate_reset(state)
                 position = next + header.length

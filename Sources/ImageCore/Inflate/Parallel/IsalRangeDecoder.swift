@@ -325,7 +325,7 @@ struct IsalRangeDecoder: Sendable {
         guard let header = try GzipMemberHeader.parse(input, at: next) else {
             let rest = UnsafeRawBufferPointer(rebasing: input[next...])
             return .chunkEnd(ChunkEnd(bitOffset: Int64(input.count) * 8,
-                                      trailingGarbage: rest.contains(where: { $0 != 0 }) ? Int64(rest.count) : 0))
+                                      trailingGarbage: stream.trailingGarbage(in: rest, at: next)))
         }
         return .nextMember(next + header.length)
     }

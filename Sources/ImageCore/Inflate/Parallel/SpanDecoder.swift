@@ -93,7 +93,7 @@ struct SpanDecoder: Sendable {
                 // silently, anything else ends the data with a warning from the caller.
                 guard let header = try GzipMemberHeader.parse(input, at: position) else {
                     let rest = UnsafeRawBufferPointer(rebasing: input[position...])
-                    let garbage = rest.contains(where: { $0 != 0 }) ? Int64(rest.count) : 0
+                    let garbage = stream.trailingGarbage(in: rest, at: position)
                     return ChunkEnd(bitOffset: Int64(input.count) * 8, trailingGarbage: garbage)
                 }
                 position += header.length

@@ -540,7 +540,7 @@ struct SpeculativeDecoder: Sendable {
                     guard let header = try GzipMemberHeader.parse(input, at: next) else {
                         let rest = UnsafeRawBufferPointer(rebasing: input[next...])
                         return .end(ChunkEnd(bitOffset: Int64(input.count) * 8,
-                                             trailingGarbage: rest.contains(where: { $0 != 0 }) ? Int64(rest.count) : 0))
+                                             trailingGarbage: stream.trailingGarbage(in: rest, at: next)))
                     }
                     decoder.seek(toBit: Int64(next + header.length) * 8)
                     output.resetHistory()
