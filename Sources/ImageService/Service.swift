@@ -31,9 +31,9 @@ public struct ServiceConfiguration: Sendable {
     public var stateDirectory = SharefsConfiguration.defaultStateDirectory
     /// The largest WebSocket message accepted, in bytes; larger ones close with 1009.
     public var maximumMessageBytes = 1 << 20
-    /// The maximum number of open connections of each kind, trusted (root on the Unix
-    /// socket) and other; the next one of that kind gets HTTP 503 and is closed. Each
-    /// kind has its own allowance so that clients that never log in cannot lock out root.
+    /// The maximum number of open connections of each kind: trusted (root on the Unix
+    /// socket) and other. The next one of that kind gets HTTP 503 and is closed. Each kind
+    /// has its own allowance, so clients that never log in cannot lock out root.
     public var maximumConnections = 256
     /// Calls one connection may have running; more get EBUSY.
     public var maximumCallsInFlight = 32
@@ -172,8 +172,8 @@ public final class Service: Sendable {
         }
     }
 
-    /// Whether a peer with `credentials` (nil over TCP) is trusted without logging in:
-    /// root on the Unix socket.
+    /// Returns whether a peer with `credentials` (nil over TCP) is trusted without
+    /// logging in, which only root on the Unix socket is.
     static func isTrusted(_ credentials: PeerCredentials?) -> Bool {
         credentials?.uid == 0
     }

@@ -144,8 +144,8 @@ def test_abort_inflation_removes_temporary_file(server):
 
 def test_abort_during_zero_padding_scan(server):
     # A gzip member followed by 1 TiB of zero padding, stored as a hole. After the member,
-    # the inflater reads the padding to tell it from trailing data; an abort must stop
-    # that scan too, instead of leaving the job running until the whole tail is read.
+    # the inflater reads the padding to tell it from trailing data. An abort must stop
+    # that scan too, so the job does not run on until the whole tail is read.
     tank = make_pool(server)
     content = os.urandom(MIB)
     source = os.path.join(tank, "padded.raw.gz")

@@ -286,7 +286,7 @@ public final class Session: Sendable {
         }
     }
 
-    /// Answers a DDP `sub` or `unsub` whose id is not a string with `nosub` and an error.
+    /// Replies `nosub` with an error to a DDP `sub` or `unsub` whose id is not a string.
     private func rejectSubscriptionID(_ id: JSONValue) {
         let error = RPCError.invalidParameter("id", "expected the subscription id as a string, got \(id.typeDescription)")
         connection.send(.object(["msg": .string("nosub"), "id": id, "error": error.dataObject]))

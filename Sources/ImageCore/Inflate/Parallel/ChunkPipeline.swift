@@ -221,9 +221,8 @@ final class ChunkStream: @unchecked Sendable {
     /// Returns `rest.count` when a byte of `rest`, the input after the last member, is not
     /// zero (trailing data), and 0 when every byte is zero (padding). `offset` is the input
     /// offset of `rest`. A sparse input can end in terabytes of zeros, so the scan goes
-    /// in pieces: after each one the worker reports its input offset, for progress, and
-    /// returns 0 once the consumer abandoned the stream, so that a cancelled inflation
-    /// stops at once.
+    /// in pieces. After each one the worker reports its input offset for progress. It
+    /// returns 0 once the consumer abandoned the stream, so a cancelled inflation stops.
     func trailingGarbage(in rest: UnsafeRawBufferPointer, at offset: Int) -> Int64 {
         var start = 0
         while start < rest.count {
