@@ -93,6 +93,7 @@ private func decodeChunk(_ decoder: SpeculativeDecoder, from start: SpeculativeD
         case .memberEnd(let crc, _, _): memberCRCs.append(crc)
         case .chunkStart: break
         case .guessedWindow: Issue.record("a chunk with a known start guessed its window")
+        case .guessedZeroRun: Issue.record("a chunk with a known start guessed a run's byte")
         }
     }
     return (bytes, memberCRCs, end.bitOffset)
@@ -395,6 +396,77 @@ struct SpeculativeRangeTests {
         #expect(holes.allSatisfy { $0 < Int64(ByteOutput.holePieceLimit + 258) }, "hole pieces: \(holes)")
         // Byte mode reports the input it reached with each piece.
         #expect(stream.inputReached >= total / 2, "input reached \(stream.inputReached) of \(total)")
+    }
+
+    /// Decodes `path` from bit `from` on as a speculative chunk, without an end, and
+    /// returns the output pieces.
+    private func searchChunk(_ path: String, from: Int64) throws -> [OutputPiece] {
+        let file = try MappedFile(path: path)
+        let decoder = SpeculativeDecoder(file: file, usesIsal: true)
+        let stream = ChunkStream(budget: .max)
+        let end = try decoder.decode(from: .search(from), stopAt: .max, into: stream)
+        stream.finish(.success(end))
+        return stream.take().0
+    }
+
+    @Test("chunk inside a zero run guesses zeros")
+    func chunkInsideZeroRun() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        // Every match in a long zero run copies the byte before it, so a chunk that starts
+        // inside the run copies one byte of its unknown window to its end.
+        let payload = compressibleBytes(16 << 10, seed: 70) + [UInt8](repeating: 0, count: 40 << 20)
+            + compressibleBytes(16 << 10, seed: 71)
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "zero-run")
+        let size = fileSize(path)
+
+        // The middle of the file is inside the compressed zero run (about 40 KB between
+        // two parts of about 5 KB). Marker mode goes to the end of the first block, then
+        // byte mode goes on with zeros as the window and turns the run into holes.
+        let pieces = try searchChunk(path, from: size * 8 / 2)
+        var markerValues = 0
+        var longestHole: Int64 = 0
+        var guessed = false
+        for piece in pieces {
+            switch piece {
+            case .markers(let values): markerValues += values.count
+            case .hole(let count): longestHole = max(longestHole, count)
+            case .guessedZeroRun: guessed = true
+            default: break
+            }
+        }
+        #expect(guessed)
+        // zlib's blocks of zeros hold about 8 MiB here; the run goes on for about 20 MiB.
+        #expect(markerValues < 12 << 20, "marker values: \(markerValues)")
+        #expect(longestHole > 1 << 20)
+
+        // The window byte is zero, so the guess needs no correction.
+        for threads in [2, 3, 4, 8] {
+            let sink = MemorySink()
+            let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads, minimumChunkInput: 4096,
+                                                             rangesPerThread: 4)
+            expectEqualBytes(sink.bytes, payload, "threads \(threads)")
+            #expect(result.repairedBytes < 1 << 20, "threads \(threads): \(result.repairedBytes) bytes decoded again")
+        }
+    }
+
+    @Test("run of another byte corrected")
+    func runOfOtherByte() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        // A chunk inside this run guesses zeros for 0xff, so the writer corrects the run.
+        // The run is most of the compressed file, so ranges start inside it at every
+        // thread count.
+        let payload = compressibleBytes(16 << 10, seed: 72) + [UInt8](repeating: 0xff, count: 24 << 20)
+            + compressibleBytes(16 << 10, seed: 73) + [UInt8](repeating: 0, count: 8 << 20)
+        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "ff-run")
+        for threads in [2, 3, 4, 8] {
+            let sink = MemorySink()
+            let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads, minimumChunkInput: 4096,
+                                                             rangesPerThread: 4)
+            expectEqualBytes(sink.bytes, payload, "threads \(threads)")
+            #expect(result.guessedWindows > 0, "threads \(threads)")
+        }
     }
 
     @Test("truncated zero run fails")

@@ -529,7 +529,7 @@ struct OrderedWriter {
             let (pieces, end) = stream.take()
             for piece in pieces {
                 switch piece {
-                case .chunkStart, .guessedWindow:
+                case .chunkStart, .guessedWindow, .guessedZeroRun:
                     break
                 default:
                     // No window is guessed: the worker's output is final from here on.
@@ -552,21 +552,19 @@ struct OrderedWriter {
                 case .markers(let values):
                     // Markers stand for bytes of the window before the chunk started.
                     var bytes = [UInt8](repeating: 0, count: values.count)
-                    let window = chunkWindow
-                    let history = window.count
                     for (index, value) in values.enumerated() {
-                        if value < 256 {
-                            bytes[index] = UInt8(value)
-                        } else {
-                            let windowIndex = Int(value) - 256 - (ByteOutput.history - history)
-                            guard windowIndex >= 0 else {
-                                throw GzipDataError(path: path, offset: chunkStartBit / 8, reason:
-                                    "a match distance reaches before the start of its gzip member (in the chunk that starts here)")
-                            }
-                            bytes[index] = window[windowIndex]
-                        }
+                        bytes[index] = value < 256 ? UInt8(value) : try windowByte(value)
                     }
                     try writeData(bytes, crc: crc32Of(bytes))
+                case .guessedZeroRun(let bitOffset, let marker):
+                    // The worker went on as if the repeated window byte were zero.
+                    let byte = try windowByte(marker)
+                    if byte != 0 {
+                        guard let input else { preconditionFailure("Bug in imgtool: a guessed zero run without the input to repair it") }
+                        repair = WindowRepair(input: input.bytes, bitOffset: bitOffset,
+                                              window: [UInt8](repeating: byte, count: ByteOutput.history))
+                        guessedWindows += 1
+                    }
                 case .chunkStart(let bitOffset):
                     chunkWindow = windowUnknown ? [] : memberWindow
                     chunkStartBit = bitOffset
@@ -657,6 +655,17 @@ struct OrderedWriter {
     private mutating func repairDone() {
         repair = nil
         allowPlacement()
+    }
+
+    /// Returns the byte of the current chunk's window that `marker` (256 + i) stands for.
+    private func windowByte(_ marker: UInt16) throws -> UInt8 {
+        let window = chunkWindow
+        let windowIndex = Int(marker) - 256 - (ByteOutput.history - window.count)
+        guard windowIndex >= 0 else {
+            throw GzipDataError(path: path, offset: chunkStartBit / 8, reason:
+                "a match distance reaches before the start of its gzip member (in the chunk that starts here)")
+        }
+        return window[windowIndex]
     }
 
     /// Lets the current chunk's worker place the rest of its output (see
