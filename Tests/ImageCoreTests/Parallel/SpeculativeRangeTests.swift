@@ -48,6 +48,38 @@ private func mixedBlockGzip(_ payload: [UInt8], segment: Int) -> [UInt8] {
     return Array(output.prefix(Int(stream.total_out)))
 }
 
+/// Compresses `payload` into one gzip member with a sync flush after every `every`
+/// bytes, which ends the block and adds an empty stored block, as in pigz output.
+private func syncFlushedGzip(_ payload: [UInt8], every: Int) -> [UInt8] {
+    var stream = z_stream()
+    // Window bits 31: a gzip wrapper around a 32 KiB window.
+    var result = deflateInit2_(&stream, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION,
+                               Int32(MemoryLayout<z_stream>.size))
+    precondition(result == Z_OK, "deflateInit2 failed with \(result)")
+    defer { deflateEnd(&stream) }
+    let flushes = payload.count / every + 1
+    var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, UInt(payload.count))) + flushes * 16 + 4096)
+    var input = payload
+    input.withUnsafeMutableBufferPointer { source in
+        output.withUnsafeMutableBufferPointer { target in
+            stream.next_out = target.baseAddress
+            stream.avail_out = UInt32(target.count)
+            var offset = 0
+            while offset < source.count {
+                let count = min(every, source.count - offset)
+                stream.next_in = source.baseAddress! + offset
+                stream.avail_in = UInt32(count)
+                result = deflate(&stream, Z_SYNC_FLUSH)
+                precondition(result == Z_OK && stream.avail_in == 0, "deflate failed with \(result)")
+                offset += count
+            }
+            result = deflate(&stream, Z_FINISH)
+            precondition(result == Z_STREAM_END, "deflate did not finish: \(result)")
+        }
+    }
+    return Array(output.prefix(Int(stream.total_out)))
+}
+
 /// Bytes like those of a disk image: text, machine code-like bytes, zero runs, random
 /// (incompressible) stretches and repeated records, in pieces of varying length.
 private func variedBytes(_ count: Int, seed: UInt64) -> [UInt8] {
@@ -466,6 +498,46 @@ struct SpeculativeRangeTests {
                                                              rangesPerThread: 4)
             expectEqualBytes(sink.bytes, payload, "threads \(threads)")
             #expect(result.guessedWindows > 0, "threads \(threads)")
+        }
+    }
+
+    @Test("empty stored blocks keep byte mode")
+    func emptyStoredBlocksKeepByteMode() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        // A sync flush after every 128 KiB adds an empty stored block there. Byte mode
+        // must not take such a block for data and hand the zero run back to ISA-L, which
+        // hands on at most one 1 MiB call's output per hole.
+        let payload = compressibleBytes(1 << 20, seed: 74) + [UInt8](repeating: 0, count: 16 << 20)
+            + compressibleBytes(128 << 10, seed: 75)
+        let path = scratch.file("flushed.gz")
+        try writeFile(path, syncFlushedGzip(payload, every: 128 << 10))
+
+        let file = try MappedFile(path: path)
+        let decoder = SpeculativeDecoder(file: file, usesIsal: true)
+        let stream = ChunkStream(budget: .max)
+        let end = try decoder.decode(from: .memberHeader(0), stopAt: .max, into: stream)
+        stream.finish(.success(end))
+        var bytes: [UInt8] = []
+        var longestHole: Int64 = 0
+        for piece in stream.take().0 {
+            switch piece {
+            case .data(let data, _): bytes += data
+            case .block(let block, let range, _): bytes += block.bytes[range]
+            case .hole(let count):
+                bytes += repeatElement(0, count: Int(count))
+                longestHole = max(longestHole, count)
+            default: break
+            }
+        }
+        expectEqualBytes(bytes, payload)
+        #expect(longestHole > 4 << 20, "longest hole: \(longestHole)")
+
+        for threads in [2, 4] {
+            let sink = MemorySink()
+            _ = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads, minimumChunkInput: 4096,
+                                                    rangesPerThread: 4)
+            expectEqualBytes(sink.bytes, payload, "threads \(threads)")
         }
     }
 

@@ -603,7 +603,12 @@ struct SpeculativeDecoder: Sendable {
                 }
                 memberEnded = decoder.isFinalBlock
                 let blockInput = max(1, (decoder.bitPosition - blockStart) / 8)
-                lastBlockIsData = (output.produced - outputBefore) / blockInput <= ParallelGzipInflater.zeroHeavyRatio / 4
+                let blockOutput = output.produced - outputBefore
+                // An empty block is neither data nor zeros. pigz output has many; counted
+                // as data, they handed its zero runs back to ISA-L, which wrote them out.
+                if blockOutput > 0 {
+                    lastBlockIsData = blockOutput / blockInput <= ParallelGzipInflater.zeroHeavyRatio / 4
+                }
             }
         } catch let error as DeflateError {
             if stream.isAbandoned { return .end(ChunkEnd(bitOffset: decoder.bitPosition)) }
