@@ -16,15 +16,16 @@
 import CIsal
 import Foundation
 
-/// The buffers that workers decode into and lend to the writer thread. Allocated once
-/// per decode, so memory stays at `count * (pieceSize + 4 KiB)`.
+/// The buffers that workers decode into and lend to the writer thread. They are
+/// allocated as workers need them and freed with the pool, so memory stays at most
+/// `count * (pieceSize + 4 KiB)`.
 final class PlacementPool: @unchecked Sendable {
     /// Buffers per worker thread. On the 2-core test machine, one writer thread writes
     /// about as fast as two ISA-L workers decode, so spare buffers let it catch up after
     /// a slow write. With three per worker, the workers waited for buffers.
     /// Eight per worker were faster.
     static let buffersPerThread = 8
-    /// The fewest buffers the pool of an indexed decode may grow to (256 MiB of 4 MiB
+    /// The lower bound of an indexed decode's maximum buffer count (256 MiB of 4 MiB
     /// pieces). There workers place nearly all output through the pool, so it holds the
     /// whole backlog of writes. On the data-heavy test image, workers with 8 buffers
     /// each waited 0.27 s for the disk in the middle of the run; 64 in all took the
@@ -34,14 +35,14 @@ final class PlacementPool: @unchecked Sendable {
     /// none is free, so a decode that the writer keeps up with uses few.
     static let minimumIndexBuffers = 64
 
-    /// The most buffers for `threads` workers.
+    /// The maximum number of buffers for `threads` workers.
     static func bufferCount(threads: Int, indexed: Bool) -> Int {
         indexed ? max(buffersPerThread * threads, minimumIndexBuffers) : buffersPerThread * threads
     }
     let target: SparseFileWriter.Placement
     /// The maximum output of one buffer.
     let pieceSize: Int
-    /// The most buffers `buffers` may hold.
+    /// The maximum number of buffers in `buffers`.
     let count: Int
     /// Guarded by `condition`; grows up to `count`.
     private var buffers: [UnsafeMutableRawBufferPointer] = []
