@@ -277,10 +277,8 @@ struct SpeculativeRangeTests {
         payload += compressibleBytes(512 << 10, seed: 8)
         let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "repeats")
         for threads in [2, 3, 4, 8] {
-            let sink = MemorySink()
-            let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads, minimumChunkInput: 512,
-                                                             rangesPerThread: 16)
-            expectEqualBytes(sink.bytes, payload, "threads \(threads)")
+            let result = try decodeMatching(path, payload, threads: threads, minimumChunkInput: 512,
+                                            rangesPerThread: 16)
             // With 8 threads the ranges are too short for marker mode to hand over.
             #expect(threads == 8 || result.guessedWindows > 0 && result.repairedBytes > 0,
                     "threads \(threads): \(result.guessedWindows) guessed windows, \(result.repairedBytes) bytes decoded again")
@@ -318,10 +316,8 @@ struct SpeculativeRangeTests {
         // Eight ranges of about 5 MB of output each: a repair counts as unfinished only
         // after `unfinishedRepairMinimum` bytes.
         for threads in [2, 4] {
-            let sink = MemorySink()
-            let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads,
-                                                             minimumChunkInput: 64 << 10, rangesPerThread: 8 / threads)
-            expectEqualBytes(sink.bytes, payload, "threads \(threads)")
+            let result = try decodeMatching(path, payload, threads: threads, minimumChunkInput: 64 << 10,
+                                            rangesPerThread: 8 / threads)
             #expect(result.finishedSequentially, "threads \(threads)")
         }
         // Data whose guessed windows are corrected within each chunk keeps all threads.
@@ -430,6 +426,17 @@ struct SpeculativeRangeTests {
         #expect(stream.inputReached >= total / 2, "input reached \(stream.inputReached) of \(total)")
     }
 
+    /// Decodes `path` speculatively on `threads` threads into memory, expects `expected`,
+    /// and returns the result.
+    private func decodeMatching(_ path: String, _ expected: [UInt8], threads: Int, minimumChunkInput: Int,
+                                rangesPerThread: Int) throws -> ParallelInflateResult {
+        let sink = MemorySink()
+        let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads,
+                                                         minimumChunkInput: minimumChunkInput, rangesPerThread: rangesPerThread)
+        expectEqualBytes(sink.bytes, expected, "threads \(threads)")
+        return result
+    }
+
     /// Decodes `path` from bit `from` on as a speculative chunk, without an end, and
     /// returns the output pieces.
     private func searchChunk(_ path: String, from: Int64) throws -> [OutputPiece] {
@@ -474,10 +481,8 @@ struct SpeculativeRangeTests {
 
         // The window byte is zero, so the guess needs no correction.
         for threads in [2, 3, 4, 8] {
-            let sink = MemorySink()
-            let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads, minimumChunkInput: 4096,
-                                                             rangesPerThread: 4)
-            expectEqualBytes(sink.bytes, payload, "threads \(threads)")
+            let result = try decodeMatching(path, payload, threads: threads, minimumChunkInput: 4096,
+                                            rangesPerThread: 4)
             #expect(result.repairedBytes < 1 << 20, "threads \(threads): \(result.repairedBytes) bytes decoded again")
         }
     }
@@ -493,10 +498,8 @@ struct SpeculativeRangeTests {
             + compressibleBytes(16 << 10, seed: 73) + [UInt8](repeating: 0, count: 8 << 20)
         let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "ff-run")
         for threads in [2, 3, 4, 8] {
-            let sink = MemorySink()
-            let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads, minimumChunkInput: 4096,
-                                                             rangesPerThread: 4)
-            expectEqualBytes(sink.bytes, payload, "threads \(threads)")
+            let result = try decodeMatching(path, payload, threads: threads, minimumChunkInput: 4096,
+                                            rangesPerThread: 4)
             #expect(result.guessedWindows > 0, "threads \(threads)")
         }
     }
@@ -534,10 +537,7 @@ struct SpeculativeRangeTests {
         #expect(longestHole > 4 << 20, "longest hole: \(longestHole)")
 
         for threads in [2, 4] {
-            let sink = MemorySink()
-            _ = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads, minimumChunkInput: 4096,
-                                                    rangesPerThread: 4)
-            expectEqualBytes(sink.bytes, payload, "threads \(threads)")
+            _ = try decodeMatching(path, payload, threads: threads, minimumChunkInput: 4096, rangesPerThread: 4)
         }
     }
 
@@ -605,10 +605,8 @@ struct SpeculativeRangeTests {
         }
         let path = try compressFile(payload, with: "gzip -9", in: scratch, name: "lines")
         for threads in [2, 3] {
-            let sink = MemorySink()
-            let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads,
-                                                             minimumChunkInput: 256 << 10, rangesPerThread: 2)
-            expectEqualBytes(sink.bytes, payload, "threads \(threads)")
+            let result = try decodeMatching(path, payload, threads: threads, minimumChunkInput: 256 << 10,
+                                            rangesPerThread: 2)
             #expect(result.guessedWindows > 0, "threads \(threads)")
         }
     }
@@ -635,10 +633,8 @@ struct SpeculativeRangeTests {
         let sequential = try ParallelGzipInflater.decompress(path: path, into: MemorySink(), threads: 1)
         #expect(sequential.strategy != .speculative)
         for threads in [2] {
-            let sink = MemorySink()
-            let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads,
-                                                             minimumChunkInput: 128 << 10, rangesPerThread: 4)
-            expectEqualBytes(sink.bytes, head + tail, "threads \(threads)")
+            let result = try decodeMatching(path, head + tail, threads: threads, minimumChunkInput: 128 << 10,
+                                            rangesPerThread: 4)
             #expect(result.strategy == .speculative, "threads \(threads)")
         }
     }
@@ -651,10 +647,8 @@ struct SpeculativeRangeTests {
         let payload = variedBytes(12 << 20, seed: 70)
         let path = try compressFile(payload, with: "igzip -0 -c", in: scratch, name: "huge")
         for threads in [2, 4] {
-            let sink = MemorySink()
-            let result = try ParallelGzipInflater.decompress(path: path, into: sink, threads: threads,
-                                                             minimumChunkInput: 64 << 10, rangesPerThread: 4)
-            expectEqualBytes(sink.bytes, payload, "threads \(threads)")
+            let result = try decodeMatching(path, payload, threads: threads, minimumChunkInput: 64 << 10,
+                                            rangesPerThread: 4)
             #expect(result.strategy == .singleChunk, "threads \(threads)")
         }
     }
