@@ -439,9 +439,9 @@ struct SpeculativeRangeTests {
 
     /// Decodes `path` from bit `from` on as a speculative chunk, without an end, and
     /// returns the output pieces.
-    private func searchChunk(_ path: String, from: Int64) throws -> [OutputPiece] {
+    private func searchChunk(_ path: String, from: Int64, usesIsal: Bool = true) throws -> [OutputPiece] {
         let file = try MappedFile(path: path)
-        let decoder = SpeculativeDecoder(file: file, usesIsal: true)
+        let decoder = SpeculativeDecoder(file: file, usesIsal: usesIsal)
         let stream = ChunkStream(budget: .max)
         let end = try decoder.decode(from: .search(from), stopAt: .max, into: stream)
         stream.finish(.success(end))
@@ -462,22 +462,25 @@ struct SpeculativeRangeTests {
         // The middle of the file is inside the compressed zero run (about 40 KB between
         // two parts of about 5 KB). Marker mode goes to the end of the first block, then
         // byte mode goes on with zeros as the window and turns the run into holes.
-        let pieces = try searchChunk(path, from: size * 8 / 2)
-        var markerValues = 0
-        var longestHole: Int64 = 0
-        var guessed = false
-        for piece in pieces {
-            switch piece {
-            case .markers(let values): markerValues += values.count
-            case .hole(let count): longestHole = max(longestHole, count)
-            case .guessedZeroRun: guessed = true
-            default: break
+        // The Swift decoder alone takes the same path.
+        for usesIsal in [true, false] {
+            let pieces = try searchChunk(path, from: size * 8 / 2, usesIsal: usesIsal)
+            var markerValues = 0
+            var longestHole: Int64 = 0
+            var guessed = false
+            for piece in pieces {
+                switch piece {
+                case .markers(let values): markerValues += values.count
+                case .hole(let count): longestHole = max(longestHole, count)
+                case .guessedZeroRun: guessed = true
+                default: break
+                }
             }
+            #expect(guessed, "usesIsal \(usesIsal)")
+            // zlib's blocks of zeros hold about 8 MiB here; the run goes on for about 20 MiB.
+            #expect(markerValues < 12 << 20, "usesIsal \(usesIsal): marker values: \(markerValues)")
+            #expect(longestHole > 1 << 20, "usesIsal \(usesIsal)")
         }
-        #expect(guessed)
-        // zlib's blocks of zeros hold about 8 MiB here; the run goes on for about 20 MiB.
-        #expect(markerValues < 12 << 20, "marker values: \(markerValues)")
-        #expect(longestHole > 1 << 20)
 
         // The window byte is zero, so the guess needs no correction.
         for threads in [2, 3, 4, 8] {

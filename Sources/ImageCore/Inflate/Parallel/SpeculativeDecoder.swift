@@ -12,7 +12,11 @@
 //   - when the last 32 KiB of marker output contain no marker first, the window is
 //     known. ISA-L then decodes the rest of the chunk from the end of the current
 //     block, or byte mode does (with zero runs as holes) when the output so far is
-//     mostly zero runs.
+//     mostly zero runs;
+//   - when, at a block's end, the last 32 KiB are all one marker (the chunk started
+//     inside a run of one window byte), byte mode goes on with zeros as the window
+//     after a `.guessedZeroRun` piece, and the writer corrects the output when the
+//     byte is not zero. This one holds without `usesIsal` too.
 // Without `usesIsal`, byte mode decodes everything after the marker stretch. Every chunk
 // stops at the first block boundary at or after the next range's first bit whose header
 // the finder would accept, so a correct guess by worker i + 1 starts exactly where
@@ -208,6 +212,9 @@ struct SpeculativeDecoder: Sendable {
                         return ChunkEnd(bitOffset: decoder.bitPosition)
                     }
                     let zeros = [UInt8](repeating: 0, count: ByteOutput.history)
+                    guard usesIsal else {
+                        return try decodeBytes(decoder, window: zeros, stopAt: stopAt, stream: stream, continuing: true).end
+                    }
                     // Output after the guess may be wrong until the writer's repair ends,
                     // and placed output is never corrected, so none is placed.
                     return try decodeSwitching(.bytes(decoder, window: zeros, insideBlock: false), stopAt: stopAt,
