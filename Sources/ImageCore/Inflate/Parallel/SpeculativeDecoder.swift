@@ -13,10 +13,10 @@
 //     known. ISA-L then decodes the rest of the chunk from the end of the current
 //     block, or byte mode does (with zero runs as holes) when the output so far is
 //     mostly zero runs;
-//   - when, at a block's end, the last 32 KiB are all one marker (the chunk started
-//     inside a run of one window byte), byte mode goes on with zeros as the window
-//     after a `.guessedZeroRun` piece, and the writer corrects the output when the
-//     byte is not zero. This one holds without `usesIsal` too.
+//   - when, at a block's end, the last 32 KiB are all one marker, the chunk started
+//     inside a run of one window byte. Byte mode goes on with zeros as the window
+//     after a `.guessedZeroRun` piece. The writer corrects the output when the byte
+//     is not zero. This one holds without `usesIsal` too.
 // Without `usesIsal`, byte mode decodes everything after the marker stretch. Every chunk
 // stops at the first block boundary at or after the next range's first bit whose header
 // the finder would accept, so a correct guess by worker i + 1 starts exactly where
@@ -434,8 +434,8 @@ struct SpeculativeDecoder: Sendable {
         return true
     }
 
-    /// The marker that each of the last 32 KiB of marker-mode output is, or nil when
-    /// they differ or are literal bytes. Before 32 KiB of output, the window's own
+    /// Returns the marker that each of the last 32 KiB of marker-mode output is, or nil
+    /// when they differ or are literal bytes. Before 32 KiB of output, the window's own
     /// markers (256 + i, all different) fill the rest, so the result is nil.
     private static func repeatedMarker(_ output: UnsafeMutablePointer<UInt16>, position: Int) -> UInt16? {
         let history = ByteOutput.history
