@@ -497,7 +497,8 @@ public final class Downloader: Sendable {
         return TargetExistsError(path: paths.destination, kind: kind)
     }
 
-    /// linkat(2) of the /proc/self/fd name `source`, or the error of `publicationFaults`.
+    /// Calls linkat(2) on the /proc/self/fd name `source`, or fails with the error in
+    /// `publicationFaults`.
     private func linkThroughProc(_ source: String, to target: String) -> Int32 {
         if let fault = publicationFaults.linkThroughProc {
             errno = fault.rawValue
@@ -506,7 +507,8 @@ public final class Downloader: Sendable {
         return linkat(AT_FDCWD, source, AT_FDCWD, target, AT_SYMLINK_FOLLOW)
     }
 
-    /// renameat2(2) with RENAME_NOREPLACE, or the error of `publicationFaults`.
+    /// Calls renameat2(2) with RENAME_NOREPLACE, or fails with the error in
+    /// `publicationFaults`.
     private func renameWithoutReplacing(_ source: String, to target: String) -> Int32 {
         if let fault = publicationFaults.renameWithoutReplacing {
             errno = fault.rawValue
@@ -515,7 +517,7 @@ public final class Downloader: Sendable {
         return imgtool_renameat2(AT_FDCWD, source, AT_FDCWD, target, IMGTOOL_RENAME_NOREPLACE)
     }
 
-    /// link(2), or the error of `publicationFaults`.
+    /// Calls link(2), or fails with the error in `publicationFaults`.
     private func linkByName(_ source: String, to target: String) -> Int32 {
         if let fault = publicationFaults.linkByName {
             errno = fault.rawValue

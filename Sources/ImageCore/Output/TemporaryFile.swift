@@ -222,7 +222,7 @@ public final class TemporaryFile {
     var beforeDirectorySync: (() -> Void)?
 
     /// Runs right before the file fsync in `publish`. An error it throws counts as a
-    /// failed fsync, so tests can fail one, which a real file never does on demand.
+    /// failed fsync. Tests use it because a real file cannot be made to fail fsync.
     var fileSyncFault: (() throws(Errno) -> Void)?
 
     /// Removes the temporary file. Safe to call more than once.

@@ -26,7 +26,7 @@ final class PlacementPool: @unchecked Sendable {
     /// Eight per worker were faster.
     static let buffersPerThread = 8
     /// The lower bound of an indexed decode's maximum buffer count (256 MiB of 4 MiB
-    /// pieces). There workers place nearly all output through the pool, so it holds the
+    /// pieces). There workers place nearly all output through the pool, so it contains the
     /// whole backlog of writes. On the data-heavy test image, workers with 8 buffers
     /// each waited 0.27 s for the disk in the middle of the run; 64 in all took the
     /// median 2-thread run from 1.23 s to 1.12 s. A speculative decode places less than
@@ -35,7 +35,7 @@ final class PlacementPool: @unchecked Sendable {
     /// none is free, so a decode that the writer keeps up with uses few.
     static let minimumIndexBuffers = 64
 
-    /// The maximum number of buffers for `threads` workers.
+    /// Returns the maximum number of buffers for `threads` workers.
     static func bufferCount(threads: Int, indexed: Bool) -> Int {
         indexed ? max(buffersPerThread * threads, minimumIndexBuffers) : buffersPerThread * threads
     }
@@ -52,8 +52,9 @@ final class PlacementPool: @unchecked Sendable {
     /// Guarded by `condition`; see `waitingTime`.
     private var waited = Duration.zero
 
-    /// - Parameter count: the most buffers; a few per worker let decoding go on while
-    ///   the writer thread writes. Each is allocated when a worker first finds none free.
+    /// - Parameter count: the maximum number of buffers. A few per worker let decoding
+    ///   go on while the writer thread writes. Each is allocated when a worker first
+    ///   finds none free.
     init(target: SparseFileWriter.Placement, count: Int, pieceSize: Int) {
         self.target = target
         self.pieceSize = pieceSize

@@ -16,7 +16,7 @@
 //   - when, at a block's end, the last 32 KiB are all one marker, the chunk started
 //     inside a run of one window byte. Byte mode goes on with zeros as the window
 //     after a `.guessedZeroRun` piece. The writer corrects the output when the byte
-//     is not zero. This one holds without `usesIsal` too.
+//     is not zero. This path applies without `usesIsal` too.
 // Without `usesIsal`, byte mode decodes everything after the marker stretch. Every chunk
 // stops at the first block boundary at or after the next range's first bit whose header
 // the finder would accept, so a correct guess by worker i + 1 starts exactly where
