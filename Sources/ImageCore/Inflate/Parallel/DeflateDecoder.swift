@@ -536,6 +536,8 @@ final class ByteOutput {
     var trailingZeros = 0
     /// Output bytes handed on so far, holes included.
     private(set) var handedOn: Int64 = 0
+    /// Zero bytes handed on as hole pieces so far.
+    private(set) var handedOnHoles: Int64 = 0
     /// Decoding stops for a flush once `position` reaches this mark; the room above it
     /// takes one match (258) or one materialised hole (32 KiB).
     let flushMark: Int
@@ -585,6 +587,7 @@ final class ByteOutput {
             try flush()
             try emit(.hole(Int64(hole)))
             handedOn += Int64(hole)
+            handedOnHoles += Int64(hole)
             base.update(repeating: 0, count: Self.history)
             position = Self.history
             flushed = position
@@ -619,12 +622,17 @@ final class ByteOutput {
         if hole > 0 {
             try emit(.hole(Int64(hole)))
             handedOn += Int64(hole)
+            handedOnHoles += Int64(hole)
             hole = 0
         }
     }
 
     /// All output so far: handed on, waiting, and the pending hole.
     var produced: Int64 { handedOn + Int64(position - flushed + hole) }
+
+    /// The zero bytes of `produced` that were never written: hole pieces handed on and
+    /// the pending hole. Holes of at most 32 KiB are written as zeros and not counted.
+    var holeBytes: Int64 { handedOnHoles + Int64(hole) }
 
     /// Returns the last 32 KiB of output (fewer at the start of a stream).
     func window() -> [UInt8] {

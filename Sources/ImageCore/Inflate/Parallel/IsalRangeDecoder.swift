@@ -86,8 +86,8 @@ struct IsalRangeDecoder: Sendable {
     /// - Parameter announce: push `.chunkStart` first (false when marker mode did).
     /// - Parameter switches: hand over to byte mode (`.switchAt`) at the next acceptable
     ///   block boundary before `stopAt` once a call's output expanded more than
-    ///   `zeroHeavyRatio` times, because byte mode keeps zero runs as holes without
-    ///   producing them.
+    ///   `zeroHeavyRatio` times and ended in 32 KiB of zeros, because byte mode keeps
+    ///   zero runs as holes without producing them.
     func decode(from start: Start, stopAt: Int64, announce: Bool, switches: Bool = false,
                 into stream: ChunkStream) throws -> Leg {
         var recent = RecentOutput()
@@ -252,7 +252,7 @@ struct IsalRangeDecoder: Sendable {
     /// Calls `isal_inflate` with the input from `position` to `end` until it has used
     /// it up (or can make no progress) or the member ended, pushing the output. With
     /// `detectsZeroRuns`, returns `.zeroRuns` early once a full call's output was more
-    /// than `zeroHeavyRatio` times its input.
+    /// than `zeroHeavyRatio` times its input and ended in zeros (`endsInZeros`).
     private func run(_ state: UnsafeMutablePointer<inflate_state>, from position: inout Int, to end: Int,
                      stream: ChunkStream, recent: inout RecentOutput, detectsZeroRuns: Bool) throws -> RunResult {
         let base = file.bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
@@ -278,6 +278,9 @@ struct IsalRangeDecoder: Sendable {
             let full = state.pointee.avail_out == 0
             let produced = space.count - Int(state.pointee.avail_out)
             let consumed = inputCount - Int(state.pointee.avail_in)
+            // Checked before the output goes to the writer, which may reuse placed buffers.
+            let zeroRuns = detectsZeroRuns && full && Int64(produced) > ParallelGzipInflater.zeroHeavyRatio * Int64(max(1, consumed))
+                && Self.endsInZeros(UnsafeRawBufferPointer(rebasing: space[..<produced]))
             position += consumed
             stream.reportInput(Int64(position))
             if result < 0 {
@@ -293,12 +296,19 @@ struct IsalRangeDecoder: Sendable {
                 recent.append(block, count: produced)
             }
             if state.pointee.block_state == ISAL_BLOCK_FINISH { return .done }
-            if detectsZeroRuns, full, Int64(produced) > ParallelGzipInflater.zeroHeavyRatio * Int64(max(1, consumed)) {
-                return .zeroRuns
-            }
+            if zeroRuns { return .zeroRuns }
             // `avail_in` is 32 bits wide: more than 2 GiB of input takes several calls.
             if !full && (position >= end || consumed == 0 && produced == 0) { return .done }
         }
+    }
+
+    /// Returns whether the last 32 KiB of `output` (all of it when shorter) are zeros.
+    /// Output that expands well but ends in another byte is a run of that byte, which
+    /// byte mode would write out byte by byte, so it stays with ISA-L.
+    static func endsInZeros(_ output: UnsafeRawBufferPointer) -> Bool {
+        let count = min(output.count, ByteOutput.history)
+        guard count > 0 else { return false }
+        return isal_zero_detect(UnsafeMutableRawPointer(mutating: output.baseAddress! + (output.count - count)), count) == 0
     }
 
     private enum MemberEnd {

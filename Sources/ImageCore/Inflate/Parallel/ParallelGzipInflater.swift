@@ -230,13 +230,17 @@ public enum ParallelGzipInflater {
         let pool = placementPool(for: writer.sink, threads: threads, indexed: true, pieceSize: pieceSize)
         let swift = SpeculativeDecoder(file: file)
         let chunkPoints = points
-        // Chunks that expand more than `zeroHeavyRatio` times are mostly zero runs, which
-        // the Swift decoder turns into holes without producing them; ISA-L decodes the
-        // rest faster.
+        // Chunks that expand more than `zeroHeavyRatio` times are mostly runs of one byte.
+        // The Swift decoder turns zero runs into holes without producing them, but copies
+        // a run of another byte byte by byte, several times slower than ISA-L. So such a
+        // chunk goes to the Swift decoder only when its window ends in zeros (or it starts
+        // a member); ISA-L decodes the rest.
         let zeroHeavy: [Bool] = (0..<count).map { number in
             guard let length = lengths[number], stops[number] != .max else { return false }
             let compressed = max(1, (stops[number] - points[number].compressedBitOffset) / 8)
-            return length / compressed > zeroHeavyRatio
+            guard length / compressed > zeroHeavyRatio else { return false }
+            let window = points[number].window ?? []
+            return window.suffix(258).allSatisfy { $0 == 0 }
         }
         let endsWithMember = (0..<count).map { $0 + 1 < count && !points[$0 + 1].hasWindow }
         let offsets = points.map(\.uncompressedOffset)

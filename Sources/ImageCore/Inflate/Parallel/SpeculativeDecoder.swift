@@ -598,6 +598,7 @@ struct SpeculativeDecoder: Sendable {
                 first = false
                 let blockStart = decoder.bitPosition
                 let outputBefore = output.produced
+                let holesBefore = output.holeBytes
                 if resumeBlock {
                     resumeBlock = false
                 } else {
@@ -611,10 +612,15 @@ struct SpeculativeDecoder: Sendable {
                 memberEnded = decoder.isFinalBlock
                 let blockInput = max(1, (decoder.bitPosition - blockStart) / 8)
                 let blockOutput = output.produced - outputBefore
+                let blockBytes = blockOutput - (output.holeBytes - holesBefore)
                 // An empty block is neither data nor zeros. pigz output has many; counted
                 // as data, they handed its zero runs back to ISA-L, which wrote them out.
+                // A block that wrote most of its output is data too, however well it
+                // compressed: a run of a byte other than zero is copied here byte by
+                // byte, several times slower than ISA-L copies it.
                 if blockOutput > 0 {
                     lastBlockIsData = blockOutput / blockInput <= ParallelGzipInflater.zeroHeavyRatio / 4
+                        || blockBytes > blockOutput / 2
                 }
             }
         } catch let error as DeflateError {
