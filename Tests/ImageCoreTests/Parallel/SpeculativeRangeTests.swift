@@ -448,15 +448,16 @@ struct SpeculativeRangeTests {
         return stream.take().0
     }
 
-    @Test("chunk inside a zero run guesses zeros")
-    func chunkInsideZeroRun() throws {
+    @Test("chunk inside a zero run guesses zeros", arguments: ["gzip -6", "gzip -1"])
+    func chunkInsideZeroRun(compressor: String) throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
-        // Every match in a long zero run copies the byte before it, so a chunk that starts
-        // inside the run copies one byte of its unknown window to its end.
+        // A chunk that starts inside a long zero run copies bytes of its unknown window to
+        // its end: one byte with gzip -6, whose matches copy the byte before them, and
+        // bytes 258 or more back with gzip -1.
         let payload = compressibleBytes(16 << 10, seed: 70) + [UInt8](repeating: 0, count: 40 << 20)
             + compressibleBytes(16 << 10, seed: 71)
-        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "zero-run")
+        let path = try compressFile(payload, with: compressor, in: scratch, name: "zero-run")
         let size = fileSize(path)
 
         // The middle of the file is inside the compressed zero run (about 40 KB between
@@ -476,34 +477,38 @@ struct SpeculativeRangeTests {
                 default: break
                 }
             }
-            #expect(guessed, "usesIsal \(usesIsal)")
+            let label = "\(compressor), usesIsal \(usesIsal)"
+            #expect(guessed, "\(label)")
             // zlib's blocks of zeros hold about 8 MiB here; the run goes on for about 20 MiB.
-            #expect(markerValues < 12 << 20, "usesIsal \(usesIsal): marker values: \(markerValues)")
-            #expect(longestHole > 1 << 20, "usesIsal \(usesIsal)")
+            #expect(markerValues < 12 << 20, "\(label): marker values: \(markerValues)")
+            #expect(longestHole > 1 << 20, "\(label)")
         }
 
         // The window byte is zero, so the guess needs no correction.
         for threads in [2, 3, 4, 8] {
             let result = try decodeMatching(path, payload, threads: threads, minimumChunkInput: 4096,
                                             rangesPerThread: 4)
-            #expect(result.repairedBytes < 1 << 20, "threads \(threads): \(result.repairedBytes) bytes decoded again")
+            #expect(result.repairedBytes < 1 << 20, "\(compressor), threads \(threads): \(result.repairedBytes) bytes decoded again")
         }
     }
 
-    @Test("run of another byte corrected")
-    func runOfOtherByte() throws {
+    @Test("run of another byte corrected", arguments: [
+        ("gzip -6", [UInt8]([0xff])), ("gzip -1", [0xff]), ("gzip -6", [0xde, 0xad, 0xbe, 0xef]),
+    ])
+    func runOfOtherByte(compressor: String, pattern: [UInt8]) throws {
         let scratch = try ScratchDirectory()
         defer { scratch.remove() }
-        // A chunk inside this run guesses zeros for 0xff, so the writer corrects the run.
-        // The run is most of the compressed file, so ranges start inside it at every
-        // thread count.
-        let payload = compressibleBytes(16 << 10, seed: 72) + [UInt8](repeating: 0xff, count: 24 << 20)
+        // A chunk inside this run guesses zeros for the window bytes it copies, so the
+        // writer corrects the run. The run is most of the compressed file, so ranges start
+        // inside it at every thread count.
+        let run = [UInt8]((0..<(24 << 20)).map { pattern[$0 % pattern.count] })
+        let payload = compressibleBytes(16 << 10, seed: 72) + run
             + compressibleBytes(16 << 10, seed: 73) + [UInt8](repeating: 0, count: 8 << 20)
-        let path = try compressFile(payload, with: "gzip -6", in: scratch, name: "ff-run")
+        let path = try compressFile(payload, with: compressor, in: scratch, name: "pattern-run")
         for threads in [2, 3, 4, 8] {
             let result = try decodeMatching(path, payload, threads: threads, minimumChunkInput: 4096,
                                             rangesPerThread: 4)
-            #expect(result.guessedWindows > 0, "threads \(threads)")
+            #expect(result.guessedWindows > 0, "\(compressor), pattern \(pattern), threads \(threads)")
         }
     }
 

@@ -37,11 +37,11 @@ enum OutputPiece: Sendable {
     /// Follows `.chunkStart` when the chunk was decoded with zeros in place of the
     /// window before it: its first bytes may be wrong until `WindowRepair` corrects them.
     case guessedWindow
-    /// Follows marker pieces whose last 32 KiB all copy `marker`, one byte of the unknown
+    /// Follows marker pieces whose last 32 KiB, `markers`, all copy bytes of the unknown
     /// window, when the chunk goes on from the block boundary at `bitOffset` with zeros
-    /// as its history. When that window byte is not zero, `WindowRepair` corrects the
-    /// output after it.
-    case guessedZeroRun(bitOffset: Int64, marker: UInt16)
+    /// as its history. When those window bytes are not all zero, `WindowRepair` corrects
+    /// the output after it.
+    case guessedZeroRun(bitOffset: Int64, markers: [UInt16])
     /// The last 32 KiB of output (fewer at a member's start), after `.placed` pieces of a
     /// speculative chunk, whose bytes never pass through the writer: the next chunk
     /// needs them.

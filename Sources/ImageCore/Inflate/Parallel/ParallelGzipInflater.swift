@@ -560,13 +560,12 @@ struct OrderedWriter {
                         bytes[index] = value < 256 ? UInt8(value) : try windowByte(value)
                     }
                     try writeData(bytes, crc: crc32Of(bytes))
-                case .guessedZeroRun(let bitOffset, let marker):
-                    // The worker went on as if the repeated window byte were zero.
-                    let byte = try windowByte(marker)
-                    if byte != 0 {
+                case .guessedZeroRun(let bitOffset, let markers):
+                    // The worker went on as if the window bytes that the markers copy were zeros.
+                    let window = try markers.map { $0 < 256 ? UInt8($0) : try windowByte($0) }
+                    if window.contains(where: { $0 != 0 }) {
                         guard let input else { preconditionFailure("Bug in imgtool: a guessed zero run without the input to repair it") }
-                        repair = WindowRepair(input: input.bytes, bitOffset: bitOffset,
-                                              window: [UInt8](repeating: byte, count: ByteOutput.history))
+                        repair = WindowRepair(input: input.bytes, bitOffset: bitOffset, window: window)
                         guessedWindows += 1
                     }
                 case .chunkStart(let bitOffset):

@@ -206,9 +206,9 @@ struct SpeculativeDecoder: Sendable {
                 switch outcome {
                 case .finished(let end):
                     return end
-                case .runOfWindowByte(let marker):
-                    Log.debug("speculative", "range at bit \(from): a run of one window byte from bit \(decoder.bitPosition) on: byte mode goes on with zeros as the window")
-                    guard stream.push(.guessedZeroRun(bitOffset: decoder.bitPosition, marker: marker)) else {
+                case .windowCopies(let markers):
+                    Log.debug("speculative", "range at bit \(from): 32 KiB that only copy the window at bit \(decoder.bitPosition): byte mode goes on with zeros as the window")
+                    guard stream.push(.guessedZeroRun(bitOffset: decoder.bitPosition, markers: markers)) else {
                         return ChunkEnd(bitOffset: decoder.bitPosition)
                     }
                     let zeros = [UInt8](repeating: 0, count: ByteOutput.history)
@@ -260,11 +260,12 @@ struct SpeculativeDecoder: Sendable {
         /// The first blocks decoded cleanly, expand less than zero runs, and nothing was
         /// handed on yet: ISA-L decodes the chunk from its start with a guessed window.
         case data
-        /// At a block boundary, the last 32 KiB of output all copy one byte of the
-        /// unknown window (`marker`). Such a run never clears, so marker mode would go on
-        /// to the chunk's end. On an 8 GiB image of zeros, 2 threads took 11 s that way
-        /// and 1 thread 0.5 s.
-        case runOfWindowByte(UInt16)
+        /// At a block boundary, each of the last 32 KiB of output (`markers`) copies a
+        /// byte of the unknown window. Such a run of one byte or of a short pattern never
+        /// clears, so marker mode would go on to the chunk's end. On an 8 GiB image of
+        /// zeros, 2 threads took 11 s that way and 1 thread 0.5 s. gzip -1 copies a zero
+        /// run from 258 bytes back or more, so its markers differ.
+        case windowCopies([UInt16])
     }
 
     private struct SpeculationFailed: Error {}
@@ -336,9 +337,9 @@ struct SpeculativeDecoder: Sendable {
                     try flush()
                     return .clean([])
                 }
-                if let marker = Self.repeatedMarker(output, position: position) {
+                if values + position - flushed >= history, let markers = Self.windowCopies(output, position: position) {
                     try flush()
-                    return .runOfWindowByte(marker)
+                    return .windowCopies(markers)
                 }
                 if let window = cleanWindow(output, position: position) {
                     // A false start's first block can end where a header parses but the
@@ -434,16 +435,14 @@ struct SpeculativeDecoder: Sendable {
         return true
     }
 
-    /// Returns the marker that each of the last 32 KiB of marker-mode output is, or nil
-    /// when they differ or are literal bytes. Before 32 KiB of output, the window's own
-    /// markers (256 + i, all different) fill the rest, so the result is nil.
-    private static func repeatedMarker(_ output: UnsafeMutablePointer<UInt16>, position: Int) -> UInt16? {
-        let history = ByteOutput.history
-        let marker = output[position - 1]
-        guard marker >= 256 else { return nil }
-        var differing: UInt16 = 0
-        for value in UnsafeBufferPointer(start: output + position - history, count: history) { differing |= value ^ marker }
-        return differing == 0 ? marker : nil
+    /// Returns the last 32 KiB of marker-mode output when every value is a marker, or nil
+    /// when one is a literal byte. The caller makes sure that they are output: before
+    /// 32 KiB of output, the window's own markers fill the rest of the buffer.
+    private static func windowCopies(_ output: UnsafeMutablePointer<UInt16>, position: Int) -> [UInt16]? {
+        let last = UnsafeBufferPointer(start: output + position - ByteOutput.history, count: ByteOutput.history)
+        var smallest = UInt16.max
+        for value in last { smallest = min(smallest, value) }
+        return smallest >= 256 ? Array(last) : nil
     }
 
     /// The last 32 KiB of marker-mode output as bytes when none of it is a marker.
