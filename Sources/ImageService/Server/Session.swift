@@ -145,7 +145,7 @@ public final class Session: Sendable {
         do {
             message = try JSONValue.parse(bytes)
         } catch {
-            // A -32700 reply has no data, so the log is the only place that shows why.
+            // The reply's `data.reason` and the log line carry the same parser reason.
             Log.info("service", "connection \(connection.id): message rejected: \(error.description)")
             switch kind {
             case .jsonRPC: replyError(id: .null, RPCError.parse(error.description))
