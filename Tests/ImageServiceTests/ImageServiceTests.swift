@@ -1,6 +1,6 @@
 // Unit tests of the service's building blocks: JSON, framing, UTF-8, the handshake,
-// job queries, redaction, path checks, the job manager, the inflation options and the
-// replies to rejected messages. The protocol as clients see
+// job queries, redaction, path checks, the job manager, the inflation options, the replies to
+// rejected messages and the auth.login_ex object. The protocol as clients see
 // it is tested end to end in Tests/python with real WebSocket clients.
 
 import Foundation
@@ -632,5 +632,126 @@ struct RejectedMessageTests {
         #expect(!reply.contains(Self.apiKey))
         #expect(!reply.contains(Self.password))
         #expect(reply.contains(#""reason":"#))
+    }
+}
+
+@Suite("auth.login_ex object")
+struct APIKeyLoginTests {
+    static let apiKey = "1-" + String(repeating: "k3Y", count: 21) + "z"
+
+    /// Returns the attribute and the message of a validation error's one `extra` entry.
+    func validation(_ error: RPCError) -> (attribute: String?, message: String?) {
+        let entry = error.extra.arrayValue?.first?.arrayValue
+        return (entry?.first?.stringValue, entry?.dropFirst().first?.stringValue)
+    }
+
+    func rejection(_ members: [String: JSONValue]) -> RPCError? {
+        do {
+            _ = try APIKeyLogin(.object(members))
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test("every accepted key together")
+    func acceptedKeys() throws {
+        let login = try APIKeyLogin(.object([
+            "mechanism": .string("API_KEY_PLAIN"), "username": .string("root"), "api_key": .string(Self.apiKey),
+            "login_options": .object(["user_info": .bool(true)]),
+        ]))
+        #expect(login.apiKey == Self.apiKey)
+    }
+
+    @Test("optional keys absent or null")
+    func optionalKeys() throws {
+        let bare = try APIKeyLogin(.object(["mechanism": .string("API_KEY_PLAIN"), "api_key": .string(Self.apiKey)]))
+        #expect(bare.apiKey == Self.apiKey)
+        let nullOptions = try APIKeyLogin(.object(["mechanism": .string("API_KEY_PLAIN"), "api_key": .string(Self.apiKey),
+                                                   "login_options": .null]))
+        #expect(nullOptions.apiKey == Self.apiKey)
+    }
+
+    @Test("unknown key named with accepted keys")
+    func unknownKey() throws {
+        let error = try #require(rejection([
+            "mechanism": .string("API_KEY_PLAIN"), "username": .string("root"), "api_key": .string(Self.apiKey),
+            "otp_token": .string("123456"),
+        ]))
+        #expect(error.code == -32602)
+        #expect(error.extra == .array([.array([
+            .string("login_data.otp_token"),
+            .string("unknown key 'otp_token'; auth.login_ex accepts mechanism, username, api_key and login_options"),
+            .integer(Int(EINVAL)),
+        ])]))
+    }
+
+    @Test("misspelt api_key suggested, value hidden")
+    func misspeltAPIKey() throws {
+        let error = try #require(rejection(["mechanism": .string("API_KEY_PLAIN"), "API_KEY": .string(Self.apiKey)]))
+        #expect(error.reason.contains("unknown key 'API_KEY', did you mean 'api_key'?"))
+        #expect(!error.description.contains(Self.apiKey))
+        #expect(!error.dataObject.description.contains(Self.apiKey))
+    }
+
+    @Test("several unknown keys are all named")
+    func severalUnknownKeys() throws {
+        let error = try #require(rejection(["mechanism": .string("API_KEY_PLAIN"), "api_key": .string(Self.apiKey),
+                                            "password": .string("x"), "token": .string("y")]))
+        #expect(error.reason.hasPrefix("[EINVAL] login_data.password: unknown key 'password'"))
+        #expect(error.reason.hasSuffix("; other unknown keys: 'token'"))
+    }
+
+    @Test("other mechanism reported before keys")
+    func otherMechanism() throws {
+        let error = try #require(rejection(["mechanism": .string("PASSWORD_PLAIN"), "username": .string("root"),
+                                            "password": .string("x")]))
+        #expect(validation(error).attribute == "login_data.mechanism")
+        #expect(validation(error).message == "'PASSWORD_PLAIN' is not supported; use API_KEY_PLAIN")
+    }
+
+    @Test("API key as mechanism not quoted")
+    func keyAsMechanism() throws {
+        let error = try #require(rejection(["mechanism": .string(Self.apiKey), "api_key": .string(Self.apiKey)]))
+        #expect(validation(error).message == "the mechanism sent is not supported; use API_KEY_PLAIN")
+        #expect(!error.dataObject.description.contains(Self.apiKey))
+    }
+
+    @Test("wrong types named without value", arguments: [
+        ("mechanism", JSONValue.integer(1), "login_data.mechanism", #"expected the string "API_KEY_PLAIN", got a number"#),
+        ("username", .integer(0), "login_data.username", "expected a string, got a number"),
+        ("api_key", .array([]), "login_data.api_key", "expected the key as a string, got an array"),
+        ("login_options", .string("user_info"), "login_data.login_options",
+         #"expected an object such as {"user_info": false}, got a string"#),
+    ])
+    func wrongTypes(key: String, value: JSONValue, attribute: String, message: String) throws {
+        var members: [String: JSONValue] = ["mechanism": .string("API_KEY_PLAIN"), "api_key": .string(Self.apiKey)]
+        members[key] = value
+        let error = try #require(rejection(members))
+        #expect(validation(error).attribute == attribute)
+        #expect(validation(error).message == message)
+    }
+
+    @Test("a missing api_key is named")
+    func missingAPIKey() throws {
+        let error = try #require(rejection(["mechanism": .string("API_KEY_PLAIN"), "username": .string("root")]))
+        #expect(validation(error).attribute == "login_data.api_key")
+        #expect(validation(error).message == "missing; expected the key as a string")
+    }
+
+    @Test("login_options takes boolean user_info")
+    func loginOptions() throws {
+        let base: [String: JSONValue] = ["mechanism": .string("API_KEY_PLAIN"), "api_key": .string(Self.apiKey)]
+        var unknown = base
+        unknown["login_options"] = .object(["user_info": .bool(false), "otp": .bool(true)])
+        let unknownError = try #require(rejection(unknown))
+        #expect(validation(unknownError).attribute == "login_data.login_options.otp")
+        #expect(validation(unknownError).message == "unknown key 'otp'; login_options accepts only user_info")
+
+        var wrongType = base
+        wrongType["login_options"] = .object(["user_info": .string("yes")])
+        let typeError = try #require(rejection(wrongType))
+        #expect(validation(typeError).attribute == "login_data.login_options.user_info")
+        #expect(validation(typeError).message == "expected true or false, got a string")
     }
 }
