@@ -33,11 +33,17 @@ enum ImageMethods {
                 method: context.method, arguments: redact(context.parameters.values, secretPositions: []),
                 description: "download \(entry.reference)", lock: "container", messageIDs: context.messageIDs
             ) { job in
-                let summary = try Downloader().fetch(
-                    entry, into: sharefs.isoFilesPath, force: force,
-                    progress: job.progressHandler(description: "Downloading \(entry.fileName)", extra: JobContext.downloadCounts),
-                    cancellation: job.cancellation)
-                return .string(summary.path)
+                do {
+                    let summary = try Downloader().fetch(
+                        entry, into: sharefs.isoFilesPath, force: force,
+                        progress: job.progressHandler(description: "Downloading \(entry.fileName)", extra: JobContext.downloadCounts),
+                        cancellation: job.cancellation)
+                    return .string(summary.path)
+                } catch var mismatch as DestinationMismatchError {
+                    // The remedy names the `force` parameter, not the command line's --force.
+                    mismatch.interface = .service
+                    throw mismatch
+                }
             }
             return .job(id)
         })
