@@ -156,6 +156,19 @@ struct APIKeyLogin {
 /// Methods that exist only with `enableTestMethods`, for the test suites.
 enum TestMethods {
     static func register(in table: inout MethodTable) {
+        // test.hold seconds: a call, not a job, that returns "held" after `seconds` (at
+        // most 60). It keeps its call slot that long in either protocol, for the tests of
+        // --max-calls.
+        table.register(MethodSpec("test.hold") { context in
+            try context.parameters.expectAtMost(1)
+            let seconds = context.parameters[0]?.doubleValue ?? 1
+            guard seconds >= 0, seconds <= 60 else {
+                throw RPCError.invalidParameter("seconds", "expected 0 to 60 seconds, got \(seconds)")
+            }
+            usleep(UInt32(seconds * 1_000_000))
+            return .value(.string("held"))
+        })
+
         // test.sleep seconds [options]: a job that sleeps in 10 ms steps, reports progress
         // and stops at once when aborted. Options: lock (a lock name), fail (end FAILED),
         // password (redacted from the job's arguments), result (the string it returns
