@@ -43,8 +43,9 @@ public struct ServiceConfiguration: Sendable {
     public var sendTimeoutSeconds = 30
     /// A catalog file to use instead of the embedded one (else IMGTOOL_CATALOG).
     public var catalogPath: String?
-    /// Registers the `test.*` methods (a cancellable sleep job, an event flood) that the
-    /// test suites use to drive the job machinery without disk images.
+    /// Registers the `test.*` methods that the test suites use to drive the job machinery
+    /// and the call limit without disk images: a cancellable sleep job (`test.sleep`) and
+    /// a call that keeps its slot for a given time (`test.hold`).
     public var enableTestMethods = false
 
     public init() {}

@@ -1,5 +1,6 @@
 // Unit tests of the service's building blocks: JSON, framing, UTF-8, the handshake,
-// job queries, redaction, path checks, the job manager and the inflation options. The protocol as clients see
+// job queries, redaction, path checks, the job manager, the inflation options, the replies to
+// rejected messages and the auth.login_ex object. The protocol as clients see
 // it is tested end to end in Tests/python with real WebSocket clients.
 
 import Foundation
@@ -67,11 +68,17 @@ struct JSONValueTests {
         #expect(value.arrayValue?.count == 2)
     }
 
-    @Test("lone surrogates are rejected", arguments: [#""\ud800""#, #""\udc00""#, #""a\ud800\u0041""#, #""\ud800x""#])
-    func loneSurrogates(text: String) {
+    /// The reason gives the escape's offset (the byte of its backslash), not its code unit,
+    /// because the string may be a password and the reason reaches the client and the log.
+    @Test("lone surrogates are rejected",
+          arguments: [(#""\ud800""#, 1), (#""\udc00""#, 1), (#""a\ud800\u0041""#, 2), (#""\ud800x""#, 1)])
+    func loneSurrogates(text: String, offset: Int) throws {
         let error = #expect(throws: JSONParseError.self) { try JSONValue.parse(text) }
-        #expect(error?.reason.contains("surrogate without its other half") == true)
-        #expect(error?.reason.contains("\\ud800") == true || error?.reason.contains("\\udc00") == true)
+        let reason = try #require(error?.reason)
+        #expect(reason.contains("surrogate without its other half"))
+        #expect(!reason.lowercased().contains("d800"))
+        #expect(!reason.lowercased().contains("dc00"))
+        #expect(error?.offset == offset)
     }
 
     @Test("invalid texts are rejected", arguments: ["", "{", "[1,]", "01", "1.", "\"\u{01}\"", "tru", "{\"a\" 1}", "1 2", "\"\\x\""])
@@ -546,5 +553,205 @@ struct InflationOptionsTests {
 
         #expect(error.errno == EBUSY)
         #expect(error.errname == "EBUSY")
+    }
+}
+
+@Suite("Rejected messages")
+struct RejectedMessageTests {
+    static let password = "Tr0ub4dor&3"
+    static let apiKey = "1-" + String(repeating: "k3Y", count: 21) + "z"
+
+    /// Returns the error a JSON-RPC session replies with for `text`, or nil for a valid
+    /// request: the parser's reason as -32700, else the request check's -32600.
+    static func rejection(_ text: String) -> RPCError? {
+        let message: JSONValue
+        do {
+            message = try JSONValue.parse(text)
+        } catch {
+            return RPCError.parse(error.description)
+        }
+        do {
+            _ = try JSONRPCRequest(message)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test("a parse error carries data with the reason")
+    func parseErrorData() throws {
+        let object = RPCError.parse("invalid JSON at byte 1: expected a string key").jsonRPCObject
+        #expect(object["code"] == .integer(-32700))
+        #expect(object["message"] == .string("Parse error"))
+        let data = try #require(object["data"])
+        #expect(data["error"] == .integer(Int(EINVAL)))
+        #expect(data["errname"] == .string("EINVAL"))
+        #expect(data["reason"] == .string("invalid JSON at byte 1: expected a string key"))
+        #expect(data["trace"] == .null)
+        #expect(data["extra"] == .null)
+    }
+
+    @Test("an invalid request carries data with the reason")
+    func invalidRequestData() throws {
+        let error = try #require(Self.rejection(#"{"jsonrpc":"1.0","id":1,"method":"core.ping"}"#))
+        let object = error.jsonRPCObject
+        #expect(object["code"] == .integer(-32600))
+        #expect(object["message"] == .string("Invalid Request"))
+        let data = try #require(object["data"])
+        #expect(data["error"] == .integer(Int(EINVAL)))
+        #expect(data["errname"] == .string("EINVAL"))
+        #expect(data["reason"] == .string(#"'jsonrpc' must be "2.0""#))
+        #expect(data["trace"] == .null)
+        #expect(data["extra"] == .null)
+    }
+
+    /// Each text is a login or a guest request broken in one way, with the secret in the
+    /// value that the parser or the request check stops at, or next to it.
+    @Test("reasons quote no password or API key", arguments: [
+        #"{"jsonrpc":"2.0","id":1,"method":"auth.login_with_api_key","params":["KEY""#,
+        #"{"jsonrpc":"2.0","id":1,"method":"auth.login_with_api_key","params":["KEY"]}x"#,
+        #"{"jsonrpc":"2.0","id":1,"method":"auth.login_with_api_key","params":["KEY"],"params":["KEY"]}"#,
+        #"{"jsonrpc":"2.0","id":1,"method":"auth.login_with_api_key","params":["KEY\q"]}"#,
+        #"{"jsonrpc":"2.0","id":1,"method":"vm.write_container_conf","params":[{"password":"PASS\ud83d"}]}"#,
+        #"{"jsonrpc":"2.0","id":1,"method":"vm.write_container_conf","params":[{"password":"PASS\ude00x"}]}"#,
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"vm.write_container_conf\",\"params\":[{\"password\":\"PASS\u{01}\"}]}",
+        #"{"jsonrpc":"2.0","id":1,"method":"vm.write_container_conf","params":[{"password":"PASS"}] "#,
+        #"{"jsonrpc":"2.0","id":1,"method":"vm.write_container_conf","params":[{"password":"PASS","password":"PASS"}]}"#,
+        #"{"jsonrpc":"2.0","id":1,"method":"auth.login_ex","params":[{"api_key":"KEY"}],"x":tru}"#,
+        #"{"jsonrpc":"1.0","id":1,"method":"auth.login_with_api_key","params":["KEY"]}"#,
+        #"{"jsonrpc":"2.0","id":["KEY"],"method":"auth.login_with_api_key","params":["KEY"]}"#,
+        #"{"jsonrpc":"2.0","id":1,"method":["KEY"],"params":["PASS"]}"#,
+        #""KEY""#,
+        #"["KEY","PASS"]"#,
+    ])
+    func reasonsQuoteNoSecret(template: String) throws {
+        let text = template.replacingOccurrences(of: "KEY", with: Self.apiKey)
+            .replacingOccurrences(of: "PASS", with: Self.password)
+        let error = try #require(Self.rejection(text), "the text must be rejected")
+        let reply = JSONRPCRequest.errorResponse(id: .null, error).description
+        #expect(!reply.contains(Self.apiKey))
+        #expect(!reply.contains(Self.password))
+        #expect(reply.contains(#""reason":"#))
+    }
+}
+
+@Suite("auth.login_ex object")
+struct APIKeyLoginTests {
+    static let apiKey = "1-" + String(repeating: "k3Y", count: 21) + "z"
+
+    /// Returns the attribute and the message of a validation error's one `extra` entry.
+    func validation(_ error: RPCError) -> (attribute: String?, message: String?) {
+        let entry = error.extra.arrayValue?.first?.arrayValue
+        return (entry?.first?.stringValue, entry?.dropFirst().first?.stringValue)
+    }
+
+    func rejection(_ members: [String: JSONValue]) -> RPCError? {
+        do {
+            _ = try APIKeyLogin(.object(members))
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test("every accepted key together")
+    func acceptedKeys() throws {
+        let login = try APIKeyLogin(.object([
+            "mechanism": .string("API_KEY_PLAIN"), "username": .string("root"), "api_key": .string(Self.apiKey),
+            "login_options": .object(["user_info": .bool(true)]),
+        ]))
+        #expect(login.apiKey == Self.apiKey)
+    }
+
+    @Test("optional keys absent or null")
+    func optionalKeys() throws {
+        let bare = try APIKeyLogin(.object(["mechanism": .string("API_KEY_PLAIN"), "api_key": .string(Self.apiKey)]))
+        #expect(bare.apiKey == Self.apiKey)
+        let nullOptions = try APIKeyLogin(.object(["mechanism": .string("API_KEY_PLAIN"), "api_key": .string(Self.apiKey),
+                                                   "login_options": .null]))
+        #expect(nullOptions.apiKey == Self.apiKey)
+    }
+
+    @Test("unknown key named with accepted keys")
+    func unknownKey() throws {
+        let error = try #require(rejection([
+            "mechanism": .string("API_KEY_PLAIN"), "username": .string("root"), "api_key": .string(Self.apiKey),
+            "otp_token": .string("123456"),
+        ]))
+        #expect(error.code == -32602)
+        #expect(error.extra == .array([.array([
+            .string("login_data.otp_token"),
+            .string("unknown key 'otp_token'; auth.login_ex accepts mechanism, username, api_key and login_options"),
+            .integer(Int(EINVAL)),
+        ])]))
+    }
+
+    @Test("misspelt api_key suggested, value hidden")
+    func misspeltAPIKey() throws {
+        let error = try #require(rejection(["mechanism": .string("API_KEY_PLAIN"), "API_KEY": .string(Self.apiKey)]))
+        #expect(error.reason.contains("unknown key 'API_KEY', did you mean 'api_key'?"))
+        #expect(!error.description.contains(Self.apiKey))
+        #expect(!error.dataObject.description.contains(Self.apiKey))
+    }
+
+    @Test("several unknown keys are all named")
+    func severalUnknownKeys() throws {
+        let error = try #require(rejection(["mechanism": .string("API_KEY_PLAIN"), "api_key": .string(Self.apiKey),
+                                            "password": .string("x"), "token": .string("y")]))
+        #expect(error.reason.hasPrefix("[EINVAL] login_data.password: unknown key 'password'"))
+        #expect(error.reason.hasSuffix("; other unknown keys: 'token'"))
+    }
+
+    @Test("other mechanism reported before keys")
+    func otherMechanism() throws {
+        let error = try #require(rejection(["mechanism": .string("PASSWORD_PLAIN"), "username": .string("root"),
+                                            "password": .string("x")]))
+        #expect(validation(error).attribute == "login_data.mechanism")
+        #expect(validation(error).message == "'PASSWORD_PLAIN' is not supported; use API_KEY_PLAIN")
+    }
+
+    @Test("API key as mechanism not quoted")
+    func keyAsMechanism() throws {
+        let error = try #require(rejection(["mechanism": .string(Self.apiKey), "api_key": .string(Self.apiKey)]))
+        #expect(validation(error).message == "the mechanism sent is not supported; use API_KEY_PLAIN")
+        #expect(!error.dataObject.description.contains(Self.apiKey))
+    }
+
+    @Test("wrong types named without value", arguments: [
+        ("mechanism", JSONValue.integer(1), "login_data.mechanism", #"expected the string "API_KEY_PLAIN", got a number"#),
+        ("username", .integer(0), "login_data.username", "expected a string, got a number"),
+        ("api_key", .array([]), "login_data.api_key", "expected the key as a string, got an array"),
+        ("login_options", .string("user_info"), "login_data.login_options",
+         #"expected an object such as {"user_info": false}, got a string"#),
+    ])
+    func wrongTypes(key: String, value: JSONValue, attribute: String, message: String) throws {
+        var members: [String: JSONValue] = ["mechanism": .string("API_KEY_PLAIN"), "api_key": .string(Self.apiKey)]
+        members[key] = value
+        let error = try #require(rejection(members))
+        #expect(validation(error).attribute == attribute)
+        #expect(validation(error).message == message)
+    }
+
+    @Test("a missing api_key is named")
+    func missingAPIKey() throws {
+        let error = try #require(rejection(["mechanism": .string("API_KEY_PLAIN"), "username": .string("root")]))
+        #expect(validation(error).attribute == "login_data.api_key")
+        #expect(validation(error).message == "missing; expected the key as a string")
+    }
+
+    @Test("login_options takes boolean user_info")
+    func loginOptions() throws {
+        let base: [String: JSONValue] = ["mechanism": .string("API_KEY_PLAIN"), "api_key": .string(Self.apiKey)]
+        var unknown = base
+        unknown["login_options"] = .object(["user_info": .bool(false), "otp": .bool(true)])
+        let unknownError = try #require(rejection(unknown))
+        #expect(validation(unknownError).attribute == "login_data.login_options.otp")
+        #expect(validation(unknownError).message == "unknown key 'otp'; login_options accepts only user_info")
+
+        var wrongType = base
+        wrongType["login_options"] = .object(["user_info": .string("yes")])
+        let typeError = try #require(rejection(wrongType))
+        #expect(validation(typeError).attribute == "login_data.login_options.user_info")
+        #expect(validation(typeError).message == "expected true or false, got a string")
     }
 }

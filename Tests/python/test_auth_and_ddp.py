@@ -77,6 +77,40 @@ def test_login_ex_rejects_unknown_mechanism(server):
     assert reply["error"]["code"] == -32602
 
 
+def test_login_ex_accepts_login_options(server):
+    # login_options changes nothing here: the reply carries only response_type.
+    key = server.create_api_key()
+    ws = server.connect(tcp=True)
+    reply = result(ws, "auth.login_ex", {"mechanism": "API_KEY_PLAIN", "username": "root", "api_key": key,
+                                         "login_options": {"user_info": True}})
+    assert reply == {"response_type": "SUCCESS"}
+
+
+def test_login_ex_rejects_unknown_key_without_echoing_key(server):
+    key = server.create_api_key()
+    ws = server.connect(tcp=True)
+    reply = call(ws, "auth.login_ex", {"mechanism": "API_KEY_PLAIN", "username": "root", "api_key": key,
+                                       "otp_token": "123456"})
+    assert reply["error"]["code"] == -32602
+    attribute, message, errno = reply["error"]["data"]["extra"][0]
+    assert attribute == "login_data.otp_token"
+    assert message == "unknown key 'otp_token'; auth.login_ex accepts mechanism, username, api_key and login_options"
+    assert errno == 22
+    assert key not in json.dumps(reply)
+    # The rejected call did not authenticate the connection.
+    assert call(ws, "core.get_jobs")["error"]["data"]["errname"] == "ENOTAUTHENTICATED"
+
+
+def test_login_ex_misspelt_key_hides_the_value(server):
+    key = server.create_api_key()
+    ws = server.connect(tcp=True)
+    reply = call(ws, "auth.login_ex", {"mechanism": "API_KEY_PLAIN", "username": "root", "API_KEY": key})
+    assert reply["error"]["data"]["extra"][0][0] == "login_data.API_KEY"
+    assert "did you mean 'api_key'?" in reply["error"]["data"]["reason"]
+    assert key not in json.dumps(reply)
+    assert key.split("-", 1)[1] not in server.log_text()
+
+
 def test_key_stored_hashed_and_never_logged(server):
     key = server.create_api_key()
     ws = server.connect(tcp=True)

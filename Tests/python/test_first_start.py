@@ -166,6 +166,66 @@ def test_create_container_rejects_existing_raw(flow):
         assert handle.read() == b"guest data"
 
 
+def plant_other_image(ws):
+    """Activates the sharefs on tank and puts a file with the image's name but other
+    content in iso_files; returns its path."""
+    assert result(ws, "vm.activate_sharefs", "tank") is True
+    path = os.path.join(result(ws, "vm.get_sharefs"), "iso_files", "rancheros-test.img.gz")
+    with open(path, "wb") as handle:
+        handle.write(b"another image")
+    return path
+
+
+def test_fetch_image_mismatch_names_force_parameter(flow):
+    # The remedy names the `force` parameter that vm.fetch_image has, neither the
+    # command line's --force nor a destination, which the method does not take.
+    server, _ = flow
+    ws = server.connect()
+    watcher = server.connect()
+    result(watcher, "core.subscribe", "core.get_jobs")
+    path = plant_other_image(ws)
+
+    states, job = follow(watcher, result(ws, "vm.fetch_image", "RancherOS"))
+    assert states[-1] == "FAILED"
+    assert job["exc_info"]["errno"] == 17
+    assert "call vm.fetch_image again with force set to true" in job["error"]
+    assert "--force" not in job["error"]
+    assert "destination" not in job["error"]
+    with open(path, "rb") as handle:
+        assert handle.read() == b"another image"
+
+    # The remedy works: with force the verified download replaces the file.
+    states, job = follow(watcher, result(ws, "vm.fetch_image", "RancherOS", True))
+    assert states[-1] == "SUCCESS", job["error"]
+    assert result(ws, "vm.image_path", "RancherOS") == path
+
+
+def test_create_container_mismatch_names_fetch_image(flow):
+    # vm.create_container has no force option, so its remedy goes through vm.fetch_image.
+    server, raw = flow
+    ws = server.connect()
+    watcher = server.connect()
+    result(watcher, "core.subscribe", "core.get_jobs")
+    plant_other_image(ws)
+    guest = {"vm_id": 7, "vm_name": "mismatch", "raw_path": "tank/vm7.raw", "size": "1", "password": "pw"}
+
+    states, job = follow(watcher, result(ws, "vm.create_container", guest))
+    assert states[-1] == "FAILED"
+    assert job["exc_info"]["errno"] == 17
+    assert "call vm.fetch_image with force set to true to replace the file, then call vm.create_container again" \
+        in job["error"]
+    assert "--force" not in job["error"]
+    assert "imgtool provision" not in job["error"]
+    assert not os.path.exists(os.path.join(server.pools_root, "tank", "vm7.raw"))
+
+    states, job = follow(watcher, result(ws, "vm.fetch_image", "RancherOS", True))
+    assert states[-1] == "SUCCESS", job["error"]
+    states, job = follow(watcher, result(ws, "vm.create_container", guest))
+    assert states[-1] == "SUCCESS", job["error"]
+    with open(os.path.join(server.pools_root, "tank", "vm7.raw"), "rb") as handle:
+        assert handle.read(len(raw)) == raw
+
+
 @pytest.mark.parametrize("flow", ["200k"], indirect=True)
 def test_concurrent_fetches_queue_on_lock(flow):
     server, _ = flow

@@ -252,6 +252,40 @@ def test_calls_over_limit_get_ebusy(make_server):
     assert reply["error"]["data"]["errname"] == "EBUSY"
 
 
+def test_ddp_calls_over_limit_get_ebusy(make_server):
+    # A DDP `method` always expects a `result`, so one over the limit must fail at once
+    # with EBUSY. Treated as a notification, it blocked the reader for 30 s and was then
+    # dropped without any result.
+    server = make_server("--max-calls", "2")
+    ws = server.connect("/websocket")
+    ws.send(json.dumps({"msg": "connect", "version": "1", "support": ["1"]}))
+    assert json.loads(ws.recv())["msg"] == "connected"
+    for index in range(2):
+        ws.send(json.dumps({"msg": "method", "id": f"hold{index}", "method": "test.hold", "params": [3]}))
+    time.sleep(0.2)
+    sent = time.monotonic()
+    for index in range(20):
+        ws.send(json.dumps({"msg": "method", "id": f"over{index}", "method": "core.ping", "params": []}))
+    ws.send(json.dumps({"msg": "ping", "id": "after"}))
+
+    replies = {}
+    ws.settimeout(10)
+    while len(replies) < 23:
+        message = json.loads(ws.recv())
+        replies[message["id"]] = (message, time.monotonic() - sent)
+    for index in range(20):
+        message, _ = replies[f"over{index}"]
+        assert message["msg"] == "result"
+        assert message["error"]["errname"] == "EBUSY"
+    # The test.hold calls end 3 s after they started, and every other reply came before
+    # them without waiting.
+    assert replies["after"][0] == {"msg": "pong", "id": "after"}
+    assert replies["after"][1] < 1.5
+    assert replies["hold0"][0]["result"] == "held"
+    assert replies["hold1"][0]["result"] == "held"
+    assert "dropped" not in server.log_text()
+
+
 def test_subscriptions_per_connection_bounded(server):
     # Each subscription costs memory and work on every job event; a connection gets 64.
     ws = server.connect()

@@ -65,17 +65,73 @@ def test_malformed_json_gets_parse_error_and_connection_stays(ws):
     assert call(ws, "core.ping")["result"] == "pong"
 
 
-def test_parse_error_reason_is_logged(server):
-    """-32700 carries no `data`, so the parser's reason (here a lone surrogate escape,
-    which a client cannot see in its text) must reach the admin through the log."""
+def test_parse_error_carries_reason_and_is_logged(server):
+    """The parser's reason (here a lone surrogate escape, which a client cannot see in
+    its text) reaches the client in `data` and the admin in the log."""
     ws = server.connect()
     ws.send('{"jsonrpc": "2.0", "id": "\\ud800", "method": "core.ping", "params": []}')
     reply = json.loads(ws.recv())
     assert reply["error"]["code"] == -32700
+    data = reply["error"]["data"]
+    assert data["error"] == 22
+    assert data["errname"] == "EINVAL"
+    assert data["reason"].startswith("invalid JSON at byte 26: ")
+    assert "surrogate without its other half" in data["reason"]
+    assert data["trace"] is None
+    assert data["extra"] is None
     assert call(ws, "core.ping")["result"] == "pong"
-    log = server.log_text()
-    assert "invalid JSON at byte 26" in log
-    assert "surrogate without its other half" in log
+    # The log doubles each backslash, as it does in every line.
+    assert data["reason"].replace("\\", "\\\\") in server.log_text()
+
+
+@pytest.mark.parametrize("message, reason", [
+    ('"core.ping"', "a request must be a JSON object, got a string"),
+    ('{"jsonrpc": "1.0", "id": 1, "method": "core.ping"}', "'jsonrpc' must be \"2.0\""),
+    ('{"jsonrpc": "2.0", "id": [1], "method": "core.ping"}', "'id' must be a string, a number or null, got an array"),
+    ('{"jsonrpc": "2.0", "id": 1, "method": 5}', "'method' must be a string"),
+    ("[]", "empty batch"),
+], ids=["string", "jsonrpc-1.0", "array-id", "number-method", "empty-batch"])
+def test_invalid_request_carries_reason(ws, message, reason):
+    ws.send(message)
+    reply = json.loads(ws.recv())
+    assert reply["error"]["code"] == -32600
+    data = reply["error"]["data"]
+    assert data["errname"] == "EINVAL"
+    assert data["reason"] == reason
+    assert data["trace"] is None
+
+
+def test_batch_element_errors_carry_reason(ws):
+    ws.send(json.dumps([{"jsonrpc": "2.0", "id": 1, "method": "core.ping"}]))
+    reply = json.loads(ws.recv())
+    assert reply[0]["id"] == 1
+    assert reply[0]["error"]["data"]["reason"] == "batch requests are not supported; send one request per message"
+
+
+API_KEY = "1-" + "k3Y" * 21 + "z"
+PASSWORD = "Tr0ub4dor&3"
+
+
+@pytest.mark.parametrize("message", [
+    '{"jsonrpc": "2.0", "id": 1, "method": "auth.login_with_api_key", "params": ["KEY"',
+    '{"jsonrpc": "2.0", "id": 1, "method": "auth.login_with_api_key", "params": ["KEY\\q"]}',
+    '{"jsonrpc": "2.0", "id": 1, "method": "auth.login_ex", "params": [{"api_key": "KEY", "api_key": "KEY"}]}',
+    '{"jsonrpc": "2.0", "id": 1, "method": "vm.write_container_conf", "params": [{"password": "PASS\\ud83d"}]}',
+    '{"jsonrpc": "2.0", "id": 1, "method": "vm.write_container_conf", "params": [{"password": "PASS\x01"}]}',
+    '{"jsonrpc": "1.0", "id": 1, "method": "auth.login_with_api_key", "params": ["KEY"]}',
+    '{"jsonrpc": "2.0", "id": ["KEY"], "method": "auth.login_with_api_key", "params": ["KEY"]}',
+    '["KEY", "PASS"]',
+], ids=["truncated", "bad-escape", "duplicate-key", "lone-surrogate", "control-character", "jsonrpc-1.0",
+        "array-id", "batch"])
+def test_rejection_reason_never_quotes_secrets(server, ws, message):
+    ws.send(message.replace("KEY", API_KEY).replace("PASS", PASSWORD))
+    text = ws.recv()
+    json.loads(text)
+    assert '"reason"' in text
+    assert API_KEY not in text
+    assert PASSWORD not in text
+    assert API_KEY not in server.log_text()
+    assert PASSWORD not in server.log_text()
 
 
 def test_binary_message_with_invalid_utf8_rejected(ws):

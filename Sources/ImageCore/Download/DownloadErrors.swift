@@ -169,15 +169,26 @@ public struct DestinationMismatchError: ImageError {
     public var directoryIsWritable = true
     /// The operation that found the file, which decides what the remedy offers.
     public var operation: Operation = .fetch
+    /// How the operation was called, which decides how the remedy names its options.
+    public var interface: Interface = .commandLine
 
     /// The kind of operation that downloads images into a directory.
     public enum Operation: Sendable {
-        /// `imgtool fetch` or `vm.fetch_image`, where the caller chooses the destination
-        /// and may replace the file with --force.
+        /// `imgtool fetch` or `vm.fetch_image`, which may replace the file when forced.
+        /// `imgtool fetch` also takes a destination.
         case fetch
         /// `imgtool provision` or `vm.create_container`, which download into the active
         /// sharefs's iso_files directory and have no destination option.
         case provision
+    }
+
+    /// The front end that called the operation.
+    public enum Interface: Sendable {
+        /// `imgtool fetch` and `imgtool provision`, which take `--force`.
+        case commandLine
+        /// The service's `vm.fetch_image`, which takes a `force` parameter and no
+        /// destination, and `vm.create_container`, which takes neither.
+        case service
     }
 
     public var category: FailureCategory { .targetExists }
@@ -185,19 +196,33 @@ public struct DestinationMismatchError: ImageError {
         "'\(path)' already exists with SHA-256 \(actual.hex), not the expected \(expected.hex); it was not modified"
     }
     public var remedy: String? {
-        if operation == .provision {
+        switch (operation, interface) {
+        case (.fetch, .commandLine):
+            guard directoryIsWritable else {
+                return "its directory cannot be written, so --force cannot replace it there either. Choose another destination, "
+                    + "or make the directory writable and pass --force"
+            }
+            return "pass --force to download the image again and replace it, or choose another destination"
+        case (.fetch, .service):
+            guard directoryIsWritable else {
+                return "its directory, the sharefs's iso_files, cannot be written, so force cannot replace it there either. "
+                    + "Make that directory writable, then call vm.fetch_image again with force set to true"
+            }
+            return "call vm.fetch_image again with force set to true to download the image again and replace it"
+        case (.provision, .commandLine):
             guard directoryIsWritable else {
                 return "its directory, the sharefs's iso_files, cannot be written, so the image cannot be downloaded there. "
                     + "Make that directory writable, remove the file, and provision again"
             }
             return "remove the file and provision again (or pass --force to imgtool provision): the image is then "
                 + "downloaded anew into the same directory"
+        case (.provision, .service):
+            guard directoryIsWritable else {
+                return "its directory, the sharefs's iso_files, cannot be written, so the image cannot be downloaded there. "
+                    + "Make that directory writable, call vm.fetch_image with force set to true, then call vm.create_container again"
+            }
+            return "call vm.fetch_image with force set to true to replace the file, then call vm.create_container again"
         }
-        guard directoryIsWritable else {
-            return "its directory cannot be written, so --force cannot replace it there either. Choose another destination, "
-                + "or make the directory writable and pass --force"
-        }
-        return "pass --force to download the image again and replace it, or choose another destination"
     }
 }
 

@@ -401,9 +401,11 @@ private struct JSONParser {
                         break
                     }
                 }
+                // The reason names the offset, not the code unit: the string may be a
+                // password, and the reason reaches the log and the client.
                 index = escapeStart
-                throw fail(String(format: "the escape \\u%04x is a UTF-16 surrogate without its other half, which is no "
-                                  + "character; send the text as valid Unicode", unit))
+                throw fail("the \\u escape there is a UTF-16 surrogate without its other half, which is no character; "
+                           + "send the text as valid Unicode")
             default:
                 throw fail("invalid escape")
             }

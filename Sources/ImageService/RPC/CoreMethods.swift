@@ -63,19 +63,8 @@ enum CoreMethods {
 
         table.register(MethodSpec("auth.login_ex", requiresAuthentication: false, secretPositions: [0]) { context in
             try context.parameters.expectAtMost(1)
-            guard let request = context.parameters[0]?.objectValue else {
-                throw RPCError.invalidParameter("login_data", "expected an object with mechanism, username and api_key")
-            }
-            guard let mechanism = request["mechanism"]?.stringValue else {
-                throw RPCError.invalidParameter("login_data.mechanism", "missing; expected \"API_KEY_PLAIN\"")
-            }
-            guard mechanism == "API_KEY_PLAIN" else {
-                throw RPCError.invalidParameter("login_data.mechanism", "'\(mechanism)' is not supported; use API_KEY_PLAIN")
-            }
-            guard let key = request["api_key"]?.stringValue else {
-                throw RPCError.invalidParameter("login_data.api_key", "missing; expected the key as a string")
-            }
-            let succeeded = login(context, key: key)
+            let request = try APIKeyLogin(context.parameters[0])
+            let succeeded = login(context, key: request.apiKey)
             return .value(.object(["response_type": .string(succeeded ? "SUCCESS" : "AUTH_ERR")]))
         })
 
@@ -96,9 +85,90 @@ enum CoreMethods {
     }
 }
 
+/// The login object of `auth.login_ex`: `{mechanism, username, api_key, login_options}`.
+/// Only the mechanism API_KEY_PLAIN exists here, and any key the middleware's schema for
+/// it does not list is rejected. Messages never quote a value, so the API key does not
+/// reach an error reply.
+struct APIKeyLogin {
+    static let acceptedKeys = ["mechanism", "username", "api_key", "login_options"]
+    /// The middleware's `login_options` keys. `user_info` requests the user's details in
+    /// the reply, which imgtool cannot give, because its API keys belong to no user account.
+    static let acceptedOptions = ["user_info"]
+    /// The mechanisms of the middleware's `auth.login_ex` (TrueNAS 24.10 API reference).
+    static let middlewareMechanisms: Set = ["PASSWORD_PLAIN", "API_KEY_PLAIN", "AUTH_TOKEN_PLAIN", "OTP_TOKEN"]
+
+    var apiKey: String
+
+    init(_ value: JSONValue?) throws(RPCError) {
+        guard let members = value?.objectValue else {
+            throw RPCError.invalidParameter("login_data", "expected an object with mechanism, username and api_key")
+        }
+        // Another mechanism takes other keys (PASSWORD_PLAIN takes a password), so the
+        // mechanism is the mistake to report, before its keys.
+        if let mechanism = members["mechanism"]?.stringValue, mechanism != "API_KEY_PLAIN" {
+            // Only the middleware's names are quoted, in case a client sent its key in
+            // the wrong member.
+            let named = Self.middlewareMechanisms.contains(mechanism) ? "'\(mechanism)'" : "the mechanism sent"
+            throw RPCError.invalidParameter("login_data.mechanism", "\(named) is not supported; use API_KEY_PLAIN")
+        }
+        try ObjectKeys.rejectUnknown(in: members, accepted: Self.acceptedKeys, owner: "auth.login_ex",
+                                     attributePrefix: "login_data.")
+
+        guard let mechanism = members["mechanism"] else {
+            throw RPCError.invalidParameter("login_data.mechanism", "missing; expected \"API_KEY_PLAIN\"")
+        }
+        guard mechanism.stringValue != nil else {
+            throw RPCError.invalidParameter("login_data.mechanism",
+                                            "expected the string \"API_KEY_PLAIN\", got \(mechanism.typeDescription)")
+        }
+        // The username is not compared with anything, because imgtool's API keys belong to
+        // no user account. A client sends it because the middleware requires it.
+        if let username = members["username"], username.stringValue == nil {
+            throw RPCError.invalidParameter("login_data.username", "expected a string, got \(username.typeDescription)")
+        }
+        guard let key = members["api_key"] else {
+            throw RPCError.invalidParameter("login_data.api_key", "missing; expected the key as a string")
+        }
+        guard let text = key.stringValue else {
+            throw RPCError.invalidParameter("login_data.api_key", "expected the key as a string, got \(key.typeDescription)")
+        }
+        apiKey = text
+        try Self.checkOptions(members["login_options"])
+    }
+
+    /// Checks `login_options`, which changes nothing here: the reply carries only
+    /// `response_type`, whatever the value of `user_info`.
+    private static func checkOptions(_ value: JSONValue?) throws(RPCError) {
+        guard let value, value != .null else { return }
+        guard let options = value.objectValue else {
+            throw RPCError.invalidParameter("login_data.login_options",
+                                            "expected an object such as {\"user_info\": false}, got \(value.typeDescription)")
+        }
+        try ObjectKeys.rejectUnknown(in: options, accepted: acceptedOptions, owner: "login_options",
+                                     attributePrefix: "login_data.login_options.")
+        if let userInfo = options["user_info"], userInfo.boolValue == nil {
+            throw RPCError.invalidParameter("login_data.login_options.user_info",
+                                            "expected true or false, got \(userInfo.typeDescription)")
+        }
+    }
+}
+
 /// Methods that exist only with `enableTestMethods`, for the test suites.
 enum TestMethods {
     static func register(in table: inout MethodTable) {
+        // test.hold seconds: a call, not a job, that returns "held" after `seconds` (at
+        // most 60). It keeps its call slot that long in either protocol, for the tests of
+        // --max-calls.
+        table.register(MethodSpec("test.hold") { context in
+            try context.parameters.expectAtMost(1)
+            let seconds = context.parameters[0]?.doubleValue ?? 1
+            guard seconds >= 0, seconds <= 60 else {
+                throw RPCError.invalidParameter("seconds", "expected 0 to 60 seconds, got \(seconds)")
+            }
+            usleep(UInt32(seconds * 1_000_000))
+            return .value(.string("held"))
+        })
+
         // test.sleep seconds [options]: a job that sleeps in 10 ms steps, reports progress
         // and stops at once when aborted. Options: lock (a lock name), fail (end FAILED),
         // password (redacted from the job's arguments), result (the string it returns

@@ -33,11 +33,17 @@ enum ImageMethods {
                 method: context.method, arguments: redact(context.parameters.values, secretPositions: []),
                 description: "download \(entry.reference)", lock: "container", messageIDs: context.messageIDs
             ) { job in
-                let summary = try Downloader().fetch(
-                    entry, into: sharefs.isoFilesPath, force: force,
-                    progress: job.progressHandler(description: "Downloading \(entry.fileName)", extra: JobContext.downloadCounts),
-                    cancellation: job.cancellation)
-                return .string(summary.path)
+                do {
+                    let summary = try Downloader().fetch(
+                        entry, into: sharefs.isoFilesPath, force: force,
+                        progress: job.progressHandler(description: "Downloading \(entry.fileName)", extra: JobContext.downloadCounts),
+                        cancellation: job.cancellation)
+                    return .string(summary.path)
+                } catch var mismatch as DestinationMismatchError {
+                    // The remedy names the `force` parameter, not the command line's --force.
+                    mismatch.interface = .service
+                    throw mismatch
+                }
             }
             return .job(id)
         })
@@ -118,7 +124,9 @@ struct GuestRequest {
         guard let members = value?.objectValue else {
             throw RPCError.invalidParameter("data", "expected an object with vm_id, vm_name, image, raw_path and password")
         }
-        try Self.rejectUnknownKeys(of: members, kind: kind)
+        try ObjectKeys.rejectUnknown(in: members, accepted: kind.acceptedKeys, owner: kind.method) { key in
+            kind == .configuration && Kind.provisioning.acceptedKeys.contains(key) ? "\(key) is a key of vm.create_container" : nil
+        }
         func string(_ name: String) throws(RPCError) -> String {
             guard let value = members[name] else { throw RPCError.invalidParameter(name, "missing; expected a string") }
             guard let text = value.stringValue else {
@@ -170,43 +178,5 @@ struct GuestRequest {
         case let other?:
             throw RPCError.invalidParameter("pool", "expected the name of a pool as a string, got \(other.typeDescription)")
         }
-    }
-
-    /// Throws -32602 naming the first unknown key (in sorted order), the accepted key it
-    /// seems meant for, the other unknown keys, and the keys `kind` accepts.
-    private static func rejectUnknownKeys(of members: [String: JSONValue], kind: Kind) throws(RPCError) {
-        let accepted = kind.acceptedKeys
-        let unknown = members.keys.filter { !accepted.contains($0) }.sorted()
-        guard let first = unknown.first else { return }
-
-        var message = "unknown key \(quoted(first))"
-        if let meant = acceptedKey(resembling: first, among: accepted) {
-            message += ", did you mean '\(meant)'? Keys are case-sensitive and contain no spaces"
-        }
-        message += "; \(kind.method) accepts " + accepted.dropLast().joined(separator: ", ") + " and " + accepted.last!
-        if kind == .configuration, Kind.provisioning.acceptedKeys.contains(first) {
-            message += " (\(first) is a key of vm.create_container)"
-        }
-        if unknown.count > 1 {
-            message += "; other unknown keys: " + unknown.dropFirst().map(quoted).joined(separator: ", ")
-        }
-        throw RPCError.invalidParameter(first, message)
-    }
-
-    /// Returns `key` in single quotes, with control and format characters escaped: a
-    /// zero-width space or a newline in a key is otherwise invisible or breaks the message.
-    private static func quoted(_ key: String) -> String {
-        "'" + escapingControlCharacters(key, formatCharacters: true) + "'"
-    }
-
-    /// Returns the accepted key that `key` equals once whitespace and format characters
-    /// are removed and letters are lowercased, such as `vm_id` for " VM_ID".
-    private static func acceptedKey(resembling key: String, among accepted: [String]) -> String? {
-        var visible = String.UnicodeScalarView()
-        for scalar in key.unicodeScalars where !scalar.properties.isWhitespace && scalar.properties.generalCategory != .format {
-            visible.append(scalar)
-        }
-        let folded = String(visible).lowercased()
-        return accepted.first { $0 == folded }
     }
 }

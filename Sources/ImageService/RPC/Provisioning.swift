@@ -68,6 +68,11 @@ enum Provisioning {
                 job.setProgress(percent: progress.percent, description: describe(progress.step, fileName: fileName),
                                 extra: progress.download.map(JobContext.downloadCounts) ?? .null)
             }, cancellation: job.cancellation)
+        } catch var mismatch as DestinationMismatchError {
+            // The remedy names vm.fetch_image's `force` parameter, not imgtool provision's
+            // --force, because vm.create_container has no such option.
+            mismatch.interface = .service
+            throw TranslatedError.wrap(mismatch, destination)
         } catch {
             throw TranslatedError.wrap(error, destination)
         }

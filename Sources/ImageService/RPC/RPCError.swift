@@ -4,8 +4,9 @@
 // -32600 invalid request, -32601 method not found, -32602 invalid parameters, -32001 a
 // call that failed. `data` carries the middleware's error fields: `error` (an errno
 // number), `errname`, `reason`, `trace` and `extra` (for validation failures a list of
-// `[attribute, message, errno]`). The DDP-like protocol (`/websocket`) sends the same
-// `data` object as its `error` member.
+// `[attribute, message, errno]`). Every error carries `data`, parse errors and invalid
+// requests included, so a client learns why its message was rejected. The DDP-like
+// protocol (`/websocket`) sends the same `data` object as its `error` member.
 
 import Foundation
 import ImageCore
@@ -25,13 +26,9 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { "\(errname): \(reason)" }
 
-    /// The JSON-RPC `error` object.
+    /// The JSON-RPC `error` object: code, message and data.
     public var jsonRPCObject: JSONValue {
-        var object: [String: JSONValue] = ["code": .integer(code), "message": .string(message)]
-        if code != ParseCodes.parse && code != ParseCodes.invalidRequest {
-            object["data"] = dataObject
-        }
-        return .object(object)
+        .object(["code": .integer(code), "message": .string(message), "data": dataObject])
     }
 
     /// The `data` object: errno, errname, reason, trace and extra.
@@ -54,10 +51,15 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
         static let callError = -32001
     }
 
+    /// A message that is not JSON. `reason` reaches the client in `data` and the log, and
+    /// a value in the message may be a password or an API key. So the parser's reasons
+    /// give a byte offset and quote at most an object key (one sent twice), never a value.
     public static func parse(_ reason: String) -> RPCError {
         RPCError(code: ParseCodes.parse, message: "Parse error", errno: EINVAL, errname: "EINVAL", reason: reason, extra: .null)
     }
 
+    /// JSON that is not a request object. Like a parse error's, `reason` names members
+    /// and JSON types, never a value from the message.
     public static func invalidRequest(_ reason: String) -> RPCError {
         RPCError(code: ParseCodes.invalidRequest, message: "Invalid Request", errno: EINVAL, errname: "EINVAL",
                  reason: reason, extra: .null)

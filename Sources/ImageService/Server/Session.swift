@@ -11,8 +11,9 @@
 //
 // Calls run on Dispatch's global queue, at most `maximumCallsInFlight` per session; a
 // call over the limit is answered with EBUSY. The reader thread never waits for a call,
-// except that a notification over the limit waits (up to 30 s) for a slot, since it has
-// no reply that could carry EBUSY.
+// except that a JSON-RPC notification over the limit waits (up to 30 s) for a slot, since
+// it has no reply that could carry EBUSY. A DDP `method` message always gets a `result`,
+// so it is a call, never a notification.
 
 import Dispatch
 import Foundation
@@ -145,7 +146,7 @@ public final class Session: Sendable {
         do {
             message = try JSONValue.parse(bytes)
         } catch {
-            // A -32700 reply has no data, so the log is the only place that shows why.
+            // The reply's `data.reason` and the log line carry the same parser reason.
             Log.info("service", "connection \(connection.id): message rejected: \(error.description)")
             switch kind {
             case .jsonRPC: replyError(id: .null, RPCError.parse(error.description))
@@ -186,7 +187,8 @@ public final class Session: Sendable {
             if let id = request.id { replyError(id: id, error) }
             return
         }
-        call(request.method, parameters: request.parameters, requestID: request.id) { [self] outcome in
+        call(request.method, parameters: request.parameters, requestID: request.id,
+             isNotification: request.id == nil) { [self] outcome in
             guard let id = request.id else { return }
             switch outcome {
             case .success(let value):
@@ -233,7 +235,7 @@ public final class Session: Sendable {
                                          "error": RPCError.invalidParameter("params", "expected an array").dataObject]))
                 return
             }
-            call(method, parameters: list, requestID: nil) { [connection] outcome in
+            call(method, parameters: list, requestID: nil, isNotification: false) { [connection] outcome in
                 switch outcome {
                 case .success(let value):
                     connection.send(.object(["msg": .string("result"), "id": id, "result": value]))
@@ -295,7 +297,12 @@ public final class Session: Sendable {
     // MARK: Calls
 
     /// Runs `method` on the global queue and passes the outcome to `reply`.
-    private func call(_ method: String, parameters: [JSONValue], requestID: JSONValue?,
+    /// - Parameters:
+    ///   - requestID: the JSON-RPC request id, which a job lists in `message_ids` and
+    ///     which lets the reply wait for the job's end; nil for notifications and DDP.
+    ///   - isNotification: true when no reply reaches the client, so a call over the
+    ///     limit waits for a slot instead of failing with EBUSY.
+    private func call(_ method: String, parameters: [JSONValue], requestID: JSONValue?, isNotification: Bool,
                       reply: @escaping @Sendable (Result<JSONValue, RPCError>) -> Void) {
         guard let spec = service.methods.spec(method) else {
             Log.info("service", "connection \(connection.id): call \(method): method does not exist")
@@ -316,7 +323,7 @@ public final class Session: Sendable {
             }
         }
         var admitted = admit()
-        if !admitted, requestID == nil {
+        if !admitted, isNotification {
             // A notification cannot be answered with EBUSY, so the reader waits for a slot
             // instead: a client that floods notifications is slowed down, not ignored.
             // The wait is bounded so a session whose calls hang still reads its socket.

@@ -5,17 +5,49 @@ import Glibc
 #endif
 @testable import ImageCore
 
-/// Tests of `DestinationMismatchError`'s remedy for each operation. Fetch offers --force
-/// and another destination; provisioning offers no destination, and --force only in
-/// `imgtool provision`.
+/// Tests of `DestinationMismatchError`'s remedy for each operation and interface. Fetch
+/// offers --force and another destination; provisioning offers no destination, and
+/// --force only in `imgtool provision`. Through the service, the remedy names
+/// vm.fetch_image's `force` parameter and no command-line option.
 @Suite struct ProvisionMismatchTests {
-    private func mismatch(operation: DestinationMismatchError.Operation, directoryIsWritable: Bool)
-        -> DestinationMismatchError {
+    private func mismatch(operation: DestinationMismatchError.Operation, directoryIsWritable: Bool,
+                          interface: DestinationMismatchError.Interface = .commandLine) -> DestinationMismatchError {
         var error = DestinationMismatchError(path: "/pool/iso_files/image.img.gz", expected: SHA256.hash(Data([1])),
                                              actual: SHA256.hash(Data([2])))
         error.operation = operation
         error.directoryIsWritable = directoryIsWritable
+        error.interface = interface
         return error
+    }
+
+    @Test func serviceFetchRemedyNamesForceParameter() throws {
+        let remedy = try #require(mismatch(operation: .fetch, directoryIsWritable: true, interface: .service).remedy)
+        #expect(remedy == "call vm.fetch_image again with force set to true to download the image again and replace it")
+        #expect(!remedy.contains("--force"))
+        #expect(!remedy.contains("destination"))
+    }
+
+    @Test func serviceFetchRemedyInUnwritableDirectory() throws {
+        let remedy = try #require(mismatch(operation: .fetch, directoryIsWritable: false, interface: .service).remedy)
+        #expect(remedy == "its directory, the sharefs's iso_files, cannot be written, so force cannot replace it there "
+            + "either. Make that directory writable, then call vm.fetch_image again with force set to true")
+        #expect(!remedy.contains("--force"))
+        #expect(!remedy.contains("destination"))
+    }
+
+    @Test func serviceProvisionRemedyNamesFetchImage() throws {
+        let remedy = try #require(mismatch(operation: .provision, directoryIsWritable: true, interface: .service).remedy)
+        #expect(remedy == "call vm.fetch_image with force set to true to replace the file, then call vm.create_container again")
+        #expect(!remedy.contains("--force"))
+        #expect(!remedy.contains("imgtool provision"))
+    }
+
+    @Test func serviceProvisionRemedyInUnwritableDirectory() throws {
+        let remedy = try #require(mismatch(operation: .provision, directoryIsWritable: false, interface: .service).remedy)
+        #expect(remedy == "its directory, the sharefs's iso_files, cannot be written, so the image cannot be downloaded "
+            + "there. Make that directory writable, call vm.fetch_image with force set to true, then call "
+            + "vm.create_container again")
+        #expect(!remedy.contains("--force"))
     }
 
     @Test func fetchRemedyOffersForce() {
