@@ -250,6 +250,11 @@ def test_calls_over_limit_get_ebusy(make_server):
     time.sleep(0.2)
     reply = call(ws, "core.ping", id="fast")
     assert reply["error"]["data"]["errname"] == "EBUSY"
+    # The server logs the rejection, as it does for every other rejected call.
+    deadline = time.monotonic() + 2
+    while "call core.ping rejected with EBUSY" not in server.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "call core.ping rejected with EBUSY: calls in flight at the limit (1, --max-calls)" in server.log_text()
 
 
 def test_ddp_calls_over_limit_get_ebusy(make_server):

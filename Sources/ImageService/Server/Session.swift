@@ -338,6 +338,7 @@ public final class Session: Sendable {
             }
         }
         guard admitted else {
+            Log.info("service", "connection \(connection.id): call \(method) rejected with EBUSY: calls in flight at the limit (\(limit), --max-calls)")
             reply(.failure(.call(EBUSY, "EBUSY", "too many calls in flight on this connection (limit \(limit)); wait for replies before sending more")))
             return
         }
