@@ -209,36 +209,6 @@ struct PlacedOutputTests {
         }
     }
 
-    @Test("BGZF members decode through ISA-L", arguments: [2, 4])
-    func bgzfPlaced(threads: Int) throws {
-        // The trailers give every chunk's output offset, so its output is placed as an
-        // index chunk's is; the zlib chunks used before placed none.
-        let scratch = try ScratchDirectory()
-        defer { scratch.remove() }
-        let bytes = payload() + compressibleBytes(6 << 20, seed: 24) + [UInt8](repeating: 0x41, count: 3 << 20)
-        let path = try compressFile(bytes, with: "bgzip -c", in: scratch, name: "bgzf")
-        let decoded = try decodeThroughWriter(into: scratch.file("bgzf-\(threads).raw")) { writer in
-            try ParallelGzipInflater.decompress(path: path, into: writer, threads: threads, minimumChunkInput: 64 << 10)
-        }
-        expectEqualBytes(decoded.bytes, bytes)
-        #expect(decoded.result.strategy == .bgzfMembers)
-        #expect(decoded.result.chunks > 1)
-        #expect(decoded.result.placedBytes > Int64(bytes.count) / 2)
-
-        // A trailer whose size is wrong fails its member's check, not as an index would.
-        var damaged = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-        let secondMember = (Int(damaged[16]) | Int(damaged[17]) << 8) + 1
-        damaged[secondMember - 4] ^= 0x01
-        try writeFile(path, damaged)
-        #expect {
-            _ = try decodeThroughWriter(into: scratch.file("bgzf-damaged-\(threads).raw")) { writer in
-                try ParallelGzipInflater.decompress(path: path, into: writer, threads: threads, minimumChunkInput: 64 << 10)
-            }
-        } throws: { error in
-            !(error is GzipIndexError) && "\(error)".contains("length mismatch")
-        }
-    }
-
     @Test("members ending inside chunks")
     func multipleMembers() throws {
         let scratch = try ScratchDirectory()

@@ -5,8 +5,7 @@
 // ISIZE across chunk boundaries. The chunks come from, in order of preference:
 //   1. a seek index (GZIDX): one chunk per access point, decoded by ISA-L from the
 //      point's window up to the next point's uncompressed offset (`IsalChunkDecoder`);
-//   2. BGZF: each member's size is in its header and its output size in its trailer,
-//      so chunks of whole members become the points of an index (`GzipIndex(bgzfMembersOf:)`);
+//   2. BGZF: each member's size is in its header, so chunks are whole members (zlib);
 //   3. anything else: equal byte ranges decoded speculatively (`SpeculativeDecoder`):
 //      the Swift decoder finds a block header in each range and decodes with markers
 //      for the unknown window until the window is known, then ISA-L decodes the rest
@@ -142,13 +141,14 @@ public enum ParallelGzipInflater {
                                                          pieceSize: placementPieceSize, writer: &writer)
             strategy = .index
         } else if let first = try GzipMemberHeader.parse(input, at: 0), first.bgzfMemberSize != nil {
-            // Every member's trailer gives its output size, so the chunks' output offsets
-            // are known as an index's are, and ISA-L decodes them as index chunks. zlib
-            // chunks on two threads took 1.4 to 1.6 times as long as ISA-L on one.
-            let index = GzipIndex(bgzfMembersOf: input, threads: threads, minimumChunkInput: minimumChunkInput)
-            (trailingGarbage, chunkCount) = try runIndex(index, file: file, threads: threads, budget: budget,
-                                                         pieceSize: placementPieceSize, writer: &writer)
-            strategy = .bgzfMembers
+            let plan: ChunkPlan
+            do {
+                plan = try ChunkPlan(bgzf: input, threads: threads, minimumChunkInput: minimumChunkInput)
+            } catch {
+                throw error.at(path: path)
+            }
+            (trailingGarbage, chunkCount, strategy) = try runZlibPlan(plan, file: file, threads: threads, budget: budget,
+                                                                      writer: &writer)
         } else {
             (trailingGarbage, chunkCount, finishedSequentially) = try runSpeculative(
                 file: file, threads: threads, budget: budget, minimumChunkInput: minimumChunkInput,
@@ -171,6 +171,24 @@ public enum ParallelGzipInflater {
                                      guessedWindows: writer.guessedWindows, repairedBytes: writer.repairedBytes,
                                      placedBytes: writer.placedBytes, rangesDecodedAgain: writer.rangesDecodedAgain,
                                      finishedSequentially: finishedSequentially)
+    }
+
+    /// Runs chunks whose starts are known (index points, BGZF members) with zlib.
+    private static func runZlibPlan(_ plan: ChunkPlan, file: MappedFile, threads: Int, budget: Int,
+                                    writer: inout OrderedWriter) throws -> (Int64, Int, ParallelStrategy) {
+        let decoder = SpanDecoder(file: file)
+        let chunks = plan.chunks
+        let pipeline = ChunkPipeline(chunkCount: chunks.count, threads: threads, budget: budget) { number, stream in
+            try decoder.decode(from: chunks[number].start, until: chunks[number].stop, into: stream)
+        }
+        pipeline.start()
+        defer { pipeline.abandonAll() }
+        var trailingGarbage: Int64 = 0
+        for number in chunks.indices {
+            trailingGarbage = try writer.consume(pipeline.streams[number]).trailingGarbage
+            pipeline.chunkConsumed(number)
+        }
+        return (trailingGarbage, chunks.count, plan.strategy)
     }
 
     /// Runs one chunk per access point of `index` with ISA-L, each started with its
@@ -215,13 +233,13 @@ public enum ParallelGzipInflater {
         // Chunks that expand more than `zeroHeavyRatio` times are mostly runs of one byte.
         // The Swift decoder turns zero runs into holes without producing them, but copies
         // a run of another byte byte by byte, several times slower than ISA-L. So such a
-        // chunk goes to the Swift decoder only when its window ends in zeros. A chunk at a
-        // member's start (all BGZF chunks) has no window to tell, and ISA-L, which writes
-        // zeros out but copies other bytes fast, costs less when the guess is wrong.
+        // chunk goes to the Swift decoder only when its window ends in zeros (or it starts
+        // a member); ISA-L decodes the rest.
         let zeroHeavy: [Bool] = (0..<count).map { number in
             guard let length = lengths[number], stops[number] != .max else { return false }
             let compressed = max(1, (stops[number] - points[number].compressedBitOffset) / 8)
-            guard length / compressed > zeroHeavyRatio, let window = points[number].window, !window.isEmpty else { return false }
+            guard length / compressed > zeroHeavyRatio else { return false }
+            let window = points[number].window ?? []
             return window.suffix(258).allSatisfy { $0 == 0 }
         }
         let endsWithMember = (0..<count).map { $0 + 1 < count && !points[$0 + 1].hasWindow }
@@ -392,35 +410,40 @@ public enum ParallelGzipInflater {
     }
 }
 
-extension GzipIndex {
-    /// An index of BGZF members, grouped into chunks of at least `minimumChunkInput`
-    /// bytes, four per thread. Each chunk gets a window-less point at its first member's
-    /// deflate start, whose output offset is the sum of the sizes in the trailers before
-    /// it. The points end at the first member that is not BGZF, and the last chunk
-    /// decodes from its point to the end. A trailer that gives a wrong size fails its
-    /// member's check before the next point's offset is compared.
-    init(bgzfMembersOf input: UnsafeRawBufferPointer, threads: Int, minimumChunkInput: Int) {
+/// The chunks of one decode and where each starts and stops.
+struct ChunkPlan {
+    struct Chunk: Sendable {
+        var start: ChunkStart
+        var stop: ChunkStop
+    }
+
+    var chunks: [Chunk]
+    var strategy: ParallelStrategy
+
+    /// Chunks of whole BGZF members, whose sizes their headers give.
+    init(bgzf input: UnsafeRawBufferPointer, threads: Int, minimumChunkInput: Int) throws(GzipDataError) {
         let fileSize = input.count
         // Four chunks per thread even out members of different cost; a minimum input
         // per chunk keeps the per-chunk overhead small.
         let target = max(minimumChunkInput, fileSize / max(1, threads * 4))
-        var points = [GzipAccessPoint(compressedBitOffset: 0, uncompressedOffset: 0, window: nil)]
+        var starts: [Int] = [0]
         var offset = 0
         var chunkStart = 0
-        var output: Int64 = 0
         while offset < fileSize, let header = try? GzipMemberHeader.parse(input, at: offset),
-              let size = header.bgzfMemberSize, size > header.length + GzipMemberHeader.trailerSize,
-              offset + size <= fileSize {
+              let size = header.bgzfMemberSize, size > header.length + GzipMemberHeader.trailerSize {
             if offset - chunkStart >= target {
-                points.append(GzipAccessPoint(compressedBitOffset: Int64(offset + header.length) * 8,
-                                              uncompressedOffset: output, window: nil))
+                starts.append(offset)
                 chunkStart = offset
             }
-            output += Int64(readLittleEndian32(input, at: offset + size - 4))
             offset += size
         }
-        self.init(compressedSize: Int64(fileSize), uncompressedSize: output, spacing: UInt32(clamping: target),
-                  points: points)
+        chunks = []
+        for (number, start) in starts.enumerated() {
+            let end = number + 1 < starts.count ? Int64(starts[number + 1]) : Int64(fileSize)
+            chunks.append(Chunk(start: ChunkStart(bitOffset: Int64(start) * 8, atMemberHeader: true, window: nil),
+                                stop: .memberEndAtOrAfter(end)))
+        }
+        strategy = .bgzfMembers
     }
 }
 
