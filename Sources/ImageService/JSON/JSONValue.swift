@@ -404,7 +404,7 @@ private struct JSONParser {
                 // The reason names the offset, not the code unit: the string may be a
                 // password, and the reason reaches the log and the client.
                 index = escapeStart
-                throw fail("the \\u escape there is a UTF-16 surrogate without its other half, which is no character; "
+                throw fail("invalid \\u escape there: a UTF-16 surrogate without its other half, which is no character; "
                            + "send the text as valid Unicode")
             default:
                 throw fail("invalid escape")

@@ -298,10 +298,10 @@ public final class Session: Sendable {
 
     /// Runs `method` on the global queue and passes the outcome to `reply`.
     /// - Parameters:
-    ///   - requestID: the JSON-RPC request id, which a job lists in `message_ids` and
-    ///     which lets the reply wait for the job's end; nil for notifications and DDP.
-    ///   - isNotification: true when no reply reaches the client, so a call over the
-    ///     limit waits for a slot instead of failing with EBUSY.
+    ///   - requestID: the JSON-RPC request id, nil for notifications and DDP. A job lists
+    ///     it in `message_ids`, and the reply can wait for the job's end with it.
+    ///   - isNotification: true when no reply reaches the client. A call over the limit
+    ///     then waits for a slot, because no reply could carry EBUSY.
     private func call(_ method: String, parameters: [JSONValue], requestID: JSONValue?, isNotification: Bool,
                       reply: @escaping @Sendable (Result<JSONValue, RPCError>) -> Void) {
         guard let spec = service.methods.spec(method) else {
