@@ -39,3 +39,59 @@ struct ParallelStreamBudgetTests {
                 "\(waiting) pieces of 1 MiB blocks wait in a stream with a budget of 4 MiB")
     }
 }
+
+@Suite("BGZF chunks")
+struct BgzfChunkTests {
+    /// bgzip output of `bytes` mapped for decoding, in `scratch`.
+    private func bgzf(_ bytes: [UInt8], in scratch: ScratchDirectory) throws -> MappedFile {
+        try MappedFile(path: try compressFile(bytes, with: "bgzip -c", in: scratch, name: "members"))
+    }
+
+    @Test("members share output blocks")
+    func membersShareBlocks() throws {
+        // bgzip members hold at most 64 KiB of output. Each took a 1 MiB block of its own,
+        // which the stream budget counted whole, so a worker ahead of the writer stopped
+        // after 16 members, and two threads decoded no faster than one.
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = compressibleBytes(4 << 20)
+        let file = try bgzf(payload, in: scratch)
+        let decoder = IsalChunkDecoder(file: file, blocks: OutputBlockPool.forStreams(64 << 20))
+        let stream = ChunkStream(budget: 64 << 20)
+        let end = try decoder.decode(from: .memberHeader(0), length: nil, end: .max, endsWithMember: false, into: stream)
+        #expect(end.bitOffset == Int64(file.count) * 8)
+        let (pieces, _) = stream.take(timeLimit: 0)
+        var blocks = Set<ObjectIdentifier>()
+        var members = 0
+        var output: [UInt8] = []
+        for piece in pieces {
+            switch piece {
+            case .block(let block, let range, _):
+                blocks.insert(ObjectIdentifier(block))
+                output += UnsafeRawBufferPointer(rebasing: block.bytes[range])
+            case .hole(let count): output += [UInt8](repeating: 0, count: Int(count))
+            case .memberEnd: members += 1
+            default: break
+            }
+        }
+        expectEqualBytes(output, payload)
+        #expect(members > 64, "\(members) members")
+        #expect(blocks.count <= 5, "4 MiB of output took \(blocks.count) blocks of 1 MiB")
+    }
+
+    @Test("chunks end before their output outgrows the limit")
+    func chunkOutputLimit() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let file = try bgzf(compressibleBytes(6 << 20), in: scratch)
+        // Chunks of compressed input alone would be one chunk: the file is smaller than
+        // the minimum input.
+        let plan = BgzfPlan(file.bytes, threads: 2, minimumChunkInput: 64 << 20, outputLimit: 1 << 20)
+        #expect(plan.chunks.count >= 6, "\(plan.chunks.count) chunks")
+        #expect(plan.chunks.first?.start == 0)
+        #expect(plan.chunks.last?.stop == nil)
+        for (chunk, next) in zip(plan.chunks, plan.chunks.dropFirst()) {
+            #expect(chunk.stop == next.start)
+        }
+    }
+}

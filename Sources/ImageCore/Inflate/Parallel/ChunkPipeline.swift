@@ -106,26 +106,36 @@ final class ChunkStream: @unchecked Sendable {
     /// Adds a piece; blocks while more than `budget` bytes wait. Returns false when the
     /// consumer abandoned the stream, in which case the worker must stop.
     func push(_ piece: OutputPiece) -> Bool {
+        push(contentsOf: CollectionOfOne(piece))
+    }
+
+    /// Adds pieces in order under one lock, so the consumer wakes once for all of them;
+    /// blocks while more than `budget` bytes wait. Returns false when the consumer
+    /// abandoned the stream.
+    func push(contentsOf newPieces: some Collection<OutputPiece>) -> Bool {
         condition.lock()
         defer { condition.unlock() }
         while bufferedBytes > budget && !abandoned { condition.wait() }
         if abandoned { return false }
-        switch piece {
-        case .data(let bytes, _): bufferedBytes += bytes.count
-        case .block(let block, _, _):
-            // A piece keeps its whole block in memory, however few bytes of it the piece
-            // refers to (zero blocks around it become holes), so the budget counts the
-            // block once, with its first piece.
-            let identifier = ObjectIdentifier(block)
-            if identifier != chargedBlock {
-                bufferedBytes += block.bytes.count
-                chargedBlock = identifier
+        guard !newPieces.isEmpty else { return true }
+        for piece in newPieces {
+            switch piece {
+            case .data(let bytes, _): bufferedBytes += bytes.count
+            case .block(let block, _, _):
+                // A piece keeps its whole block in memory, however few bytes of it the
+                // piece refers to (zero blocks around it become holes), so the budget
+                // counts the block once, with its first piece.
+                let identifier = ObjectIdentifier(block)
+                if identifier != chargedBlock {
+                    bufferedBytes += block.bytes.count
+                    chargedBlock = identifier
+                }
+            case .markers(let values): bufferedBytes += values.count * 2
+            default: break
             }
-        case .markers(let values): bufferedBytes += values.count * 2
-        default: break
+            pushedOutput += piece.outputCount
+            pieces.append(piece)
         }
-        pushedOutput += piece.outputCount
-        pieces.append(piece)
         condition.broadcast()
         return true
     }

@@ -5,7 +5,8 @@
 // ISIZE across chunk boundaries. The chunks come from, in order of preference:
 //   1. a seek index (GZIDX): one chunk per access point, decoded by ISA-L from the
 //      point's window up to the next point's uncompressed offset (`IsalChunkDecoder`);
-//   2. BGZF: each member's size is in its header, so chunks are whole members (zlib);
+//   2. BGZF: each member's size is in its header, so chunks are whole members, decoded
+//      by ISA-L without a window (`IsalChunkDecoder`);
 //   3. anything else: equal byte ranges decoded speculatively (`SpeculativeDecoder`):
 //      the Swift decoder finds a block header in each range and decodes with markers
 //      for the unknown window until the window is known, then ISA-L decodes the rest
@@ -141,14 +142,10 @@ public enum ParallelGzipInflater {
                                                          pieceSize: placementPieceSize, writer: &writer)
             strategy = .index
         } else if let first = try GzipMemberHeader.parse(input, at: 0), first.bgzfMemberSize != nil {
-            let plan: ChunkPlan
-            do {
-                plan = try ChunkPlan(bgzf: input, threads: threads, minimumChunkInput: minimumChunkInput)
-            } catch {
-                throw error.at(path: path)
-            }
-            (trailingGarbage, chunkCount, strategy) = try runZlibPlan(plan, file: file, threads: threads, budget: budget,
-                                                                      writer: &writer)
+            let plan = BgzfPlan(input, threads: threads, minimumChunkInput: minimumChunkInput, outputLimit: budget / 2)
+            (trailingGarbage, chunkCount) = try runBgzf(plan, file: file, threads: threads, budget: budget,
+                                                        writer: &writer)
+            strategy = .bgzfMembers
         } else {
             (trailingGarbage, chunkCount, finishedSequentially) = try runSpeculative(
                 file: file, threads: threads, budget: budget, minimumChunkInput: minimumChunkInput,
@@ -173,13 +170,16 @@ public enum ParallelGzipInflater {
                                      finishedSequentially: finishedSequentially)
     }
 
-    /// Runs chunks whose starts are known (index points, BGZF members) with zlib.
-    private static func runZlibPlan(_ plan: ChunkPlan, file: MappedFile, threads: Int, budget: Int,
-                                    writer: inout OrderedWriter) throws -> (Int64, Int, ParallelStrategy) {
-        let decoder = SpanDecoder(file: file)
+    /// Runs chunks of whole BGZF members with ISA-L. A chunk starts at a member header,
+    /// so it needs no window. zlib, which decoded them before, made two threads slower
+    /// than ISA-L's sequential decoding on one.
+    private static func runBgzf(_ plan: BgzfPlan, file: MappedFile, threads: Int, budget: Int,
+                                writer: inout OrderedWriter) throws -> (Int64, Int) {
+        let isal = IsalChunkDecoder(file: file, blocks: OutputBlockPool.forStreams(2 * threads * budget))
         let chunks = plan.chunks
         let pipeline = ChunkPipeline(chunkCount: chunks.count, threads: threads, budget: budget) { number, stream in
-            try decoder.decode(from: chunks[number].start, until: chunks[number].stop, into: stream)
+            try isal.decode(from: .memberHeader(Int64(chunks[number].start) * 8), length: nil, end: .max,
+                            endsWithMember: false, memberEnd: chunks[number].stop, into: stream)
         }
         pipeline.start()
         defer { pipeline.abandonAll() }
@@ -188,7 +188,7 @@ public enum ParallelGzipInflater {
             trailingGarbage = try writer.consume(pipeline.streams[number]).trailingGarbage
             pipeline.chunkConsumed(number)
         }
-        return (trailingGarbage, chunks.count, plan.strategy)
+        return (trailingGarbage, chunks.count)
     }
 
     /// Runs one chunk per access point of `index` with ISA-L, each started with its
@@ -410,18 +410,23 @@ public enum ParallelGzipInflater {
     }
 }
 
-/// The chunks of one decode and where each starts and stops.
-struct ChunkPlan {
+/// Chunks of whole BGZF members, whose sizes their headers give.
+struct BgzfPlan {
     struct Chunk: Sendable {
-        var start: ChunkStart
-        var stop: ChunkStop
+        /// Byte offset of the chunk's first member header.
+        var start: Int
+        /// The chunk ends with the first member that ends at or after this byte offset;
+        /// nil for the last chunk, which decodes to the end of the data.
+        var stop: Int?
     }
 
     var chunks: [Chunk]
-    var strategy: ParallelStrategy
 
-    /// Chunks of whole BGZF members, whose sizes their headers give.
-    init(bgzf input: UnsafeRawBufferPointer, threads: Int, minimumChunkInput: Int) throws(GzipDataError) {
+    /// Groups the members into chunks of at least `minimumChunkInput` bytes, four per
+    /// thread, and of at most `outputLimit` bytes of output, which every member's trailer
+    /// gives. A worker running ahead of the writer keeps its chunk's output in its
+    /// stream, so chunks that fit in one go on without waiting for the writer.
+    init(_ input: UnsafeRawBufferPointer, threads: Int, minimumChunkInput: Int, outputLimit: Int) {
         let fileSize = input.count
         // Four chunks per thread even out members of different cost; a minimum input
         // per chunk keeps the per-chunk overhead small.
@@ -429,21 +434,21 @@ struct ChunkPlan {
         var starts: [Int] = [0]
         var offset = 0
         var chunkStart = 0
+        var chunkOutput = 0
         while offset < fileSize, let header = try? GzipMemberHeader.parse(input, at: offset),
-              let size = header.bgzfMemberSize, size > header.length + GzipMemberHeader.trailerSize {
-            if offset - chunkStart >= target {
+              let size = header.bgzfMemberSize, size > header.length + GzipMemberHeader.trailerSize,
+              size <= fileSize - offset {
+            if offset - chunkStart >= target || chunkOutput >= outputLimit {
                 starts.append(offset)
                 chunkStart = offset
+                chunkOutput = 0
             }
+            chunkOutput += Int(readLittleEndian32(input, at: offset + size - 4))
             offset += size
         }
-        chunks = []
-        for (number, start) in starts.enumerated() {
-            let end = number + 1 < starts.count ? Int64(starts[number + 1]) : Int64(fileSize)
-            chunks.append(Chunk(start: ChunkStart(bitOffset: Int64(start) * 8, atMemberHeader: true, window: nil),
-                                stop: .memberEndAtOrAfter(end)))
+        chunks = starts.indices.map { number in
+            Chunk(start: starts[number], stop: number + 1 < starts.count ? starts[number + 1] : nil)
         }
-        strategy = .bgzfMembers
     }
 }
 

@@ -137,6 +137,10 @@ struct SpeculativeDecoder: Sendable {
     /// (see `IsalRangeDecoder.placement`).
     var placement: PlacementPool?
 
+    /// Bytes per output piece of the Swift decoder: large enough that per-piece costs
+    /// vanish, small enough that pieces flow to the writer steadily.
+    static let pieceSize = 1 << 20
+
     private var isal: IsalRangeDecoder {
         IsalRangeDecoder(file: file, blocks: blocks, rangeBits: rangeBits, placement: placement)
     }
@@ -371,7 +375,7 @@ struct SpeculativeDecoder: Sendable {
     /// room for one piece. The caller deallocates it.
     private static func markerBuffer() -> (UnsafeMutablePointer<UInt16>, capacity: Int) {
         let history = ByteOutput.history
-        let capacity = history + SpanDecoder.pieceSize
+        let capacity = history + Self.pieceSize
         let output = UnsafeMutablePointer<UInt16>.allocate(capacity: capacity)
         for index in 0..<history { output[index] = UInt16(256 + index) }
         return (output, capacity)
@@ -533,7 +537,7 @@ struct SpeculativeDecoder: Sendable {
     /// each data piece with its CRC-32, and reports the input `decoder` reached with each.
     private func byteOutput(window: [UInt8], decoder: DeflateDecoder, stream: ChunkStream) -> ByteOutput {
         window.withUnsafeBufferPointer { buffer in
-            ByteOutput(window: buffer, pieceSize: SpanDecoder.pieceSize) { piece throws(DeflateError) in
+            ByteOutput(window: buffer, pieceSize: Self.pieceSize) { piece throws(DeflateError) in
                 var piece = piece
                 if case .data(let bytes, _) = piece { piece = .data(bytes, crc: crc32Of(bytes)) }
                 stream.reportInput(decoder.bitPosition / 8)

@@ -69,39 +69,49 @@ final class OutputBlock: @unchecked Sendable {
 }
 
 /// Hands on decoded bytes as data and hole pieces: runs of all-zero 4 KiB blocks (counted
-/// from the piece's start) become holes, so the writer neither copies nor scans them.
+/// from the start of the bytes handed on) become holes, so the writer neither copies nor
+/// scans them.
 enum ZeroBlocks {
     static let blockSize = 4096
 
     /// Pushes the first `count` bytes of `block` into `stream`; returns false when the
     /// stream was abandoned.
     static func emit(_ block: OutputBlock, count: Int, into stream: ChunkStream) -> Bool {
-        guard count > 0 else { return true }
-        let bytes = UnsafeRawBufferPointer(rebasing: block.bytes[..<count])
-        var dataStart = 0
+        var pieces: [OutputPiece] = []
+        append(block, 0..<count, to: &pieces)
+        return stream.push(contentsOf: pieces)
+    }
+
+    /// Appends the bytes `range` of `block` to `pieces` as data and hole pieces.
+    static func append(_ block: OutputBlock, _ range: Range<Int>, to pieces: inout [OutputPiece]) {
+        guard !range.isEmpty else { return }
+        let base = UnsafeRawPointer(block.bytes.baseAddress!)
+        var dataStart = range.lowerBound
         var zeroStart: Int?
-        var offset = 0
-        func pushData(_ end: Int) -> Bool {
-            guard end > dataStart else { return true }
-            let crc = crc32_gzip_refl(0, (bytes.baseAddress! + dataStart).assumingMemoryBound(to: UInt8.self),
-                                      UInt64(end - dataStart))
-            return stream.push(.block(block, dataStart..<end, crc: crc))
+        var offset = range.lowerBound
+        func appendData(_ end: Int) {
+            guard end > dataStart else { return }
+            let crc = crc32_gzip_refl(0, (base + dataStart).assumingMemoryBound(to: UInt8.self), UInt64(end - dataStart))
+            pieces.append(.block(block, dataStart..<end, crc: crc))
         }
-        while offset < count {
-            let end = min(count, offset + blockSize)
-            if isZero(bytes.baseAddress! + offset, count: end - offset) {
+        while offset < range.upperBound {
+            let end = min(range.upperBound, offset + blockSize)
+            if isZero(base + offset, count: end - offset) {
                 if zeroStart == nil { zeroStart = offset }
             } else if let start = zeroStart {
-                guard pushData(start), stream.push(.hole(Int64(offset - start))) else { return false }
+                appendData(start)
+                pieces.append(.hole(Int64(offset - start)))
                 zeroStart = nil
                 dataStart = offset
             }
             offset = end
         }
         if let start = zeroStart {
-            return pushData(start) && stream.push(.hole(Int64(count - start)))
+            appendData(start)
+            pieces.append(.hole(Int64(range.upperBound - start)))
+        } else {
+            appendData(range.upperBound)
         }
-        return pushData(count)
     }
 
     /// Returns whether `count` bytes at `start` are all zero, checking the first 8 bytes
