@@ -20,11 +20,13 @@ let package = Package(
         .systemLibrary(name: "CCrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CCrypt", providers: [.apt(["libcrypt-dev"])]),
         .systemLibrary(name: "CIsal", providers: [.apt(["libisal-dev"])]),
+        .systemLibrary(name: "CLibdeflate", providers: [.apt(["libdeflate-dev"])]),
         .systemLibrary(name: "CSystem"),
         .target(name: "CMapGuard"),
         .target(
             name: "ImageCore",
-            dependencies: ["CZlib", "CLzma", "CCurl", "CCrypto", "CCrypt", "CIsal", "CSystem", "CMapGuard"],
+            dependencies: ["CZlib", "CLzma", "CCurl", "CCrypto", "CCrypt", "CIsal", "CLibdeflate", "CSystem",
+                           "CMapGuard"],
             swiftSettings: strict
         ),
         .target(

@@ -20,10 +20,9 @@ import Foundation
 /// How to inflate.
 public struct DecompressOptions: Sendable {
     /// Decoding threads. xz uses up to this many. A gzip file goes to
-    /// `ParallelGzipInflater` with `index` or `indexOutput`, with more than one thread
-    /// when it is BGZF, and whenever `splitSingleStream` is set, unless it is BGZF and
-    /// `threads` is 1. Otherwise one thread decodes it, and the writer thread runs
-    /// beside it.
+    /// `ParallelGzipInflater` with `index` or `indexOutput`, when it is BGZF, and
+    /// whenever `splitSingleStream` is set. Otherwise one thread decodes it, and the
+    /// writer thread runs beside it.
     public var threads: Int
     /// Decode a single gzip stream from a regular file with `ParallelGzipInflater`: in
     /// speculative chunks on `threads` threads, or as one chunk on one thread. One chunk
@@ -236,12 +235,11 @@ public enum Decompressor {
     }
 
     /// Returns whether a gzip file without an index that starts with `head` goes to
-    /// `ParallelGzipInflater` (see `DecompressOptions.threads`). One thread decodes BGZF
-    /// faster sequentially with ISA-L than member by member with zlib.
+    /// `ParallelGzipInflater` (see `DecompressOptions.threads`). BGZF always does: even
+    /// on one thread, libdeflate decoding member by member beside the writer thread is
+    /// faster than ISA-L's sequential decoding.
     static func decodesInParallel(_ head: UnsafeRawBufferPointer, _ options: DecompressOptions) -> Bool {
-        let bgzf = isBGZF(head)
-        if options.threads > 1 { return options.splitSingleStream || bgzf }
-        return options.splitSingleStream && !bgzf
+        options.splitSingleStream || isBGZF(head)
     }
 
     /// Maps the gzip file `path` for `ParallelGzipInflater` or `GzipIndexBuilder`. Returns

@@ -1,7 +1,6 @@
 // IsalChunkDecoder: decodes one chunk whose start and window are known (an access point
-// of a seek index, or a BGZF member header) with ISA-L, which decodes real data about
-// twice as fast per core as the Swift decoder, and three to four times as fast as zlib,
-// on the test machine.
+// of a seek index, or a member header) with ISA-L, which decodes real data about twice
+// as fast per core as the Swift decoder on the test machine.
 //
 // ISA-L has no way to stop at a bit offset, but an index gives each chunk's output
 // length, so the chunk ends when that many bytes came out. ISA-L also cannot start at a
@@ -54,13 +53,10 @@ struct IsalChunkDecoder: Sendable {
     /// - Parameter endsWithMember: the next point is at the start of a member's deflate
     ///   data, so the chunk must also read its member's last end-of-block code and
     ///   trailer.
-    /// - Parameter memberEnd: when set, the chunk ends with the first member whose
-    ///   trailer ends at or after this byte offset (a chunk of BGZF members).
     /// - Parameter placed: where the chunk writes its own output (see `PlacedChunkOutput`);
     ///   it then pushes `.placed` pieces instead of data and holes.
     func decode(from start: SpeculativeDecoder.Start, length: Int64?, end: Int64, endsWithMember: Bool,
-                memberEnd: Int? = nil, placed: PlacedChunkOutput? = nil,
-                into stream: ChunkStream) throws -> ChunkEnd {
+                placed: PlacedChunkOutput? = nil, into stream: ChunkStream) throws -> ChunkEnd {
         let input = file.bytes
         let state = UnsafeMutablePointer<inflate_state>.allocate(capacity: 1)
         defer { state.deallocate() }
@@ -177,14 +173,12 @@ struct IsalChunkDecoder: Sendable {
                     }
                     handOn(.memberEnd(crc: crc, size: size, trailerOffset: Int64(trailer)))
                     let next = trailer + GzipMemberHeader.trailerSize
-                    let last = memberEnd.map { next >= $0 } ?? false
-                    let header = last ? nil : try GzipMemberHeader.parse(input, at: next)
+                    let header = try GzipMemberHeader.parse(input, at: next)
                     // Pieces wait for a full block, unless the chunk ends here or its output is
                     // placed (`commit` pushed the member's `.placed` pieces already).
                     if header == nil || placed != nil || pending.count > 64 {
                         guard flush() else { return ChunkEnd(bitOffset: Int64(trailer) * 8) }
                     }
-                    if last { return ChunkEnd(bitOffset: Int64(next) * 8) }
                     guard let header else {
                         let rest = UnsafeRawBufferPointer(rebasing: input[next...])
                         return ChunkEnd(bitOffset: Int64(input.count) * 8,

@@ -5,8 +5,8 @@
 // ISIZE across chunk boundaries. The chunks come from, in order of preference:
 //   1. a seek index (GZIDX): one chunk per access point, decoded by ISA-L from the
 //      point's window up to the next point's uncompressed offset (`IsalChunkDecoder`);
-//   2. BGZF: each member's size is in its header, so chunks are whole members, decoded
-//      by ISA-L without a window (`IsalChunkDecoder`);
+//   2. BGZF: each member's size is in its header and its output size in its trailer, so
+//      chunks are whole members, each decoded in one libdeflate call (`BgzfDecoder`);
 //   3. anything else: equal byte ranges decoded speculatively (`SpeculativeDecoder`):
 //      the Swift decoder finds a block header in each range and decodes with markers
 //      for the unknown window until the window is known, then ISA-L decodes the rest
@@ -170,16 +170,25 @@ public enum ParallelGzipInflater {
                                      finishedSequentially: finishedSequentially)
     }
 
-    /// Runs chunks of whole BGZF members with ISA-L. A chunk starts at a member header,
-    /// so it needs no window. zlib, which decoded them before, made two threads slower
-    /// than ISA-L's sequential decoding on one.
+    /// Runs chunks of whole BGZF members with libdeflate (`BgzfDecoder`), and the part
+    /// of the file after the last such member, if any, with ISA-L. zlib, which decoded
+    /// them before, made two threads slower than ISA-L's sequential decoding on one.
     private static func runBgzf(_ plan: BgzfPlan, file: MappedFile, threads: Int, budget: Int,
                                 writer: inout OrderedWriter) throws -> (Int64, Int) {
-        let isal = IsalChunkDecoder(file: file, blocks: OutputBlockPool.forStreams(2 * threads * budget))
+        let blocks = OutputBlockPool.forStreams(2 * threads * budget)
+        let bgzf = BgzfDecoder(file: file, blocks: blocks)
+        let isal = IsalChunkDecoder(file: file, blocks: blocks)
         let chunks = plan.chunks
         let pipeline = ChunkPipeline(chunkCount: chunks.count, threads: threads, budget: budget) { number, stream in
-            try isal.decode(from: .memberHeader(Int64(chunks[number].start) * 8), length: nil, end: .max,
-                            endsWithMember: false, memberEnd: chunks[number].stop, into: stream)
+            let chunk = chunks[number]
+            if chunk.members { return try bgzf.decode(from: chunk.start, to: chunk.end, into: stream) }
+            if try GzipMemberHeader.parse(file.bytes, at: chunk.start) != nil {
+                return try isal.decode(from: .memberHeader(Int64(chunk.start) * 8), length: nil, end: .max,
+                                       endsWithMember: false, into: stream)
+            }
+            let rest = UnsafeRawBufferPointer(rebasing: file.bytes[chunk.start...])
+            return ChunkEnd(bitOffset: Int64(file.count) * 8,
+                            trailingGarbage: stream.trailingGarbage(in: rest, at: chunk.start))
         }
         pipeline.start()
         defer { pipeline.abandonAll() }
@@ -415,40 +424,44 @@ struct BgzfPlan {
     struct Chunk: Sendable {
         /// Byte offset of the chunk's first member header.
         var start: Int
-        /// The chunk ends with the first member that ends at or after this byte offset;
-        /// nil for the last chunk, which decodes to the end of the data.
-        var stop: Int?
+        /// Byte offset right after the chunk's last member.
+        var end: Int
+        /// False for the part of the file after the last BGZF member: other gzip members,
+        /// zero padding or trailing data, decoded from `start` to the end of the file.
+        var members: Bool
     }
 
-    var chunks: [Chunk]
+    var chunks: [Chunk] = []
 
     /// Groups the members into chunks of at least `minimumChunkInput` bytes, four per
-    /// thread, and of at most `outputLimit` bytes of output, which every member's trailer
-    /// gives. A worker running ahead of the writer keeps its chunk's output in its
-    /// stream, so chunks that fit in one go on without waiting for the writer.
+    /// thread, and of at most about `outputLimit` bytes of output, which every member's
+    /// trailer gives. A worker running ahead of the writer keeps its chunk's output in
+    /// its stream, so chunks that fit go on without waiting for the writer. The members
+    /// end at the first member that is not BGZF, is cut off by the end of the file, or
+    /// gives more output than the format allows.
     init(_ input: UnsafeRawBufferPointer, threads: Int, minimumChunkInput: Int, outputLimit: Int) {
         let fileSize = input.count
         // Four chunks per thread even out members of different cost; a minimum input
         // per chunk keeps the per-chunk overhead small.
         let target = max(minimumChunkInput, fileSize / max(1, threads * 4))
-        var starts: [Int] = [0]
         var offset = 0
         var chunkStart = 0
         var chunkOutput = 0
         while offset < fileSize, let header = try? GzipMemberHeader.parse(input, at: offset),
               let size = header.bgzfMemberSize, size > header.length + GzipMemberHeader.trailerSize,
               size <= fileSize - offset {
-            if offset - chunkStart >= target || chunkOutput >= outputLimit {
-                starts.append(offset)
+            let output = Int(readLittleEndian32(input, at: offset + size - 4))
+            guard output <= BgzfDecoder.maximumMemberOutput else { break }
+            if offset > chunkStart, offset - chunkStart >= target || chunkOutput >= outputLimit {
+                chunks.append(Chunk(start: chunkStart, end: offset, members: true))
                 chunkStart = offset
                 chunkOutput = 0
             }
-            chunkOutput += Int(readLittleEndian32(input, at: offset + size - 4))
+            chunkOutput += output
             offset += size
         }
-        chunks = starts.indices.map { number in
-            Chunk(start: starts[number], stop: number + 1 < starts.count ? starts[number + 1] : nil)
-        }
+        if offset > chunkStart { chunks.append(Chunk(start: chunkStart, end: offset, members: true)) }
+        if offset < fileSize { chunks.append(Chunk(start: offset, end: fileSize, members: false)) }
     }
 }
 

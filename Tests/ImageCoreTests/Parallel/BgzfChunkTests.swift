@@ -1,0 +1,147 @@
+// Chunks of BGZF members: how they are planned from the members' sizes, and how their
+// output reaches the chunk stream.
+
+import Foundation
+import Testing
+@testable import ImageCore
+
+@Suite("BGZF chunks")
+struct BgzfChunkTests {
+    /// The output of a stream's pieces, with holes as zeros, the distinct blocks they
+    /// refer to, and the number of member ends.
+    private func collect(_ stream: ChunkStream) -> (output: [UInt8], blocks: Int, members: Int) {
+        let (pieces, _) = stream.take(timeLimit: 0)
+        var blocks = Set<ObjectIdentifier>()
+        var members = 0
+        var output: [UInt8] = []
+        for piece in pieces {
+            switch piece {
+            case .block(let block, let range, _):
+                blocks.insert(ObjectIdentifier(block))
+                output += UnsafeRawBufferPointer(rebasing: block.bytes[range])
+            case .hole(let count): output += [UInt8](repeating: 0, count: Int(count))
+            case .memberEnd: members += 1
+            default: break
+            }
+        }
+        return (output, blocks.count, members)
+    }
+
+    @Test("members share blocks, zeros skipped")
+    func membersShareBlocks() throws {
+        // bgzip members hold at most 64 KiB of output. Each took a 1 MiB block of its own,
+        // which the stream budget counted whole, so a worker ahead of the writer stopped
+        // after 16 members, and two threads decoded no faster than one.
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = compressibleBytes(3 << 20) + [UInt8](repeating: 0, count: 16 << 20) + compressibleBytes(1 << 20, seed: 3)
+        let file = try MappedFile(path: try compressFile(payload, with: "bgzip -c", in: scratch, name: "members"))
+        let decoder = BgzfDecoder(file: file, blocks: OutputBlockPool.forStreams(64 << 20))
+        let stream = ChunkStream(budget: 64 << 20)
+        let end = try decoder.decode(from: 0, to: file.count, into: stream)
+        #expect(end.bitOffset == Int64(file.count) * 8)
+        let (output, blocks, members) = collect(stream)
+        expectEqualBytes(output, payload)
+        #expect(members >= 320, "\(members) members")
+        // 4 MiB of data fill four blocks; of the 256 zero members only the first is
+        // decoded. With a block per member, or zero members decoded, it took hundreds.
+        #expect(blocks <= 6, "20 MiB of output took \(blocks) blocks of 1 MiB")
+    }
+
+    @Test("ISA-L chunk members share blocks")
+    func isalMembersShareBlocks() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        var bytes: [UInt8] = []
+        var payload: [UInt8] = []
+        for number in 0..<200 {
+            let member = compressibleBytes(20_000, seed: UInt64(number + 1))
+            payload += member
+            bytes += try compress(member, with: "gzip -c -n")
+        }
+        let path = scratch.file("members.gz")
+        try writeFile(path, bytes)
+        let decoder = IsalChunkDecoder(file: try MappedFile(path: path), blocks: OutputBlockPool.forStreams(64 << 20))
+        let stream = ChunkStream(budget: 64 << 20)
+        _ = try decoder.decode(from: .memberHeader(0), length: nil, end: .max, endsWithMember: false, into: stream)
+        let (output, blocks, members) = collect(stream)
+        expectEqualBytes(output, payload)
+        #expect(members == 200)
+        #expect(blocks <= 5, "4 MB of output in 200 members took \(blocks) blocks of 1 MiB")
+    }
+
+    @Test("chunk output stays within the limit")
+    func chunkOutputLimit() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let file = try MappedFile(path: try compressFile(compressibleBytes(6 << 20), with: "bgzip -c", in: scratch, name: "members"))
+        // Chunks of compressed input alone would be one chunk: the file is smaller than
+        // the minimum input.
+        let plan = BgzfPlan(file.bytes, threads: 2, minimumChunkInput: 64 << 20, outputLimit: 1 << 20)
+        #expect(plan.chunks.count >= 6, "\(plan.chunks.count) chunks")
+        #expect(plan.chunks.first?.start == 0)
+        #expect(plan.chunks.last?.end == file.count)
+        #expect(plan.chunks.allSatisfy { $0.members })
+        for (chunk, next) in zip(plan.chunks, plan.chunks.dropFirst()) {
+            #expect(chunk.end == next.start)
+        }
+    }
+
+    @Test("data after the members: own chunk")
+    func tailAfterMembers() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let first = compressibleBytes(300_000)
+        let bgzf = try compressFile(first, with: "bgzip -c", in: scratch, name: "first")
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: bgzf)))
+        let membersEnd = bytes.count
+        bytes += try gzip("plain gzip member\n")
+        let path = scratch.file("mixed.gz")
+        try writeFile(path, bytes)
+        let mapped = try MappedFile(path: path)
+        let plan = BgzfPlan(mapped.bytes, threads: 2, minimumChunkInput: 1 << 20, outputLimit: 8 << 20)
+        #expect(plan.chunks.last?.members == false)
+        #expect(plan.chunks.last?.start == membersEnd)
+        for threads in [1, 2, 3] {
+            let (output, result) = try parallelOutput(path, threads: threads)
+            expectEqualBytes(output, first + Array("plain gzip member\n".utf8), "threads \(threads)")
+            #expect(result.strategy == .bgzfMembers)
+        }
+    }
+
+    @Test("ISIZE over 64 KiB fails")
+    func oversizedTrailer() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = try compressFile(compressibleBytes(500_000), with: "bgzip -c", in: scratch, name: "members")
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        // ISIZE of the first member (its size from BSIZE at offset 16) becomes 70000.
+        let size = Int(bytes[16]) | Int(bytes[17]) << 8 + 1
+        let isize = size - 4
+        bytes[isize] = 0x70; bytes[isize + 1] = 0x11; bytes[isize + 2] = 0x01; bytes[isize + 3] = 0
+        try writeFile(path, bytes)
+        for threads in [1, 2] {
+            #expect(throws: InflateError.self, "threads \(threads)") { _ = try parallelOutput(path, threads: threads) }
+        }
+    }
+
+    @Test("corrupt member error names offset")
+    func corruptMember() throws {
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let path = try compressFile(compressibleBytes(500_000), with: "bgzip -c", in: scratch, name: "members")
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        // The first member's deflate data starts after its 18-byte header; its first
+        // byte becomes a reserved block type (BTYPE 11).
+        bytes[18] |= 0x06
+        try writeFile(path, bytes)
+        for threads in [1, 2] {
+            do {
+                _ = try parallelOutput(path, threads: threads)
+                Issue.record("threads \(threads): a corrupt member decoded")
+            } catch let error as InflateError {
+                #expect("\(error)".contains("offset 18"), "threads \(threads): \(error)")
+            }
+        }
+    }
+}
