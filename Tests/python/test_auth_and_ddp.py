@@ -231,6 +231,20 @@ def test_ddp_ping_pong(server):
     assert ddp(ws, {"msg": "ping", "id": "p"}) == {"msg": "pong", "id": "p"}
 
 
+def test_ddp_unknown_message_type(server):
+    # A short type comes back quoted with the accepted ones; a long one only by its
+    # length, so a frame's content does not echo without bound.
+    ws = server.connect("/websocket")
+    ddp(ws, {"msg": "connect", "version": "1", "support": ["1"]})
+    reply = ddp(ws, {"msg": "methd", "id": "x"})
+    assert reply == {"msg": "error",
+                     "reason": "unknown message type 'methd'; use connect, ping, pong, method, sub or unsub"}
+    reply = ddp(ws, {"msg": "s" * 100000})
+    assert reply["msg"] == "error"
+    assert reply["reason"].startswith("unknown message type of 100000 characters;")
+    assert ddp(ws, {"msg": "ping", "id": "p"}) == {"msg": "pong", "id": "p"}
+
+
 def test_apikey_name_escaped(tmp_path):
     # A tab or newline in a name would forge a column or a row of the list, and an escape
     # sequence would reach the terminal.

@@ -284,7 +284,13 @@ public final class Session: Sendable {
         case "pong":
             break
         default:
-            connection.send(.object(["msg": .string("error"), "reason": .string("unknown message type '\(kindName)'")]))
+            // The type comes back only when it is short: the frame may be up to the frame
+            // limit, and nothing from it should echo without bound.
+            let shown = kindName.count <= 32
+                ? "'" + escapingControlCharacters(kindName, formatCharacters: true) + "'"
+                : "of \(kindName.count) characters"
+            connection.send(.object(["msg": .string("error"), "reason": .string(
+                "unknown message type \(shown); use connect, ping, pong, method, sub or unsub")]))
         }
     }
 
