@@ -3,6 +3,7 @@
 # by side in one run, and prints Markdown tables plus a throughput-versus-threads table.
 #
 # Usage: Benchmarks/parallel.sh [--work DIR] [--max-threads N] [--repeat N] [--plot FILE.png]
+#                               [--bgzf]
 #
 # Images (built with scripts/make-disk-image, compressed with gzip -6 as one stream):
 #   realistic   4 GiB disk, 700 MiB of real files from /usr, the rest zeros
@@ -15,6 +16,8 @@
 #   imgtool decompress --threads N --index  (index from `imgtool index`, N = 1..max)
 #   rapidgzip -d -P 2, igzip -dc, pigz -dc, libdeflate-gunzip -c, each piped into
 #   cp --sparse=always so that every tool writes the same sparse file
+# With --bgzf, each image is also compressed with bgzip (kept as IMAGE.bgz) and decoded
+# by imgtool on 1 to N threads, rapidgzip -P 2, igzip, and bgzip -d -@ 2 (rows "BGZF:").
 # Every imgtool run fsyncs its output before the rename; the peers' cp does not.
 # Reported: wall seconds and CPU seconds (user + system, GNU time) and peak resident
 # memory. The page cache is warmed before each run; nothing is dropped. With --repeat N,
@@ -27,12 +30,14 @@ work="${TMPDIR:-/tmp}/imgtool-parallel-bench"
 max_threads=$(nproc)
 plot=""
 repeat=1
+bgzf=no
 while [ $# -gt 0 ]; do
     case "$1" in
         --work) work="$2"; shift 2 ;;
         --max-threads) max_threads="$2"; shift 2 ;;
         --plot) plot="$2"; shift 2 ;;
         --repeat) repeat="$2"; shift 2 ;;
+        --bgzf) bgzf=yes; shift ;;
         *) echo "parallel.sh: unknown argument '$1'" >&2; exit 64 ;;
     esac
 done
@@ -55,7 +60,7 @@ run() {
     : > "$runs"
     for _ in $(seq "$repeat"); do
         rm -f "$output"
-        cat "$image.gz" > /dev/null
+        cat "$image.gz" "$image.bgz" > /dev/null 2>&1 || true
         local verdict="ok"
         if ! /usr/bin/time -o "$work/time.txt" -f "%e %U %S %M" sh -c "${command//OUT/$output}" >/dev/null 2>"$work/err.txt"; then
             verdict="FAILED: $(tail -1 "$work/err.txt")"
@@ -97,6 +102,16 @@ for spec in "realistic 4G 700" "data-heavy 1400M 1024"; do
     run "$image" "igzip -dc | cp --sparse=always" 1 "igzip -dc $image.gz | cp --sparse=always /dev/stdin OUT"
     run "$image" "pigz -dc | cp --sparse=always" 1 "pigz -dc $image.gz | cp --sparse=always /dev/stdin OUT"
     run "$image" "libdeflate-gunzip -c | cp --sparse=always" 1 "libdeflate-gunzip -c $image.gz | cp --sparse=always /dev/stdin OUT"
+
+    [ "$bgzf" = yes ] || continue
+    [ -f "$image.bgz" ] || bgzip -@ "$max_threads" -c "$image" > "$image.bgz"
+    for threads in $(seq 1 "$max_threads"); do
+        run "$image" "BGZF: imgtool decompress --threads $threads" "$threads" \
+            "$imgtool decompress --progress none --threads $threads $image.bgz OUT"
+    done
+    run "$image" "BGZF: rapidgzip -d -P 2 | cp --sparse=always" 2 "rapidgzip -d -P 2 -c $image.bgz | cp --sparse=always /dev/stdin OUT"
+    run "$image" "BGZF: igzip -dc | cp --sparse=always" 1 "igzip -dc $image.bgz | cp --sparse=always /dev/stdin OUT"
+    run "$image" "BGZF: bgzip -d -@ 2 | cp --sparse=always" 2 "bgzip -d -@ 2 -c $image.bgz | cp --sparse=always /dev/stdin OUT"
 done
 
 for name in realistic data-heavy; do
