@@ -694,6 +694,31 @@ struct APIKeyLoginTests {
         #expect(!error.dataObject.description.contains(Self.apiKey))
     }
 
+    @Test("misspelling within two edits suggested")
+    func misspelling() throws {
+        let error = try #require(rejection(["mechanism": .string("API_KEY_PLAIN"), "api_kye": .string(Self.apiKey)]))
+        #expect(error.reason.contains("unknown key 'api_kye', did you mean 'api_key'?; auth.login_ex accepts"))
+        #expect(!error.reason.contains("case-sensitive"))
+        #expect(!error.dataObject.description.contains(Self.apiKey))
+    }
+
+    @Test("short or distant keys get no guess")
+    func noGuess() throws {
+        for key in ["user", "apikey_value_x", "usr_nm"] {
+            let error = try #require(rejection(["mechanism": .string("API_KEY_PLAIN"), "api_key": .string(Self.apiKey),
+                                                key: .string("x")]))
+            #expect(!error.reason.contains("did you mean"), "\(key)")
+        }
+    }
+
+    @Test("edit distance counts a swap as one", arguments: [
+        ("api_kye", "api_key", 1), ("usrname", "username", 1), ("mechansim", "mechanism", 1),
+        ("kitten", "sitting", 3), ("", "abc", 3), ("abc", "", 3), ("same", "same", 0),
+    ])
+    func editDistance(_ a: String, _ b: String, _ expected: Int) {
+        #expect(ObjectKeys.editDistance(Array(a.unicodeScalars), Array(b.unicodeScalars)) == expected)
+    }
+
     @Test("several unknown keys are all named")
     func severalUnknownKeys() throws {
         let error = try #require(rejection(["mechanism": .string("API_KEY_PLAIN"), "api_key": .string(Self.apiKey),

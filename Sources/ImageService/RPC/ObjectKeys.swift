@@ -23,6 +23,8 @@ enum ObjectKeys {
         var message = "unknown key \(quoted(first))"
         if let meant = acceptedKey(resembling: first, among: accepted) {
             message += ", did you mean '\(meant)'? Keys are case-sensitive and contain no spaces"
+        } else if let meant = acceptedKey(misspelledAs: first, among: accepted) {
+            message += ", did you mean '\(meant)'?"
         }
         message += "; \(owner) accepts " + listing(accepted)
         if let note = note(first) {
@@ -56,5 +58,39 @@ enum ObjectKeys {
         }
         let folded = String(visible).lowercased()
         return accepted.first { $0 == folded }
+    }
+
+    /// Returns the accepted key that `key` is most likely a misspelling of: the only one
+    /// within two edits (a letter added, removed, replaced, or two neighbours swapped),
+    /// such as `api_key` for `api_kye`. Keys of four characters or fewer get no guess,
+    /// since two edits turn them into too many others.
+    private static func acceptedKey(misspelledAs key: String, among accepted: [String]) -> String? {
+        let typed = Array(key.lowercased().unicodeScalars)
+        guard typed.count > 4, typed.count <= 64 else { return nil }
+        let close = accepted.filter { editDistance(typed, Array($0.unicodeScalars)) <= 2 }
+        return close.count == 1 ? close[0] : nil
+    }
+
+    /// Returns the number of single-character insertions, deletions, substitutions and
+    /// swaps of adjacent characters that turn `a` into `b` (optimal string alignment).
+    static func editDistance(_ a: [Unicode.Scalar], _ b: [Unicode.Scalar]) -> Int {
+        guard !a.isEmpty else { return b.count }
+        guard !b.isEmpty else { return a.count }
+        // Rows of the distance table: before the previous character of `a`, at it, and now.
+        var older = [Int](repeating: 0, count: b.count + 1)
+        var previous = Array(0...b.count)
+        var current = [Int](repeating: 0, count: b.count + 1)
+        for i in 1...a.count {
+            current[0] = i
+            for j in 1...b.count {
+                let substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, substitution)
+                if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] {
+                    current[j] = min(current[j], older[j - 2] + 1)
+                }
+            }
+            (older, previous, current) = (previous, current, older)
+        }
+        return previous[b.count]
     }
 }
