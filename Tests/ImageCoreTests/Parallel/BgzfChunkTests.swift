@@ -1,5 +1,6 @@
 // Chunks of BGZF members: how they are planned from the members' sizes, and how their
-// output reaches the chunk stream.
+// output reaches the chunk stream. Also the block start search of chunks that cross
+// many member ends.
 
 import Foundation
 import Testing
@@ -142,6 +143,30 @@ struct BgzfChunkTests {
             } catch let error as InflateError {
                 #expect("\(error)".contains("offset 18"), "threads \(threads): \(error)")
             }
+        }
+    }
+}
+
+@Suite("Block start search")
+struct BoundarySearchTests {
+    @Test("searches from member starts pass each bit once")
+    func eachBitOnce() throws {
+        // Members of 64 KiB of text: a search starts at every member's start, as a chunk
+        // does after each member end, and each one gives the first accepted start after it.
+        var bytes: [UInt8] = []
+        var memberStarts: [Int64] = []
+        for number in 0..<24 {
+            memberStarts.append(Int64(bytes.count) * 8 + 80)
+            bytes += try compress(compressibleBytes(65536, seed: UInt64(number + 1)), with: "gzip -c -n")
+        }
+        try bytes.withUnsafeBytes { input in
+            let limit = Int64(input.count) * 8
+            var search = BoundarySearch(finder: DeflateDecoder(input: input))
+            for start in memberStarts {
+                let expected = BlockFinder.find(in: DeflateDecoder(input: input), from: start, before: limit)
+                #expect(search.next(from: start, before: limit) == expected, "from bit \(start)")
+            }
+            #expect(search.bitsExamined <= limit, "\(search.bitsExamined) bits examined in a file of \(limit)")
         }
     }
 }
