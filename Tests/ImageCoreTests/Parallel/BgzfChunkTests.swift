@@ -145,6 +145,50 @@ struct BgzfChunkTests {
             }
         }
     }
+
+    @Test("wrong BSIZE decodes as gzip does")
+    func wrongMemberSize() throws {
+        // gzip -dc and sequential decoding from a pipe ignore BSIZE and accept these
+        // files, so the BGZF path, which finds each trailer by BSIZE, must accept them too.
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        let payload = compressibleBytes(300_000)
+        let path = try compressFile(payload, with: "bgzip -c", in: scratch, name: "members")
+        let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        // Member offsets from each header's BSIZE (bytes 16 and 17, the size minus 1).
+        var starts: [Int] = []
+        var offset = 0
+        while offset < original.count {
+            starts.append(offset)
+            offset += (Int(original[offset + 16]) | Int(original[offset + 17]) << 8) + 1
+        }
+        #expect(starts.count >= 5, "\(starts.count) members")
+        func withBSIZE(ofMember number: Int, plus delta: Int) -> [UInt8] {
+            var bytes = original
+            let start = starts[number]
+            let bsize = (Int(bytes[start + 16]) | Int(bytes[start + 17]) << 8) + delta
+            bytes[start + 16] = UInt8(bsize & 0xff)
+            bytes[start + 17] = UInt8(bsize >> 8)
+            return bytes
+        }
+        let secondSize = starts[2] - starts[1]
+        let cases: [(name: String, bytes: [UInt8])] = [
+            // BSIZE covers the second member too, so the next header parses: the
+            // member's deflate data then ends before the trailer BSIZE gives.
+            ("first member spans two", withBSIZE(ofMember: 0, plus: secondSize)),
+            // The deflate data runs past the trailer BSIZE gives.
+            ("second member 1 byte short", withBSIZE(ofMember: 1, plus: -1)),
+            ("last data member 1 byte short", withBSIZE(ofMember: starts.count - 2, plus: -1)),
+        ]
+        for (name, bytes) in cases {
+            let casePath = scratch.file("\(name).gz")
+            try writeFile(casePath, bytes)
+            for threads in [1, 2, 3] {
+                let (output, _) = try parallelOutput(casePath, threads: threads)
+                expectEqualBytes(output, payload, "\(name), threads \(threads)")
+            }
+        }
+    }
 }
 
 @Suite("Block start search")

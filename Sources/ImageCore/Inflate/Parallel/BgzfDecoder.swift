@@ -79,15 +79,16 @@ struct BgzfDecoder: Sendable {
             let result = libdeflate_deflate_decompress_ex(
                 decompressor, input.baseAddress! + deflateStart, trailer - deflateStart,
                 block.bytes.baseAddress! + filled, Int(outputSize), &consumed, &produced)
-            switch result {
-            case LIBDEFLATE_SUCCESS:
-                guard consumed == trailer - deflateStart else {
-                    throw GzipDataError(offset: Int64(deflateStart + consumed), reason: "the BGZF member's deflate data ends \(trailer - deflateStart - consumed) bytes before its trailer at offset \(trailer)")
+            // A wrong BSIZE puts the trailer elsewhere, and then the deflate data ends
+            // before it, runs past it, or overflows the ISIZE read there. gzip ignores
+            // BSIZE, so the caller decodes this member and the rest of the file as plain
+            // gzip members. Only deflate data that is invalid without the bound fails here.
+            guard result == LIBDEFLATE_SUCCESS, consumed == trailer - deflateStart else {
+                if result == LIBDEFLATE_BAD_DATA, Self.isInvalidDeflate(input, from: deflateStart, decompressor) {
+                    throw GzipDataError(offset: Int64(deflateStart), reason: "invalid deflate data in the BGZF member at offset \(position)")
                 }
-            case LIBDEFLATE_INSUFFICIENT_SPACE:
-                throw GzipDataError(offset: Int64(trailer + 4), reason: "the member decodes to more than the \(outputSize) bytes its trailer gives")
-            default:
-                throw GzipDataError(offset: Int64(deflateStart), reason: "invalid deflate data in the BGZF member at offset \(position)")
+                guard stream.push(contentsOf: pieces) else { return ChunkEnd(bitOffset: Int64(position) * 8) }
+                return ChunkEnd(bitOffset: Int64(position) * 8, bgzfMemberMismatch: true)
             }
             let piecesBefore = pieces.count
             ZeroBlocks.append(block, filled..<filled + produced, to: &pieces)
@@ -100,5 +101,19 @@ struct BgzfDecoder: Sendable {
         }
         guard stream.push(contentsOf: pieces) else { return ChunkEnd(bitOffset: Int64(position) * 8) }
         return ChunkEnd(bitOffset: Int64(end) * 8)
+    }
+
+    /// Returns whether the deflate data at byte `start` of `input` is invalid when decoded
+    /// up to the end of the input, with room for one member's output. Data that needs
+    /// more room is not known to be invalid.
+    private static func isInvalidDeflate(_ input: UnsafeRawBufferPointer, from start: Int,
+                                         _ decompressor: OpaquePointer) -> Bool {
+        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: maximumMemberOutput, alignment: 64)
+        defer { output.deallocate() }
+        var consumed = 0
+        var produced = 0
+        let result = libdeflate_deflate_decompress_ex(decompressor, input.baseAddress! + start, input.count - start,
+                                                      output.baseAddress!, output.count, &consumed, &produced)
+        return result == LIBDEFLATE_BAD_DATA
     }
 }

@@ -76,6 +76,11 @@ struct ChunkEnd: Sendable {
     /// True when an index chunk stopped inside a member, at the next access point, because
     /// its output reached the point's offset. `bitOffset` is then the point's, on trust.
     var insideMember = false
+    /// True when a BGZF chunk stopped at a member whose deflate data did not decode
+    /// within the bounds that its BSIZE and ISIZE give. `bitOffset` is then that
+    /// member's first byte times 8, and the rest of the file is decoded as plain gzip
+    /// members, because gzip ignores BSIZE and a corrupt one must not fail a valid file.
+    var bgzfMemberMismatch = false
 }
 
 /// A bounded queue of one chunk's output pieces, written by one worker and read by the

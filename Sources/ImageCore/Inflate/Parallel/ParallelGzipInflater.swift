@@ -179,22 +179,41 @@ public enum ParallelGzipInflater {
         let bgzf = BgzfDecoder(file: file, blocks: blocks)
         let isal = IsalChunkDecoder(file: file, blocks: blocks)
         let chunks = plan.chunks
+        // Decodes from `start` to the end of the file: gzip members with ISA-L, then
+        // zero padding or trailing data.
+        let decodeRest: @Sendable (Int, ChunkStream) throws -> ChunkEnd = { start, stream in
+            if try GzipMemberHeader.parse(file.bytes, at: start) != nil {
+                return try isal.decode(from: .memberHeader(Int64(start) * 8), length: nil, end: .max,
+                                       endsWithMember: false, into: stream)
+            }
+            let rest = UnsafeRawBufferPointer(rebasing: file.bytes[start...])
+            return ChunkEnd(bitOffset: Int64(file.count) * 8, trailingGarbage: stream.trailingGarbage(in: rest, at: start))
+        }
         let pipeline = ChunkPipeline(chunkCount: chunks.count, threads: threads, budget: budget) { number, stream in
             let chunk = chunks[number]
             if chunk.members { return try bgzf.decode(from: chunk.start, to: chunk.end, into: stream) }
-            if try GzipMemberHeader.parse(file.bytes, at: chunk.start) != nil {
-                return try isal.decode(from: .memberHeader(Int64(chunk.start) * 8), length: nil, end: .max,
-                                       endsWithMember: false, into: stream)
-            }
-            let rest = UnsafeRawBufferPointer(rebasing: file.bytes[chunk.start...])
-            return ChunkEnd(bitOffset: Int64(file.count) * 8,
-                            trailingGarbage: stream.trailingGarbage(in: rest, at: chunk.start))
+            return try decodeRest(chunk.start, stream)
         }
         pipeline.start()
         defer { pipeline.abandonAll() }
         var trailingGarbage: Int64 = 0
         for number in chunks.indices {
-            trailingGarbage = try writer.consume(pipeline.streams[number]).trailingGarbage
+            let end = try writer.consume(pipeline.streams[number])
+            trailingGarbage = end.trailingGarbage
+            if end.bgzfMemberMismatch {
+                // The members after this one were planned from BSIZE values that can no
+                // longer be trusted, so their chunks are dropped.
+                pipeline.abandonAll()
+                let start = Int(end.bitOffset / 8)
+                Log.debug("parallel inflate", "\(file.path): the BGZF member at offset \(start) does not decode within its BSIZE and ISIZE; decoding the rest as plain gzip members")
+                let rest = ChunkPipeline(chunkCount: 1, threads: 1, budget: budget) { _, stream in
+                    try decodeRest(start, stream)
+                }
+                rest.start()
+                defer { rest.abandonAll() }
+                trailingGarbage = try writer.consume(rest.streams[0]).trailingGarbage
+                return (trailingGarbage, number + 2)
+            }
             pipeline.chunkConsumed(number)
         }
         return (trailingGarbage, chunks.count)
