@@ -34,9 +34,10 @@ enum DecompressCommand: Command {
                          points with an index, at members for BGZF, and otherwise at
                          deflate blocks found by searching (see docs/PARALLEL.md).
                          One thread decodes a single gzip stream as one chunk, also
-                         with holes for zero runs. Memory: up to about 120 MiB per
-                         thread (2 threads measured), about 40 MiB with one thread,
-                         not counting the pages of SOURCE, which is memory-mapped.
+                         with holes for zero runs, and BGZF member by member.
+                         Memory: up to about 120 MiB per thread (2 threads measured),
+                         about 40 MiB with one thread, not counting the pages of
+                         SOURCE, which is memory-mapped.
                          The output is always identical to sequential decoding.
       --index FILE       a seek index of SOURCE (GZIDX, from 'imgtool index' or
                          'rapidgzip --export-index'): each access point starts a chunk;

@@ -8,8 +8,8 @@ import Testing
 
 @Suite("BGZF chunks")
 struct BgzfChunkTests {
-    /// The output of a stream's pieces, with holes as zeros, the distinct blocks they
-    /// refer to, and the number of member ends.
+    /// Returns the output of a stream's pieces, with holes as zeros, the number of
+    /// distinct blocks they refer to, and the number of member ends.
     private func collect(_ stream: ChunkStream) -> (output: [UInt8], blocks: Int, members: Int) {
         let (pieces, _) = stream.take(timeLimit: 0)
         var blocks = Set<ObjectIdentifier>()

@@ -4,7 +4,7 @@
 // (ISIZE, at most 64 KiB). So one call decodes its deflate data into space of exactly
 // that size, the whole-buffer case libdeflate is built for. On the test machine,
 // libdeflate-gunzip decoded the bgzip output of the data-heavy image in 1.7 s to 2.0 s
-// of CPU time and igzip (ISA-L) in 2.9 s to 3.0 s; probably ISA-L's table setup per
+// of CPU time, and igzip (ISA-L) in 2.9 s to 3.0 s. Probably ISA-L's table setup per
 // deflate block weighs more in members of 64 KiB (not measured).
 //
 // bgzip compresses every 64 KiB of zeros into the same bytes, and a member's output
