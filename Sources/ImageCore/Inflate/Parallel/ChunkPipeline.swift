@@ -120,9 +120,10 @@ final class ChunkStream: @unchecked Sendable {
     func push(contentsOf newPieces: some Collection<OutputPiece>) -> Bool {
         condition.lock()
         defer { condition.unlock() }
+        // Nothing to add needs no room, so it never waits for the consumer.
+        if newPieces.isEmpty { return !abandoned }
         while bufferedBytes > budget && !abandoned { condition.wait() }
         if abandoned { return false }
-        guard !newPieces.isEmpty else { return true }
         for piece in newPieces {
             switch piece {
             case .data(let bytes, _): bufferedBytes += bytes.count
