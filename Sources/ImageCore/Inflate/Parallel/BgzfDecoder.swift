@@ -93,7 +93,8 @@ struct BgzfDecoder: Sendable {
             let piecesBefore = pieces.count
             ZeroBlocks.append(block, filled..<filled + produced, to: &pieces)
             filled += produced
-            if produced > 0, pieces.count == piecesBefore + 1, case .hole = pieces[piecesBefore] {
+            if produced > 0, produced == Int(outputSize), pieces.count == piecesBefore + 1,
+               case .hole = pieces[piecesBefore] {
                 zeroMember = (data, outputSize)
             }
             pieces.append(.memberEnd(crc: crc, size: outputSize, trailerOffset: Int64(trailer)))
