@@ -38,7 +38,8 @@ public struct DecompressOptions: Sendable {
     public var progress: ProgressHandler?
     /// Stops decoding between pieces of work; the caller then sees `CancelledError`.
     public var cancellation: CancellationToken?
-    /// The deflate implementation for gzip.
+    /// The deflate implementation of the sequential gzip decoder. The parallel decoder
+    /// always uses ISA-L, and libdeflate for BGZF members.
     public var engine: DeflateEngine
     /// A seek index of a gzip source: its access points become parallel chunks.
     public var index: GzipIndex?
