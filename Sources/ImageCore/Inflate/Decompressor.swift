@@ -39,7 +39,7 @@ public struct DecompressOptions: Sendable {
     /// Stops decoding between pieces of work; the caller then sees `CancelledError`.
     public var cancellation: CancellationToken?
     /// The deflate implementation of the sequential gzip decoder. The parallel decoder
-    /// always uses ISA-L, and libdeflate for BGZF members.
+    /// picks its own: ISA-L, the Swift decoder for zero runs, libdeflate for BGZF.
     public var engine: DeflateEngine
     /// A seek index of a gzip source: its access points become parallel chunks.
     public var index: GzipIndex?

@@ -286,11 +286,11 @@ public final class Session: Sendable {
         default:
             // The type comes back only when it is short: the frame may be up to the frame
             // limit, and nothing from it should echo without bound.
-            let shown = kindName.count <= 32
+            let typeText = kindName.count <= 32
                 ? "'" + escapingControlCharacters(kindName, formatCharacters: true) + "'"
                 : "of \(kindName.count) characters"
             connection.send(.object(["msg": .string("error"), "reason": .string(
-                "unknown message type \(shown); use connect, ping, pong, method, sub or unsub")]))
+                "unknown message type \(typeText); use connect, ping, pong, method, sub or unsub")]))
         }
     }
 

@@ -120,7 +120,7 @@ final class ChunkStream: @unchecked Sendable {
     func push(contentsOf newPieces: some Collection<OutputPiece>) -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        // Nothing to add needs no room, so it never waits for the consumer.
+        // An empty batch needs no room, so it returns at once.
         if newPieces.isEmpty { return !abandoned }
         while bufferedBytes > budget && !abandoned { condition.wait() }
         if abandoned { return false }

@@ -86,8 +86,8 @@ struct IsalChunkDecoder: Sendable {
         // no output space lets ISA-L read the final end-of-block code.
         var finalCallDone = false
         // Unplaced output: the block being filled, how much of it ISA-L filled, and how
-        // much of that was handed on. Members of BGZF files hold at most 64 KiB, so
-        // several share one block, and their pieces go to the stream together.
+        // much of that was handed on. Small members share one block, and their pieces
+        // go to the stream together.
         var block: OutputBlock?
         var filled = 0
         var handedOn = 0
@@ -102,7 +102,7 @@ struct IsalChunkDecoder: Sendable {
             defer { pending.removeAll(keepingCapacity: true) }
             return stream.push(contentsOf: pending)
         }
-        // An error ends the chunk; the pieces of the members before it go first, so the
+        // An error ends the chunk. The pieces of the members before it go first, so the
         // writer reports the first fault in the file's order.
         do {
             while true {
