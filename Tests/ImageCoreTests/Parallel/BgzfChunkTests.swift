@@ -214,3 +214,45 @@ struct BoundarySearchTests {
         }
     }
 }
+
+@Suite("Speculative chunks at member starts")
+struct MemberStartTests {
+    @Test("ranges start at gzip members")
+    func rangesStartAtMembers() throws {
+        // Members of 8 KiB of text hold one final block each, which the block finder never
+        // accepts, so every range found no start and was decoded again by the writer.
+        let scratch = try ScratchDirectory()
+        defer { scratch.remove() }
+        var bytes: [UInt8] = []
+        var payload: [UInt8] = []
+        for number in 0..<160 {
+            let member = compressibleBytes(8192, seed: UInt64(number + 1))
+            payload += member
+            bytes += try compress(member, with: "gzip -c -n")
+        }
+        let path = scratch.file("members.gz")
+        try writeFile(path, bytes)
+
+        // A range from 100 KB on starts at the deflate data of the first member after it
+        // (`gzip -n` writes 10-byte headers).
+        let file = try MappedFile(path: path)
+        let from: Int64 = 100_000 * 8
+        let stream = ChunkStream(budget: 64 << 20)
+        let decoder = SpeculativeDecoder(file: file, usesIsal: true)
+        _ = try decoder.decode(from: .search(from), stopAt: from + (64 << 13), into: stream)
+        let start = try #require(stream.waitForStart(), "the range found no start")
+        #expect(start % 8 == 0)
+        let startByte = Int(start / 8) - 10
+        #expect(startByte >= 100_000)
+        #expect(Array(bytes[startByte..<startByte + 3]) == [0x1f, 0x8b, 0x08], "the start at bit \(start) follows no member header")
+        stream.abandon()
+
+        for threads in [2, 3] {
+            let (output, result) = try parallelOutput(path, threads: threads, minimumChunkInput: 16 << 10)
+            expectEqualBytes(output, payload, "threads \(threads)")
+            #expect(result.strategy == .speculative, "threads \(threads)")
+            #expect(result.chunks > 2, "threads \(threads)")
+            #expect(result.rangesDecodedAgain == 0, "threads \(threads): \(result.rangesDecodedAgain) ranges decoded again")
+        }
+    }
+}

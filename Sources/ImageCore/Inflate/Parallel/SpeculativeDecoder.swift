@@ -112,6 +112,19 @@ enum BlockFinder {
             >> UInt64(bitOffset & 7)
     }
 
+    /// Returns whether a chunk that reached the member whose header starts at byte
+    /// `memberHeader` and whose deflate data starts at bit `deflateStart` stops there
+    /// (at `deflateStart`). A member whose header lies at or after `stopAt` always
+    /// ends the chunk, because the next range's worker may start at it
+    /// (`SpeculativeDecoder.memberStart`). Any other member must begin with a block
+    /// that the finder accepts, at or after `stopAt`.
+    static func endsChunk(memberHeader: Int, deflateStart: Int64, stopAt: Int64, finder: DeflateDecoder) -> Bool {
+        if Int64(memberHeader) * 8 >= stopAt { return true }
+        guard deflateStart >= stopAt else { return false }
+        finder.seek(toBit: deflateStart)
+        return acceptsBoundary(finder)
+    }
+
     /// True when a block that may start a chunk begins at the decoder's position.
     static func acceptsBoundary(_ decoder: DeflateDecoder) -> Bool {
         let offset = decoder.bitPosition
@@ -186,7 +199,18 @@ struct SpeculativeDecoder: Sendable {
             var searchFrom = from
             var markerValues = 0
             let searchEnd = rangeBits == nil ? stopAt : min(stopAt, from + BlockFinder.searchLimit)
-            while let candidate = BlockFinder.find(in: decoder, from: searchFrom, before: searchEnd) {
+            // A gzip member needs no window, so a range that reaches one before any block
+            // the finder accepts starts there.
+            var member = usesIsal ? memberStart(from: searchFrom, before: searchEnd) : nil
+            while true {
+                let found = BlockFinder.find(in: decoder, from: searchFrom, before: searchEnd)
+                if let member, found.map({ member.deflateStart <= $0 }) ?? true {
+                    Log.debug("speculative", "range at bit \(from): gzip member at byte \(member.header)")
+                    guard stream.push(.chunkStart(member.deflateStart)) else { return ChunkEnd(bitOffset: member.deflateStart) }
+                    return try decodeSwitching(.isal(.memberHeader(Int64(member.header) * 8), announce: false),
+                                               stopAt: stopAt, stream: stream)
+                }
+                guard let candidate = found else { break }
                 if stream.isAbandoned { return ChunkEnd(bitOffset: candidate) }
                 decoder.seek(toBit: candidate)
                 let outcome: MarkerOutcome
@@ -200,6 +224,9 @@ struct SpeculativeDecoder: Sendable {
                     outcome = try decodeMarkers(decoder, startingAt: candidate, stopAt: stopAt, stream: stream, values: &markerValues)
                 } catch is SpeculationFailed {
                     searchFrom = candidate + 1
+                    if let start = member, start.deflateStart < searchFrom {
+                        member = memberStart(from: searchFrom, before: searchEnd)
+                    }
                     continue
                 }
                 Log.debug("speculative", "range at bit \(from): start \(candidate) after \(candidate - from) bits, \(markerValues) marker-mode values")
@@ -379,6 +406,45 @@ struct SpeculativeDecoder: Sendable {
         let output = UnsafeMutablePointer<UInt16>.allocate(capacity: capacity)
         for index in 0..<history { output[index] = UInt16(256 + index) }
         return (output, capacity)
+    }
+
+    /// Returns the first gzip member whose header starts at a byte in `from..<limit`
+    /// (bits) and whose deflate data ISA-L decodes without an error for its first
+    /// 64 KiB of output (or to its end). The result is the header's byte offset and
+    /// the bit offset of its deflate data. The bytes 1f 8b 08 also occur inside
+    /// compressed data, and a false header rarely decodes that far without a reference
+    /// before its start.
+    func memberStart(from: Int64, before limit: Int64) -> (header: Int, deflateStart: Int64)? {
+        let input = file.bytes
+        var offset = Int((from + 7) / 8)
+        // Headers start at bytes before bit `limit`, which may be Int64.max.
+        let end = Int(min(Int64(input.count), (limit - 1) / 8 + 1))
+        while offset < end {
+            guard let magic = UnsafeRawBufferPointer(rebasing: input[offset..<end]).firstIndex(of: 0x1f) else { return nil }
+            offset += magic
+            defer { offset += 1 }
+            guard offset + 2 < input.count, input[offset + 1] == 0x8b, input[offset + 2] == 8,
+                  let header = try? GzipMemberHeader.parse(input, at: offset),
+                  Self.decodesAsMember(input, deflateStart: offset + header.length) else { continue }
+            return (offset, Int64(offset + header.length) * 8)
+        }
+        return nil
+    }
+
+    /// Returns whether ISA-L decodes the deflate data at byte `start` of `input`, with
+    /// no history, for 64 KiB of output or to the end of its final block.
+    private static func decodesAsMember(_ input: UnsafeRawBufferPointer, deflateStart start: Int) -> Bool {
+        let state = UnsafeMutablePointer<inflate_state>.allocate(capacity: 1)
+        defer { state.deallocate() }
+        isal_inflate_init(state)
+        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 64)
+        defer { output.deallocate() }
+        state.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress!.assumingMemoryBound(to: UInt8.self) + start)
+        state.pointee.avail_in = UInt32(min(input.count - start, 1 << 24))
+        state.pointee.next_out = output.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        state.pointee.avail_out = UInt32(output.count)
+        let result = isal_inflate(state)
+        return result >= 0 && (state.pointee.avail_out == 0 || state.pointee.block_state == ISAL_BLOCK_FINISH)
     }
 
     /// Decodes the first `blocksBeforeGuessing` blocks from `candidate` in marker mode
@@ -587,6 +653,10 @@ struct SpeculativeDecoder: Sendable {
                     memberEnded = false
                     first = false
                     lastBlockIsData = false
+                    if !anyBoundary, Int64(next) * 8 >= stopAt {
+                        try output.finish()
+                        return .end(ChunkEnd(bitOffset: decoder.bitPosition))
+                    }
                 }
                 if !first, !resumeBlock, decoder.bitPosition >= stopAt, anyBoundary || BlockFinder.acceptsBoundary(decoder) {
                     try output.finish()

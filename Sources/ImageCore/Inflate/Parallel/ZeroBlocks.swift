@@ -55,7 +55,8 @@ final class OutputBlockPool: Sendable {
 }
 
 /// One block of a pool; its memory goes back to the pool when the last output piece that
-/// refers to it is gone. Written by one worker, then only read.
+/// refers to it is gone. Written by one worker, then only read: the writer reads the
+/// bytes of pieces already pushed while the worker fills the rest.
 final class OutputBlock: @unchecked Sendable {
     let bytes: UnsafeMutableRawBufferPointer
     private let pool: OutputBlockPool
@@ -74,11 +75,11 @@ final class OutputBlock: @unchecked Sendable {
 enum ZeroBlocks {
     static let blockSize = 4096
 
-    /// Pushes the first `count` bytes of `block` into `stream`; returns false when the
-    /// stream was abandoned.
-    static func emit(_ block: OutputBlock, count: Int, into stream: ChunkStream) -> Bool {
+    /// Pushes the bytes `range` of `block` into `stream`; returns false when the stream
+    /// was abandoned.
+    static func emit(_ block: OutputBlock, _ range: Range<Int>, into stream: ChunkStream) -> Bool {
         var pieces: [OutputPiece] = []
-        append(block, 0..<count, to: &pieces)
+        append(block, range, to: &pieces)
         return stream.push(contentsOf: pieces)
     }
 
