@@ -239,7 +239,10 @@ struct MemberStartTests {
         let from: Int64 = 100_000 * 8
         let stream = ChunkStream(budget: 64 << 20)
         let decoder = SpeculativeDecoder(file: file, usesIsal: true)
-        _ = try decoder.decode(from: .search(from), stopAt: from + (64 << 13), into: stream)
+        let end = try decoder.decode(from: .search(from), stopAt: from + (64 << 13), into: stream)
+        // The pipeline records the end; without it a range that found no start would leave
+        // `waitForStart` waiting.
+        stream.finish(.success(end))
         let start = try #require(stream.waitForStart(), "the range found no start")
         #expect(start % 8 == 0)
         let startByte = Int(start / 8) - 10
