@@ -232,8 +232,8 @@ def test_ddp_ping_pong(server):
 
 
 def test_ddp_unknown_message_type(server):
-    # A short type comes back quoted with the accepted ones; a long one only by its
-    # length, so a frame's content does not echo without bound.
+    # A short type comes back quoted, with the accepted ones. A long one is named by its
+    # length only, so a frame's content does not echo without bound.
     ws = server.connect("/websocket")
     ddp(ws, {"msg": "connect", "version": "1", "support": ["1"]})
     reply = ddp(ws, {"msg": "methd", "id": "x"})
